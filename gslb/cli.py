@@ -1,0 +1,223 @@
+"""The ``gslb`` command: argv -> configuration -> run. The only place that picks exit codes.
+
+Exit codes: 0 success, 1 invalid or missing files (``check``), 2 usage errors, 3 start-up failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+from gslb import __version__
+from gslb.errors import ConfigErrors, GslbError
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_STARTUP = 0, 1, 2, 3
+
+logger = logging.getLogger("gslb")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gslb", description="Global server load balancer: an authoritative DNS server.")
+    p.add_argument("--version", action="version", version=f"gslb {__version__}")
+    p.add_argument("--log-level", default=os.environ.get("GSLB_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"], help="log level (default info)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", metavar="FILE", help="server file (default: gslb.yaml when it exists)")
+
+    s = sub.add_parser("serve", help="answer DNS (and run health checks, serve HTTP)")
+    config_arg(s)
+    s.add_argument("--zones", metavar="DIR", help="folder of zone files (*.yaml)")
+    s.add_argument("--listen", metavar="HOST:PORT", action="append", help="DNS address, UDP and TCP (repeatable)")
+    s.add_argument("--http", metavar="HOST:PORT", help="HTTP status address ('off' disables it)")
+    s.add_argument("--geoip", metavar="FILE", help="GeoIP2/GeoLite2 City or Country database")
+    s.add_argument("--state", metavar="URL", help="site-state table: memory:// or redis://HOST:PORT/DB")
+    s.add_argument("--region", metavar="NAME", help="the region this node's checks count for")
+    s.add_argument("--no-checks", action="store_true", help="answer DNS only, run no health checks")
+    s.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1)")
+
+    c = sub.add_parser("check", help="validate the server file and zone files")
+    config_arg(c)
+    c.add_argument("--zones", metavar="DIR", help="folder of zone files (*.yaml)")
+
+    e = sub.add_parser("explain", help="why a client gets the answer it gets")
+    e.add_argument("name")
+    e.add_argument("type", nargs="?", default="A")
+    e.add_argument("--client", required=True, metavar="IP", help="the client's address (as if sent in ECS)")
+    config_arg(e)
+    e.add_argument("--zones", metavar="DIR", help="folder of zone files (*.yaml)")
+    e.add_argument("--geoip", metavar="FILE", help="GeoIP database")
+    e.add_argument("--down", action="append", default=[], metavar="SITE",
+                   help="treat SITE (or ZONE/SITE) as down (repeatable)")
+    e.add_argument("--json", action="store_true", help="print the trace as JSON")
+
+    k = sub.add_parser("checker", help="run one region's health checks into a shared Redis table")
+    k.add_argument("--region", required=True, metavar="NAME")
+    k.add_argument("--state", required=True, metavar="URL", help="redis://HOST:PORT/DB")
+    config_arg(k)
+    k.add_argument("--zones", metavar="DIR", help="folder of zone files (*.yaml)")
+
+    st = sub.add_parser("status", help="a running server's site states as a table")
+    st.add_argument("--http", default="http://127.0.0.1:8053", metavar="URL", help="the server's HTTP address")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI flags that override the server file (only those given)."""
+    out: dict[str, Any] = {}
+    for name in ("zones", "geoip", "state", "region", "workers"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = value
+    if getattr(args, "listen", None):
+        out["listen"] = args.listen
+    http = getattr(args, "http", None)
+    if http is not None and args.command == "serve":
+        out["http"] = None if http.lower() in ("off", "none", "null", "") else http
+    if getattr(args, "no_checks", False):
+        out["checks"] = False
+    return out
+
+
+def _load_config(args: argparse.Namespace):  # -> ServerConfig
+    from gslb.config import find_default_config, load_server_config
+
+    path = args.config if args.config else find_default_config(os.getcwd())
+    return load_server_config(path, _overrides(args))
+
+
+def _print_errors(exc: ConfigErrors) -> None:
+    for error in exc.errors:
+        print(error, file=sys.stderr)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gslb.app import run
+
+    try:
+        config = _load_config(args)
+    except ConfigErrors as exc:
+        _print_errors(exc)
+        return EXIT_STARTUP
+    if config.workers != 1:
+        print("gslb: --workers: only 1 worker is supported in this version", file=sys.stderr)
+        return EXIT_USAGE
+    return run(config)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from gslb.zones import check_directory
+
+    try:
+        config = _load_config(args)
+    except ConfigErrors as exc:
+        _print_errors(exc)
+        return EXIT_INVALID
+    if not os.path.isdir(config.zones):
+        print(f"{config.zones}: zone folder not found", file=sys.stderr)
+        return EXIT_INVALID
+    errors = check_directory(config.zones)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        print(f"gslb check: {len(errors)} error(s)", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"gslb check: {config.zones}: ok")
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import random
+
+    from gslb.balancer import Balancer
+    from gslb.explain import explain, format_text
+    from gslb.geo import GeoLocator
+    from gslb.model import SiteStatus, StateView
+    from gslb.zones import ZoneStore
+
+    try:
+        config = _load_config(args)
+    except ConfigErrors as exc:
+        _print_errors(exc)
+        return EXIT_INVALID
+    store = ZoneStore(config.zones)
+    result = store.reload(force=True)
+    for error in result.get("errors", []):
+        print(error, file=sys.stderr)
+    zones = store.zones
+    qname = args.name.lower().rstrip(".") + "."
+    home = zones.find(qname)
+    sites: dict[tuple[str, str], SiteStatus] = {}
+    for item in args.down:
+        zone_key, _, site = item.rpartition("/")
+        zone = zones.by_key(zone_key) if zone_key else home
+        if zone is None or site not in zone.sites:
+            print(f"gslb explain: --down {item}: no such site", file=sys.stderr)
+            return EXIT_USAGE
+        sites[(zone.key, site)] = SiteStatus(override="down")
+    view = StateView(version=1, sites=sites)
+    try:
+        geo = GeoLocator.open(config.geoip)
+    except GslbError as exc:
+        print(f"gslb explain: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    balancer = Balancer(geo, dict(config.regions), random.Random())
+    try:
+        trace = explain(zones, balancer, view, args.name, args.type.upper(), args.client)
+    except ValueError as exc:
+        print(f"gslb explain: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(trace, indent=2) if args.json else format_text(trace))
+    return EXIT_OK
+
+
+def cmd_checker(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from gslb.checker import run_checker
+
+    try:
+        config = _load_config(args)
+    except ConfigErrors as exc:
+        _print_errors(exc)
+        return EXIT_STARTUP
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_checker(config, args.region, args.state, stop)
+
+    try:
+        asyncio.run(main())
+    except GslbError as exc:
+        print(f"gslb checker: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gslb.status_cli import run_status
+
+    return run_status(args.http)
+
+
+COMMANDS = {"serve": cmd_serve, "check": cmd_check, "explain": cmd_explain,
+            "checker": cmd_checker, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gslb`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests talk to (dig, redis-server, unbound, chromium) when missing.
+set -euo pipefail
+need=()
+command -v dig >/dev/null || need+=(dnsutils)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v unbound >/dev/null || need+=(unbound)
+command -v chromium >/dev/null || need+=(chromium)
+command -v openssl >/dev/null || need+=(openssl)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# the packaged services are not needed: tests start their own on free ports
+systemctl disable --now redis-server unbound >/dev/null 2>&1 || true
