@@ -1,0 +1,193 @@
+"""A strict YAML loader for configuration files: line numbers everywhere, no surprises.
+
+- Every mapping is loaded as a :class:`LineDict` and every sequence as a :class:`LineList`;
+  both remember the (1-based) line of the container, of each key and of each value, and the
+  raw text of plain scalars, so validators can say ``file:LINE: field: message``.
+- Duplicate keys are errors (at the second key's line), never "last one wins".
+- Only ``true``/``false`` are booleans: ``yes``/``no``/``on``/``off`` stay strings, so the
+  country code ``NO:`` is the string ``"NO"``. Sexagesimal numbers (``1:30``) and timestamps
+  are strings too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+from gslb.errors import ConfigError, ConfigErrors
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LineDict", "LineList", "StrictLoader", "load_yaml", "type_name"]
+
+
+class LineDict(dict):
+    """A mapping loaded from YAML that remembers where each key and value was written."""
+
+    line: int
+    key_lines: dict[Any, int]
+    value_lines: dict[Any, int]
+    raw_keys: dict[Any, str]
+    raw_values: dict[Any, str]
+
+    def key_line(self, key: Any) -> int:
+        """The line of ``key`` (the mapping's own line when unknown)."""
+        return self.key_lines.get(key, self.line)
+
+    def value_line(self, key: Any) -> int:
+        """The line of the value of ``key`` (the key's line when unknown)."""
+        return self.value_lines.get(key, self.key_line(key))
+
+    def raw_key(self, key: Any) -> str:
+        """The key as written in the file (``010`` stays ``"010"``)."""
+        return self.raw_keys.get(key, str(key))
+
+    def raw_value(self, key: Any) -> str | None:
+        """The text of a plain scalar value as written, or None for other values."""
+        return self.raw_values.get(key)
+
+
+class LineList(list):
+    """A sequence loaded from YAML that remembers the line of each item."""
+
+    line: int
+    item_lines: list[int]
+    raw_items: list[str | None]
+
+    def item_line(self, index: int) -> int:
+        """The line of item ``index`` (the list's own line when unknown)."""
+        if 0 <= index < len(self.item_lines):
+            return self.item_lines[index]
+        return self.line
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _raw(node: yaml.Node) -> str | None:
+    if isinstance(node, ScalarNode):
+        return node.value
+    return None
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader with line-aware containers, duplicate-key errors and YAML-1.2-like booleans."""
+
+    yaml_implicit_resolvers: dict = {}
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        #: (line, message) of every duplicate key met while constructing
+        self.duplicates: list[tuple[int, str]] = []
+
+    def construct_yaml_map(self, node: MappingNode):  # type: ignore[override]
+        """Build a :class:`LineDict` (two-step, so recursive structures work)."""
+        data = LineDict()
+        data.line = _line(node)
+        data.key_lines, data.value_lines, data.raw_keys, data.raw_values = {}, {}, {}, {}
+        yield data
+        self.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    "found an unhashable key", key_node.start_mark) from None
+            if key in data:
+                self.duplicates.append(
+                    (_line(key_node), f"duplicate key {key_node.value if isinstance(key_node, ScalarNode) else key!r} "
+                                      f"(first at line {data.key_lines[key]})"))
+                continue
+            data[key] = self.construct_object(value_node, deep=True)
+            data.key_lines[key] = _line(key_node)
+            data.value_lines[key] = _line(value_node)
+            raw_key = _raw(key_node)
+            if raw_key is not None:
+                data.raw_keys[key] = raw_key
+            raw_value = _raw(value_node)
+            if raw_value is not None:
+                data.raw_values[key] = raw_value
+
+    def construct_yaml_seq(self, node: SequenceNode):  # type: ignore[override]
+        """Build a :class:`LineList`."""
+        data = LineList()
+        data.line = _line(node)
+        data.item_lines = [_line(n) for n in node.value]
+        data.raw_items = [_raw(n) for n in node.value]
+        yield data
+        data.extend(self.construct_object(n, deep=True) for n in node.value)
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:map", StrictLoader.construct_yaml_map)
+StrictLoader.add_constructor("tag:yaml.org,2002:seq", StrictLoader.construct_yaml_seq)
+
+# Implicit resolvers: SafeLoader's, minus the YAML 1.1 booleans (yes/no/on/off/y/n), the
+# sexagesimal numbers and timestamps; plus booleans spelled true/false only.
+for _first, _resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items():
+    StrictLoader.yaml_implicit_resolvers[_first] = [
+        (tag, regexp) for tag, regexp in _resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+    ]
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_INT = re.compile(r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""", re.X)
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+for _first, _resolvers in StrictLoader.yaml_implicit_resolvers.items():
+    _resolvers[:] = [
+        (tag, _INT if tag == "tag:yaml.org,2002:int" else _FLOAT if tag == "tag:yaml.org,2002:float" else rx)
+        for tag, rx in _resolvers
+    ]
+
+
+def type_name(value: Any) -> str:
+    """A short English name of a loaded value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def load_yaml(text: str | bytes, filename: str) -> Any:
+    """Parse one YAML document; raises ConfigErrors (``filename:LINE: message``) on any problem."""
+    loader = StrictLoader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or "invalid YAML"
+        if exc.context and exc.context not in problem:
+            problem = f"{exc.context}: {problem}"
+        raise ConfigErrors([ConfigError(filename, line, "", f"YAML syntax error: {problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigErrors([ConfigError(filename, None, "", f"YAML error: {exc}")]) from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise ConfigErrors([ConfigError(filename, line, "", msg) for line, msg in loader.duplicates])
+    return data

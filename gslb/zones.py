@@ -1,0 +1,1209 @@
+"""Zone files: YAML -> validated, immutable :class:`~gslb.model.Zone`, and the store that reloads them.
+
+``load_zone_file`` reports every error of a file at once (``PATH:LINE: field.path: message``);
+``ZoneStore`` keeps the last good zone of each file, so a broken edit never takes a zone down.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable
+
+from gslb.errors import ConfigError, ConfigErrors
+from gslb.model import (
+    POLICY_NAMES, STATIC_TYPES, Check, GeoRule, Node, Pool, Record, Site, Soa, Zone, ZoneSet,
+)
+from gslb.yamlsafe import LineDict, LineList, load_yaml, type_name
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_zone_file", "parse_zone", "ZoneStore", "check_directory", "CONTINENTS", "COUNTRIES"]
+
+MAX_TTL = 2147483647  # RFC 2181 section 8
+MAX_SERIAL = 4294967295
+DEFAULT_TTL = 3600
+SOA_DEFAULTS = {"refresh": 3600, "retry": 600, "expire": 1209600, "minimum": 60}
+WHEN_ALL_DOWN = ("all", "servfail", "nodata")
+CHECK_TYPES = ("http", "https", "tcp")
+
+#: Continent codes as GeoIP2 databases report them.
+CONTINENTS: frozenset[str] = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
+#: ISO 3166-1 alpha-2 codes (plus XK, Kosovo, as used by MaxMind).
+COUNTRIES: frozenset[str] = frozenset("""
+AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
+BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE
+EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM
+HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC
+LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA
+NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW
+SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO
+TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK
+""".split())
+_COUNTRY_HINTS = {"UK": "GB", "EL": "GR"}
+
+_TOP_KEYS = ("zone", "serial", "ttl", "soa", "ns", "records", "sites", "checks", "pools")
+_SOA_KEYS = ("mname", "rname", "refresh", "retry", "expire", "minimum")
+_NODE_KEYS = ("ttl", "pool") + STATIC_TYPES
+_SITE_KEYS = ("location", "addresses", "checks", "weight")
+_CHECK_KEYS = ("type", "port", "path", "host", "expect_status", "expect_body", "interval",
+               "timeout", "rise", "fall", "target")
+_POOL_KEYS = ("policy", "sites", "answers", "ttl", "quorum", "when_all_down", "geo")
+_LABEL = re.compile(r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)$")
+_IDENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_CAA_TAG = re.compile(r"^[A-Za-z0-9]{1,15}$")
+
+
+class _Errors:
+    """Collects the located errors of one file."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.items: list[ConfigError] = []
+
+    def add(self, line: int | None, path: str, message: str) -> None:
+        self.items.append(ConfigError(self.file, line, path, message))
+
+
+def _allowed(keys: tuple[str, ...]) -> str:
+    return ", ".join(keys)
+
+
+def _check_keys(err: _Errors, m: LineDict, allowed: tuple[str, ...], path: str) -> None:
+    for key in m:
+        if key not in allowed:
+            err.add(m.key_line(key), _join(path, str(key)),
+                    f"unknown key {str(key)!r} (allowed: {_allowed(allowed)})")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _fmt_num(v: float) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _as_list(v: Any) -> tuple[list, Callable[[int], int] | None]:
+    """``v`` as a list (one value or a list), with a per-item line function when known."""
+    if isinstance(v, LineList):
+        return list(v), v.item_line
+    return [v], None
+
+
+# ---------------------------------------------------------------------------------------------
+# Domain names
+
+
+def _check_name(name: str) -> str | None:
+    """Why ``name`` (absolute, lower-case, trailing dot) is not a valid host name, or None."""
+    if name == ".":
+        return None
+    if len(name) > 254:
+        return "is longer than 253 characters"
+    labels = name[:-1].split(".")
+    for i, label in enumerate(labels):
+        if label == "":
+            return "has an empty label"
+        if len(label) > 63:
+            return f"has a label longer than 63 characters ({label[:20]}...)"
+        if label == "*" and i == 0:
+            continue
+        if not label.isascii():
+            return f"has a non-ASCII label {label!r} (write IDNs in their xn-- form)"
+        if not _LABEL.match(label):
+            if "*" in label:
+                return "may only have '*' as its whole first label (RFC 4592)"
+            return f"has an invalid label {label!r} (letters, digits, '-' and '_'; no '-' at either end)"
+    return None
+
+
+def _in_zone(name: str, origin: str) -> bool:
+    return name == origin or name.endswith("." + origin)
+
+
+class _Names:
+    """Turns the names written in a zone file into absolute ones, recording errors."""
+
+    def __init__(self, err: _Errors, origin: str) -> None:
+        self.err = err
+        self.origin = origin
+        self.bare = origin[:-1]
+
+    def relative(self, text: Any, line: int | None, path: str, *, owner: bool = False,
+                 allow_root: bool = False) -> str | None:
+        """A record name or target: ``@`` is the apex, ``x.`` absolute, anything else relative."""
+        if not isinstance(text, str) or text == "":
+            self.err.add(line, path, f"expected a domain name, got {type_name(text)}")
+            return None
+        t = text.strip().lower()
+        if t == "@":
+            return self.origin
+        if t == "." and allow_root:
+            return "."
+        if t.endswith("."):
+            name = t
+        else:
+            if self.bare and (t == self.bare or t.endswith("." + self.bare)):
+                self.err.add(line, path, f"name {text!r} is relative and would become "
+                             f"{t + '.' + self.origin!r}; add a trailing dot or write it relative "
+                             "to the zone")
+                return None
+            name = t + "." + self.origin if self.origin != "." else t + "."
+        return self._validate(name, text, line, path, owner)
+
+    def host(self, text: Any, line: int | None, path: str) -> str | None:
+        """A host name in ``ns:``/``soa:``: a single label is relative, anything with a dot absolute."""
+        if not isinstance(text, str) or text == "":
+            self.err.add(line, path, f"expected a host name, got {type_name(text)}")
+            return None
+        t = text.strip().lower()
+        if _is_ip(t):
+            self.err.add(line, path, f"{text!r} is an IP address, not a host name")
+            return None
+        if t == "@":
+            name = self.origin
+        elif t.endswith("."):
+            name = t
+        elif "." in t:
+            name = t + "."
+        else:
+            name = t + "." + self.origin
+        return self._validate(name, text, line, path, False)
+
+    def _validate(self, name: str, text: str, line: int | None, path: str, owner: bool) -> str | None:
+        problem = _check_name(name)
+        if problem is None and not owner and name.startswith("*"):
+            problem = "may not be a wildcard"
+        if problem is not None:
+            self.err.add(line, path, f"name {text!r} {problem}")
+            return None
+        return name
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Record data
+
+
+def _quote_txt(data: bytes) -> str:
+    out = ['"']
+    for b in data:
+        if b in (0x22, 0x5C):
+            out.append("\\" + chr(b))
+        elif 0x20 <= b < 0x7F:
+            out.append(chr(b))
+        else:
+            out.append(f"\\{b:03d}")
+    out.append('"')
+    return "".join(out)
+
+
+def _txt_rdata(parts: list[str]) -> str:
+    """TXT presentation: each string split in <= 255-byte character-strings, quoted."""
+    chunks: list[str] = []
+    for part in parts:
+        data = part.encode("utf-8")
+        if not data:
+            chunks.append('""')
+        for i in range(0, len(data), 255):
+            chunks.append(_quote_txt(data[i:i + 255]))
+    return " ".join(chunks)
+
+
+def _u16(text: str) -> int | None:
+    if text.isdigit() and int(text) <= 65535:
+        return int(text)
+    return None
+
+
+class _RecordParser:
+    """Parses one value of one static type into canonical rdata (or records an error)."""
+
+    def __init__(self, err: _Errors, names: _Names) -> None:
+        self.err = err
+        self.names = names
+
+    def parse(self, rtype: str, value: Any, raw: str | None, line: int | None, path: str) -> str | None:
+        """The canonical presentation of one value, or None after recording an error."""
+        if rtype == "TXT":
+            if isinstance(value, LineList):
+                if not value or not all(isinstance(v, str) for v in value):
+                    self.err.add(line, path, "a TXT value is a string or a list of strings")
+                    return None
+                return _txt_rdata(list(value))
+            if isinstance(value, (dict, bool)) or value is None:
+                self.err.add(line, path, f"expected a string, got {type_name(value)}")
+                return None
+            return _txt_rdata([value if isinstance(value, str) else (raw or str(value))])
+        if isinstance(value, (list, dict)) or value is None or isinstance(value, bool):
+            self.err.add(line, path, f"expected a {rtype} value, got {type_name(value)}")
+            return None
+        text = value if isinstance(value, str) else (raw if raw is not None else str(value))
+        return getattr(self, "_" + rtype.lower())(text.strip(), line, path)
+
+    def _a(self, text: str, line: int | None, path: str) -> str | None:
+        try:
+            return str(ipaddress.IPv4Address(text))
+        except ValueError:
+            pass
+        if _is_ipv6(text):
+            self.err.add(line, path, f"{text!r} is an IPv6 address; put it under AAAA")
+        else:
+            self.err.add(line, path, f"{text!r} is not an IPv4 address")
+        return None
+
+    def _aaaa(self, text: str, line: int | None, path: str) -> str | None:
+        if _is_ipv6(text):
+            return str(ipaddress.IPv6Address(text))
+        if _is_ipv4(text):
+            self.err.add(line, path, f"{text!r} is an IPv4 address; put it under A")
+        else:
+            self.err.add(line, path, f"{text!r} is not an IPv6 address")
+        return None
+
+    def _name(self, text: str, line: int | None, path: str) -> str | None:
+        if _is_ip(text):
+            self.err.add(line, path, f"{text!r} is an IP address, not a domain name")
+            return None
+        return self.names.relative(text, line, path)
+
+    _cname = _name
+    _ns = _name
+    _ptr = _name
+
+    def _mx(self, text: str, line: int | None, path: str) -> str | None:
+        parts = text.split()
+        if len(parts) != 2 or _u16(parts[0]) is None:
+            self.err.add(line, path, f"MX {text!r} must be \"PREFERENCE EXCHANGE\" "
+                         "(preference 0..65535), e.g. \"10 mail.example.com.\"")
+            return None
+        target = self.names.relative(parts[1], line, path, allow_root=True)
+        return None if target is None else f"{_u16(parts[0])} {target}"
+
+    def _srv(self, text: str, line: int | None, path: str) -> str | None:
+        parts = text.split()
+        nums = [_u16(p) for p in parts[:3]]
+        if len(parts) != 4 or None in nums:
+            self.err.add(line, path, f"SRV {text!r} must be \"PRIORITY WEIGHT PORT TARGET\" "
+                         "(numbers 0..65535), e.g. \"10 5 5060 sip.example.com.\"")
+            return None
+        target = self.names.relative(parts[3], line, path, allow_root=True)
+        return None if target is None else f"{nums[0]} {nums[1]} {nums[2]} {target}"
+
+    def _caa(self, text: str, line: int | None, path: str) -> str | None:
+        parts = text.split(None, 2)
+        if len(parts) != 3:
+            self.err.add(line, path, f"CAA {text!r} must be \"FLAGS TAG VALUE\", "
+                         "e.g. '0 issue \"letsencrypt.org\"'")
+            return None
+        flags, tag, value = parts
+        if not flags.isdigit() or int(flags) > 255:
+            self.err.add(line, path, f"CAA flags {flags!r} must be a number 0..255 (0, or 128 for critical)")
+            return None
+        if not _CAA_TAG.match(tag):
+            self.err.add(line, path, f"CAA tag {tag!r} must be 1-15 letters or digits "
+                         "(issue, issuewild, iodef)")
+            return None
+        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+            value = value[1:-1]
+        if '"' in value.replace('\\"', ""):
+            self.err.add(line, path, f"CAA value {value!r} has an unescaped quote")
+            return None
+        return f'{int(flags)} {tag.lower()} "{value}"'
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar helpers
+
+
+class _Fields:
+    """Typed access to the keys of one mapping, recording located errors."""
+
+    def __init__(self, err: _Errors, m: LineDict, path: str) -> None:
+        self.err = err
+        self.m = m
+        self.path = path
+
+    def line(self, key: str) -> int:
+        """Line of the value of ``key``."""
+        return self.m.value_line(key)
+
+    def p(self, key: str) -> str:
+        """Dotted path of ``key``."""
+        return _join(self.path, key)
+
+    def int(self, key: str, default: int | None, lo: int, hi: int | None = None,
+            what: str | None = None) -> int | None:
+        """An integer in lo..hi (None after an error or when absent without default)."""
+        if key not in self.m:
+            return default
+        v = self.m[key]
+        if not _is_int(v):
+            self.err.add(self.line(key), self.p(key), f"expected an integer, got {type_name(v)}")
+            return None
+        if v < lo or (hi is not None and v > hi):
+            rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            self.err.add(self.line(key), self.p(key), f"{what or key} {v} is out of range {rng}")
+            return None
+        return v
+
+    def num(self, key: str, default: float | None, lo: float, hi: float | None = None, *,
+            lo_open: bool = False, hi_open: bool = False) -> float | None:
+        """A number in the range (bounds inclusive unless ``*_open``)."""
+        if key not in self.m:
+            return default
+        v = self.m[key]
+        if not _is_num(v) or v != v:
+            self.err.add(self.line(key), self.p(key), f"expected a number, got {type_name(v)}")
+            return None
+        bad = v < lo or (lo_open and v == lo) or (hi is not None and (v > hi or (hi_open and v == hi)))
+        if bad:
+            left = "(" if lo_open else "["
+            right = ")" if hi_open else "]"
+            rng = f"{left}{_fmt_num(lo)}, {_fmt_num(hi)}{right}" if hi is not None else \
+                (f"> {_fmt_num(lo)}" if lo_open else f">= {_fmt_num(lo)}")
+            self.err.add(self.line(key), self.p(key), f"{key} {_fmt_num(v)} is out of range {rng}")
+            return None
+        return float(v)
+
+    def str(self, key: str, default: str | None) -> str | None:
+        """A non-empty string."""
+        if key not in self.m:
+            return default
+        v = self.m[key]
+        if v is None:
+            return default
+        if not isinstance(v, str) or not v:
+            self.err.add(self.line(key), self.p(key), f"expected a non-empty string, got {type_name(v)}")
+            return None
+        return v
+
+    def choice(self, key: str, default: str | None, choices: tuple[str, ...], what: str) -> str | None:
+        """One of ``choices``."""
+        if key not in self.m:
+            return default
+        v = self.m[key]
+        if v not in choices:
+            shown = repr(v) if isinstance(v, str) else type_name(v)
+            self.err.add(self.line(key), self.p(key),
+                         f"unknown {what} {shown} (one of: {', '.join(choices)})")
+            return None
+        return v
+
+    def mapping(self, key: str) -> LineDict | None:
+        """A mapping (None when absent, null or wrong)."""
+        v = self.m.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, LineDict):
+            self.err.add(self.line(key), self.p(key), f"expected a mapping, got {type_name(v)}")
+            return None
+        return v
+
+    def names_list(self, key: str) -> list[tuple[str, int]] | None:
+        """One identifier or a list of them, each with its line."""
+        if key not in self.m:
+            return None
+        v = self.m[key]
+        items, lines = _as_list(v)
+        out: list[tuple[str, int]] = []
+        ok = True
+        for i, item in enumerate(items):
+            ln = lines(i) if lines else self.line(key)
+            if not isinstance(item, str) or not item:
+                self.err.add(ln, self.p(key), f"expected a name, got {type_name(item)}")
+                ok = False
+                continue
+            out.append((item, ln))
+        return out if ok else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The zone builder
+
+
+@dataclass(slots=True)
+class _PendingNode:
+    name: str
+    line: int
+    path: str
+    ttl: int | None
+    pool: str | None
+    pool_line: int
+    rdata: dict[str, list[str]]
+    type_lines: dict[str, int]
+
+
+def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
+               previous: Zone | None = None) -> Zone:
+    """Build a Zone from loaded YAML (a LineDict); raises ConfigErrors with every problem."""
+    err = _Errors(file)
+    if not isinstance(data, LineDict):
+        err.add(getattr(data, "line", 1) if data is not None else None, "",
+                f"the top level must be a mapping with zone:, ns:, records:, ..., got {type_name(data)}")
+        raise ConfigErrors(err.items)
+    _check_keys(err, data, _TOP_KEYS, "")
+    top = _Fields(err, data, "")
+
+    # zone: the origin
+    origin: str | None = None
+    if "zone" not in data:
+        err.add(data.line, "zone", "missing required key 'zone' (the zone's name)")
+    else:
+        z = data["zone"]
+        if not isinstance(z, str) or not z.strip():
+            err.add(top.line("zone"), "zone", f"expected a domain name, got {type_name(z)}")
+        else:
+            name = z.strip().lower()
+            name = name if name.endswith(".") else name + "."
+            problem = _check_name(name)
+            if problem is None and name.startswith("*"):
+                problem = "may not be a wildcard"
+            if problem:
+                err.add(top.line("zone"), "zone", f"name {z!r} {problem}")
+            else:
+                origin = name
+    if origin is None:
+        # Without an origin no name can be checked; report what we have.
+        raise ConfigErrors(err.items)
+    names = _Names(err, origin)
+
+    ttl = top.int("ttl", DEFAULT_TTL, 0, MAX_TTL)
+    zone_ttl = DEFAULT_TTL if ttl is None else ttl
+
+    # ns:
+    ns_names: list[tuple[str, int]] = []
+    if "ns" not in data:
+        err.add(data.line, "ns", "missing required key 'ns' (the zone's name servers)")
+    else:
+        items, lines = _as_list(data["ns"])
+        if not items:
+            err.add(top.line("ns"), "ns", "needs at least one name server")
+        for i, item in enumerate(items):
+            ln = lines(i) if lines else top.line("ns")
+            n = names.host(item, ln, f"ns[{i}]" if lines else "ns")
+            if n is not None:
+                if any(n == seen for seen, _ in ns_names):
+                    err.add(ln, f"ns[{i}]", f"duplicate name server {n!r}")
+                else:
+                    ns_names.append((n, ln))
+
+    # soa:
+    soa_m = top.mapping("soa")
+    soa_vals: dict[str, Any] = dict(SOA_DEFAULTS)
+    mname = ns_names[0][0] if ns_names else origin
+    rname = "hostmaster." + origin
+    if soa_m is not None:
+        _check_keys(err, soa_m, _SOA_KEYS, "soa")
+        sf = _Fields(err, soa_m, "soa")
+        if "mname" in soa_m:
+            mname = names.host(soa_m["mname"], sf.line("mname"), "soa.mname") or mname
+        if "rname" in soa_m:
+            r = soa_m["rname"]
+            if isinstance(r, str) and "@" in r:
+                local, _, domain = r.partition("@")
+                if "." in local or not local:
+                    err.add(sf.line("rname"), "soa.rname",
+                            f"{r!r}: write the mailbox as a name (hostmaster.example.com), "
+                            "a local part with dots is not supported")
+                    r = None
+                else:
+                    r = f"{local}.{domain}"
+            if r is not None:
+                rname = names.host(r, sf.line("rname"), "soa.rname") or rname
+        for key in SOA_DEFAULTS:
+            v = sf.int(key, SOA_DEFAULTS[key], 0, MAX_TTL)
+            if v is not None:
+                soa_vals[key] = v
+
+    # serial:
+    serial = _serial(err, data, top, digest, mtime, previous)
+
+    # sites, checks, pools (records refer to pools; pools to sites; sites to checks)
+    checks = _parse_checks(err, top.mapping("checks"))
+    sites = _parse_sites(err, top.mapping("sites"), checks)
+    pools = _parse_pools(err, top.mapping("pools"), sites)
+
+    # records:
+    pending = _parse_records(err, top.mapping("records"), names, pools)
+    apex_line = data.key_line("ns") if "ns" in data else data.line
+    soa = Soa(mname=mname, rname=rname, serial=serial, refresh=soa_vals["refresh"],
+              retry=soa_vals["retry"], expire=soa_vals["expire"], minimum=soa_vals["minimum"],
+              ttl=zone_ttl)
+    apex = pending.get(origin)
+    if apex is None:
+        apex = pending[origin] = _PendingNode(origin, apex_line, "records.@", None, None, 0, {}, {})
+    for rtype in ("CNAME", "NS"):
+        if rtype in apex.rdata:
+            msg = ("a CNAME cannot be at the zone apex (the apex holds SOA and NS)" if rtype == "CNAME"
+                   else "the apex NS records come from the top-level ns: list")
+            err.add(apex.type_lines[rtype], f"{apex.path}.{rtype}", msg)
+            del apex.rdata[rtype]
+    apex.rdata["SOA"] = [f"{mname} {rname} {serial} {soa.refresh} {soa.retry} {soa.expire} {soa.minimum}"]
+    apex.rdata["NS"] = [n for n, _ in ns_names]
+    apex.type_lines["NS"] = ns_names[0][1] if ns_names else apex_line
+
+    cuts = frozenset(n for n, p in pending.items() if n != origin and "NS" in p.rdata)
+    _check_tree(err, pending, cuts, origin)
+    _check_glue(err, pending, origin, ns_names)
+
+    if err.items:
+        raise ConfigErrors(sorted(err.items, key=lambda e: (e.line or 0)))
+
+    nodes: dict[str, Node] = {}
+    for name, p in pending.items():
+        rec_ttl = p.ttl if p.ttl is not None else zone_ttl
+        records = {}
+        for rtype, values in p.rdata.items():
+            if rtype == "SOA":
+                records[rtype] = (Record(name, rtype, zone_ttl, values[0]),)
+            elif rtype == "NS" and name == origin:
+                records[rtype] = tuple(Record(name, rtype, zone_ttl, v) for v in values)
+            else:
+                records[rtype] = tuple(Record(name, rtype, rec_ttl, v) for v in values)
+        nodes[name] = Node(name=name, records=MappingProxyType(records), pool=p.pool, ttl=p.ttl,
+                           line=p.line)
+    all_names: set[str] = set()
+    for name in nodes:
+        n = name
+        while n not in all_names:
+            all_names.add(n)
+            if n == origin:
+                break
+            n = n.split(".", 1)[1]
+    return Zone(origin=origin, file=file, serial=serial, ttl=zone_ttl, soa=soa,
+                ns=tuple(n for n, _ in ns_names), nodes=MappingProxyType(nodes),
+                sites=MappingProxyType(sites), checks=MappingProxyType(checks),
+                pools=MappingProxyType(pools), digest=digest, names=frozenset(all_names), cuts=cuts)
+
+
+def _serial(err: _Errors, data: LineDict, top: _Fields, digest: str, mtime: float,
+            previous: Zone | None) -> int:
+    """Serial ``auto``: max(mtime, previous + 1 when the content changed); never decreases."""
+    auto = max(1, min(int(mtime), MAX_SERIAL))
+    if previous is not None:
+        auto = previous.serial if previous.digest == digest else max(auto, previous.serial + 1)
+        auto = min(auto, MAX_SERIAL)
+    if "serial" not in data or data["serial"] == "auto":
+        return auto
+    v = data["serial"]
+    if not _is_int(v):
+        err.add(top.line("serial"), "serial", f"expected an integer 1..{MAX_SERIAL} or 'auto', got {type_name(v)}")
+        return auto
+    if not 1 <= v <= MAX_SERIAL:
+        err.add(top.line("serial"), "serial", f"serial {v} is out of range 1..{MAX_SERIAL}")
+        return auto
+    return v
+
+
+def _parse_checks(err: _Errors, m: LineDict | None) -> dict[str, Check]:
+    out: dict[str, Check] = {}
+    if m is None:
+        return out
+    for name, spec in m.items():
+        path = f"checks.{name}"
+        if not isinstance(name, str) or not _IDENT.match(name):
+            err.add(m.key_line(name), path, "a check name is letters, digits, '_', '-' or '.'")
+            continue
+        if not isinstance(spec, LineDict):
+            err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
+            continue
+        _check_keys(err, spec, _CHECK_KEYS, path)
+        f = _Fields(err, spec, path)
+        before = len(err.items)
+        ctype = f.choice("type", "http", CHECK_TYPES, "check type")
+        default_port = {"http": 80, "https": 443}.get(ctype or "")
+        if ctype == "tcp" and "port" not in spec:
+            err.add(spec.line, path, "a tcp check needs a port")
+        port = f.int("port", default_port, 1, 65535, "port")
+        cpath = f.str("path", "/")
+        if cpath is not None and not cpath.startswith("/"):
+            err.add(f.line("path"), f.p("path"), f"path {cpath!r} must start with '/'")
+        host = f.str("host", None)
+        status: frozenset[int] | None = None
+        if "expect_status" in spec:
+            items, lines = _as_list(spec["expect_status"])
+            codes = set()
+            for i, code in enumerate(items):
+                ln = lines(i) if lines else f.line("expect_status")
+                if not _is_int(code) or not 100 <= code <= 599:
+                    err.add(ln, f.p("expect_status"), f"expected an HTTP status 100..599, got "
+                            f"{code if _is_int(code) else type_name(code)}")
+                else:
+                    codes.add(code)
+            status = frozenset(codes)
+        body = f.str("expect_body", None)
+        interval = f.num("interval", 10.0, 0, None, lo_open=True)
+        timeout = f.num("timeout", 3.0, 0, None, lo_open=True)
+        if interval is not None and timeout is not None and timeout >= interval:
+            where = "timeout" if "timeout" in spec else "interval"
+            err.add(f.line(where), f.p(where), f"timeout {_fmt_num(timeout)} must be less than "
+                    f"interval {_fmt_num(interval)}")
+        rise = f.int("rise", 2, 1, 1000)
+        fall = f.int("fall", 3, 1, 1000)
+        target = f.str("target", None)
+        if ctype == "tcp" and ("path" in spec or "expect_status" in spec or "expect_body" in spec):
+            bad = next(k for k in ("path", "expect_status", "expect_body") if k in spec)
+            err.add(spec.key_line(bad), f.p(bad), f"{bad} applies to http and https checks only")
+        if len(err.items) == before:
+            out[name] = Check(name=name, type=ctype, port=port, path=cpath, host=host,  # type: ignore[arg-type]
+                              expect_status=status, expect_body=body, interval=interval,  # type: ignore[arg-type]
+                              timeout=timeout, rise=rise, fall=fall, target=target)  # type: ignore[arg-type]
+    return out
+
+
+def _parse_location(err: _Errors, v: Any, line: int, path: str, item_line: Callable[[int], int] | None
+                    ) -> tuple[float, float] | None:
+    if not isinstance(v, LineList) or len(v) != 2 or not all(_is_num(x) for x in v):
+        err.add(line, path, "expected [latitude, longitude] (two numbers)")
+        return None
+    lat, lon = float(v[0]), float(v[1])
+    ok = True
+    if not -90 <= lat <= 90:
+        err.add(v.item_line(0), path, f"latitude {_fmt_num(v[0])} is out of range -90..90")
+        ok = False
+    if not -180 <= lon <= 180:
+        err.add(v.item_line(1), path, f"longitude {_fmt_num(v[1])} is out of range -180..180")
+        ok = False
+    return (lat, lon) if ok else None
+
+
+def _parse_sites(err: _Errors, m: LineDict | None, checks: dict[str, Check]) -> dict[str, Site]:
+    out: dict[str, Site] = {}
+    if m is None:
+        return out
+    for name, spec in m.items():
+        path = f"sites.{name}"
+        if not isinstance(name, str) or not _IDENT.match(name):
+            err.add(m.key_line(name), path, "a site name is letters, digits, '_', '-' or '.'")
+            continue
+        if not isinstance(spec, LineDict):
+            err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
+            continue
+        _check_keys(err, spec, _SITE_KEYS, path)
+        f = _Fields(err, spec, path)
+        before = len(err.items)
+        location = None
+        if spec.get("location") is not None:
+            location = _parse_location(err, spec["location"], f.line("location"), f.p("location"), None)
+        v4: list[str] = []
+        v6: list[str] = []
+        if "addresses" not in spec:
+            err.add(spec.line, f.p("addresses"), "a site needs at least one address")
+        else:
+            items, lines = _as_list(spec["addresses"])
+            if not items:
+                err.add(f.line("addresses"), f.p("addresses"), "a site needs at least one address")
+            for i, a in enumerate(items):
+                ln = lines(i) if lines else f.line("addresses")
+                text = a if isinstance(a, str) else None
+                if text and _is_ipv4(text.strip()):
+                    addr = str(ipaddress.IPv4Address(text.strip()))
+                    target = v4
+                elif text and _is_ipv6(text.strip()):
+                    addr = str(ipaddress.IPv6Address(text.strip()))
+                    target = v6
+                else:
+                    err.add(ln, f.p("addresses"), f"{a!r} is not an IPv4 or IPv6 address" if text
+                            else f"expected an IP address, got {type_name(a)}")
+                    continue
+                if addr in v4 or addr in v6:
+                    err.add(ln, f.p("addresses"), f"duplicate address {addr}")
+                    continue
+                target.append(addr)
+        site_checks: list[str] = []
+        for cname, ln in f.names_list("checks") or []:
+            if cname not in checks:
+                err.add(ln, f.p("checks"), f"unknown check {cname!r} (defined: "
+                        f"{', '.join(checks) or 'none'})")
+            elif cname in site_checks:
+                err.add(ln, f.p("checks"), f"check {cname!r} is listed twice")
+            else:
+                site_checks.append(cname)
+        weight = f.int("weight", 1, 0, 1_000_000, "weight")
+        if len(err.items) == before:
+            out[name] = Site(name=name, location=location, ipv4=tuple(v4), ipv6=tuple(v6),
+                             checks=tuple(site_checks), weight=weight)  # type: ignore[arg-type]
+    return out
+
+
+def _geo_key(raw: str) -> tuple[str, str] | str:
+    """(kind, normalised key) of a geo map key, or an error message."""
+    k = raw.strip()
+    if k == "default":
+        return ("default", "default")
+    low = k.lower()
+    if low.startswith("country:") or low.startswith("continent:"):
+        kind, _, code = k.partition(":")
+        code = code.strip().upper()
+        kind = kind.lower()
+        table = COUNTRIES if kind == "country" else CONTINENTS
+        if code not in table:
+            return f"{code!r} is not a {'ISO 3166 country' if kind == 'country' else 'continent'} code"
+        return (kind, code)
+    if "/" in k or _is_ip(k):
+        try:
+            net = ipaddress.ip_network(k, strict=True)
+        except ValueError as exc:
+            try:
+                fixed = ipaddress.ip_network(k, strict=False)
+            except ValueError:
+                return f"{k!r} is not a network in CIDR form ({exc})"
+            return f"{k!r} has host bits set; did you mean {fixed}?"
+        return ("cidr", str(net))
+    up = k.upper()
+    if len(up) == 2 and up.isalpha():
+        if up in CONTINENTS:
+            return ("continent", up)
+        if up in COUNTRIES:
+            return ("country", up)
+        hint = f" (did you mean {_COUNTRY_HINTS[up]}?)" if up in _COUNTRY_HINTS else ""
+        return f"{k!r} is not an ISO 3166 country code{hint}"
+    return (f"{k!r} is not a geo key: use a CIDR network, a 2-letter country code, a continent "
+            f"code ({', '.join(sorted(CONTINENTS))}), country:XX / continent:XX, or default")
+
+
+def _parse_pools(err: _Errors, m: LineDict | None, sites: dict[str, Site]) -> dict[str, Pool]:
+    out: dict[str, Pool] = {}
+    if m is None:
+        return out
+    all_sites = sites
+    for name, spec in m.items():
+        path = f"pools.{name}"
+        if not isinstance(name, str) or not _IDENT.match(name):
+            err.add(m.key_line(name), path, "a pool name is letters, digits, '_', '-' or '.'")
+            continue
+        if not isinstance(spec, LineDict):
+            err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
+            continue
+        _check_keys(err, spec, _POOL_KEYS, path)
+        f = _Fields(err, spec, path)
+        before = len(err.items)
+        if "policy" not in spec:
+            err.add(spec.line, f.p("policy"), f"missing policy (one of: {', '.join(POLICY_NAMES)})")
+            policy = None
+        else:
+            policy = f.choice("policy", None, POLICY_NAMES, "policy")
+        pool_sites: list[str] = []
+        site_lines: dict[str, int] = {}
+        listed = f.names_list("sites")
+        for sname, ln in listed or []:
+            if sname in pool_sites:
+                err.add(ln, f.p("sites"), f"site {sname!r} is listed twice")
+            elif sname not in all_sites and sname not in _known_site_names(err, sites):
+                err.add(ln, f.p("sites"), f"unknown site {sname!r}")
+            else:
+                pool_sites.append(sname)
+                site_lines[sname] = ln
+        answers = f.int("answers", 1, 1, 1000, "answers")
+        ttl = f.int("ttl", 30, 0, MAX_TTL, "ttl")
+        quorum = f.num("quorum", 0.5, 0, 1, hi_open=True)
+        wad = f.choice("when_all_down", "all", WHEN_ALL_DOWN, "when_all_down rule")
+        rules: list[GeoRule] = []
+        if "geo" in spec and policy is not None and policy != "geo":
+            err.add(spec.key_line("geo"), f.p("geo"), f"a geo map needs policy geo (this pool's policy is {policy})")
+        elif policy == "geo":
+            geo = f.mapping("geo")
+            if geo is None and "geo" not in spec:
+                err.add(spec.line, f.p("geo"), "policy geo needs a geo map")
+            if geo is not None:
+                seen: dict[tuple[str, str], int] = {}
+                for key, value in geo.items():
+                    raw = geo.raw_key(key)
+                    kpath = f"{path}.geo.{raw}"
+                    parsed = _geo_key(raw) if isinstance(raw, str) else "a geo key must be a string"
+                    if isinstance(parsed, str):
+                        err.add(geo.key_line(key), kpath, parsed)
+                        continue
+                    if parsed in seen:
+                        err.add(geo.key_line(key), kpath,
+                                f"same key as line {seen[parsed]} ({parsed[0]} {parsed[1]})")
+                        continue
+                    seen[parsed] = geo.key_line(key)
+                    items, lines = _as_list(value)
+                    rule_sites: list[str] = []
+                    for i, sname in enumerate(items):
+                        ln = lines(i) if lines else geo.value_line(key)
+                        if not isinstance(sname, str):
+                            err.add(ln, kpath, f"expected a site name, got {type_name(sname)}")
+                        elif sname not in all_sites:
+                            err.add(ln, kpath, f"unknown site {sname!r}")
+                        elif sname in rule_sites:
+                            err.add(ln, kpath, f"site {sname!r} is listed twice")
+                        else:
+                            rule_sites.append(sname)
+                            if listed is None and sname not in pool_sites:
+                                pool_sites.append(sname)
+                            elif listed is not None and sname not in pool_sites and sname in all_sites:
+                                err.add(ln, kpath, f"site {sname!r} is not in this pool's sites")
+                    if not items:
+                        err.add(geo.value_line(key), kpath, "needs at least one site")
+                    rules.append(GeoRule(kind=parsed[0], key=parsed[1], sites=tuple(rule_sites)))  # type: ignore[arg-type]
+        if listed is None and policy != "geo" and "sites" not in spec:
+            err.add(spec.line, f.p("sites"), "a pool needs sites")
+        elif not pool_sites and len(err.items) == before:
+            err.add(f.line("sites"), f.p("sites"), "a pool needs at least one site")
+        if policy == "closest":
+            for sname in pool_sites:
+                if sname in sites and sites[sname].location is None:
+                    err.add(site_lines.get(sname, f.line("sites")), f.p("sites"),
+                            f"policy closest needs a location for every site; site {sname!r} has none")
+        if len(err.items) == before:
+            out[name] = Pool(name=name, policy=policy, sites=tuple(pool_sites), answers=answers,  # type: ignore[arg-type]
+                             ttl=ttl, quorum=quorum, when_all_down=wad, geo=tuple(rules))  # type: ignore[arg-type]
+    return out
+
+
+def _known_site_names(err: _Errors, sites: dict[str, Site]) -> set[str]:
+    # Sites that failed validation are not in ``sites`` but are still defined; avoid a second,
+    # misleading "unknown site" error for them. The names are recorded by path in the errors.
+    return {e.path.split(".")[1] for e in err.items if e.path.startswith("sites.") and e.path.count(".") >= 1}
+
+
+def _parse_records(err: _Errors, m: LineDict | None, names: _Names, pools: dict[str, Pool]
+                   ) -> dict[str, _PendingNode]:
+    out: dict[str, _PendingNode] = {}
+    if m is None:
+        return out
+    parser = _RecordParser(err, names)
+    defined_pools = {e.path.split(".")[1] for e in err.items if e.path.startswith("pools.")} | set(pools)
+    for key, spec in m.items():
+        raw = m.raw_key(key)
+        path = f"records.{raw}"
+        line = m.key_line(key)
+        owner = names.relative(raw if isinstance(raw, str) else str(raw), line, path, owner=True)
+        if owner is None:
+            continue
+        if not _in_zone(owner, names.origin):
+            err.add(line, path, f"name {owner!r} is outside the zone {names.origin!r}")
+            continue
+        if owner in out:
+            err.add(line, path, f"name {owner!r} is already defined at line {out[owner].line}")
+            continue
+        if not isinstance(spec, LineDict):
+            err.add(m.value_line(key), path, f"expected a mapping of record types, got {type_name(spec)}")
+            continue
+        for k in spec:
+            if k not in _NODE_KEYS:
+                hint = ""
+                if isinstance(k, str) and k.upper() in STATIC_TYPES:
+                    hint = f"; record types are upper-case: {k.upper()}"
+                elif k == "SOA" or (isinstance(k, str) and k.upper() == "SOA"):
+                    hint = "; the SOA comes from the top-level soa: and ns:"
+                err.add(spec.key_line(k), f"{path}.{k}",
+                        f"unknown key {str(k)!r} (allowed: {_allowed(_NODE_KEYS)}){hint}")
+        f = _Fields(err, spec, path)
+        node = _PendingNode(owner, line, path, f.int("ttl", None, 0, MAX_TTL, "ttl"), None, 0, {}, {})
+        if "pool" in spec:
+            pname = spec["pool"]
+            if not isinstance(pname, str):
+                err.add(f.line("pool"), f.p("pool"), f"expected a pool name, got {type_name(pname)}")
+            elif pname not in defined_pools:
+                err.add(f.line("pool"), f.p("pool"), f"unknown pool {pname!r} (defined: "
+                        f"{', '.join(sorted(defined_pools)) or 'none'})")
+            else:
+                node.pool = pname
+                node.pool_line = f.line("pool")
+        for rtype in STATIC_TYPES:
+            if rtype not in spec:
+                continue
+            value = spec[rtype]
+            tpath = f"{path}.{rtype}"
+            if isinstance(value, LineList):
+                items = list(value)
+                lines = value.item_line
+                raws = value.raw_items
+            else:
+                items, lines, raws = [value], None, [spec.raw_value(rtype)]
+            if not items:
+                err.add(f.line(rtype), tpath, "needs at least one value")
+                continue
+            values: list[str] = []
+            for i, item in enumerate(items):
+                ln = lines(i) if lines else f.line(rtype)
+                rd = parser.parse(rtype, item, raws[i] if i < len(raws) else None, ln, tpath)
+                if rd is None:
+                    continue
+                if rd in values:
+                    err.add(ln, tpath, f"duplicate value {rd!r}")
+                    continue
+                values.append(rd)
+            if values:
+                node.rdata[rtype] = values
+                node.type_lines[rtype] = f.line(rtype) if lines is None else lines(0)
+            elif rtype in spec:
+                node.type_lines[rtype] = f.line(rtype)
+        # CNAME rules (RFC 1034 3.6.2, RFC 2181 10.1)
+        if "CNAME" in spec:
+            others = [t for t in STATIC_TYPES if t in spec and t != "CNAME"] + (["pool"] if "pool" in spec else [])
+            if others:
+                err.add(spec.key_line("CNAME"), f"{path}.CNAME",
+                        f"a CNAME cannot be beside other data (also here: {', '.join(others)})")
+            if len(node.rdata.get("CNAME", [])) > 1:
+                err.add(spec.key_line("CNAME"), f"{path}.CNAME", "a name can have only one CNAME")
+        if "pool" in spec:
+            clash = [t for t in ("A", "AAAA") if t in spec]
+            if clash:
+                err.add(spec.key_line(clash[0]), f"{path}.{clash[0]}",
+                        f"a pool name answers A and AAAA from pool; remove the static {'/'.join(clash)}")
+        if "NS" in spec and owner.startswith("*"):
+            err.add(spec.key_line("NS"), f"{path}.NS", "a wildcard cannot be a delegation (RFC 4592 4.2)")
+        out[owner] = node
+    return out
+
+
+def _check_tree(err: _Errors, pending: dict[str, _PendingNode], cuts: frozenset[str], origin: str) -> None:
+    """Data at or below a delegation is not served, except glue (A/AAAA)."""
+    for name, p in pending.items():
+        if name == origin:
+            continue
+        cut = _cut_above(name, cuts, origin)
+        if cut is None:
+            continue
+        if cut == name:
+            extra = [t for t in p.rdata if t not in ("NS", "A", "AAAA")] + (["pool"] if p.pool else [])
+            if extra:
+                err.add(p.line, p.path, f"a delegation point holds only NS (and glue A/AAAA); "
+                        f"{', '.join(extra)} would never be served")
+        else:
+            extra = [t for t in p.rdata if t not in ("A", "AAAA")] + (["pool"] if p.pool else [])
+            if extra:
+                err.add(p.line, p.path, f"name is below the delegation {cut!r}; only glue A/AAAA "
+                        f"may be written there ({', '.join(extra)} would never be served)")
+
+
+def _cut_above(name: str, cuts: frozenset[str], origin: str) -> str | None:
+    n = name
+    while n != origin and "." in n[:-1]:
+        if n in cuts:
+            return n
+        n = n.split(".", 1)[1]
+    return None
+
+
+def _check_glue(err: _Errors, pending: dict[str, _PendingNode], origin: str,
+                ns_names: list[tuple[str, int]]) -> None:
+    """Every in-zone NS target needs A or AAAA records here (glue), and may not be a CNAME."""
+    targets: list[tuple[str, int, str]] = [(n, ln, "ns") for n, ln in ns_names]
+    for name, p in pending.items():
+        if name != origin and "NS" in p.rdata:
+            targets += [(t, p.type_lines["NS"], f"{p.path}.NS") for t in p.rdata["NS"]]
+    for target, line, path in targets:
+        if not _in_zone(target, origin):
+            continue
+        node = pending.get(target)
+        if node is not None and "CNAME" in node.rdata:
+            err.add(line, path, f"name server {target!r} is a CNAME (RFC 2181 10.3); it needs A/AAAA records")
+        elif node is None or not ("A" in node.rdata or "AAAA" in node.rdata):
+            err.add(line, path, f"name server {target!r} is inside the zone but has no A/AAAA "
+                    "records (glue); add them under records")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def load_zone_file(path: str, previous: Zone | None = None) -> Zone:
+    """Read and validate one zone file; raises ConfigErrors listing every error in it."""
+    try:
+        with open(path, "rb") as fh:
+            content = fh.read()
+            mtime = os.fstat(fh.fileno()).st_mtime
+    except OSError as exc:
+        raise ConfigErrors([ConfigError(path, None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    return load_zone_bytes(content, path, mtime, previous)
+
+
+def load_zone_bytes(content: bytes, path: str, mtime: float, previous: Zone | None = None) -> Zone:
+    """Validate zone file content already read (``path`` is used in messages and Zone.file)."""
+    digest = hashlib.sha256(content).hexdigest()
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = content[:exc.start].count(b"\n") + 1
+        raise ConfigErrors([ConfigError(path, line, "", "the file is not valid UTF-8")]) from None
+    data = load_yaml(text, path)
+    return parse_zone(data, path, digest=digest, mtime=mtime, previous=previous)
+
+
+def _zone_files(directory: str) -> list[str]:
+    names = sorted(n for n in os.listdir(directory) if n.endswith(".yaml") and not n.startswith("."))
+    return [os.path.join(directory, n) for n in names if os.path.isfile(os.path.join(directory, n))]
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class _FileState:
+    path: str
+    stamp: tuple[int, int] | None = None  # (mtime_ns, size)
+    zone: Zone | None = None
+    loaded_at: str | None = None
+    error: str | None = None
+
+
+class ZoneStore:
+    """The zone files of one folder: reloads changed files and keeps each file's last good zone."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        #: the zones being served; replaced by one assignment when something changed
+        self.zones: ZoneSet = ZoneSet()
+        self._files: dict[str, _FileState] = {}
+        self._dir_error: str | None = None
+
+    def reload(self, force: bool = False) -> dict:
+        """Re-read new and changed files (all with ``force``); returns changed/errors/removed."""
+        changed: list[str] = []
+        errors: list[str] = []
+        removed: list[str] = []
+        try:
+            paths = _zone_files(self.directory)
+            self._dir_error = None
+        except OSError as exc:
+            msg = f"{self.directory}: cannot read the zones folder: {exc.strerror or exc}"
+            if msg != self._dir_error:
+                logger.error("zones: %s", msg)
+            self._dir_error = msg
+            return {"changed": [], "errors": [msg], "removed": []}
+
+        for path in list(self._files):
+            if path not in paths:
+                state = self._files.pop(path)
+                if state.zone is not None:
+                    removed.append(state.zone.key)
+                    logger.info("zones: %s removed (file %s deleted)", state.zone.key, path)
+
+        owners = {s.zone.origin: p for p, s in self._files.items() if s.zone is not None}
+        for path in paths:
+            state = self._files.setdefault(path, _FileState(path))
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            stamp = (st.st_mtime_ns, st.st_size)
+            if not force and stamp == state.stamp:
+                if state.error:
+                    errors.extend(state.error.splitlines())
+                continue
+            state.stamp = stamp
+            old = state.zone
+            try:
+                zone = load_zone_file(path, previous=old)
+                owner = owners.get(zone.origin)
+                if owner is not None and owner != path:
+                    raise ConfigErrors([ConfigError(path, _zone_line(path), "zone",
+                                                    f"zone {zone.key} is already declared in {owner}")])
+            except ConfigErrors as exc:
+                state.error = str(exc)
+                errors.extend(str(e) for e in exc.errors)
+                for e in exc.errors:
+                    logger.error("zones: %s", e)
+                if old is not None:
+                    logger.error("zones: %s keeps serving serial %d from its last good version",
+                                 old.key, old.serial)
+                continue
+            state.error = None
+            if old is not None and old.digest == zone.digest and old.origin == zone.origin:
+                continue
+            if old is not None and old.origin != zone.origin:
+                removed.append(old.key)
+                owners.pop(old.origin, None)
+            state.zone = zone
+            state.loaded_at = _now_iso()
+            owners[zone.origin] = path
+            changed.append(zone.key)
+            logger.info("zones: %s loaded from %s (serial %d)", zone.key, path, zone.serial)
+
+        if changed or removed:
+            self.zones = ZoneSet({s.zone.origin: s.zone for p, s in sorted(self._files.items())
+                                  if s.zone is not None and owners.get(s.zone.origin) == p})
+        return {"changed": changed, "errors": errors, "removed": removed}
+
+    def status(self) -> list[dict]:
+        """One entry per zone file: zone, serial, file, loaded_at (ISO 8601 UTC), error."""
+        out = []
+        for path, s in sorted(self._files.items()):
+            out.append({
+                "zone": s.zone.key if s.zone else None,
+                "serial": s.zone.serial if s.zone else None,
+                "file": path,
+                "loaded_at": s.loaded_at,
+                "error": s.error,
+            })
+        return out
+
+
+def _zone_line(path: str) -> int | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                if line.startswith("zone:"):
+                    return i
+    except OSError:
+        return None
+    return None
+
+
+def check_directory(directory: str) -> list[ConfigError]:
+    """Every error of every zone file in ``directory`` (for ``gslb check``)."""
+    try:
+        paths = _zone_files(directory)
+    except OSError as exc:
+        return [ConfigError(directory, None, "", f"cannot read the zones folder: {exc.strerror or exc}")]
+    if not paths:
+        return [ConfigError(directory, None, "", "no zone files (*.yaml) in this folder")]
+    errors: list[ConfigError] = []
+    owners: dict[str, str] = {}
+    for path in paths:
+        try:
+            zone = load_zone_file(path)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+            continue
+        if zone.origin in owners:
+            errors.append(ConfigError(path, _zone_line(path), "zone",
+                                      f"zone {zone.key} is already declared in {owners[zone.origin]}"))
+        else:
+            owners[zone.origin] = path
+    return errors
