@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from gslb.errors import ConfigError, ConfigErrors
+from gslb.yamlsafe import LineDict, LineList, load_yaml, type_name
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = ("127.0.0.1", 5300)
 DEFAULT_HTTP = ("127.0.0.1", 8053)
@@ -58,3 +67,387 @@ class ServerConfig:
     workers: int = 1
     #: the server file this came from, None when there was none
     file: str | None = None
+
+
+# Loading
+
+
+
+DEFAULT_CONFIG_NAME = "gslb.yaml"
+_TOP_KEYS = ("listen", "http", "zones", "geoip", "region", "regions", "state", "checks",
+             "api_token_file", "acl", "rate_limit", "tcp", "workers")
+_STATE_SCHEMES = ("memory", "redis", "rediss")
+_CLI = "command line"
+
+
+def find_default_config(cwd: str) -> str | None:
+    """``gslb.yaml`` in ``cwd`` when it exists, else None."""
+    path = os.path.join(cwd, DEFAULT_CONFIG_NAME)
+    return path if os.path.isfile(path) else None
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """``"HOST:PORT"``, ``"[::1]:PORT"``, ``"HOST"`` or a bare IPv6 address -> (host, port).
+
+    Raises ValueError with a message fit for the user.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("expected HOST:PORT")
+    t = text.strip()
+    port_text: str | None = None
+    if t.startswith("["):
+        end = t.find("]")
+        if end < 0:
+            raise ValueError(f"{t!r}: missing ']' after the IPv6 address")
+        host, rest = t[1:end], t[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{t!r}: expected ':PORT' after ']'")
+            port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{t!r}: {host!r} is not an IPv6 address") from None
+    elif t.count(":") > 1:
+        host = t  # a bare IPv6 address, no port
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{t!r}: write an IPv6 address with a port as [ADDRESS]:PORT") from None
+    else:
+        host, sep, port_text = t.partition(":")
+        if not sep:
+            port_text = None
+        if not host:
+            raise ValueError(f"{t!r}: missing host (e.g. 127.0.0.1:{default_port})")
+    if port_text is None:
+        port = default_port
+    elif not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{t!r}: port {port_text!r} is not a number 1..65535")
+    else:
+        port = int(port_text)
+    if not _is_ip(host) and not _is_hostname(host):
+        raise ValueError(f"{t!r}: {host!r} is not an IP address or host name")
+    return host, port
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_hostname(text: str) -> bool:
+    labels = text.rstrip(".").split(".")
+    return all(0 < len(x) <= 63 and x.replace("-", "").isalnum() and x.isascii()
+               and not x.startswith("-") and not x.endswith("-") for x in labels)
+
+
+class _Reader:
+    """Typed access to the server file's keys, collecting located errors."""
+
+    def __init__(self, file: str, base: str) -> None:
+        self.file = file
+        self.base = base
+        self.errors: list[ConfigError] = []
+
+    def err(self, line: int | None, path: str, message: str) -> None:
+        """Record one error."""
+        self.errors.append(ConfigError(self.file, line, path, message))
+
+    def number(self, m: LineDict, key: str, path: str, default: Any, lo: float, *,
+               integer: bool = True, lo_open: bool = False, hi: float | None = None) -> Any:
+        """An int (or number) >= lo (> lo with ``lo_open``), <= hi."""
+        if key not in m:
+            return default
+        v = m[key]
+        ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok_type:
+            self.err(m.value_line(key), path, f"expected {'an integer' if integer else 'a number'}, "
+                     f"got {type_name(v)}")
+            return default
+        if v < lo or (lo_open and v == lo) or (hi is not None and v > hi):
+            rng = f"{lo}..{hi}" if hi is not None else (f"> {lo}" if lo_open else f">= {lo}")
+            self.err(m.value_line(key), path, f"{key} {v} is out of range {rng}")
+            return default
+        return v
+
+    def string(self, m: LineDict, key: str, path: str, default: Any, nullable: bool = False) -> Any:
+        """A non-empty string (or null when ``nullable``)."""
+        if key not in m:
+            return default
+        v = m[key]
+        if v is None and nullable:
+            return None
+        if not isinstance(v, str) or not v.strip():
+            self.err(m.value_line(key), path, f"expected a string{' or null' if nullable else ''}, "
+                     f"got {type_name(v)}")
+            return default
+        return v.strip()
+
+    def path(self, m: LineDict, key: str, default: Any, nullable: bool = False) -> Any:
+        """A file or folder path, made absolute relative to the server file's folder."""
+        v = self.string(m, key, key, default, nullable)
+        if v is None:
+            return None
+        return os.path.normpath(os.path.join(self.base, os.path.expanduser(v)))
+
+    def mapping(self, m: LineDict, key: str, allowed: tuple[str, ...]) -> LineDict | None:
+        """A sub-mapping whose keys are all in ``allowed``."""
+        v = m.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, LineDict):
+            self.err(m.value_line(key), key, f"expected a mapping, got {type_name(v)}")
+            return None
+        for k in v:
+            if k not in allowed:
+                self.err(v.key_line(k), f"{key}.{k}", f"unknown key {str(k)!r} (allowed: {', '.join(allowed)})")
+        return v
+
+
+def _networks(r: _Reader, m: LineDict, key: str, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    if key not in m:
+        return default
+    v = m[key]
+    if v is None:
+        return ()
+    items = list(v) if isinstance(v, LineList) else [v]
+    out = []
+    for i, item in enumerate(items):
+        line = v.item_line(i) if isinstance(v, LineList) else m.value_line(key)
+        if not isinstance(item, str):
+            r.err(line, path, f"expected a network such as 192.0.2.0/24, got {type_name(item)}")
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item.strip(), strict=True)))
+        except ValueError as exc:
+            r.err(line, path, f"{item!r} is not a network in CIDR form ({exc})")
+    return tuple(out)
+
+
+def check_state_url(url: str) -> str | None:
+    """Why ``url`` is not a usable state URL (memory://, redis://, rediss://), or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in _STATE_SCHEMES:
+        return f"{url!r}: the scheme must be one of {', '.join(s + '://' for s in _STATE_SCHEMES)}"
+    if parts.scheme == "memory":
+        return None
+    if not parts.hostname:
+        return f"{url!r}: missing the Redis host (redis://HOST:PORT/DB)"
+    try:
+        parts.port
+    except ValueError:
+        return f"{url!r}: the port is not a number 1..65535"
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return f"{url!r}: the database must be a number (redis://HOST:PORT/DB)"
+    return None
+
+
+def _hostport(r: _Reader, v: Any, line: int | None, path: str, default_port: int) -> tuple[str, int] | None:
+    if not isinstance(v, str):
+        r.err(line, path, f"expected HOST:PORT, got {type_name(v)}")
+        return None
+    try:
+        return parse_hostport(v, default_port)
+    except ValueError as exc:
+        r.err(line, path, str(exc))
+        return None
+
+
+def load_server_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> ServerConfig:
+    """The server file at ``path`` (None: no file) merged with CLI ``overrides``; raises ConfigErrors.
+
+    ``overrides`` holds only the flags given: ``listen`` (list of HOST:PORT), ``http`` (HOST:PORT,
+    or None to disable), ``zones``, ``geoip``, ``state``, ``region``, ``checks`` (bool), ``workers``.
+    Relative paths in the file are relative to its folder; on the command line, to the cwd.
+    """
+    overrides = dict(overrides or {})
+    cwd = os.getcwd()
+    values: dict[str, Any] = {
+        "zones": os.path.join(cwd, "zones"),
+        "geoip": os.path.join(cwd, "data", "sample-city.mmdb"),
+    }
+    errors: list[ConfigError] = []
+    if path is not None:
+        values.update(_read_file(path, errors))
+        values["file"] = os.path.abspath(path)
+    errors.extend(_apply_overrides(values, overrides, cwd))
+    if errors:
+        raise ConfigErrors(errors)
+    return ServerConfig(**values)
+
+
+def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            content = fh.read()
+    except OSError as exc:
+        errors.append(ConfigError(path, None, "", f"cannot read the server file: {exc.strerror or exc}"))
+        return {}
+    try:
+        data = load_yaml(content.decode("utf-8"), path)
+    except UnicodeDecodeError:
+        errors.append(ConfigError(path, None, "", "the file is not valid UTF-8"))
+        return {}
+    except ConfigErrors as exc:
+        errors.extend(exc.errors)
+        return {}
+    base = os.path.dirname(os.path.abspath(path))
+    r = _Reader(path, base)
+    out: dict[str, Any] = {"zones": os.path.join(base, "zones"),
+                           "geoip": os.path.join(base, "data", "sample-city.mmdb")}
+    if data is None:
+        return out
+    if not isinstance(data, LineDict):
+        errors.append(ConfigError(path, getattr(data, "line", None), "",
+                                  f"the top level must be a mapping, got {type_name(data)}"))
+        return out
+    for k in data:
+        if k not in _TOP_KEYS:
+            r.err(data.key_line(k), str(k), f"unknown key {str(k)!r} (allowed: {', '.join(_TOP_KEYS)})")
+
+    if "listen" in data:
+        v = data["listen"]
+        items = list(v) if isinstance(v, LineList) else [v]
+        listen = []
+        for i, item in enumerate(items):
+            line = v.item_line(i) if isinstance(v, LineList) else data.value_line("listen")
+            hp = _hostport(r, item, line, "listen", DEFAULT_LISTEN[1])
+            if hp is not None and hp not in listen:
+                listen.append(hp)
+        if not items:
+            r.err(data.value_line("listen"), "listen", "needs at least one HOST:PORT")
+        if listen:
+            out["listen"] = tuple(listen)
+    if "http" in data:
+        v = data["http"]
+        out["http"] = None if v is None else _hostport(r, v, data.value_line("http"), "http", DEFAULT_HTTP[1])
+    out["zones"] = r.path(data, "zones", out["zones"])
+    out["geoip"] = r.path(data, "geoip", out["geoip"], nullable=True)
+    out["region"] = r.string(data, "region", "region", "local")
+    if "regions" in data and data["regions"] is not None:
+        regions_m = data["regions"]
+        regions: dict[str, tuple[float, float] | None] = {}
+        if not isinstance(regions_m, LineDict):
+            r.err(data.value_line("regions"), "regions", f"expected a mapping, got {type_name(regions_m)}")
+        else:
+            for name, spec in regions_m.items():
+                rpath = f"regions.{name}"
+                if spec is None:
+                    regions[str(name)] = None
+                    continue
+                if not isinstance(spec, LineDict):
+                    r.err(regions_m.value_line(name), rpath, f"expected a mapping, got {type_name(spec)}")
+                    continue
+                for k in spec:
+                    if k != "location":
+                        r.err(spec.key_line(k), f"{rpath}.{k}", f"unknown key {str(k)!r} (allowed: location)")
+                regions[str(name)] = _location(r, spec, rpath)
+        out["regions"] = regions
+    state = r.string(data, "state", "state", "memory://")
+    problem = check_state_url(state)
+    if problem:
+        r.err(data.value_line("state"), "state", problem)
+    out["state"] = state
+    if "checks" in data:
+        if not isinstance(data["checks"], bool):
+            r.err(data.value_line("checks"), "checks", f"expected true or false, got {type_name(data['checks'])}")
+        else:
+            out["checks"] = data["checks"]
+    token = r.path(data, "api_token_file", None, nullable=True)
+    if token is not None and not os.path.isfile(token):
+        r.err(data.value_line("api_token_file"), "api_token_file", f"file {token} not found")
+    out["api_token_file"] = token
+    acl_m = r.mapping(data, "acl", ("allow", "deny"))
+    if acl_m is not None:
+        out["acl"] = Acl(allow=_networks(r, acl_m, "allow", "acl.allow", Acl.allow),
+                         deny=_networks(r, acl_m, "deny", "acl.deny", ()))
+    rl = r.mapping(data, "rate_limit", ("responses_per_second", "slip"))
+    if rl is not None:
+        out["rate_limit"] = RateLimit(
+            responses_per_second=r.number(rl, "responses_per_second", "rate_limit.responses_per_second", 0, 0),
+            slip=r.number(rl, "slip", "rate_limit.slip", 2, 0, hi=10))
+    tcp = r.mapping(data, "tcp", ("idle_timeout", "max_connections", "max_per_client"))
+    if tcp is not None:
+        out["tcp"] = TcpLimits(
+            idle_timeout=float(r.number(tcp, "idle_timeout", "tcp.idle_timeout", 10.0, 0, integer=False,
+                                        lo_open=True)),
+            max_connections=r.number(tcp, "max_connections", "tcp.max_connections", 1024, 1),
+            max_per_client=r.number(tcp, "max_per_client", "tcp.max_per_client", 32, 1))
+    out["workers"] = r.number(data, "workers", "workers", 1, 1, hi=256)
+    errors.extend(sorted(r.errors, key=lambda e: e.line or 0))
+    return out
+
+
+def _location(r: _Reader, spec: LineDict, path: str) -> tuple[float, float] | None:
+    v = spec.get("location")
+    line = spec.value_line("location")
+    if v is None:
+        return None
+    if not isinstance(v, LineList) or len(v) != 2 or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        r.err(line, f"{path}.location", "expected [latitude, longitude] (two numbers)")
+        return None
+    lat, lon = float(v[0]), float(v[1])
+    if not -90 <= lat <= 90:
+        r.err(v.item_line(0), f"{path}.location", f"latitude {v[0]} is out of range -90..90")
+        return None
+    if not -180 <= lon <= 180:
+        r.err(v.item_line(1), f"{path}.location", f"longitude {v[1]} is out of range -180..180")
+        return None
+    return (lat, lon)
+
+
+def _apply_overrides(values: dict[str, Any], overrides: dict[str, Any], cwd: str) -> list[ConfigError]:
+    """Put the CLI flags over the file's values; their paths are relative to ``cwd``."""
+    errors: list[ConfigError] = []
+
+    def err(flag: str, message: str) -> None:
+        errors.append(ConfigError(_CLI, None, flag, message))
+
+    if overrides.get("listen"):
+        listen = []
+        items = overrides["listen"]
+        for item in [items] if isinstance(items, str) else items:
+            try:
+                hp = parse_hostport(item, DEFAULT_LISTEN[1])
+            except ValueError as exc:
+                err("--listen", str(exc))
+                continue
+            if hp not in listen:
+                listen.append(hp)
+        values["listen"] = tuple(listen)
+    if "http" in overrides:
+        v = overrides["http"]
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("", "off", "none", "null")):
+            values["http"] = None
+        else:
+            try:
+                values["http"] = parse_hostport(v, DEFAULT_HTTP[1])
+            except ValueError as exc:
+                err("--http", str(exc))
+    for key in ("zones", "geoip"):
+        if overrides.get(key) is not None:
+            values[key] = os.path.normpath(os.path.join(cwd, os.path.expanduser(overrides[key])))
+    if overrides.get("state") is not None:
+        problem = check_state_url(overrides["state"])
+        if problem:
+            err("--state", problem)
+        values["state"] = overrides["state"]
+    if overrides.get("region") is not None:
+        if not str(overrides["region"]).strip():
+            err("--region", "expected a region name")
+        values["region"] = str(overrides["region"]).strip()
+    if overrides.get("checks") is not None:
+        values["checks"] = bool(overrides["checks"])
+    if overrides.get("workers") is not None:
+        w = overrides["workers"]
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            err("--workers", f"expected a number >= 1, got {w!r}")
+        else:
+            values["workers"] = w
+    return errors

@@ -1123,9 +1123,7 @@ class ZoneStore:
                 continue
             stamp = (st.st_mtime_ns, st.st_size)
             if not force and stamp == state.stamp:
-                if state.error:
-                    errors.extend(state.error.splitlines())
-                continue
+                continue  # unchanged (its error, if any, stays in status())
             state.stamp = stamp
             old = state.zone
             try:
@@ -1138,9 +1136,9 @@ class ZoneStore:
                 state.error = str(exc)
                 errors.extend(str(e) for e in exc.errors)
                 for e in exc.errors:
-                    logger.error("zones: %s", e)
+                    logger.debug("zones: %s", e)
                 if old is not None:
-                    logger.error("zones: %s keeps serving serial %d from its last good version",
+                    logger.warning("zones: %s keeps serving serial %d from its last good version",
                                  old.key, old.serial)
                 continue
             state.error = None
