@@ -1,0 +1,330 @@
+"""Pool answers: client location, site states, the pool's policy, ECS scope, TTL and a decision cache.
+
+One implementation serves DNS (:meth:`Balancer.answer`, fast, cached for deterministic policies)
+and the decision trace (:meth:`Balancer.trace`, which only adds reasons and never advances the
+round-robin counter).
+
+Who may serve, for a pool (per tier of a ``geo`` map, most specific first):
+1. the sites that are up (``unknown`` counts as up) in the first tier that has any;
+2. else the drained sites (``drain`` is out unless every other site is down);
+3. else the ``when_all_down`` rule: ``all`` ranks every site of the first tier as if it were
+   up, ``servfail`` and ``nodata`` answer so.
+Among those, sites of weight 0 are dropped while one of weight > 0 remains (Route 53 practice);
+when every one has weight 0 they count as weight 1.
+
+Addresses: the first ``answers`` sites of the order that have an address of the asked family,
+each with all its addresses of that family (no site with one: an empty answer, NODATA).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+from dataclasses import dataclass
+from typing import Mapping, Protocol
+
+from gslb.model import Location, Pool, PoolAnswer, Site, StateView, Zone
+from gslb.policies import (
+    POLICIES, Candidate, Context, GeoMap, Policy, client_subnet, distance_km, nearest_region, site_rtt,
+)
+
+logger = logging.getLogger(__name__)
+
+#: the decision cache is dropped when it grows past this many entries
+CACHE_LIMIT = 50_000
+
+_UP_STATES = frozenset(("up", "unknown"))
+
+
+class Locator(Protocol):
+    """What the balancer needs from gslb.geo.GeoLocator."""
+
+    def locate(self, ip: str) -> Location:
+        """The client's location (network always set)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateTrace:
+    """One site in a decision trace."""
+
+    site: str
+    state: str
+    distance_km: float | None
+    load: float
+    rtt_ms: float | None
+    chosen: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """The full decision for one pool, rtype and client (explain)."""
+
+    pool: str
+    policy: str
+    location: Location | None
+    subnet: str
+    #: the geo tier that answered (e.g. "DE", "10.0.0.0/8", "default"); "" for other policies
+    matched: str
+    candidates: tuple[CandidateTrace, ...]
+    answer: PoolAnswer
+
+
+class _Decision:
+    """A cached decision: the order of sites (or an all-down outcome) and per-family addresses."""
+
+    __slots__ = ("outcome", "order", "scope", "answers", "_fam", "tier", "reasons", "passed")
+
+    def __init__(self, outcome: str, order: tuple[Candidate, ...], scope: int, answers: int,
+                 tier: str = "", reasons: dict | None = None, passed: dict | None = None) -> None:
+        self.outcome = outcome
+        self.order = order
+        self.scope = scope
+        self.answers = answers
+        self.tier = tier
+        self.reasons = reasons
+        self.passed = passed
+        self._fam: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+    def family(self, rtype: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(addresses, sites) for A or AAAA: the first ``answers`` sites having that family."""
+        got = self._fam.get(rtype)
+        if got is None:
+            addrs: list[str] = []
+            sites: list[str] = []
+            for c in self.order:
+                fam = c.site.ipv6 if rtype == "AAAA" else c.site.ipv4
+                if fam:
+                    addrs.extend(fam)
+                    sites.append(c.site.name)
+                    if len(sites) >= self.answers:
+                        break
+            got = self._fam[rtype] = (tuple(addrs), tuple(sites))
+        return got
+
+
+class _Prepared:
+    """Per (zone, pool, view version): the candidates with their states, and the compiled geo map."""
+
+    __slots__ = ("zone", "pool", "version", "cands", "by_name", "geomap")
+
+    def __init__(self, zone: Zone, pool: Pool, view: StateView, geomap: GeoMap | None) -> None:
+        self.zone = zone
+        self.pool = pool
+        self.version = view.version
+        cands = []
+        for i, name in enumerate(pool.sites):
+            site = zone.sites.get(name) or Site(name, None, (), ())
+            status = view.site(zone.key, name)
+            cands.append(Candidate(site, i, status.state(pool.quorum), status, status.load, site.weight))
+        self.cands = tuple(cands)
+        self.by_name = {c.name: c for c in cands}
+        self.geomap = geomap
+
+
+def _unpack(ip: str) -> tuple[int, int]:
+    """(address as int, IP version) of a textual address."""
+    if ":" in ip:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big"), 6
+    return int.from_bytes(socket.inet_aton(ip), "big"), 4
+
+
+class Balancer:
+    """Answers pool names: see the module docstring for the rules."""
+
+    def __init__(self, geo: Locator | None, regions: Mapping[str, tuple[float, float] | None],
+                 rng: random.Random) -> None:
+        self.geo = geo
+        self.rng = rng
+        self.regions = tuple(regions)
+        self.region_locations = tuple((n, tuple(loc)) for n, loc in regions.items() if loc)
+        self._cache: dict[tuple, tuple[Zone, _Decision]] = {}
+        self._cache_version: int | None = None
+        self._prepared: dict[tuple[int, str], _Prepared] = {}
+        #: round_robin counters per (zone key, pool name): the only state mutated per query
+        self._turns: dict[tuple[str, str], int] = {}
+
+    # -- the DNS path ------------------------------------------------------------------------
+
+    def answer(self, zone: Zone, pool: Pool, rtype: str, client_ip: str, source_prefix: int | None,
+               view: StateView) -> PoolAnswer:
+        """The pool's answer for a client (A or AAAA); cached for deterministic policies."""
+        policy = POLICIES[pool.policy]
+        if view.version != self._cache_version:
+            self._cache.clear()
+            self._cache_version = view.version
+        prep = self._prepare(zone, pool, view)
+        location, key = self._client(policy, prep, client_ip)
+        decision = None
+        if policy.deterministic:
+            ckey = (id(zone), pool.name, key)
+            hit = self._cache.get(ckey)
+            if hit is not None and hit[0] is zone:
+                decision = hit[1]
+            else:
+                decision = self._decide(prep, policy, location, client_ip, 0, False)
+                if len(self._cache) >= CACHE_LIMIT:
+                    self._cache.clear()
+                self._cache[ckey] = (zone, decision)
+        else:
+            turn = 0
+            if policy.name == "round_robin":
+                tkey = (zone.key, pool.name)
+                turn = self._turns.get(tkey, 0)
+                self._turns[tkey] = turn + 1
+            decision = self._decide(prep, policy, location, client_ip, turn, False)
+        return self._pool_answer(decision, pool, rtype, source_prefix)
+
+    # -- the decision trace ------------------------------------------------------------------
+
+    def trace(self, zone: Zone, pool: Pool, rtype: str, client_ip: str, source_prefix: int | None,
+              view: StateView) -> Trace:
+        """The same decision as :meth:`answer`, with a reason for every site (never cached)."""
+        policy = POLICIES[pool.policy]
+        prep = self._prepare(zone, pool, view)
+        location = self.geo.locate(client_ip) if self.geo is not None else None
+        turn = self._turns.get((zone.key, pool.name), 0)
+        decision = self._decide(prep, policy, location, client_ip, turn, True)
+        answer = self._pool_answer(decision, pool, rtype, source_prefix)
+        chosen = set(answer.sites)
+        here = location.latlon if location is not None else None
+        region = nearest_region(here, self.region_locations)
+        rows = []
+        listed = [c.name for c in decision.order]
+        listed += [c.name for c in prep.cands if c.name not in set(listed)]
+        for name in listed:
+            c = prep.by_name[name]
+            dist = distance_km(here, c.site.location) if here and c.site.location else None
+            if name in decision.reasons:
+                reason = decision.reasons[name]
+                if name not in chosen:
+                    fam = c.site.ipv6 if rtype == "AAAA" else c.site.ipv4
+                    reason += (f"; no {rtype} address" if not fam
+                               else f"; not needed (answers: {pool.answers})")
+                if decision.outcome == "answer" and c.state not in _UP_STATES and name in chosen:
+                    reason += f" (state {c.state}: serving because no site is up)"
+            else:
+                reason = decision.passed.get(name, "not a candidate")
+            rows.append(CandidateTrace(name, c.state, None if dist is None else round(dist, 1),
+                                       c.load, site_rtt(c.status, region), name in chosen, reason))
+        subnet = client_subnet(client_ip)[1] if policy.uses_subnet else ""
+        return Trace(pool.name, policy.name, location, subnet, decision.tier, tuple(rows), answer)
+
+    # -- shared implementation ---------------------------------------------------------------
+
+    def _prepare(self, zone: Zone, pool: Pool, view: StateView) -> _Prepared:
+        """The candidates of a pool for this view (rebuilt when the zone, pool or view changes)."""
+        pkey = (id(zone), pool.name)
+        prep = self._prepared.get(pkey)
+        if prep is not None and prep.zone is zone and prep.pool is pool and prep.version == view.version:
+            return prep
+        geomap = None
+        if pool.policy == "geo":
+            geomap = prep.geomap if prep is not None and prep.pool is pool else GeoMap.from_pool(pool)
+        if prep is None and len(self._prepared) >= 4096:
+            self._prepared.clear()
+        prep = self._prepared[pkey] = _Prepared(zone, pool, view, geomap)
+        return prep
+
+    def _client(self, policy: Policy, prep: _Prepared, client_ip: str) -> tuple[Location | None, object]:
+        """The client's location (when the policy uses it) and its decision-cache key."""
+        if policy.uses_location:
+            location = self.geo.locate(client_ip) if self.geo is not None else None
+            if prep.geomap is not None and prep.geomap.cidrs:
+                # CIDR rules may split the GeoIP network: key by the network the match holds for
+                addr, version = _unpack(client_ip)
+                start = location.prefixlen if location is not None else 0
+                scope = prep.geomap.scope(addr, version, start)
+                bits = 32 if version == 4 else 128
+                return location, (version, addr >> (bits - scope), scope)
+            return location, (location.network if location is not None else None)
+        if policy.uses_subnet:
+            return None, client_subnet(client_ip)[0]
+        return None, None
+
+    def _decide(self, prep: _Prepared, policy: Policy, location: Location | None, client_ip: str,
+                turn: int, explain: bool) -> _Decision:
+        """Who may serve, ranked by the policy; the ECS scope of the decision (uncapped)."""
+        pool = prep.pool
+        subnet, subnet_text, subnet_len = (client_subnet(client_ip) if policy.uses_subnet
+                                           else (b"", "", 0))
+        # the tiers: geo rules most specific first, else the pool's sites
+        scope = 0
+        if prep.geomap is not None:
+            addr, version = _unpack(client_ip)
+            start = location.prefixlen if location is not None else 0
+            scope = prep.geomap.scope(addr, version, start)
+            match = prep.geomap.match(location, addr, version)
+            by_name = prep.by_name
+            tiers = [(label, tuple(by_name[n] for n in names if n in by_name))
+                     for label, names in match.tiers]
+        else:
+            if policy.uses_location:
+                scope = location.prefixlen if location is not None else 0
+            elif policy.uses_subnet:
+                scope = subnet_len
+            tiers = [("", prep.cands)]
+
+        passed: dict[str, str] | None = {} if explain else None
+        pick: list[Candidate] = []
+        tier_label = tiers[0][0]
+        for label, cands in tiers:
+            pick = [c for c in cands if c.state in _UP_STATES]
+            if pick:
+                tier_label = label
+                break
+        if not pick:
+            for label, cands in tiers:
+                pick = [c for c in cands if c.state == "drain"]
+                if pick:
+                    tier_label = label
+                    break
+        if not pick:
+            rule = pool.when_all_down
+            if rule != "all":
+                if explain:
+                    for c in prep.cands:
+                        passed[c.name] = f"{c.state}: no site is up (when_all_down: {rule})"
+                return _Decision(rule, (), scope, pool.answers, tier_label, {}, passed)
+            pick = list(tiers[0][1])
+            tier_label = tiers[0][0]
+        # weight 0: a backup, used only when no site of weight > 0 may serve
+        if any(c.weight <= 0 for c in pick):
+            positive = [c for c in pick if c.weight > 0]
+            if positive:
+                if explain:
+                    for c in pick:
+                        if c.weight <= 0:
+                            passed[c.name] = "weight 0: used only when no weighted site is up"
+                pick = positive
+            else:
+                pick = [Candidate(c.site, c.index, c.state, c.status, c.load, 1) for c in pick]
+        ctx = Context(location, client_ip, subnet, subnet_text, turn, self.region_locations, self.regions)
+        order, reasons = policy.rank(pick, ctx, self.rng, explain)
+        if explain:
+            picked = {c.name for c in pick}
+            tier_names = [label for label, _ in tiers]
+            for label, cands in tiers:
+                for c in cands:
+                    if c.name in picked or c.name in passed:
+                        continue
+                    if c.state == "down":
+                        passed[c.name] = "down"
+                    elif c.state == "drain":
+                        passed[c.name] = "drain: out while another site is up"
+                    else:
+                        passed[c.name] = f"in tier {label!r}, but tier {tier_label!r} answers"
+            if prep.geomap is not None:
+                for c in prep.cands:
+                    passed.setdefault(c.name, f"not in the matched geo lists ({', '.join(tier_names)})")
+        return _Decision("answer", tuple(order), scope, pool.answers, tier_label, reasons, passed)
+
+    @staticmethod
+    def _pool_answer(decision: _Decision, pool: Pool, rtype: str, source_prefix: int | None) -> PoolAnswer:
+        """The PoolAnswer of a decision for a family and an ECS source prefix."""
+        scope = 0 if source_prefix is None else min(decision.scope, source_prefix)
+        if decision.outcome != "answer":
+            return PoolAnswer(decision.outcome, (), pool.ttl, scope)  # type: ignore[arg-type]
+        addrs, sites = decision.family(rtype)
+        return PoolAnswer("answer", addrs, pool.ttl, scope, sites)

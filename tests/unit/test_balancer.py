@@ -1,0 +1,309 @@
+"""Balancer: states, when_all_down, drain, weight 0, answers, families, ECS scope, decision cache."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections import Counter
+
+import pytest
+
+from gslb.balancer import Balancer
+from gslb.model import (
+    GeoRule, Location, Pool, RegionResult, Site, SiteStatus, Soa, StateView, Zone,
+)
+
+
+class FakeLocator:
+    """GeoIP stand-in: longest matching network of a small table, else the empty network around it."""
+
+    kind = "city"
+
+    def __init__(self, table: dict[str, tuple]) -> None:
+        self.table = [(ipaddress.ip_network(n), v) for n, v in table.items()]
+        self.calls = 0
+
+    def locate(self, ip: str) -> Location:
+        self.calls += 1
+        addr = ipaddress.ip_address(ip)
+        best = None
+        for net, v in self.table:
+            if addr in net and (best is None or net.prefixlen > best[0].prefixlen):
+                best = (net, v)
+        if best is None:
+            plen = 8 if addr.version == 4 else 16
+            net = ipaddress.ip_network(f"{ip}/{plen}", strict=False)
+            return Location(ip, str(net), plen)
+        net, (latlon, country, continent) = best
+        return Location(ip, str(net), net.prefixlen, latlon, country, continent)
+
+
+GEO = FakeLocator({
+    "192.0.2.0/24": ((48.85, 2.35), "FR", "EU"),        # Paris
+    "198.51.100.0/22": ((40.71, -74.0), "US", "NA"),    # New York (a /22: scope 22)
+    "203.0.113.0/24": ((35.68, 139.69), "JP", "AS"),    # Tokyo
+    "100.64.0.0/16": ((52.52, 13.40), "DE", "EU"),      # Berlin
+    "2001:db8::/32": ((-33.87, 151.21), "AU", "OC"),    # Sydney
+})
+
+SITES = {
+    "fra": Site("fra", (50.11, 8.68), ("10.0.0.1", "10.0.0.2"), ("2001:db8:f::1",)),
+    "iad": Site("iad", (38.95, -77.45), ("10.0.1.1",), ()),
+    "sin": Site("sin", (1.35, 103.82), ("10.0.2.1",), ("2001:db8:5::1",)),
+}
+
+
+def zone(*pools: Pool, sites=SITES) -> Zone:
+    soa = Soa("ns1.example.com.", "hostmaster.example.com.", 1, 3600, 600, 1209600, 60, 3600)
+    return Zone("example.com.", "example.yaml", 1, 3600, soa, ("ns1.example.com.",), {},
+                sites=dict(sites), pools={p.name: p for p in pools})
+
+
+def view(version=1, **states) -> StateView:
+    sites = {}
+    for name, state in states.items():
+        if state in ("up", "down", "drain"):
+            sites[("example.com", name)] = SiteStatus(override=state)
+        else:
+            sites[("example.com", name)] = state
+    return StateView(version, sites)
+
+
+def bal(geo=GEO, regions=None, seed=1) -> Balancer:
+    return Balancer(geo, regions or {}, random.Random(seed))
+
+
+def ask(b, z, pool, ip="192.0.2.9", rtype="A", sp=None, v=None):
+    return b.answer(z, z.pools[pool], rtype, ip, sp, v or view())
+
+
+def pool(policy="failover", **kw) -> Pool:
+    return Pool(kw.pop("name", "web"), policy, tuple(kw.pop("sites", ("fra", "iad", "sin"))), **kw)
+
+
+def test_closest_answers_nearest_with_geo_scope_capped_by_source_prefix():
+    z = zone(pool("closest"))
+    b = bal()
+    a = ask(b, z, "web", "192.0.2.9", sp=32)
+    assert (a.outcome, a.addresses, a.sites, a.ttl, a.scope_prefix) == ("answer", ("10.0.0.1", "10.0.0.2"), ("fra",), 30, 24)
+    a = ask(b, z, "web", "198.51.100.7", sp=24)
+    assert a.addresses == ("10.0.1.1",) and a.scope_prefix == 22
+    assert ask(b, z, "web", "198.51.100.0", sp=20).scope_prefix == 20
+    assert ask(b, z, "web", "203.0.113.5", sp=32).sites == ("sin",)
+    assert ask(b, z, "web", "203.0.113.5", sp=None).scope_prefix == 0
+    # unknown location: sites order, scope = the empty network around the address
+    a = ask(b, z, "web", "172.16.5.5", sp=32)
+    assert a.sites == ("fra",) and a.scope_prefix == 8
+
+
+def test_failover_skips_down_and_when_all_down_rules():
+    b = bal()
+    z = zone(pool("failover"), pool("failover", name="sf", when_all_down="servfail"),
+             pool("failover", name="nd", when_all_down="nodata"))
+    assert ask(b, z, "web", v=view(1, fra="down")).sites == ("iad",)
+    assert ask(b, z, "web", v=view(2, fra="down", iad="down")).sites == ("sin",)
+    all_down = view(3, fra="down", iad="down", sin="down")
+    a = ask(b, z, "web", v=all_down)
+    assert a.outcome == "answer" and a.sites == ("fra",)  # all: as if all were up
+    a = ask(b, z, "sf", v=all_down, sp=24)
+    assert (a.outcome, a.addresses, a.scope_prefix) == ("servfail", (), 0)
+    assert ask(b, z, "nd", v=all_down).outcome == "nodata"
+
+
+def test_unknown_counts_as_up_and_quorum_decides():
+    b = bal()
+    z = zone(pool("failover", quorum=0.5))
+    split = SiteStatus(regions={"a": RegionResult("up", 0), "b": RegionResult("down", 0)})
+    assert ask(b, z, "web", v=view(1, fra=split)).sites == ("iad",)  # 1 of 2 is not > 0.5
+    z2 = zone(pool("failover", quorum=0.4))
+    assert ask(b, z2, "web", v=view(1, fra=split)).sites == ("fra",)
+    assert ask(b, z, "web", v=StateView(5, {})).sites == ("fra",)  # no result: unknown = up
+
+
+def test_drain_is_out_unless_every_other_site_is_down():
+    b = bal()
+    z = zone(pool("failover"))
+    assert ask(b, z, "web", v=view(1, fra="drain")).sites == ("iad",)
+    assert ask(b, z, "web", v=view(2, fra="drain", iad="down", sin="down")).sites == ("fra",)
+    assert ask(b, z, "web", v=view(3, fra="down", iad="drain", sin="down")).sites == ("iad",)
+
+
+def test_weight_zero_is_a_backup():
+    sites = dict(SITES, fra=Site("fra", (50.11, 8.68), ("10.0.0.1",), (), weight=0))
+    b = bal()
+    for policy in ("failover", "weighted", "closest", "hash", "least_load", "p2c", "round_robin"):
+        z = zone(pool(policy), sites=sites)
+        for i in range(30):
+            assert ask(b, z, "web", f"192.0.2.{i}", v=view(1)).sites != ("fra",), policy
+        assert ask(b, z, "web", v=view(2, iad="down", sin="down")).sites == ("fra",)
+
+
+def test_answers_two_and_families():
+    b = bal()
+    z = zone(pool("failover", answers=2))
+    a = ask(b, z, "web")
+    assert a.sites == ("fra", "iad") and a.addresses == ("10.0.0.1", "10.0.0.2", "10.0.1.1")
+    # AAAA: sites without an IPv6 address are skipped, the next ones of the order fill in
+    a = ask(b, z, "web", rtype="AAAA")
+    assert a.sites == ("fra", "sin") and a.addresses == ("2001:db8:f::1", "2001:db8:5::1")
+    z1 = zone(pool("failover", sites=("iad",)))
+    a = ask(b, z1, "web", rtype="AAAA")
+    assert (a.outcome, a.addresses, a.sites) == ("answer", (), ())  # NODATA
+
+
+def test_round_robin_cycles_over_up_sites_per_pool():
+    b = bal()
+    z = zone(pool("round_robin"), pool("round_robin", name="other"))
+    v = view(1, iad="down")
+    got = [ask(b, z, "web", v=v).sites[0] for _ in range(6)]
+    assert got == ["fra", "sin", "fra", "sin", "fra", "sin"]
+    assert ask(b, z, "other", v=v).sites == ("fra",)  # its own counter
+    got = [ask(b, z, "web", v=view(2)).sites[0] for _ in range(3)]
+    assert sorted(got) == ["fra", "iad", "sin"]
+
+
+def test_weighted_distribution_through_the_balancer():
+    sites = {n: Site(n, None, (f"10.9.0.{i}",), (), weight=w)
+             for i, (n, w) in enumerate((("a", 1), ("b", 3), ("c", 6)))}
+    z = zone(pool("weighted", sites=("a", "b", "c")), sites=sites)
+    b = bal(seed=11)
+    n = 20_000
+    counts = Counter(ask(b, z, "web").sites[0] for _ in range(n))
+    chi = sum((counts[k] - n * p) ** 2 / (n * p) for k, p in (("a", .1), ("b", .3), ("c", .6)))
+    assert chi < 13.8, counts
+
+
+def test_hash_scope_and_stickiness():
+    b = bal()
+    z = zone(pool("hash"))
+    a = ask(b, z, "web", "192.0.2.77", sp=32)
+    assert a.scope_prefix == 24
+    assert ask(b, z, "web", "192.0.2.1", sp=32).sites == a.sites
+    assert ask(b, z, "web", "192.0.2.77", sp=16).scope_prefix == 16
+    assert ask(b, z, "web", "2001:db8:1::1", rtype="AAAA", sp=56).scope_prefix == 48
+    assert ask(b, z, "web", "192.0.2.77", sp=None).scope_prefix == 0
+
+
+@pytest.mark.parametrize("policy", ["failover", "weighted", "round_robin", "least_load", "p2c"])
+def test_client_independent_policies_have_scope_zero(policy):
+    z = zone(pool(policy))
+    assert ask(bal(), z, "web", "192.0.2.77", sp=24).scope_prefix == 0
+
+
+def test_fastest_scope_and_choice():
+    regions = {"eu-west": (53.35, -6.26), "us-east": (38.95, -77.45), "local": None}
+    rr = lambda **r: SiteStatus(regions={k: RegionResult("up", 0, rtt_ms=v) for k, v in r.items()})  # noqa: E731
+    v = view(1, fra=rr(**{"eu-west": 10, "us-east": 90}), iad=rr(**{"eu-west": 80, "us-east": 4}))
+    b = bal(regions=regions)
+    z = zone(pool("fastest"))
+    a = ask(b, z, "web", "192.0.2.1", sp=32, v=v)
+    assert a.sites == ("fra",) and a.scope_prefix == 24
+    assert ask(b, z, "web", "198.51.100.1", sp=32, v=v).sites == ("iad",)
+
+
+def test_least_load_reads_loads_from_the_view():
+    ld = lambda x: SiteStatus(regions={"r": RegionResult("up", 0, load=x)})  # noqa: E731
+    b = bal()
+    z = zone(pool("least_load"))
+    assert ask(b, z, "web", v=view(1, fra=ld(9), iad=ld(2), sin=ld(5))).sites == ("iad",)
+    assert ask(b, z, "web", v=view(2, fra=ld(1), iad=ld(2), sin=ld(5))).sites == ("fra",)
+
+
+GEO_POOL = pool("geo", geo=(
+    GeoRule("cidr", "100.64.128.0/20", ("sin",)),
+    GeoRule("country", "DE", ("fra",)),
+    GeoRule("continent", "EU", ("iad", "fra")),
+    GeoRule("default", "default", ("iad",)),
+))
+
+
+def test_geo_specificity_and_fallback_to_less_specific_rules():
+    b = bal()
+    z = zone(GEO_POOL)
+    assert ask(b, z, "web", "100.64.1.1", sp=32).sites == ("fra",)        # DE
+    assert ask(b, z, "web", "100.64.130.1", sp=32).sites == ("sin",)      # CIDR beats country
+    assert ask(b, z, "web", "192.0.2.1", sp=32).sites == ("iad",)         # FR -> EU list, in list order
+    assert ask(b, z, "web", "203.0.113.1", sp=32).sites == ("iad",)       # JP -> default
+    # DE's list is down: the continent's list answers, then the default
+    assert ask(b, z, "web", "100.64.1.1", v=view(2, fra="down")).sites == ("iad",)
+    assert ask(b, z, "web", "203.0.113.1", v=view(3, iad="down")).sites == ("iad",)  # all down in tier: all
+    # sin is in no list for JP: never a candidate, even when the default list is down
+    t = b.trace(z, z.pools["web"], "A", "203.0.113.1", 32, view(4, iad="down"))
+    assert t.answer.sites == ("iad",)
+    assert "not in the matched geo lists" in {c.site: c for c in t.candidates}["sin"].reason
+
+
+def test_geo_scope_accounts_for_nested_cidr_rules():
+    b = bal()
+    z = zone(GEO_POOL)
+    # the GeoIP network is 100.64.0.0/16 but a /20 rule lies inside: outside it the answer holds for /17
+    assert ask(b, z, "web", "100.64.1.1", sp=32).scope_prefix == 17
+    assert ask(b, z, "web", "100.64.130.1", sp=32).scope_prefix == 20
+    assert ask(b, z, "web", "100.64.130.1", sp=18).scope_prefix == 18
+    assert ask(b, z, "web", "192.0.2.1", sp=32).scope_prefix == 24
+    # cached per refined network: a client of the /20 does not get the /17's cached answer
+    assert ask(b, z, "web", "100.64.200.1", sp=32).sites == ("fra",)
+    assert ask(b, z, "web", "100.64.131.1", sp=32).sites == ("sin",)
+
+
+def test_decision_cache_follows_view_version():
+    b = bal()
+    z = zone(pool("closest"))
+    v1 = view(1)
+    assert ask(b, z, "web", "192.0.2.1", v=v1).sites == ("fra",)
+    # same version: cached decision (a table never changes a view without a new version)
+    assert ask(b, z, "web", "192.0.2.1", v=view(1, fra="down")).sites == ("fra",)
+    assert ask(b, z, "web", "192.0.2.1", v=view(2, fra="down")).sites == ("iad",)
+    assert ask(b, z, "web", "192.0.2.1", v=view(3)).sites == ("fra",)
+
+
+def test_decision_cache_is_per_zone_object_and_pool():
+    b = bal()
+    z1 = zone(pool("failover"))
+    z2 = zone(pool("failover", sites=("sin", "fra")))
+    assert ask(b, z1, "web").sites == ("fra",)
+    assert ask(b, z2, "web").sites == ("sin",)
+    assert ask(b, z1, "web").sites == ("fra",)
+
+
+def test_trace_matches_answer_and_explains_every_site():
+    b = bal()
+    z = zone(pool("closest", answers=1))
+    v = view(7, iad="down")
+    t = b.trace(z, z.pools["web"], "A", "198.51.100.7", 32, v)
+    assert t.answer == ask(b, z, "web", "198.51.100.7", sp=32, v=v)
+    assert t.policy == "closest" and t.pool == "web" and t.location.country == "US"
+    rows = {c.site: c for c in t.candidates}
+    assert [c.site for c in t.candidates][0] == "fra"
+    assert rows["fra"].chosen and not rows["sin"].chosen
+    assert rows["iad"].state == "down" and rows["iad"].reason == "down"
+    assert rows["fra"].distance_km == pytest.approx(6200, rel=0.05)
+    assert "not needed" in rows["sin"].reason
+
+
+def test_trace_does_not_advance_round_robin():
+    b = bal()
+    z = zone(pool("round_robin"))
+    first = b.trace(z, z.pools["web"], "A", "192.0.2.1", None, view()).answer.sites
+    assert ask(b, z, "web").sites == first == ("fra",)
+    assert ask(b, z, "web").sites == ("iad",)
+
+
+def test_trace_of_geo_names_the_matched_tier_and_outsiders():
+    b = bal()
+    z = zone(GEO_POOL)
+    t = b.trace(z, z.pools["web"], "A", "192.0.2.1", 32, view())
+    assert t.matched == "EU"
+    rows = {c.site: c for c in t.candidates}
+    assert rows["iad"].chosen
+    assert "not in the matched geo lists" in rows["sin"].reason
+
+
+def test_without_geo_database():
+    b = bal(geo=None)
+    z = zone(pool("closest"), pool("geo", name="g", geo=GEO_POOL.geo))
+    a = ask(b, z, "web", "192.0.2.1", sp=32)
+    assert a.sites == ("fra",) and a.scope_prefix == 0
+    assert ask(b, z, "g", "100.64.130.1", sp=32).sites == ("sin",)
+    assert ask(b, z, "g", "100.64.1.1", sp=32).sites == ("iad",)
+    assert ask(b, z, "g", "100.64.1.1", sp=32).scope_prefix == 17
