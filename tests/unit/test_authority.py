@@ -1,0 +1,179 @@
+"""Authoritative lookups (RFC 1034 4.3.2, RFC 4592) on zones built by hand."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import pytest
+
+from gslb.authority import Outcome, lookup
+from gslb.model import Node, Pool, Record, Soa, Zone
+
+
+def make_zone(origin: str, records: dict[str, dict], pools: dict[str, Pool] | None = None,
+              ttl: int = 3600, minimum: int = 60, ns: tuple[str, ...] | None = None) -> Zone:
+    """A Zone from ``{"owner": {"A": [...], "pool": "web", "ttl": 60}}``; "@" is the apex."""
+    origin = origin.lower().rstrip(".") + "."
+    ns = ns or (f"ns1.{origin}",)
+
+    def absolute(name: str) -> str:
+        if name == "@":
+            return origin
+        return name if name.endswith(".") else f"{name}.{origin}"
+
+    soa = Soa(ns[0], f"hostmaster.{origin}", 2024010101, 3600, 600, 1209600, minimum, ttl)
+    nodes: dict[str, Node] = {}
+    specs = dict(records)
+    specs.setdefault("@", {})
+    for owner, spec in specs.items():
+        name = absolute(owner)
+        node_ttl = spec.get("ttl")
+        recs: dict[str, tuple[Record, ...]] = {}
+        for rtype, values in spec.items():
+            if rtype in ("ttl", "pool"):
+                continue
+            values = values if isinstance(values, list) else [values]
+            recs[rtype] = tuple(Record(name, rtype, node_ttl or ttl, v) for v in values)
+        if name == origin:
+            recs["SOA"] = (Record(origin, "SOA", ttl, f"{soa.mname} {soa.rname} {soa.serial} 3600 600 1209600 {minimum}"),)
+            recs["NS"] = tuple(Record(origin, "NS", ttl, n) for n in ns)
+        nodes[name] = Node(name, MappingProxyType(recs), spec.get("pool"), node_ttl)
+    names = set()
+    for name in nodes:
+        n = name
+        while True:
+            names.add(n)
+            if n == origin:
+                break
+            n = n.split(".", 1)[1]
+    cuts = frozenset(n for n, node in nodes.items() if n != origin and "NS" in node.records)
+    return Zone(origin=origin, file="test.yaml", serial=soa.serial, ttl=ttl, soa=soa, ns=ns,
+                nodes=MappingProxyType(nodes), pools=MappingProxyType(dict(pools or {})),
+                names=frozenset(names), cuts=cuts)
+
+
+ZONE = make_zone("example.com", {
+    "ns1": {"A": "192.0.2.53", "AAAA": "2001:db8::53"},
+    "www": {"A": ["192.0.2.1", "192.0.2.2"], "TXT": '"hello"'},
+    "alias": {"CNAME": "www.example.com."},
+    "lb": {"pool": "web", "TXT": '"pooled"'},
+    "*.cdn": {"pool": "web"},
+    "*.wild": {"A": "192.0.2.9", "MX": "10 mail.example.com."},
+    "deep.ent.example.com.": {"A": "192.0.2.10"},
+    "sub": {"NS": ["ns.sub.example.com.", "ns.other.net."]},
+    "ns.sub": {"A": "192.0.2.77"},
+})
+
+
+def test_answer_at_existing_name():
+    found = lookup(ZONE, "www.example.com.", "A")
+    assert found.outcome is Outcome.ANSWER
+    assert [r.rdata for r in found.records] == ["192.0.2.1", "192.0.2.2"]
+
+
+def test_apex_soa_and_ns():
+    assert lookup(ZONE, "example.com.", "SOA").records[0].rtype == "SOA"
+    assert [r.rdata for r in lookup(ZONE, "example.com.", "NS").records] == ["ns1.example.com."]
+
+
+def test_nodata_carries_soa_with_negative_ttl():
+    found = lookup(ZONE, "www.example.com.", "AAAA")
+    assert found.outcome is Outcome.NODATA
+    (soa,) = found.authority
+    assert soa.rtype == "SOA" and soa.name == "example.com." and soa.ttl == 60
+
+
+def test_negative_ttl_is_min_of_soa_ttl_and_minimum():
+    zone = make_zone("example.org", {}, ttl=30, minimum=300)
+    assert lookup(zone, "nope.example.org.", "A").authority[0].ttl == 30
+
+
+def test_nxdomain_carries_soa():
+    found = lookup(ZONE, "nope.example.com.", "A")
+    assert found.outcome is Outcome.NXDOMAIN
+    assert found.authority[0].rtype == "SOA"
+
+
+def test_empty_non_terminal_is_nodata():
+    assert lookup(ZONE, "ent.example.com.", "A").outcome is Outcome.NODATA
+
+
+def test_cname_at_name():
+    found = lookup(ZONE, "alias.example.com.", "A")
+    assert found.outcome is Outcome.CNAME
+    assert found.records[0].rdata == "www.example.com."
+    assert lookup(ZONE, "alias.example.com.", "CNAME").outcome is Outcome.ANSWER
+
+
+def test_pool_name_answers_a_and_aaaa_from_pool():
+    for qtype in ("A", "AAAA"):
+        found = lookup(ZONE, "lb.example.com.", qtype)
+        assert found.outcome is Outcome.POOL and found.pool == "web" and found.owner == "lb.example.com."
+
+
+def test_pool_name_static_records_and_nodata():
+    assert lookup(ZONE, "lb.example.com.", "TXT").outcome is Outcome.ANSWER
+    assert lookup(ZONE, "lb.example.com.", "MX").outcome is Outcome.NODATA
+
+
+def test_wildcard_pool():
+    found = lookup(ZONE, "a.b.cdn.example.com.", "AAAA")
+    assert found.outcome is Outcome.POOL and found.owner == "a.b.cdn.example.com." and found.wildcard
+
+
+def test_wildcard_synthesis_rewrites_owner():
+    found = lookup(ZONE, "x.wild.example.com.", "MX")
+    assert found.outcome is Outcome.ANSWER
+    assert found.records == (Record("x.wild.example.com.", "MX", 3600, "10 mail.example.com."),)
+    assert lookup(ZONE, "x.wild.example.com.", "TXT").outcome is Outcome.NODATA
+
+
+def test_referral_at_and_below_cut():
+    for name in ("sub.example.com.", "a.b.sub.example.com.", "ns.sub.example.com."):
+        found = lookup(ZONE, name, "A")
+        assert found.outcome is Outcome.REFERRAL
+        assert [r.rdata for r in found.authority] == ["ns.sub.example.com.", "ns.other.net."]
+        assert [r.rdata for r in found.additional] == ["192.0.2.77"]  # in-zone glue only
+
+
+def test_ds_at_cut_is_answered_by_parent():
+    assert lookup(ZONE, "sub.example.com.", "DS").outcome is Outcome.NODATA
+    assert lookup(ZONE, "x.sub.example.com.", "DS").outcome is Outcome.REFERRAL
+
+
+# RFC 4592 section 2.2.1: the example zone and its table of queries.
+RFC4592 = make_zone("example", {
+    "*": {"TXT": '"this is a wildcard"', "MX": "10 host1.example."},
+    "sub.*": {"TXT": '"this is not a wildcard"'},
+    "host1": {"A": "192.0.2.1"},
+    "_ssh._tcp.host1": {"SRV": "0 0 22 host1.example."},
+    "_ssh._tcp.host2": {"SRV": "0 0 22 host2.example."},
+    "subdel": {"NS": ["ns.example.com.", "ns.example.net."]},
+}, ns=("ns.example.com.", "ns.example.net."))
+
+
+@pytest.mark.parametrize("qname,qtype,outcome", [
+    # "The following responses would be synthesized from one of the wildcards":
+    ("host3.example.", "MX", Outcome.ANSWER),
+    ("host3.example.", "A", Outcome.NODATA),
+    ("foo.bar.example.", "TXT", Outcome.ANSWER),
+    # "The following responses would not be synthesized":
+    ("host1.example.", "MX", Outcome.NODATA),        # host1 exists
+    ("sub.*.example.", "MX", Outcome.NODATA),        # the name exists
+    ("_telnet._tcp.host1.example.", "SRV", Outcome.NXDOMAIN),  # _tcp.host1 is an ENT: encloser
+    ("host.subdel.example.", "A", Outcome.REFERRAL),  # below a cut
+    ("ghost.*.example.", "MX", Outcome.NXDOMAIN),     # encloser *.example has no wildcard child
+])
+def test_rfc4592_examples(qname, qtype, outcome):
+    assert lookup(RFC4592, qname, qtype).outcome is outcome
+
+
+def test_rfc4592_synthesised_owner():
+    found = lookup(RFC4592, "foo.bar.example.", "TXT")
+    assert found.records[0].name == "foo.bar.example." and found.records[0].rdata == '"this is a wildcard"'
+
+
+def test_wildcard_does_not_match_existing_name_of_other_type():
+    # host1 exists: its missing types are NODATA, never the wildcard's data
+    assert lookup(RFC4592, "host1.example.", "TXT").outcome is Outcome.NODATA
+
