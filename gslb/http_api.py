@@ -1,0 +1,294 @@
+"""The HTTP endpoint: status, explain, metrics, reload, overrides and the dashboard (aiohttp).
+
+A thin reader of the server's state: handlers read ``zone_store.zones`` and ``table.view`` (the
+immutable snapshots) and never walk configuration files. Routes (SPEC "HTTP endpoint"):
+
+    GET  /healthz                                 200 {"status": "ok"} while DNS serves, else 503
+    GET  /api/v1/status                           zones, sites, pools, state backend, recent changes
+    GET  /api/v1/explain?name=N&type=T&client=IP  the decision trace of a name for a client
+    GET  /metrics                                 Prometheus text format
+    POST /api/v1/reload                           (token) reload zones, answer the result
+    PUT  /api/v1/sites/{zone}/{site}/override     (token) {"state": "up"|"down"|"drain"|"auto"}
+    GET  /                                        the dashboard; assets under /static/
+
+Every error is JSON ``{"error": "..."}``. Write endpoints need ``Authorization: Bearer TOKEN``;
+with no token configured they answer 403, with a wrong or missing one 401.
+
+A site's overall ``state`` in /api/v1/status (and in gslb_site_state) is judged with the quorum
+of the first pool (in zone file order) that lists the site, 0.5 for a site in no pool; each pool's
+``up`` count uses that pool's own quorum. ``unknown`` (no fresh result yet) counts as up, as
+it does in answers; ``drain`` does not.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from gslb.errors import StartupError
+from gslb.metrics import make_registry, render, site_quorums
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+#: the override states the PUT endpoint accepts ("auto" removes the override)
+OVERRIDE_STATES: frozenset[str] = frozenset({"up", "down", "drain", "auto"})
+
+#: query types the explain endpoint accepts
+EXPLAIN_TYPES: frozenset[str] = frozenset(
+    {"A", "AAAA", "CNAME", "MX", "TXT", "SRV", "CAA", "NS", "PTR", "SOA", "ANY"})
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_*.-]{1,253}$")
+
+#: how many recent verdict changes /api/v1/status lists
+MAX_CHANGES = 50
+
+SERVER_KEY = web.AppKey("gslb_server", Any)
+REGISTRY_KEY = web.AppKey("gslb_registry", Any)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into JSON ``{"error": ...}``; log unexpected exceptions once."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
+        return _error(exc.status, exc.text if exc.text and not exc.text.startswith(f"{exc.status}:")
+                      else exc.reason.lower(), headers)
+    except Exception:
+        logger.exception("http: %s %s failed", request.method, request.path)
+        return _error(500, "internal server error")
+
+
+def _server(request: web.Request) -> Any:
+    return request.app[SERVER_KEY]
+
+
+def iso_time(ts: float | None) -> str | None:
+    """Wall-clock seconds as ISO 8601 UTC with milliseconds (``2026-11-27T21:33:30.123Z``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _change(item: Any) -> dict[str, Any]:
+    """One recent verdict change as JSON (a tuple or an object with the same fields)."""
+    if hasattr(item, "zone"):
+        t, zone, site, old, new = item.time, item.zone, item.site, item.old, item.new
+    else:
+        t, zone, site, old, new = item
+    return {"time": iso_time(t), "zone": zone, "site": site, "old": old, "new": new}
+
+
+def build_status(server: Any) -> dict[str, Any]:
+    """The /api/v1/status document (SPEC fields plus a few additions the dashboard uses)."""
+    zones = server.zone_store.zones
+    view = server.table.view
+    quorums = site_quorums(zones)
+    sites: list[dict[str, Any]] = []
+    pools: list[dict[str, Any]] = []
+    for zone in sorted(zones, key=lambda z: z.key):
+        pools_of: dict[str, list[str]] = {}
+        for pool in zone.pools.values():
+            for name in pool.sites:
+                pools_of.setdefault(name, []).append(pool.name)
+        for name in sorted(zone.sites):
+            site = zone.sites[name]
+            status = view.site(zone.key, name)
+            sites.append({
+                "zone": zone.key,
+                "site": name,
+                "state": status.state(quorums.get((zone.key, name), 0.5)),
+                "override": status.override,
+                "regions": {
+                    region: {
+                        "state": result.state,
+                        "checked_at": iso_time(result.checked_at),
+                        "rtt_ms": None if result.rtt_ms is None else round(result.rtt_ms, 3),
+                        "load": result.load,
+                        "error": result.error,
+                    }
+                    for region, result in sorted(status.regions.items())
+                },
+                "location": list(site.location) if site.location else None,
+                "addresses": [*site.ipv4, *site.ipv6],
+                "checks": list(site.checks),
+                "weight": site.weight,
+                "pools": pools_of.get(name, []),
+            })
+        for pool in zone.pools.values():
+            up = sum(1 for name in pool.sites
+                     if view.site(zone.key, name).state(pool.quorum) in ("up", "unknown"))
+            pools.append({
+                "zone": zone.key, "pool": pool.name, "policy": pool.policy,
+                "up": up, "total": len(pool.sites), "sites": list(pool.sites),
+            })
+    backend = server.table.backend_status()
+    config = server.config
+    changes = list(server.table.changes)[-MAX_CHANGES:]
+    return {
+        "zones": server.zone_store.status(),
+        "sites": sites,
+        "pools": pools,
+        "state_backend": {"url": backend.get("url"), "connected": bool(backend.get("connected"))},
+        "region": config.region,
+        "regions": {name: {"location": list(loc) if loc else None}
+                    for name, loc in sorted(config.regions.items())},
+        "changes": [_change(c) for c in reversed(changes)],
+        "dns_ready": bool(server.dns_ready),
+    }
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: 200 while the DNS listeners serve, 503 before and during shutdown."""
+    if _server(request).dns_ready:
+        return web.json_response({"status": "ok"})
+    return web.json_response({"status": "unavailable", "error": "DNS listeners are not serving"}, status=503)
+
+
+async def status(request: web.Request) -> web.Response:
+    """GET /api/v1/status."""
+    return web.json_response(build_status(_server(request)))
+
+
+async def explain(request: web.Request) -> web.Response:
+    """GET /api/v1/explain?name=N&type=T&client=IP."""
+    name = request.query.get("name", "").strip()
+    qtype = request.query.get("type", "A").strip().upper() or "A"
+    client = request.query.get("client", "").strip()
+    if not name:
+        return _error(400, "missing query parameter: name")
+    if not _NAME_RE.match(name) or ".." in name.rstrip(".") or len(name.rstrip(".").split(".")[0]) > 63:
+        return _error(400, f"name: not a domain name: {name!r}")
+    if qtype not in EXPLAIN_TYPES:
+        return _error(400, f"type: expected one of {', '.join(sorted(EXPLAIN_TYPES))}, got {qtype!r}")
+    if not client:
+        return _error(400, "missing query parameter: client")
+    try:
+        client = str(ipaddress.ip_address(client))
+    except ValueError:
+        return _error(400, f"client: not an IP address: {client!r}")
+    try:
+        trace = _server(request).explain(name, qtype, client)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    return web.json_response(trace)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    body = render(request.app[REGISTRY_KEY])
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _authorize(request: web.Request) -> web.Response | None:
+    """None when the request carries the configured bearer token, else the error response."""
+    token = _server(request).api_token
+    if not token:
+        return _error(403, "write endpoints are disabled: no api_token_file is configured")
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    # compare in constant time, as bytes (compare_digest rejects non-ASCII str)
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="gslb"'})
+    return None
+
+
+async def reload(request: web.Request) -> web.Response:
+    """POST /api/v1/reload (token): reload zones now and answer the result."""
+    denied = _authorize(request)
+    if denied is not None:
+        return denied
+    result = await _server(request).reload()
+    return web.json_response(result)
+
+
+async def override(request: web.Request) -> web.Response:
+    """PUT /api/v1/sites/{zone}/{site}/override (token), body {"state": ...}."""
+    denied = _authorize(request)
+    if denied is not None:
+        return denied
+    server = _server(request)
+    zone_name = request.match_info["zone"]
+    site_name = request.match_info["site"]
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _error(400, "body: expected JSON {\"state\": \"up\"|\"down\"|\"drain\"|\"auto\"}")
+    state = body.get("state") if isinstance(body, dict) else None
+    if not isinstance(state, str) or state not in OVERRIDE_STATES:
+        return _error(400, f"state: expected one of auto, down, drain, up, got {state!r}")
+    zone = server.zone_store.zones.by_key(zone_name)
+    if zone is None:
+        return _error(404, f"unknown zone {zone_name!r}")
+    if site_name not in zone.sites:
+        return _error(404, f"zone {zone.key!r} has no site {site_name!r}")
+    try:
+        await server.table.set_override(zone.key, site_name, state)
+    except KeyError as exc:
+        return _error(404, f"unknown site {zone.key}/{site_name}: {exc}")
+    except ValueError as exc:
+        return _error(400, str(exc))
+    logger.info("http: override %s/%s -> %s (from %s)", zone.key, site_name, state, request.remote)
+    status = server.table.view.site(zone.key, site_name)
+    quorum = site_quorums([zone]).get((zone.key, site_name), 0.5)
+    return web.json_response({"zone": zone.key, "site": site_name,
+                              "override": status.override, "state": status.state(quorum)})
+
+
+async def dashboard(request: web.Request) -> web.FileResponse:
+    """GET /: the dashboard page."""
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(server: Any) -> web.Application:
+    """The aiohttp application for ``server`` (a gslb.app.Server or an object with its attributes)."""
+    app = web.Application(middlewares=[error_middleware])
+    app[SERVER_KEY] = server
+    app[REGISTRY_KEY] = make_registry(server)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/status", status)
+    app.router.add_get("/api/v1/explain", explain)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/api/v1/reload", reload)
+    app.router.add_put("/api/v1/sites/{zone}/{site}/override", override)
+    app.router.add_get("/", dashboard)
+    app.router.add_static("/static/", STATIC_DIR)
+    return app
+
+
+async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve ``app`` on host:port; raise StartupError when the address cannot be bound."""
+    runner = web.AppRunner(app, access_log=logging.getLogger("gslb.http.access"))
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"http {host}:{port}: cannot listen: {exc.strerror or exc}") from exc
+    logger.info("http: listening on %s:%s", host, port)
+    return runner
+
+
+async def stop_http(runner: web.AppRunner) -> None:
+    """Stop serving and release the socket."""
+    await runner.cleanup()

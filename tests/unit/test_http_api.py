@@ -1,0 +1,387 @@
+"""The HTTP endpoint against a fake server object: every route, token rules, errors, /metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from gslb.config import ServerConfig
+from gslb.http_api import build_status, create_app, iso_time
+from gslb.metrics import CheckStats
+from gslb.model import Pool, RegionResult, Site, SiteStatus, Soa, StateView, Zone, ZoneSet
+from gslb.stats import QueryStats
+from gslb.status_cli import format_status
+
+NOW = 1_800_000_000.0
+TOKEN = "s3cret-token"
+
+
+def make_zone(key: str, sites: dict[str, Site], pools: dict[str, Pool]) -> Zone:
+    origin = key + "."
+    soa = Soa(f"ns1.{origin}", f"hostmaster.{origin}", 7, 3600, 600, 1209600, 60, 3600)
+    return Zone(origin=origin, file=f"/srv/zones/{key}.yaml", serial=7, ttl=3600, soa=soa,
+                ns=(f"ns1.{origin}",), nodes={}, sites=sites, pools=pools)
+
+
+class FakeZoneStore:
+    def __init__(self, zones: list[Zone]) -> None:
+        self.zones = ZoneSet({z.origin: z for z in zones})
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"zone": z.key, "serial": z.serial, "file": z.file, "loaded_at": iso_time(NOW), "error": None}
+                for z in self.zones]
+
+
+class FakeTable:
+    def __init__(self, sites: dict[tuple[str, str], SiteStatus]) -> None:
+        self.view = StateView(1, sites)
+        self.changes: deque = deque([(NOW - 60, "gslb.example.com", "iad", "up", "down")], maxlen=100)
+        self.overrides: list[tuple[str, str, str]] = []
+
+    async def set_override(self, zone: str, site: str, state: str) -> None:
+        if state not in ("up", "down", "drain", "auto"):
+            raise ValueError(f"bad state {state!r}")
+        if zone != "gslb.example.com" or site not in ("fra", "iad", "sin"):
+            raise KeyError(site)
+        self.overrides.append((zone, site, state))
+        key = (zone, site)
+        status = self.view.sites.get(key, SiteStatus())
+        sites = dict(self.view.sites)
+        sites[key] = replace(status, override=None if state == "auto" else state)
+        self.view = StateView(self.view.version + 1, sites)
+
+    def backend_status(self) -> dict[str, Any]:
+        return {"url": "memory://", "connected": True, "errors": 2}
+
+
+class FakeServer:
+    def __init__(self, token: str | None = TOKEN) -> None:
+        sites = {
+            "fra": Site("fra", (50.11, 8.68), ("192.0.2.10",), ("2001:db8::10",), ("web",), 100),
+            "iad": Site("iad", (38.95, -77.45), ("198.51.100.20",), (), ("web",)),
+            "sin": Site("sin", (1.35, 103.82), ("203.0.113.30",), (), ("web",)),
+            "lab": Site("lab", None, ("192.0.2.99",), ()),
+        }
+        pools = {
+            "web": Pool("web", "closest", ("fra", "iad", "sin"), quorum=0.5),
+            "api": Pool("api", "failover", ("iad", "fra"), quorum=0.0),
+        }
+        zone = make_zone("gslb.example.com", sites, pools)
+        other = make_zone("other.example.net", {"ams": Site("ams", (52.37, 4.9), ("192.0.2.50",), ())}, {})
+        self.zone_store = FakeZoneStore([zone, other])
+        k = "gslb.example.com"
+        self.table = FakeTable({
+            (k, "fra"): SiteStatus({
+                "eu-west": RegionResult("up", NOW - 5, rtt_ms=12.3456, load=3.0),
+                "us-east": RegionResult("up", NOW - 4, rtt_ms=80.0),
+            }),
+            (k, "iad"): SiteStatus({
+                "eu-west": RegionResult("down", NOW - 3, error="status 503, expected 200"),
+                "us-east": RegionResult("up", NOW - 2, rtt_ms=2.0),
+            }),
+            (k, "sin"): SiteStatus({}, override="drain"),
+            (k, "lab"): SiteStatus(unchecked=True),
+        })
+        self.stats = QueryStats()
+        self.stats.query(k, "A", "NOERROR", 0.0002)
+        self.stats.query(k, "A", "NOERROR", 0.003)
+        self.stats.query("", "A", "REFUSED", 0.00001)
+        self.stats.answered_sites(k, "web", ("fra",))
+        self.stats.dropped["acl"] += 4
+        self.check_stats = CheckStats()
+        self.check_stats.observe(k, "fra", "web", True, 0.02)
+        self.check_stats.observe(k, "fra", "web", False, 3.0)
+        self.config = ServerConfig(region="eu-west", regions={"eu-west": (53.35, -6.26), "us-east": None})
+        self.api_token = token
+        self.dns_ready = True
+        self.reloads = {"ok": 3, "error": 1}
+        self.explained: list[tuple[str, str, str]] = []
+        self.reload_calls = 0
+
+    def explain(self, name: str, qtype: str, client: str) -> dict[str, Any]:
+        self.explained.append((name, qtype, client))
+        return {"client": {"ip": client, "location": None, "country": None, "continent": None, "network": None},
+                "pool": "web", "policy": "closest", "candidates": [], "answers": ["192.0.2.10"],
+                "scope_prefix": 24, "ttl": 30, "rcode": "NOERROR"}
+
+    async def reload(self) -> dict[str, Any]:
+        self.reload_calls += 1
+        return {"changed": ["gslb.example.com"], "errors": []}
+
+
+@pytest.fixture
+async def api():
+    server = FakeServer()
+    client = TestClient(TestServer(create_app(server), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield client, server
+    finally:
+        await client.close()
+
+
+async def test_healthz(api):
+    client, server = api
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ok"}
+    server.dns_ready = False
+    resp = await client.get("/healthz")
+    assert resp.status == 503
+    assert "error" in await resp.json()
+
+
+async def test_status_document(api):
+    client, _ = api
+    resp = await client.get("/api/v1/status")
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["zones"][0] == {"zone": "gslb.example.com", "serial": 7, "file": "/srv/zones/gslb.example.com.yaml",
+                               "loaded_at": iso_time(NOW), "error": None}
+    sites = {(s["zone"], s["site"]): s for s in doc["sites"]}
+    assert set(sites) == {("gslb.example.com", s) for s in ("fra", "iad", "sin", "lab")} | {("other.example.net", "ams")}
+    fra = sites[("gslb.example.com", "fra")]
+    assert fra["state"] == "up" and fra["override"] is None
+    assert fra["regions"]["eu-west"] == {"state": "up", "checked_at": iso_time(NOW - 5), "rtt_ms": 12.346,
+                                         "load": 3.0, "error": None}
+    assert fra["location"] == [50.11, 8.68] and fra["pools"] == ["web", "api"]
+    assert fra["addresses"] == ["192.0.2.10", "2001:db8::10"]
+    # iad: one of two regions up; its first pool (web) has quorum 0.5: 1 > 0.5*2 is false -> down
+    iad = sites[("gslb.example.com", "iad")]
+    assert iad["state"] == "down"
+    assert iad["regions"]["eu-west"]["error"] == "status 503, expected 200"
+    assert sites[("gslb.example.com", "sin")]["state"] == "drain"
+    assert sites[("gslb.example.com", "sin")]["override"] == "drain"
+    assert sites[("gslb.example.com", "lab")]["state"] == "up"  # no checks: always up
+    assert sites[("other.example.net", "ams")]["state"] == "unknown"  # no result yet
+    pools = {(p["zone"], p["pool"]): p for p in doc["pools"]}
+    assert pools[("gslb.example.com", "web")] == {"zone": "gslb.example.com", "pool": "web", "policy": "closest",
+                                                  "up": 1, "total": 3, "sites": ["fra", "iad", "sin"]}
+    # quorum 0.0 in pool api: iad (1 of 2 up) counts as up there
+    assert pools[("gslb.example.com", "api")]["up"] == 2
+    assert doc["state_backend"] == {"url": "memory://", "connected": True}
+    assert doc["changes"] == [{"time": iso_time(NOW - 60), "zone": "gslb.example.com", "site": "iad",
+                               "old": "up", "new": "down"}]
+    assert doc["regions"] == {"eu-west": {"location": [53.35, -6.26]}, "us-east": {"location": None}}
+
+
+def test_iso_time_is_utc_iso8601():
+    assert iso_time(0.5) == "1970-01-01T00:00:00.500Z"
+    assert iso_time(None) is None
+
+
+async def test_explain(api):
+    client, server = api
+    resp = await client.get("/api/v1/explain", params={"name": "www.gslb.example.com", "type": "aaaa",
+                                                       "client": "2001:DB8::1"})
+    assert resp.status == 200
+    assert (await resp.json())["answers"] == ["192.0.2.10"]
+    assert server.explained == [("www.gslb.example.com", "AAAA", "2001:db8::1")]
+    resp = await client.get("/api/v1/explain", params={"name": "www.gslb.example.com", "client": "192.0.2.1"})
+    assert resp.status == 200 and server.explained[-1][1] == "A"
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"client": "192.0.2.1"}, "name"),
+    ({"name": "www.gslb.example.com"}, "client"),
+    ({"name": "www.gslb.example.com", "client": "not-an-ip"}, "client"),
+    ({"name": "www.gslb.example.com", "client": "192.0.2.1", "type": "BOGUS"}, "type"),
+    ({"name": "bad name!", "client": "192.0.2.1"}, "name"),
+])
+async def test_explain_bad_parameters(api, params, message):
+    client, server = api
+    resp = await client.get("/api/v1/explain", params=params)
+    assert resp.status == 400
+    assert message in (await resp.json())["error"]
+    assert server.explained == []
+
+
+async def test_write_endpoints_need_the_token(api):
+    client, server = api
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                    {"Authorization": "Bearer ünïcode"}):
+        resp = await client.post("/api/v1/reload", headers=headers)
+        assert resp.status == 401, headers
+        assert "error" in await resp.json()
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        resp = await client.put("/api/v1/sites/gslb.example.com/fra/override", json={"state": "down"},
+                                headers=headers)
+        assert resp.status == 401
+    assert server.reload_calls == 0 and server.table.overrides == []
+
+
+async def test_write_endpoints_without_configured_token_are_forbidden():
+    server = FakeServer(token=None)
+    async with TestClient(TestServer(create_app(server), host="127.0.0.1")) as client:
+        resp = await client.post("/api/v1/reload", headers={"Authorization": "Bearer anything"})
+        assert resp.status == 403
+        assert "api_token_file" in (await resp.json())["error"]
+        resp = await client.put("/api/v1/sites/gslb.example.com/fra/override", json={"state": "down"})
+        assert resp.status == 403
+    assert server.reload_calls == 0
+
+
+async def test_reload(api):
+    client, server = api
+    resp = await client.post("/api/v1/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert resp.status == 200
+    assert await resp.json() == {"changed": ["gslb.example.com"], "errors": []}
+    assert server.reload_calls == 1
+
+
+async def test_override_sets_and_clears(api):
+    client, server = api
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    resp = await client.put("/api/v1/sites/gslb.example.com/fra/override", json={"state": "down"}, headers=auth)
+    assert resp.status == 200
+    assert await resp.json() == {"zone": "gslb.example.com", "site": "fra", "override": "down", "state": "down"}
+    doc = await (await client.get("/api/v1/status")).json()
+    fra = next(s for s in doc["sites"] if s["site"] == "fra")
+    assert fra["state"] == "down" and fra["override"] == "down"
+    resp = await client.put("/api/v1/sites/GSLB.example.com./fra/override", json={"state": "auto"}, headers=auth)
+    assert resp.status == 200
+    assert (await resp.json())["override"] is None
+    assert server.table.overrides == [("gslb.example.com", "fra", "down"), ("gslb.example.com", "fra", "auto")]
+
+
+@pytest.mark.parametrize("path, body, status", [
+    ("/api/v1/sites/nope.example/fra/override", {"state": "down"}, 404),
+    ("/api/v1/sites/gslb.example.com/nope/override", {"state": "down"}, 404),
+    ("/api/v1/sites/gslb.example.com/fra/override", {"state": "maintenance"}, 400),
+    ("/api/v1/sites/gslb.example.com/fra/override", {"state": 1}, 400),
+    ("/api/v1/sites/gslb.example.com/fra/override", ["down"], 400),
+    ("/api/v1/sites/gslb.example.com/fra/override", b"{not json", 400),
+])
+async def test_override_errors(api, path, body, status):
+    client, server = api
+    kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
+    resp = await client.put(path, headers={"Authorization": f"Bearer {TOKEN}"}, **kwargs)
+    assert resp.status == status
+    assert isinstance((await resp.json())["error"], str)
+    assert server.table.overrides == []
+
+
+async def test_table_key_error_is_404(api):
+    # a site the zone has but the table does not know (e.g. mid-reload) -> 404 from set_override
+    client, server = api
+    resp = await client.put("/api/v1/sites/gslb.example.com/lab/override", json={"state": "down"},
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+    assert resp.status == 404
+
+
+async def test_unknown_route_and_method_are_json(api):
+    client, _ = api
+    resp = await client.get("/api/v1/nothing")
+    assert resp.status == 404 and "error" in await resp.json()
+    resp = await client.get("/api/v1/reload")
+    assert resp.status == 405 and "error" in await resp.json()
+    assert "POST" in resp.headers["Allow"]
+
+
+async def test_unexpected_exception_is_500_json_and_logged(api, caplog):
+    client, server = api
+
+    def broken(name, qtype, client_ip):
+        raise RuntimeError("boom")
+
+    server.explain = broken
+    with caplog.at_level(logging.ERROR, logger="gslb.http_api"):
+        resp = await client.get("/api/v1/explain", params={"name": "www.gslb.example.com", "client": "192.0.2.1"})
+    assert resp.status == 500
+    assert await resp.json() == {"error": "internal server error"}
+    assert len([r for r in caplog.records if r.name == "gslb.http_api"]) == 1
+
+
+async def test_dashboard_and_static_assets(api):
+    client, _ = api
+    resp = await client.get("/")
+    assert resp.status == 200
+    html = await resp.text()
+    assert "static/dashboard.js" in html and "static/world.js" in html and "http" not in html.split("<body>")[0]
+    for asset in ("dashboard.js", "dashboard.css", "world.js"):
+        resp = await client.get(f"/static/{asset}")
+        assert resp.status == 200, asset
+    world = await (await client.get("/static/world.js")).text()
+    assert world.startswith("// Generated") and "Germany" in world
+    resp = await client.get("/static/../http_api.py")
+    assert resp.status in (403, 404)
+
+
+def families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def sample(fams, family: str, name: str, **labels) -> float:
+    for s in fams[family].samples:
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+            return s.value
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+async def test_metrics(api):
+    client, server = api
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    fams = families(await resp.text())
+    k = "gslb.example.com"
+    assert sample(fams, "gslb_queries", "gslb_queries_total", zone=k, qtype="A", rcode="NOERROR") == 2
+    assert sample(fams, "gslb_queries", "gslb_queries_total", zone="", qtype="A", rcode="REFUSED") == 1
+    assert fams["gslb_answer_latency_seconds"].type == "histogram"
+    assert sample(fams, "gslb_answer_latency_seconds", "gslb_answer_latency_seconds_bucket", le="0.0001") == 1
+    assert sample(fams, "gslb_answer_latency_seconds", "gslb_answer_latency_seconds_bucket", le="0.005") == 3
+    assert sample(fams, "gslb_answer_latency_seconds", "gslb_answer_latency_seconds_bucket", le="+Inf") == 3
+    assert sample(fams, "gslb_answer_latency_seconds", "gslb_answer_latency_seconds_count") == 3
+    assert sample(fams, "gslb_answer_latency_seconds", "gslb_answer_latency_seconds_sum") == pytest.approx(0.00321)
+    assert sample(fams, "gslb_pool_answers", "gslb_pool_answers_total", zone=k, pool="web", site="fra") == 1
+    assert sample(fams, "gslb_check_results", "gslb_check_results_total", site="fra", check="web", result="pass") == 1
+    assert sample(fams, "gslb_check_results", "gslb_check_results_total", site="fra", check="web", result="fail") == 1
+    assert sample(fams, "gslb_check_duration_seconds", "gslb_check_duration_seconds_bucket", site="fra", le="0.025") == 1
+    assert sample(fams, "gslb_check_duration_seconds", "gslb_check_duration_seconds_count", site="fra") == 2
+    for site, state in (("fra", "up"), ("iad", "down"), ("sin", "drain"), ("lab", "up")):
+        assert sample(fams, "gslb_site_state", "gslb_site_state", zone=k, site=site, state=state) == 1
+        assert sum(s.value for s in fams["gslb_site_state"].samples
+                   if s.labels["zone"] == k and s.labels["site"] == site) == 1
+    assert sample(fams, "gslb_site_state", "gslb_site_state", zone="other.example.net", site="ams",
+                  state="unknown") == 1
+    assert sample(fams, "gslb_reloads", "gslb_reloads_total", result="ok") == 3
+    assert sample(fams, "gslb_reloads", "gslb_reloads_total", result="error") == 1
+    assert sample(fams, "gslb_state_backend_connected", "gslb_state_backend_connected") == 1
+    assert sample(fams, "gslb_state_backend_errors", "gslb_state_backend_errors_total") == 2
+    assert sample(fams, "gslb_dropped", "gslb_dropped_total", reason="acl") == 4
+    # read at scrape time: a new query shows on the next scrape
+    server.stats.query(k, "AAAA", "NOERROR", 0.001)
+    fams = families(await (await client.get("/metrics")).text())
+    assert sample(fams, "gslb_queries", "gslb_queries_total", zone=k, qtype="AAAA", rcode="NOERROR") == 1
+
+
+def test_check_stats_forget():
+    stats = CheckStats()
+    stats.observe("z", "a", "web", True, 0.1)
+    stats.observe("z", "b", "web", True, 0.1)
+    stats.forget("z", "a")
+    assert list(stats.results) == [("z", "b", "web", "pass")]
+    assert list(stats.duration_counts) == [("z", "b", "web")]
+
+
+def test_format_status_table():
+    server = FakeServer()
+    text = format_status(build_status(server), "http://127.0.0.1:8053")
+    lines = text.splitlines()
+    fra = next(line for line in lines if " fra " in line)
+    assert "up" in fra and "eu-west up 12.3ms" in fra
+    iad = next(line for line in lines if " iad " in line)
+    assert "down" in iad and "status 503, expected 200" in iad
+    sin = next(line for line in lines if " sin " in line)
+    assert sin.count("drain") == 2  # state and override
+    assert any("web" in line and "1/3" in line for line in lines)
+    assert "memory:// connected" in text
+    assert "\033[" not in text
+    coloured = format_status(build_status(server), colour=True)
+    assert "\033[31mdown\033[0m" in coloured
