@@ -1,0 +1,615 @@
+"""DNS wire format: query bytes -> ``Query``, ``Response`` -> reply bytes (EDNS, ECS, TC, errors).
+
+The per-query path is the limit of a Python DNS server, so the common case (a header, one
+question, at most one OPT record) is parsed by hand here, and model ``Record``s are converted
+to wire form once and cached (they are hashable frozen values). Replies are assembled from
+bytes with name compression for owner names; names inside RDATA are written uncompressed,
+which is always legal (RFC 3597 section 4) and keeps the cached RDATA position-independent.
+
+This is the only module of gslb that imports dnslib (for type names).
+
+Error mapping at the edge (as dnspython's nanonameserver and CoreDNS do):
+- a packet shorter than a header, or with QR=1 (a response), raises ``Drop``: no reply at all,
+  so gslb can never be turned into a reflector of its own replies;
+- a malformed query raises ``FormErr`` carrying a FORMERR reply (question echoed when it could
+  be read);
+- other opcodes than QUERY raise ``Reject`` with NOTIMP (NOTIFY: REFUSED, gslb is no
+  secondary), and EDNS versions above 0 raise ``Reject`` with BADVERS (RFC 6891 section 6.1.3).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from functools import lru_cache
+from typing import TYPE_CHECKING, Iterable
+
+from dnslib import QTYPE
+
+from gslb.model import Record
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gslb.resolver import Response
+
+logger = logging.getLogger(__name__)
+
+#: RCODEs (RFC 1035 4.1.1, RFC 6891 9)
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+BADVERS = 16
+RCODE_NAMES: dict[int, str] = {
+    NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
+    NOTIMP: "NOTIMP", REFUSED: "REFUSED", BADVERS: "BADVERS",
+}
+
+#: opcodes
+OPCODE_QUERY, OPCODE_NOTIFY = 0, 4
+
+#: classes and special types
+CLASS_IN = 1
+TYPE_OPT, TYPE_IXFR, TYPE_AXFR, TYPE_ANY = 41, 251, 252, 255
+
+#: EDNS option codes
+OPTION_ECS = 8
+
+#: what gslb advertises and never exceeds over UDP (DNS flag day 2020)
+OUR_PAYLOAD = 1232
+#: the classic UDP limit without EDNS (RFC 1035 4.2.1)
+CLASSIC_UDP = 512
+
+_TYPE_NUMBERS: dict[str, int] = {
+    "A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "HINFO": 13, "MX": 15, "TXT": 16,
+    "AAAA": 28, "SRV": 33, "OPT": 41, "DS": 43, "CAA": 257,
+}
+
+_HEADER = struct.Struct("!HHHHHH")
+_U16 = struct.Struct("!H")
+_RR_FIXED = struct.Struct("!HHIH")
+_OPT_FIXED = struct.Struct("!BHHIH")  # root name, type, class, ttl, rdlength
+
+# flag bits
+_QR, _AA, _TC, _RD, _CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0010
+
+# bytes that may appear unescaped in a label of the text form of a name
+_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*/+=!#$%&'^`{|}~")
+
+
+class Drop(Exception):
+    """The packet gets no reply at all (short header, or a response: QR=1)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Reject(Exception):
+    """The query gets a prebuilt error reply (``reply``) with ``rcode``; ``qtype`` as far as known."""
+
+    def __init__(self, rcode: int, reply: bytes, qtype: str = "") -> None:
+        self.rcode = rcode
+        self.reply = reply
+        self.qtype = qtype
+        super().__init__(RCODE_NAMES.get(rcode, str(rcode)))
+
+
+class FormErr(Reject):
+    """The query is malformed; ``reply`` is the FORMERR reply (question echoed when readable)."""
+
+    def __init__(self, reply: bytes, why: str, qtype: str = "") -> None:
+        super().__init__(FORMERR, reply, qtype)
+        self.why = why
+
+
+class Ecs:
+    """A parsed EDNS Client Subnet option (RFC 7871 section 6)."""
+
+    __slots__ = ("family", "address", "source_prefix", "raw_address")
+
+    def __init__(self, family: int, address: str, source_prefix: int, raw_address: bytes) -> None:
+        self.family = family
+        self.address = address
+        self.source_prefix = source_prefix
+        #: the ADDRESS bytes as sent (echoed in the reply)
+        self.raw_address = raw_address
+
+    def __repr__(self) -> str:
+        return f"Ecs({self.address}/{self.source_prefix})"
+
+
+class Query:
+    """One parsed query: the header bits, the single question and the EDNS data."""
+
+    __slots__ = ("id", "opcode", "rd", "cd", "qname", "qname_lower", "qtype", "qtype_name",
+                 "qclass", "edns", "edns_version", "payload", "do", "ecs", "question")
+
+    def __init__(self, id: int, opcode: int, rd: bool, cd: bool, qname: str, qtype: int,
+                 qclass: int, question: bytes, edns: bool = False, edns_version: int = 0,
+                 payload: int = CLASSIC_UDP, do: bool = False, ecs: Ecs | None = None) -> None:
+        self.id = id
+        self.opcode = opcode
+        self.rd = rd
+        self.cd = cd
+        #: as received (original letter case), absolute with a trailing dot
+        self.qname = qname
+        self.qname_lower = qname.lower()
+        self.qtype = qtype
+        self.qtype_name = type_name(qtype)
+        self.qclass = qclass
+        #: the raw question section (QNAME QTYPE QCLASS), echoed as is (0x20 case preserved)
+        self.question = question
+        self.edns = edns
+        self.edns_version = edns_version
+        #: the client's advertised UDP payload (>= 512)
+        self.payload = payload
+        self.do = do
+        self.ecs = ecs
+
+    @property
+    def udp_limit(self) -> int:
+        """The largest UDP reply this client may get: min(its payload, 1232), 512 without EDNS."""
+        return min(self.payload, OUR_PAYLOAD) if self.edns else CLASSIC_UDP
+
+    def __repr__(self) -> str:
+        return f"Query({self.id}, {self.qname} {self.qtype_name})"
+
+
+@lru_cache(maxsize=1024)
+def type_name(qtype: int) -> str:
+    """The mnemonic of a type number (``TYPE65534`` when unknown)."""
+    try:
+        return str(QTYPE[qtype])
+    except Exception:  # dnslib raises its own error for unknown numbers
+        return f"TYPE{qtype}"
+
+
+def type_number(name: str) -> int:
+    """The number of a type mnemonic (``A`` -> 1)."""
+    number = _TYPE_NUMBERS.get(name)
+    if number is not None:
+        return number
+    if name.startswith("TYPE"):
+        return int(name[4:])
+    return int(getattr(QTYPE, name))
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+class _Malformed(Exception):
+    """Internal: the rest of the packet cannot be read."""
+
+
+def _read_qname(data: bytes, pos: int) -> tuple[str, int]:
+    """The question name at ``pos`` (no compression allowed there) and the offset after it."""
+    labels: list[str] = []
+    total = 1
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise _Malformed("name runs past the end")
+        length = data[pos]
+        pos += 1
+        if length == 0:
+            break
+        if length > 63:
+            # a compression pointer can only point backwards, into the header: never valid here
+            raise _Malformed("compression pointer or bad label type in the question")
+        label = data[pos:pos + length]
+        if len(label) != length:
+            raise _Malformed("label runs past the end")
+        pos += length
+        total += length + 1
+        if total > 255:
+            raise _Malformed("name longer than 255 octets")
+        labels.append(label.decode("ascii") if _PLAIN.issuperset(label) else _escape(label))
+    return (".".join(labels) + "." if labels else "."), pos
+
+
+def _escape(label: bytes) -> str:
+    """A label in presentation form with RFC 1035 5.1 escapes (``\\.``, ``\\DDD``)."""
+    out = []
+    for b in label:
+        if b in _PLAIN:
+            out.append(chr(b))
+        elif b in b".\\\"();@ " or b < 0x21 or b > 0x7E:
+            out.append(f"\\{b:03d}" if (b < 0x21 or b > 0x7E) else "\\" + chr(b))
+        else:
+            out.append(chr(b))
+    return "".join(out)
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    """The offset after a (possibly compressed) name at ``pos``."""
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise _Malformed("name runs past the end")
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            if pos + 2 > end:
+                raise _Malformed("pointer runs past the end")
+            return pos + 2
+        if length > 63:
+            raise _Malformed("bad label type")
+        pos += 1 + length
+
+
+def _header_only(ident: int, flags: int, rcode: int, question: bytes = b"", opt: bytes = b"") -> bytes:
+    """An error reply: the header (QR set, opcode and RD/CD kept), the question if any, an OPT if any."""
+    reply_flags = _QR | (flags & (0x7800 | _RD | _CD)) | (rcode & 0xF)
+    return (_HEADER.pack(ident, reply_flags, 1 if question else 0, 0, 0, 1 if opt else 0)
+            + question + opt)
+
+
+def _opt_rr(ext_rcode: int = 0, do: bool = False, options: bytes = b"") -> bytes:
+    """Our OPT record: payload 1232, version 0, the DO bit echoed, the extended RCODE bits."""
+    ttl = ((ext_rcode >> 4) << 24) | (0x8000 if do else 0)
+    return _OPT_FIXED.pack(0, TYPE_OPT, OUR_PAYLOAD, ttl, len(options)) + options
+
+
+def parse_query(data: bytes) -> Query:
+    """Parse one query; raise ``Drop`` (no reply), ``FormErr`` or ``Reject`` (prebuilt reply)."""
+    if len(data) < 12:
+        raise Drop("short")
+    ident, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    if flags & _QR:
+        raise Drop("response")
+    opcode = (flags >> 11) & 0xF
+
+    # The question: exactly one (RFC 1035 4.1.2 allows more, but no server answers them).
+    question = b""
+    qname = "."
+    qtype = qclass = 0
+    pos = 12
+    try:
+        if qdcount >= 1:
+            qname, after = _read_qname(data, 12)
+            if after + 4 > len(data):
+                raise _Malformed("question runs past the end")
+            qtype, qclass = struct.unpack_from("!HH", data, after)
+            pos = after + 4
+            question = data[12:pos]
+    except _Malformed as e:
+        raise FormErr(_header_only(ident, flags, FORMERR), str(e)) from None
+    qtype_name = type_name(qtype) if question else ""
+
+    if opcode != OPCODE_QUERY:
+        # RFC 1996: a NOTIFY to a server that is no secondary of the zone gets REFUSED;
+        # every other opcode (IQUERY, STATUS, UPDATE, ...) is not implemented.
+        rcode = REFUSED if opcode == OPCODE_NOTIFY else NOTIMP
+        raise Reject(rcode, _header_only(ident, flags, rcode, question if qdcount == 1 else b""), qtype_name)
+    if qdcount != 1:
+        raise FormErr(_header_only(ident, flags, FORMERR), f"QDCOUNT {qdcount}, expected 1", qtype_name)
+
+    # Answer and authority records are not expected in a query; skip them if present.
+    edns = False
+    version = 0
+    payload = CLASSIC_UDP
+    do = False
+    ecs: Ecs | None = None
+    try:
+        for _ in range(ancount + nscount):
+            pos = _skip_name(data, pos)
+            if pos + 10 > len(data):
+                raise _Malformed("record runs past the end")
+            pos += 10 + _U16.unpack_from(data, pos + 8)[0]
+        opt_seen = 0
+        for _ in range(arcount):
+            start = pos
+            pos = _skip_name(data, pos)
+            if pos + 10 > len(data):
+                raise _Malformed("record runs past the end")
+            rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, pos)
+            rdata_at = pos + 10
+            pos = rdata_at + rdlen
+            if pos > len(data):
+                raise _Malformed("record data runs past the end")
+            if rtype != TYPE_OPT:
+                continue  # e.g. TSIG: not supported, ignored
+            opt_seen += 1
+            if opt_seen > 1:
+                raise _Malformed("more than one OPT record (RFC 6891 6.1.1)")
+            if data[start] != 0:
+                raise _Malformed("OPT owner is not the root (RFC 6891 6.1.2)")
+            edns = True
+            payload = max(rclass, CLASSIC_UDP)  # values below 512 are treated as 512 (6.2.5)
+            version = (ttl >> 16) & 0xFF
+            do = bool(ttl & 0x8000)
+            ecs = _parse_options(data, rdata_at, pos)
+        if pos != len(data):
+            raise _Malformed("trailing bytes after the last record")
+    except _Malformed as e:
+        opt = _opt_rr(0, do) if edns else b""
+        raise FormErr(_header_only(ident, flags, FORMERR, question, opt), str(e), qtype_name) from None
+
+    if version > 0:
+        # RFC 6891 6.1.3: BADVERS, with an OPT of the highest version we implement (0).
+        raise Reject(BADVERS, _header_only(ident, flags, BADVERS, question, _opt_rr(BADVERS, do)), qtype_name)
+
+    query = Query(ident, opcode, bool(flags & _RD), bool(flags & _CD), qname, qtype, qclass, question)
+    if edns:
+        query.edns = True
+        query.edns_version = version
+        query.payload = payload
+        query.do = do
+        query.ecs = ecs
+    return query
+
+
+def _parse_options(data: bytes, pos: int, end: int) -> Ecs | None:
+    """The ECS option among the OPT's options, validated per RFC 7871 section 6 and 7.2.1."""
+    ecs = None
+    while pos < end:
+        if pos + 4 > end:
+            raise _Malformed("truncated EDNS option")
+        code, length = struct.unpack_from("!HH", data, pos)
+        pos += 4
+        if pos + length > end:
+            raise _Malformed("EDNS option runs past the OPT record")
+        if code == OPTION_ECS:
+            if ecs is not None:
+                raise _Malformed("more than one ECS option")
+            ecs = _parse_ecs(data[pos:pos + length])
+        pos += length
+    return ecs
+
+
+def _parse_ecs(opt: bytes) -> Ecs:
+    """One ECS option's payload; every malformation is a FORMERR (RFC 7871 7.2.1)."""
+    if len(opt) < 4:
+        raise _Malformed("ECS option shorter than 4 octets")
+    family, source, scope = struct.unpack_from("!HBB", opt)
+    raw = opt[4:]
+    if family == 1:
+        width = 32
+    elif family == 2:
+        width = 128
+    else:
+        raise _Malformed(f"ECS family {family} is not 1 (IPv4) or 2 (IPv6)")
+    if source > width:
+        raise _Malformed(f"ECS source prefix {source} longer than {width}")
+    if scope != 0:
+        raise _Malformed("ECS scope prefix must be 0 in a query")
+    if len(raw) != (source + 7) // 8:
+        raise _Malformed(f"ECS address has {len(raw)} octets, source prefix {source} needs {(source + 7) // 8}")
+    if source % 8 and raw[-1] & (0xFF >> (source % 8)):
+        raise _Malformed("ECS address has bits set beyond the source prefix")
+    full = raw + bytes(width // 8 - len(raw))
+    address = socket.inet_ntop(socket.AF_INET if family == 1 else socket.AF_INET6, full)
+    return Ecs(family, address, source, raw)
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+
+def _name_labels(name: str) -> tuple[bytes, ...]:
+    """The labels of a text name (absolute, trailing dot), RFC 1035 escapes decoded."""
+    if name == "." or name == "":
+        return ()
+    if "\\" not in name:
+        return tuple(label.encode("ascii") for label in name[:-1].split(".")) if name.endswith(".") \
+            else tuple(label.encode("ascii") for label in name.split("."))
+    labels: list[bytes] = []
+    cur = bytearray()
+    i = 0
+    while i < len(name):
+        c = name[i]
+        if c == "\\":
+            nxt = name[i + 1:i + 4]
+            if len(nxt) == 3 and nxt.isdigit():
+                cur.append(int(nxt))
+                i += 4
+                continue
+            cur += name[i + 1].encode("latin-1")
+            i += 2
+            continue
+        if c == ".":
+            labels.append(bytes(cur))
+            cur = bytearray()
+        else:
+            cur += c.encode("latin-1")
+        i += 1
+    if cur:
+        labels.append(bytes(cur))
+    return tuple(labels)
+
+
+@lru_cache(maxsize=8192)
+def name_to_wire(name: str) -> bytes:
+    """An uncompressed wire name."""
+    return b"".join(bytes((len(label),)) + label for label in _name_labels(name)) + b"\x00"
+
+
+def _character_strings(text: str) -> list[bytes]:
+    """The <character-string>s of a presentation form: quoted or bare, with escapes."""
+    out: list[bytes] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in " \t":
+            i += 1
+            continue
+        cur = bytearray()
+        quoted = text[i] == '"'
+        if quoted:
+            i += 1
+        while i < n:
+            c = text[i]
+            if quoted and c == '"':
+                i += 1
+                break
+            if not quoted and c in " \t":
+                break
+            if c == "\\" and i + 1 < n:
+                digits = text[i + 1:i + 4]
+                if len(digits) == 3 and digits.isdigit():
+                    cur.append(int(digits))
+                    i += 4
+                    continue
+                cur += text[i + 1].encode("utf-8")
+                i += 2
+                continue
+            cur += c.encode("utf-8")
+            i += 1
+        while len(cur) > 255:  # a long string is split into 255-octet pieces
+            out.append(bytes(cur[:255]))
+            del cur[:255]
+        out.append(bytes(cur))
+    return out
+
+
+def _cstrings(text: str) -> bytes:
+    return b"".join(bytes((len(s),)) + s for s in _character_strings(text))
+
+
+def rdata_to_wire(rtype: str, rdata: str) -> bytes:
+    """The RDATA of a record in presentation form (names absolute) as uncompressed wire bytes."""
+    if rtype == "A":
+        return socket.inet_pton(socket.AF_INET, rdata)
+    if rtype == "AAAA":
+        return socket.inet_pton(socket.AF_INET6, rdata)
+    if rtype in ("CNAME", "NS", "PTR"):
+        return name_to_wire(rdata.strip())
+    if rtype in ("TXT", "HINFO"):
+        return _cstrings(rdata)
+    fields = rdata.split()
+    if rtype == "MX":
+        return _U16.pack(int(fields[0])) + name_to_wire(fields[1])
+    if rtype == "SRV":
+        return struct.pack("!HHH", int(fields[0]), int(fields[1]), int(fields[2])) + name_to_wire(fields[3])
+    if rtype == "SOA":
+        return (name_to_wire(fields[0]) + name_to_wire(fields[1])
+                + struct.pack("!IIIII", *(int(f) for f in fields[2:7])))
+    if rtype == "CAA":
+        flags, tag, value = rdata.split(None, 2)
+        tag_bytes = tag.encode("ascii")
+        strings = _character_strings(value)
+        return bytes((int(flags), len(tag_bytes))) + tag_bytes + b"".join(strings)
+    raise ValueError(f"cannot encode {rtype} records")
+
+
+@lru_cache(maxsize=65536)
+def _record_tail(record: Record) -> bytes:
+    """TYPE CLASS TTL RDLENGTH RDATA of a record (everything after the owner name), cached."""
+    rdata = rdata_to_wire(record.rtype, record.rdata)
+    return _RR_FIXED.pack(type_number(record.rtype), CLASS_IN, record.ttl, len(rdata)) + rdata
+
+
+class _Writer:
+    """Builds a message with owner-name compression."""
+
+    __slots__ = ("buf", "names")
+
+    def __init__(self, head: bytes, qname_lower: str) -> None:
+        self.buf = bytearray(head)
+        # the question name is at offset 12: answers at the qname point there and so show the
+        # client's letter case
+        names: dict[str, int] = {}
+        if qname_lower != "." and "\\" not in qname_lower:
+            offset = 12
+            suffix = qname_lower
+            while suffix:
+                names[suffix] = offset
+                dot = suffix.find(".")
+                offset += dot + 1
+                suffix = suffix[dot + 1:]
+        self.names = names
+
+    def owner(self, name: str) -> None:
+        """Append an owner name, compressed against the names written before."""
+        names = self.names
+        buf = self.buf
+        ptr = names.get(name)
+        if ptr is not None:
+            buf += _U16.pack(0xC000 | ptr)
+            return
+        labels = name[:-1].split(".") if "\\" not in name else None
+        if labels is None or name == ".":
+            buf += name_to_wire(name)
+            return
+        suffix = name
+        for label in labels:
+            ptr = names.get(suffix)
+            if ptr is not None:
+                buf += _U16.pack(0xC000 | ptr)
+                return
+            if len(buf) < 0x3FFF:
+                names[suffix] = len(buf)
+            raw = label.encode("ascii")
+            buf.append(len(raw))
+            buf += raw
+            suffix = suffix[len(label) + 1:]
+        buf.append(0)
+
+    def records(self, records: Iterable[Record]) -> int:
+        """Append records; returns how many."""
+        count = 0
+        for record in records:
+            self.owner(record.name)
+            self.buf += _record_tail(record)
+            count += 1
+        return count
+
+
+def _ecs_option(query: Query, scope: int) -> bytes:
+    ecs = query.ecs
+    if ecs is None:
+        return b""
+    scope = min(scope, 32 if ecs.family == 1 else 128)
+    body = struct.pack("!HBB", ecs.family, ecs.source_prefix, scope) + ecs.raw_address
+    return struct.pack("!HH", OPTION_ECS, len(body)) + body
+
+
+def encode_response(query: Query, response: "Response", max_size: int) -> bytes:
+    """The reply bytes for ``response``; never longer than ``max_size`` (else TC=1, question and OPT kept).
+
+    Additional records that do not fit are left out without TC (RFC 2181 9), except the glue of
+    a referral, which a resolver needs (RFC 9471): then the reply is truncated.
+    """
+    rcode = response.rcode
+    flags = _QR | (query.opcode << 11) | (rcode & 0xF)
+    if response.aa:
+        flags |= _AA
+    if query.rd:
+        flags |= _RD
+    if query.cd:
+        flags |= _CD
+    opt = _opt_rr(rcode, query.do, _ecs_option(query, response.ecs_scope)) if query.edns else b""
+    ident = query.id
+    writer = _Writer(b"\x00" * 12 + query.question, query.qname_lower)
+    ancount = writer.records(response.answer)
+    nscount = writer.records(response.authority)
+    budget = max_size - len(opt)
+    if len(writer.buf) > budget:
+        return _truncated(query, flags, opt)
+    arcount = 0
+    if response.additional:
+        referral = not response.aa and not response.answer and nscount > 0
+        for record in response.additional:
+            mark = len(writer.buf)
+            writer.records((record,))
+            if len(writer.buf) > budget:
+                if referral:
+                    return _truncated(query, flags, opt)
+                del writer.buf[mark:]
+                writer.names = {k: v for k, v in writer.names.items() if v < mark}
+                break
+            arcount += 1
+    if opt:
+        writer.buf += opt
+        arcount += 1
+    _HEADER.pack_into(writer.buf, 0, ident, flags, 1, ancount, nscount, arcount)
+    return bytes(writer.buf)
+
+
+def _truncated(query: Query, flags: int, opt: bytes) -> bytes:
+    """A TC=1 reply: header, question, OPT; the client retries over TCP (RFC 7766)."""
+    return (_HEADER.pack(query.id, flags | _TC, 1, 0, 0, 1 if opt else 0) + query.question + opt)
+
+
+def servfail(query: Query) -> bytes:
+    """A bare SERVFAIL reply to ``query`` (question and OPT kept)."""
+    flags = _QR | (query.opcode << 11) | SERVFAIL | (_RD if query.rd else 0) | (_CD if query.cd else 0)
+    opt = _opt_rr(0, query.do) if query.edns else b""
+    return _HEADER.pack(query.id, flags, 1, 0, 0, 1 if opt else 0) + query.question + opt

@@ -1,0 +1,346 @@
+"""The wire codec: golden bytes, every FORMERR class, BADVERS, EDNS/ECS echo, TC sizes, 0x20."""
+
+from __future__ import annotations
+
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from gslb.model import Record
+from gslb.resolver import Response
+from gslb.wire import (BADVERS, Drop, FormErr, Reject, encode_response, parse_query, servfail)
+
+QUERY_HEX = "12340100000100000000000003777777076578616d706c6503636f6d0000010001"
+REPLY_HEX = ("12348500000100010000000003777777076578616d706c6503636f6d0000010001"
+             "c00c000100010000012c0004c0000201")
+
+
+def wire_query(name="www.example.com.", rdtype="A", **kw) -> bytes:
+    return dns.message.make_query(name, rdtype, **kw).to_wire()
+
+
+def ecs_query(payload: bytes, name="www.example.com.") -> bytes:
+    q = dns.message.make_query(name, "A", use_edns=0, options=[dns.edns.GenericOption(8, payload)])
+    return q.to_wire()
+
+
+def answer(*records: Record, **kw) -> Response:
+    return Response(0, True, tuple(records), **kw)
+
+
+def roundtrip(data: bytes, response: Response, max_size: int = 65535) -> dns.message.Message:
+    return dns.message.from_wire(encode_response(parse_query(data), response, max_size))
+
+
+def expect_formerr(data: bytes) -> dns.message.Message:
+    with pytest.raises(FormErr) as info:
+        parse_query(data)
+    reply = dns.message.from_wire(info.value.reply)
+    assert reply.rcode() == dns.rcode.FORMERR and reply.flags & dns.flags.QR
+    assert reply.id == struct.unpack("!H", data[:2])[0]
+    return reply
+
+
+def test_golden_query_parse():
+    q = parse_query(bytes.fromhex(QUERY_HEX))
+    assert (q.id, q.opcode, q.rd, q.cd) == (0x1234, 0, True, False)
+    assert (q.qname, q.qname_lower, q.qtype, q.qtype_name, q.qclass) == (
+        "www.example.com.", "www.example.com.", 1, "A", 1)
+    assert not q.edns and q.ecs is None and q.udp_limit == 512
+    assert q.question == bytes.fromhex(QUERY_HEX)[12:]
+
+
+def test_golden_reply_bytes():
+    q = parse_query(bytes.fromhex(QUERY_HEX))
+    reply = encode_response(q, answer(Record("www.example.com.", "A", 300, "192.0.2.1")), 512)
+    assert reply.hex() == REPLY_HEX
+
+
+def test_golden_nxdomain_with_soa_bytes():
+    q = parse_query(bytes.fromhex(QUERY_HEX))
+    soa = Record("example.com.", "SOA", 60, "ns1.example.com. hostmaster.example.com. 1 3600 600 1209600 60")
+    reply = encode_response(q, Response(3, True, (), (soa,)), 512)
+    assert reply.hex() == (
+        "12348503000100000001000003777777076578616d706c6503636f6d0000010001"
+        "c010000600010000003c003d"          # owner compressed to example.com. in the question
+        "036e7331076578616d706c6503636f6d00"  # mname, uncompressed inside RDATA
+        "0a686f73746d6173746572076578616d706c6503636f6d00"
+        "00000001" "00000e10" "00000258" "00127500" "0000003c")
+
+
+def test_case_of_question_echoed_0x20():
+    data = wire_query("wWw.ExAmPlE.cOm.")
+    q = parse_query(data)
+    assert q.qname == "wWw.ExAmPlE.cOm." and q.qname_lower == "www.example.com."
+    reply = roundtrip(data, answer(Record("www.example.com.", "A", 300, "192.0.2.1")))
+    assert reply.question[0].name.to_text() == "wWw.ExAmPlE.cOm."
+    assert reply.answer[0].name.to_text() == "wWw.ExAmPlE.cOm."  # compressed onto the question
+
+
+def test_flags_aa_ra_rd_cd():
+    q = dns.message.make_query("www.example.com.", "A")
+    q.flags |= dns.flags.CD
+    q.flags &= ~dns.flags.RD
+    reply = roundtrip(q.to_wire(), answer())
+    assert reply.flags & dns.flags.AA and reply.flags & dns.flags.CD
+    assert not reply.flags & dns.flags.RA and not reply.flags & dns.flags.RD
+    reply = roundtrip(wire_query(), Response(5, False))
+    assert not reply.flags & dns.flags.AA and reply.rcode() == dns.rcode.REFUSED
+
+
+def test_short_packet_dropped():
+    with pytest.raises(Drop):
+        parse_query(b"\x12\x34\x01\x00")
+
+
+def test_response_packet_dropped():
+    data = bytearray(wire_query())
+    data[2] |= 0x80
+    with pytest.raises(Drop):
+        parse_query(bytes(data))
+
+
+def test_formerr_no_question():
+    reply = expect_formerr(bytes.fromhex("123401000000000000000000"))
+    assert not reply.question
+
+
+def test_formerr_two_questions():
+    data = bytearray(bytes.fromhex(QUERY_HEX))
+    data[5] = 2
+    data += bytes.fromhex(QUERY_HEX)[12:]
+    expect_formerr(bytes(data))
+
+
+def test_formerr_truncated_question():
+    expect_formerr(bytes.fromhex(QUERY_HEX)[:-3])
+
+
+def test_formerr_pointer_in_question():
+    expect_formerr(bytes.fromhex("123401000001000000000000c00c00010001"))
+
+
+def test_formerr_trailing_bytes():
+    reply = expect_formerr(bytes.fromhex(QUERY_HEX) + b"\x00")
+    assert reply.question[0].name.to_text() == "www.example.com."  # question echoed
+
+
+def test_formerr_two_opt_records():
+    data = bytearray(wire_query(use_edns=0))
+    opt = data[-11:]
+    data[11] = 2
+    expect_formerr(bytes(data + opt))
+
+
+def test_formerr_opt_owner_not_root():
+    data = bytearray(bytes.fromhex(QUERY_HEX))
+    data[11] = 1
+    data += bytes.fromhex("0161" "00" "0029" "04d0" "00000000" "0000")
+    expect_formerr(bytes(data))
+
+
+@pytest.mark.parametrize("payload,why", [
+    (bytes.fromhex("0003" "18" "00" "c00002"), "family"),          # family 3
+    (bytes.fromhex("0001" "21" "00" "c0000201" "00"), "source"),   # /33 for IPv4
+    (bytes.fromhex("0002" "81" "00") + bytes(17), "source"),       # /129 for IPv6
+    (bytes.fromhex("0001" "18" "00" "c0000201"), "octets"),        # /24 with 4 octets
+    (bytes.fromhex("0001" "18" "00" "c000"), "octets"),            # /24 with 2 octets
+    (bytes.fromhex("0001" "17" "00" "c00003"), "bits"),            # /23 with the 24th bit set
+    (bytes.fromhex("0001" "18" "10" "c00002"), "scope"),           # scope 16 in a query
+    (bytes.fromhex("0001" "18"), "shorter"),                       # option too short
+])
+def test_formerr_malformed_ecs(payload, why):
+    with pytest.raises(FormErr) as info:
+        parse_query(ecs_query(payload))
+    assert why in info.value.why
+    reply = dns.message.from_wire(info.value.reply)
+    assert reply.rcode() == dns.rcode.FORMERR and reply.edns == 0
+    assert reply.question[0].name.to_text() == "www.example.com."
+
+
+def test_formerr_two_ecs_options():
+    opt = dns.edns.GenericOption(8, bytes.fromhex("00011800c00002"))
+    data = dns.message.make_query("www.example.com.", "A", use_edns=0, options=[opt, opt]).to_wire()
+    with pytest.raises(FormErr):
+        parse_query(data)
+
+
+def test_formerr_option_runs_past_opt():
+    data = bytearray(wire_query(use_edns=0))
+    data[-2:] = b"\x00\x04"
+    data += b"\x00\x08\x00\x09"
+    expect_formerr(bytes(data))
+
+
+@pytest.mark.parametrize("opcode,rcode", [
+    (dns.opcode.IQUERY, dns.rcode.NOTIMP),
+    (dns.opcode.STATUS, dns.rcode.NOTIMP),
+    (dns.opcode.UPDATE, dns.rcode.NOTIMP),
+    (dns.opcode.NOTIFY, dns.rcode.REFUSED),
+])
+def test_other_opcodes(opcode, rcode):
+    q = dns.message.make_query("example.com.", "SOA")
+    q.set_opcode(opcode)
+    with pytest.raises(Reject) as info:
+        parse_query(q.to_wire())
+    assert not isinstance(info.value, FormErr)
+    reply = dns.message.from_wire(info.value.reply)
+    assert reply.rcode() == rcode and reply.opcode() == opcode and reply.id == q.id
+
+
+def test_badvers_for_edns_version_1():
+    data = wire_query(use_edns=1)
+    with pytest.raises(Reject) as info:
+        parse_query(data)
+    assert info.value.rcode == BADVERS
+    reply = dns.message.from_wire(info.value.reply)
+    assert reply.rcode() == dns.rcode.BADVERS and reply.edns == 0 and reply.payload == 1232
+
+
+def test_edns_parsed_and_echoed():
+    data = wire_query(use_edns=0, payload=4096, want_dnssec=True)
+    q = parse_query(data)
+    assert q.edns and q.payload == 4096 and q.do and q.udp_limit == 1232
+    reply = roundtrip(data, answer())
+    assert reply.edns == 0 and reply.payload == 1232 and reply.ednsflags & dns.flags.DO
+    assert reply.options == ()
+
+
+def test_small_edns_payload_counts_as_512():
+    assert parse_query(wire_query(use_edns=0, payload=100)).udp_limit == 512
+    assert parse_query(wire_query(use_edns=0, payload=700)).udp_limit == 700
+
+
+def test_ecs_parsed_and_echoed_with_scope():
+    q = dns.message.make_query("www.example.com.", "A", use_edns=0,
+                               options=[dns.edns.ECSOption("198.51.100.0", 22)])
+    parsed = parse_query(q.to_wire())
+    assert (parsed.ecs.family, parsed.ecs.address, parsed.ecs.source_prefix) == (1, "198.51.100.0", 22)
+    reply = roundtrip(q.to_wire(), answer(ecs_scope=20))
+    (option,) = reply.options
+    assert isinstance(option, dns.edns.ECSOption)
+    assert (option.address, option.srclen, option.scopelen) == ("198.51.100.0", 22, 20)
+
+
+def test_ecs_ipv6_and_zero_prefix():
+    q = dns.message.make_query("www.example.com.", "A", use_edns=0,
+                               options=[dns.edns.ECSOption("2001:db8:1::", 48)])
+    assert parse_query(q.to_wire()).ecs.address == "2001:db8:1::"
+    zero = parse_query(ecs_query(bytes.fromhex("00010000")))
+    assert zero.ecs.source_prefix == 0 and zero.ecs.address == "0.0.0.0"
+    reply = roundtrip(ecs_query(bytes.fromhex("00010000")), answer(ecs_scope=0))
+    assert reply.options[0].srclen == 0 and reply.options[0].scopelen == 0
+
+
+def test_unknown_options_ignored():
+    data = dns.message.make_query("www.example.com.", "A", use_edns=0,
+                                  options=[dns.edns.GenericOption(10, bytes(8))]).to_wire()
+    assert roundtrip(data, answer()).options == ()
+
+
+def _big_answer(count: int = 40) -> Response:
+    return answer(*(Record("www.example.com.", "TXT", 300, f'"{"x" * 40} {i}"') for i in range(count)))
+
+
+@pytest.mark.parametrize("use_edns,payload,limit", [
+    (False, 0, 512), (0, 4096, 1232), (0, 1232, 1232), (0, 800, 800), (0, 100, 512),
+])
+def test_truncation_sizes(use_edns, payload, limit):
+    kw = {"use_edns": use_edns, "payload": payload} if use_edns is not False else {}
+    data = wire_query("www.example.com.", "TXT", **kw)
+    q = parse_query(data)
+    assert q.udp_limit == limit
+    out = encode_response(q, _big_answer(), q.udp_limit)
+    assert len(out) <= limit
+    reply = dns.message.from_wire(out)
+    assert reply.flags & dns.flags.TC and not reply.answer
+    assert reply.question[0].name.to_text() == "www.example.com."
+    assert (reply.edns == 0) == (use_edns is not False)
+
+
+def test_fits_within_limit_without_tc():
+    data = wire_query("www.example.com.", "TXT", use_edns=0, payload=4096)
+    q = parse_query(data)
+    out = encode_response(q, _big_answer(20), q.udp_limit)
+    assert len(out) <= 1232
+    reply = dns.message.from_wire(out)
+    assert not reply.flags & dns.flags.TC and len(reply.answer[0]) == 20
+
+
+def test_tcp_size_fits_everything():
+    q = parse_query(wire_query("www.example.com.", "TXT"))
+    reply = dns.message.from_wire(encode_response(q, _big_answer(200), 65535))
+    assert len(reply.answer[0]) == 200
+
+
+def test_additional_dropped_without_tc_when_not_referral():
+    q = parse_query(wire_query("example.com.", "NS"))
+    ns = Record("example.com.", "NS", 300, "ns1.example.com.")
+    glue = tuple(Record("ns1.example.com.", "AAAA", 300, f"2001:db8::{i}") for i in range(40))
+    reply = dns.message.from_wire(encode_response(q, Response(0, True, (ns,), (), glue), 512))
+    assert not reply.flags & dns.flags.TC and reply.answer
+    assert 0 < len(reply.additional[0]) < 40
+
+
+def test_referral_glue_that_does_not_fit_truncates():
+    q = parse_query(wire_query("a.sub.example.com.", "A"))
+    ns = tuple(Record("sub.example.com.", "NS", 300, f"ns{i}.sub.example.com.") for i in range(4))
+    glue = tuple(Record(f"ns{i}.sub.example.com.", "AAAA", 300, f"2001:db8::{j}")
+                 for i in range(4) for j in range(10))
+    reply = dns.message.from_wire(encode_response(q, Response(0, False, (), ns, glue), 512))
+    assert reply.flags & dns.flags.TC
+
+
+@pytest.mark.parametrize("rtype,rdata,text", [
+    ("A", "192.0.2.1", "192.0.2.1"),
+    ("AAAA", "2001:db8::1", "2001:db8::1"),
+    ("CNAME", "www.example.net.", "www.example.net."),
+    ("NS", "ns1.example.net.", "ns1.example.net."),
+    ("PTR", "host.example.net.", "host.example.net."),
+    ("MX", "10 mail.example.com.", "10 mail.example.com."),
+    ("SRV", "0 5 5060 sip.example.com.", "0 5 5060 sip.example.com."),
+    ("TXT", '"v=spf1 -all"', '"v=spf1 -all"'),
+    ("TXT", '"a b" "c\\"d"', '"a b" "c\\"d"'),
+    ("CAA", '0 issue "letsencrypt.org"', '0 issue "letsencrypt.org"'),
+    ("SOA", "ns1.example.com. h.example.com. 7 3600 600 1209600 60",
+     "ns1.example.com. h.example.com. 7 3600 600 1209600 60"),
+    ("HINFO", '"RFC8482" ""', '"RFC8482" ""'),
+])
+def test_rdata_encoding(rtype, rdata, text):
+    reply = roundtrip(wire_query("x.example.com.", rtype), answer(Record("x.example.com.", rtype, 60, rdata)))
+    rrset = reply.answer[0]
+    assert rrset.rdtype == dns.rdatatype.from_text(rtype) and rrset.ttl == 60
+    assert rrset[0].to_text() == text
+
+
+def test_long_txt_split_into_255_octet_strings():
+    reply = roundtrip(wire_query("x.example.com.", "TXT"),
+                      answer(Record("x.example.com.", "TXT", 60, '"' + "a" * 300 + '"')))
+    assert [len(s) for s in reply.answer[0][0].strings] == [255, 45]
+
+
+def test_owner_names_compressed():
+    q = parse_query(wire_query("www.example.com.", "A"))
+    records = tuple(Record(f"h{i}.example.com.", "A", 60, "192.0.2.1") for i in range(3))
+    out = encode_response(q, answer(*records), 65535)
+    assert out.count(b"example") == 1  # every later owner points back into the question
+
+
+def test_odd_labels_escaped_and_echoed():
+    data = wire_query(dns.name.Name([b"a.b", b"c d", b"example", b"com", b""]))
+    q = parse_query(data)
+    assert q.qname == "a\\.b.c\\032d.example.com."
+    assert roundtrip(data, Response(3, True)).question[0].name == dns.name.Name(
+        [b"a.b", b"c d", b"example", b"com", b""])
+
+
+def test_servfail_reply():
+    q = parse_query(wire_query(use_edns=0))
+    reply = dns.message.from_wire(servfail(q))
+    assert reply.rcode() == dns.rcode.SERVFAIL and reply.edns == 0 and reply.question
