@@ -1,0 +1,246 @@
+"""Client location from a GeoIP2/GeoLite2 City or Country database, cached per database network.
+
+``GeoLocator.open(path)`` opens any MaxMind DB whose records are shaped like MaxMind's City or
+Country records (GeoIP2/GeoLite2 City, Country, Enterprise; DB-IP City/Country Lite). The
+database is read with ``maxminddb`` (the reader under ``geoip2``; its C extension when
+available), because building ``geoip2`` model objects per lookup costs far more than the lookup.
+
+``locate(ip)`` answers a ``gslb.model.Location`` whose ``network``/``prefixlen`` is the database
+network holding the address, or for an address the database does not locate the empty network
+around it: every address in that network gets the same answer, which is what bounds the ECS
+scope of location-dependent answers. Coordinates are the record's own (City databases), else the
+country's approximate centroid from ``data/country-centroids.csv`` (Country databases, or City
+records with a country but no coordinates); a record with only a continent has no coordinates.
+
+Caching. The database never changes while open (a new file means a new locator), so results are
+cached in two layers, both exact:
+- by address text (an LRU): a repeated client costs one dict probe;
+- by database network: the first lookup of an address returns its network N/p; any other address
+  whose first p bits equal N's walks the same path of the search tree and gets the same record.
+  Networks are disjoint, so probing the prefix lengths seen so far (most common first) finds the
+  one cached network that may hold a new address, however long or short the networks are (a /24
+  key would be wrong for a database with /26 or /27 networks inside one /24).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import ipaddress
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import maxminddb
+
+from gslb.errors import GeoDatabaseError
+from gslb.model import Location
+
+logger = logging.getLogger(__name__)
+
+#: the country centroid table shipped with gslb (ISO alpha-2 -> approximate latitude, longitude)
+DEFAULT_CENTROIDS = Path(__file__).resolve().parent.parent / "data" / "country-centroids.csv"
+
+#: mean Earth radius used by distance_km (IUGG), kilometres
+EARTH_RADIUS_KM = 6371.0
+
+GeoKind = Literal["city", "country", "none"]
+
+_DEFAULT_IP_CACHE = 65536
+_DEFAULT_NET_CACHE = 131072
+
+
+def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance in km between two (latitude, longitude) points (haversine, R=6371)."""
+    lat1, lon1 = math.radians(a[0]), math.radians(a[1])
+    lat2, lon2 = math.radians(b[0]), math.radians(b[1])
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def load_centroids(path: str | os.PathLike[str]) -> dict[str, tuple[float, float]]:
+    """Read a centroid table (CSV ``iso_code,name,latitude,longitude``); raises GeoDatabaseError."""
+    centroids: dict[str, tuple[float, float]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                try:
+                    lat, lon = float(row["latitude"]), float(row["longitude"])
+                    code = row["iso_code"].strip().upper()
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    raise GeoDatabaseError(
+                        f"{path}:{reader.line_num}: row: expected iso_code,name,latitude,longitude") from None
+                if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                    raise GeoDatabaseError(f"{path}:{reader.line_num}: latitude/longitude: out of range")
+                centroids[code] = (lat, lon)
+    except OSError as e:
+        raise GeoDatabaseError(f"{path}: cannot read the country centroid table: {e.strerror or e}") from None
+    return centroids
+
+
+def _kind_of(database_type: str) -> GeoKind | None:
+    """City-like, Country-like or unusable, from the metadata's database_type."""
+    t = database_type.lower()
+    if "city" in t or "enterprise" in t:
+        return "city"
+    if "country" in t:
+        return "country"
+    return None
+
+
+def _parse(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # A link-local source may carry a zone ("fe80::1%eth0"): the zone does not locate anything.
+    if "%" in ip:
+        ip = ip.split("%", 1)[0]
+    return ipaddress.ip_address(ip)
+
+
+class GeoLocator:
+    """Locates client addresses; ``kind`` is "city", "country" or "none" (no database)."""
+
+    def __init__(self, reader: maxminddb.Reader | None = None, kind: GeoKind = "none",
+                 path: str | None = None, centroids: dict[str, tuple[float, float]] | None = None,
+                 database_type: str | None = None, build_epoch: int | None = None,
+                 cache_size: int = _DEFAULT_IP_CACHE) -> None:
+        self.kind: GeoKind = kind
+        self.path = path
+        self.database_type = database_type
+        self.build_epoch = build_epoch
+        self._reader = reader
+        self._centroids = centroids or {}
+        self._ipv4_only = reader is not None and reader.metadata().ip_version == 4
+        # network cache: per IP version, key (network bits << 8 | prefixlen) -> entry
+        self._nets: dict[int, dict[int, tuple]] = {4: {}, 6: {}}
+        self._plens: dict[int, list[int]] = {4: [], 6: []}
+        self._plen_counts: dict[int, dict[int, int]] = {4: {}, 6: {}}
+        self._net_limit = 2 * cache_size
+        self._cached = cache_size > 0
+        if self._cached:
+            # The per-address LRU shadows the method on this instance (C-implemented, ~0.1 us a hit).
+            self.locate = functools.lru_cache(maxsize=cache_size)(self._locate)  # type: ignore[method-assign]
+
+    @classmethod
+    def open(cls, path: str | None, centroids: str | os.PathLike[str] | None = None,
+             cache_size: int = _DEFAULT_IP_CACHE) -> GeoLocator:
+        """Open the database at ``path`` (None: no database, every location unknown).
+
+        Raises GeoDatabaseError naming the path when the file is unreadable, not a MaxMind DB,
+        or not a City/Country database. ``cache_size`` 0 disables caching (benchmarks).
+        """
+        if path is None:
+            return cls(cache_size=cache_size)
+        try:
+            reader = maxminddb.open_database(os.fspath(path))
+        except FileNotFoundError:
+            raise GeoDatabaseError(f"{path}: GeoIP database not found") from None
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as e:
+            raise GeoDatabaseError(f"{path}: not a readable MaxMind DB (GeoIP2 .mmdb) file: {e}") from None
+        meta = reader.metadata()
+        kind = _kind_of(meta.database_type)
+        if kind is None:
+            reader.close()
+            raise GeoDatabaseError(
+                f"{path}: database type {meta.database_type!r} is not a GeoIP2/GeoLite2 City or Country database")
+        table = load_centroids(centroids if centroids is not None else DEFAULT_CENTROIDS)
+        logger.info("geo: opened %s (%s, %s locations, IPv%d tree, %d nodes)",
+                    path, meta.database_type, kind, meta.ip_version, meta.node_count)
+        return cls(reader, kind, str(path), table, meta.database_type, meta.build_epoch, cache_size)
+
+    def close(self) -> None:
+        """Release the database (the locator must not be used afterwards)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def __enter__(self) -> GeoLocator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def locate(self, ip: str) -> Location:  # noqa: F811 - shadowed per instance by the LRU
+        """Where ``ip`` is: the database network holding it and its coordinates, country, continent.
+
+        Raises ValueError when ``ip`` is not an IP address. An IPv4-mapped IPv6 address
+        (``::ffff:a.b.c.d``) is located as its IPv4 address; its network is reported in IPv6 form
+        (``::ffff:a.b.c.0/120``) so that the prefix length is right for an IPv6 ECS option.
+        """
+        return self._locate(ip)
+
+    def _locate(self, ip: str) -> Location:
+        addr = _parse(ip)
+        mapped = addr.ipv4_mapped if addr.version == 6 else None
+        text = str(addr) if mapped is None else f"::ffff:{mapped}"
+        if self._reader is None:
+            return Location(text, "0.0.0.0/0" if addr.version == 4 else "::/0", 0)
+        look = mapped if mapped is not None else addr
+        if look.version == 6 and self._ipv4_only:
+            # An IPv4-only database says nothing about any IPv6 address.
+            return Location(text, "::/0", 0)
+        plen, network, latlon, country, continent = self._entry(look)
+        if mapped is not None:
+            # e.g. "::ffff:81.2.69.0/120": the same network, as the IPv6 addresses it covers
+            plen += 96
+            network = f"::ffff:{network.split('/', 1)[0]}/{plen}"
+        return Location(text, network, plen, latlon, country, continent)
+
+    def _entry(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple:
+        """(prefixlen, network text, latlon, country, continent) for ``addr``, from cache or DB."""
+        version = addr.version
+        bits = 32 if version == 4 else 128
+        value = int(addr)
+        nets = self._nets[version]
+        if self._cached:
+            for plen in self._plens[version]:
+                entry = nets.get((value >> (bits - plen)) << 8 | plen)
+                if entry is not None:
+                    return entry
+        entry = self._lookup(addr)
+        if self._cached:
+            self._remember(version, bits, value, entry)
+        return entry
+
+    def _remember(self, version: int, bits: int, value: int, entry: tuple) -> None:
+        nets = self._nets[version]
+        if len(nets) >= self._net_limit:
+            nets.clear()
+            self._plens[version] = []
+            self._plen_counts[version] = {}
+        plen = entry[0]
+        nets[(value >> (bits - plen)) << 8 | plen] = entry
+        counts = self._plen_counts[version]
+        counts[plen] = counts.get(plen, 0) + 1
+        # Probe the most common prefix lengths first; ties: longer first (deterministic).
+        self._plens[version] = sorted(counts, key=lambda p: (-counts[p], -p))
+
+    def _lookup(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple:
+        """One database lookup (no cache)."""
+        assert self._reader is not None
+        record, plen = self._reader.get_with_prefix_len(addr)
+        plen = max(0, plen)  # an IPv6 tree without IPv4 data could report a negative IPv4 length
+        network = str(ipaddress.ip_network((int(addr), plen), strict=False))
+        if not isinstance(record, dict):
+            return (plen, network, None, None, None)
+        country = _code(record.get("country"), "iso_code")
+        continent = _code(record.get("continent"), "code")
+        latlon = None
+        if self.kind == "city":
+            loc = record.get("location")
+            if isinstance(loc, dict):
+                lat, lon = loc.get("latitude"), loc.get("longitude")
+                if lat is not None and lon is not None:
+                    latlon = (float(lat), float(lon))
+        if latlon is None and country is not None:
+            latlon = self._centroids.get(country)
+        return (plen, network, latlon, country, continent)
+
+
+def _code(sub: object, key: str) -> str | None:
+    if isinstance(sub, dict):
+        value = sub.get(key)
+        if isinstance(value, str) and value:
+            return value.upper()
+    return None
