@@ -206,7 +206,7 @@ class Balancer:
                     reason += f" (state {c.state}: serving because no site is up)"
             else:
                 reason = decision.passed.get(name, "not a candidate")
-            rows.append(CandidateTrace(name, c.state, None if dist is None else round(dist, 1),
+            rows.append(CandidateTrace(name, c.state, None if dist is None else float(round(dist)),
                                        c.load, site_rtt(c.status, region), name in chosen, reason))
         subnet = client_subnet(client_ip)[1] if policy.uses_subnet else ""
         return Trace(pool.name, policy.name, location, subnet, decision.tier, tuple(rows), answer)

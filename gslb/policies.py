@@ -127,7 +127,7 @@ class Closest(Policy):
         order = sorted(cands, key=lambda c: (dist[c.name], c.index))
         reasons = None
         if explain:
-            reasons = {c.name: (f"{dist[c.name]:.0f} km from the client" if dist[c.name] != math.inf
+            reasons = {c.name: (f"{round(dist[c.name])} km from the client" if dist[c.name] != math.inf
                                 else "site has no location") for c in order}
         return order, reasons
 
