@@ -1,0 +1,387 @@
+"""The health monitor of one region: schedules every check of every site, applies rise/fall, and
+folds each site's targets into one ``RegionResult`` for the site-state table.
+
+A *target* is one (zone, site, check, address) to probe; with ``check.target`` set, the target
+host replaces the site's addresses for that check. Targets are spread over their interval with
+a random offset (no thundering herd at start-up or reload) and at most ``max_in_flight`` probes
+run at once.
+
+Rise/fall: the first result of a target decides at once (unknown -> up on a pass, -> down on a
+failure). The SPEC runs the first round before pool names are answered so that a server never
+starts by sending clients to a dead site; waiting for ``fall`` failures first would defeat that.
+After that, ``rise`` passes in a row turn a down target up and ``fall`` failures in a row turn an
+up target down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Literal, Sequence
+
+import aiohttp
+
+from gslb import __version__
+from gslb.health.probes import ProbeResult, probe
+from gslb.model import Check, RegionResult, ZoneSet
+
+logger = logging.getLogger(__name__)
+
+#: (zone key, site name)
+SiteKey = tuple[str, str]
+#: (zone key, site name, check name, address)
+TargetKey = tuple[str, str, str, str]
+Prober = Callable[[Check, str, aiohttp.ClientSession], Awaitable[ProbeResult]]
+
+#: staleness of a region's result: this many times the site's longest check interval
+STALE_INTERVALS = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """A target's state after rise/fall, with the current streak of passes or failures."""
+
+    state: Literal["up", "down", "unknown"] = "unknown"
+    passes: int = 0
+    failures: int = 0
+
+
+UNKNOWN = TargetState()
+
+
+def next_state(prev: TargetState, ok: bool, rise: int, fall: int) -> TargetState:
+    """Apply one probe result with rise/fall hysteresis (pure); the first result decides at once."""
+    passes = prev.passes + 1 if ok else 0
+    failures = 0 if ok else prev.failures + 1
+    if prev.state == "unknown":
+        return TargetState("up" if ok else "down", passes, failures)
+    if prev.state == "up" and failures >= fall:
+        return TargetState("down", passes, failures)
+    if prev.state == "down" and passes >= rise:
+        return TargetState("up", passes, failures)
+    return TargetState(prev.state, passes, failures)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One thing to probe: a check of a site at one address (or at the check's target host)."""
+
+    zone: str
+    site: str
+    check_name: str
+    address: str
+    check: Check
+
+    @property
+    def key(self) -> TargetKey:
+        """Identity across reloads: (zone key, site, check name, address)."""
+        return (self.zone, self.site, self.check_name, self.address)
+
+    @property
+    def label(self) -> str:
+        """``gslb.example.com/fra web 192.0.2.10``, for logs."""
+        return f"{self.zone}/{self.site} {self.check_name} {self.address}"
+
+
+def targets_of(zones: ZoneSet) -> dict[TargetKey, Target]:
+    """Every target of every zone, in zone file order (pure)."""
+    out: dict[TargetKey, Target] = {}
+    for zone in zones:
+        for site in zone.sites.values():
+            for name in site.checks:
+                check = zone.checks.get(name)
+                if check is None:  # the zone validator rejects this; never probe nothing
+                    continue
+                addresses = (check.target,) if check.target else site.ipv4 + site.ipv6
+                for address in addresses:
+                    target = Target(zone.key, site.name, name, address, check)
+                    out[target.key] = target
+    return out
+
+
+def fold_site(entries: Sequence[tuple[Target, TargetState, ProbeResult | None]],
+              checked_at: float) -> RegionResult | None:
+    """One site's RegionResult from all its targets (pure).
+
+    Down as soon as any target is down; up when every target is up; None (nothing to report
+    yet) while some target has no result and none is down. rtt is the mean of the targets'
+    last rtt, load the highest X-Load, error the first failing target's last error prefixed
+    with its check and address.
+    """
+    if not entries:
+        return None
+    states = [state.state for _, state, _ in entries]
+    if "down" in states:
+        verdict: Literal["up", "down"] = "down"
+    elif "unknown" in states:
+        return None
+    else:
+        verdict = "up"
+    rtts = [r.rtt_ms for _, _, r in entries if r is not None and r.rtt_ms is not None]
+    loads = [r.load for _, _, r in entries if r is not None and r.load is not None]
+    error = None
+    # the first down target's error; else (site up) the first target whose last probe failed
+    for wanted in (("down",), ("up", "down")):
+        for target, state, result in entries:
+            if state.state in wanted and result is not None and not result.ok:
+                error = f"{target.check_name} {target.address}: {result.error}"
+                break
+        if error is not None:
+            break
+    return RegionResult(
+        state=verdict,
+        checked_at=checked_at,
+        rtt_ms=sum(rtts) / len(rtts) if rtts else None,
+        load=max(loads) if loads else None,
+        error=error,
+        stale_after=STALE_INTERVALS * max(t.check.interval for t, _, _ in entries),
+    )
+
+
+class _Run:
+    """The mutable schedule and state of one target inside the monitor."""
+
+    __slots__ = ("target", "state", "next_due", "task", "last")
+
+    def __init__(self, target: Target, next_due: float) -> None:
+        self.target = target
+        self.state = UNKNOWN
+        self.next_due = next_due
+        self.task: asyncio.Task | None = None
+        self.last: ProbeResult | None = None
+
+
+class Monitor:
+    """Runs one region's checks and reports each site's folded result to the table."""
+
+    def __init__(self, table, region: str, clock: Callable[[], float] = time.monotonic,
+                 max_in_flight: int = 64, *, wall: Callable[[], float] = time.time,
+                 prober: Prober = probe, rng: random.Random | None = None) -> None:
+        self.table = table
+        self.region = region
+        self.clock = clock
+        self.wall = wall
+        self.prober = prober
+        self.rng = rng or random.Random()
+        self.max_in_flight = max_in_flight
+        self._runs: dict[TargetKey, _Run] = {}
+        self._by_site: dict[SiteKey, list[TargetKey]] = {}
+        #: per site: (state, error, monotonic time) of the last report
+        self._reported: dict[SiteKey, tuple[str, str | None, float]] = {}
+        self._sem = asyncio.Semaphore(max_in_flight)
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._loop_task: asyncio.Task | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._observers: list[Callable[[Target, ProbeResult, TargetState], None]] = []
+        self._closed = False
+
+    # -- configuration
+
+    def configure(self, zones: ZoneSet) -> None:
+        """Take the targets of ``zones``: unchanged ones keep state and schedule, removed ones
+        stop, new (or changed) ones start at a random offset within their interval."""
+        wanted = targets_of(zones)
+        now = self.clock()
+        runs: dict[TargetKey, _Run] = {}
+        for key, target in wanted.items():
+            old = self._runs.get(key)
+            if old is not None and old.target == target:
+                runs[key] = old
+            else:
+                if old is not None and old.task is not None:
+                    old.task.cancel()
+                runs[key] = _Run(target, now + self.rng.uniform(0.0, target.check.interval))
+        for key, old in self._runs.items():
+            if key not in runs and old.task is not None:
+                old.task.cancel()
+        by_site: dict[SiteKey, list[TargetKey]] = {}
+        for key in runs:
+            by_site.setdefault((key[0], key[1]), []).append(key)
+        changed = [site for site, keys in by_site.items() if self._by_site.get(site) != keys]
+        self._reported = {s: r for s, r in self._reported.items() if s in by_site and s not in changed}
+        self._runs = runs
+        self._by_site = by_site
+        logger.debug("health: %d target(s) in %d site(s), region %s", len(runs), len(by_site), self.region)
+        self._wake.set()
+        # a site that lost a target may now fold differently: report it again at once
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for site in changed:
+            self._spawn(self._fold(site))
+
+    def targets(self) -> list[tuple[Target, TargetState, ProbeResult | None]]:
+        """Every target with its state and last probe result (status pages, tests)."""
+        return [(run.target, run.state, run.last) for run in self._runs.values()]
+
+    def schedule(self) -> dict[TargetKey, float]:
+        """When each target is due next (monotonic clock)."""
+        return {key: run.next_due for key, run in self._runs.items()}
+
+    def add_observer(self, callback: Callable[[Target, ProbeResult, TargetState], None]) -> None:
+        """Call ``callback(target, result, new_state)`` after every probe (metrics)."""
+        self._observers.append(callback)
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        """Start the scheduling loop."""
+        if self._loop_task is None:
+            self._closed = False
+            self._loop_task = asyncio.create_task(self._loop(), name=f"health-{self.region}")
+
+    async def first_round(self, timeout: float | None = None) -> bool:
+        """Probe every target once now (bounded by ``max_in_flight``); return True when all
+        finished within ``timeout`` (default: the longest check timeout + 1 s)."""
+        if timeout is None:
+            timeout = max((r.target.check.timeout for r in self._runs.values()), default=0.0) + 1.0
+        tasks = self.probe_all()
+        if not tasks:
+            return True
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending:
+            logger.warning("health: first round: %d of %d probe(s) unfinished after %.1fs",
+                           len(pending), len(tasks), timeout)
+        else:
+            logger.info("health: first round done: %d probe(s), region %s", len(tasks), self.region)
+        return not pending
+
+    async def close(self) -> None:
+        """Cancel the loop and every probe, close the HTTP session."""
+        self._closed = True
+        tasks = list(self._tasks)
+        if self._loop_task is not None:
+            tasks.append(self._loop_task)
+            self._loop_task = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- scheduling
+
+    def probe_all(self) -> list[asyncio.Task]:
+        """Probe every target now (those in flight are not started twice); return their tasks."""
+        return [run.task if run.task is not None else self._launch(run) for run in self._runs.values()]
+
+    def run_due(self) -> list[asyncio.Task]:
+        """Launch every target due by now that is not already in flight; return the new tasks."""
+        now = self.clock()
+        launched = []
+        for run in self._runs.values():
+            if run.next_due > now:
+                continue
+            interval = run.target.check.interval
+            due = run.next_due + interval
+            run.next_due = due if due > now else now + interval
+            if run.task is None:  # still in flight (queued behind the limit): skip this turn
+                launched.append(self._launch(run))
+        return launched
+
+    async def _loop(self) -> None:
+        """Launch due targets, then sleep until the next one is due or the targets change."""
+        while True:
+            self.run_due()
+            self._wake.clear()
+            due = min((run.next_due for run in self._runs.values()), default=None)
+            delay = None if due is None else max(0.0, due - self.clock())
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except TimeoutError:
+                pass
+
+    def _spawn(self, coro) -> asyncio.Task:
+        """A tracked background task (cancelled by ``close``)."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _launch(self, run: _Run) -> asyncio.Task:
+        """Start one probe of ``run`` as a tracked task."""
+        task = self._spawn(self._probe(run))
+        run.task = task
+
+        def done(t: asyncio.Task, run: _Run = run) -> None:
+            if run.task is t:
+                run.task = None
+        task.add_done_callback(done)
+        return task
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        """The shared client session (created on first use, inside the loop)."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.max_in_flight, force_close=True)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),  # probes enforce check.timeout
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": f"gslb-health/{__version__}"},
+            )
+        return self._session
+
+    async def _probe(self, run: _Run) -> None:
+        """Probe one target (within the in-flight limit), apply rise/fall, fold its site."""
+        target = run.target
+        async with self._sem:
+            if self._runs.get(target.key) is not run:
+                return  # removed or changed while waiting for a slot
+            try:
+                result = await self.prober(target.check, target.address, self._get_session())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a prober bug must not stop the checks
+                logger.exception("health: %s: probe failed unexpectedly", target.label)
+                result = ProbeResult(False, None, None, f"probe error: {exc.__class__.__name__}")
+        if self._runs.get(target.key) is not run:
+            return
+        self._apply(run, result)
+        await self._fold((target.zone, target.site))
+
+    def _apply(self, run: _Run, result: ProbeResult) -> None:
+        """Rise/fall one result into the target's state; log state changes."""
+        check = run.target.check
+        prev = run.state
+        new = next_state(prev, result.ok, check.rise, check.fall)
+        run.state = new
+        run.last = result
+        if new.state != prev.state:
+            if new.state == "down":
+                n = new.failures
+                why = f"{n} failure{'s' if n != 1 else ''}, last: {result.error}"
+            else:
+                n = new.passes
+                why = f"{n} pass{'es' if n != 1 else ''}"
+            logger.info("health: %s %s -> %s (%s)", run.target.label, prev.state, new.state, why)
+        for callback in self._observers:
+            try:
+                callback(run.target, result, new)
+            except Exception:
+                logger.exception("health: observer %r failed", callback)
+
+    async def _fold(self, site: SiteKey) -> None:
+        """Fold the site's targets and report to the table when changed or a heartbeat is due."""
+        keys = self._by_site.get(site)
+        if not keys:
+            return
+        entries = [(self._runs[k].target, self._runs[k].state, self._runs[k].last) for k in keys]
+        result = fold_site(entries, self.wall())
+        if result is None:
+            return
+        now = self.clock()
+        heartbeat = result.stale_after / STALE_INTERVALS / 2.0
+        last = self._reported.get(site)
+        if last is not None and last[:2] == (result.state, result.error) and now - last[2] < heartbeat:
+            return
+        self._reported[site] = (result.state, result.error, now)
+        try:
+            await self.table.report(site[0], site[1], self.region, result)
+        except Exception:
+            logger.exception("health: cannot report %s/%s", *site)

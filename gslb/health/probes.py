@@ -1,0 +1,187 @@
+"""One health probe of one address: http, https (certificates not validated) and tcp.
+
+A probe never raises for a failing backend: it returns a ``ProbeResult`` whose ``error`` is a
+short readable reason ("connect refused", "timeout after 3.0s", "status 503, expected 200").
+The check's ``timeout`` bounds the whole probe (connect, TLS, headers and body), so a backend
+that accepts and never answers fails after exactly that long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from gslb.model import Check
+
+logger = logging.getLogger(__name__)
+
+#: how much of a response body ``expect_body`` is searched in
+BODY_LIMIT = 64 * 1024
+
+#: TLS without certificate or name validation (like Route 53's HTTPS checks); SNI is still sent
+_NO_VERIFY: ssl.SSLContext | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The outcome of one probe: pass or fail, round-trip time, X-Load, and why it failed."""
+
+    ok: bool
+    rtt_ms: float | None = None
+    load: float | None = None
+    error: str | None = None
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The shared non-validating client TLS context (built once)."""
+    global _NO_VERIFY
+    if _NO_VERIFY is None:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        _NO_VERIFY = ctx
+    return _NO_VERIFY
+
+
+def _is_ipv6(address: str) -> bool:
+    """Whether ``address`` is an IPv6 literal (needs brackets in a URL)."""
+    try:
+        return isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+def probe_url(check: Check, address: str) -> str:
+    """The URL an http(s) check fetches from ``address``: ``scheme://ADDRESS:PORT/path``."""
+    host = f"[{address}]" if _is_ipv6(address) else address
+    path = check.path if check.path.startswith("/") else "/" + check.path
+    return f"{check.type}://{host}:{check.port}{path}"
+
+
+def host_header(check: Check, address: str) -> str:
+    """The Host header: ``check.host`` (or the address), with the port when it is not the default."""
+    host = check.host or (f"[{address}]" if _is_ipv6(address) else address)
+    default = 443 if check.type == "https" else 80
+    return host if check.port == default else f"{host}:{check.port}"
+
+
+def parse_load(value: str | None) -> float | None:
+    """An ``X-Load`` header value as a finite, non-negative float; None when missing or garbage."""
+    if value is None:
+        return None
+    try:
+        load = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(load) or load < 0:
+        return None
+    return load
+
+
+def _expected(check: Check) -> str:
+    """The accepted statuses as text, for error messages: ``200`` or ``200, 204`` or ``200-399``."""
+    if check.expect_status is None:
+        return "200-399"
+    return ", ".join(str(s) for s in sorted(check.expect_status))
+
+
+def _os_error(exc: BaseException | None) -> str:
+    """A readable reason for a connection-level OS error."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connect refused"
+    if isinstance(exc, socket.gaierror):
+        return "DNS/address error"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, OSError):
+        if exc.errno is not None and exc.strerror:
+            return f"connect error: {exc.strerror}"
+        # asyncio joins per-address failures into one OSError("Multiple exceptions: ...")
+        if "refused" in str(exc).lower():
+            return "connect refused"
+        return f"connect error: {exc}"
+    return f"connect error: {exc}"
+
+
+async def _http(check: Check, address: str, session: aiohttp.ClientSession, started: float) -> ProbeResult:
+    """GET the check's URL and judge status, body and X-Load."""
+    kwargs: dict = {"allow_redirects": False, "headers": {"Host": host_header(check, address)}}
+    if check.type == "https":
+        kwargs["ssl"] = _tls_context()
+        if check.host:
+            kwargs["server_hostname"] = check.host
+    async with session.get(probe_url(check, address), **kwargs) as resp:
+        load = parse_load(resp.headers.get("X-Load"))
+        if not check.status_ok(resp.status):
+            rtt = (time.perf_counter() - started) * 1000.0
+            return ProbeResult(False, rtt, load, f"status {resp.status}, expected {_expected(check)}")
+        if check.expect_body is not None:
+            body = bytearray()
+            while len(body) < BODY_LIMIT:
+                chunk = await resp.content.read(BODY_LIMIT - len(body))
+                if not chunk:
+                    break
+                body += chunk
+            if check.expect_body.encode("utf-8") not in body[:BODY_LIMIT]:
+                rtt = (time.perf_counter() - started) * 1000.0
+                return ProbeResult(False, rtt, load, f"body does not contain {check.expect_body!r}")
+        rtt = (time.perf_counter() - started) * 1000.0
+        return ProbeResult(True, rtt, load, None)
+
+
+async def _tcp(check: Check, address: str) -> ProbeResult:
+    """Connect, then close: a pass when the handshake completes."""
+    started = time.perf_counter()
+    _reader, writer = await asyncio.open_connection(address, check.port)
+    rtt = (time.perf_counter() - started) * 1000.0
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return ProbeResult(True, rtt, None, None)
+
+
+async def probe(check: Check, address: str, session: aiohttp.ClientSession) -> ProbeResult:
+    """Probe ``address`` (an IP, or the check's ``target`` host) once; never raises for a bad backend."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(check.timeout):
+            if check.type == "tcp":
+                return await _tcp(check, address)
+            return await _http(check, address, session, started)
+    except TimeoutError:
+        return ProbeResult(False, None, None, f"timeout after {float(check.timeout)}s")
+    except aiohttp.ClientConnectorDNSError:
+        return ProbeResult(False, None, None, "DNS/address error")
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+        inner = getattr(exc, "os_error", None) or getattr(exc, "certificate_error", None) or exc
+        reason = getattr(inner, "reason", None) or str(inner)
+        return ProbeResult(False, None, None, f"TLS error: {reason}")
+    except aiohttp.ClientConnectorError as exc:
+        return ProbeResult(False, None, None, _os_error(exc.os_error))
+    except aiohttp.ServerDisconnectedError:
+        return ProbeResult(False, None, None, "connection closed without a response")
+    except aiohttp.InvalidURL:
+        return ProbeResult(False, None, None, "DNS/address error")
+    except aiohttp.ClientResponseError as exc:
+        return ProbeResult(False, None, None, f"bad HTTP response: {exc.message}")
+    except aiohttp.ClientPayloadError as exc:
+        return ProbeResult(False, None, None, f"bad HTTP body: {exc}")
+    except aiohttp.ClientError as exc:
+        return ProbeResult(False, None, None, f"HTTP error: {exc.__class__.__name__}: {exc}")
+    except ssl.SSLError as exc:
+        return ProbeResult(False, None, None, f"TLS error: {exc.reason or exc}")
+    except (OSError, ValueError, UnicodeError) as exc:
+        # ValueError/UnicodeError: an address the resolver cannot even parse
+        if isinstance(exc, (ValueError, UnicodeError)):
+            return ProbeResult(False, None, None, "DNS/address error")
+        return ProbeResult(False, None, None, _os_error(exc))
