@@ -1,0 +1,193 @@
+"""Query -> Response for the served zones: CNAME chains, pool names, ANY, ECS rules (pure).
+
+``resolve`` reads the zones and asks ``pools`` (the balancer) for the addresses of pool names;
+it has no sockets, clocks or randomness of its own. Protocol-level errors (FORMERR, NOTIMP,
+BADVERS) are decided by ``wire`` before a query gets here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from gslb.authority import Lookup, Outcome, in_zone_addresses, lookup, negative_soa
+from gslb.model import PoolAnswer, Pool, Record, Zone, ZoneSet
+from gslb.wire import (CLASS_IN, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, TYPE_ANY, TYPE_AXFR,
+                       TYPE_IXFR, Query)
+
+logger = logging.getLogger(__name__)
+
+#: CNAME hops followed inside served zones before the answer is returned as it stands
+MAX_CHAIN = 8
+
+#: RFC 8482: the one RRset an ANY query gets, the first of these types the name holds
+_ANY_ORDER = ("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "CAA", "PTR", "NS", "SOA")
+
+
+class Pools(Protocol):
+    """Answers pool names (the balancer)."""
+
+    def answer(self, zone: Zone, pool: Pool, rtype: str, client_ip: str,
+               source_prefix: int | None) -> PoolAnswer:
+        """The addresses of ``pool`` for this client."""
+
+
+class Response:
+    """What to answer: rcode, AA, the three sections (model ``Record``s) and the ECS scope.
+
+    ``zone`` is the key of the zone that answered ("" for REFUSED); ``pool``/``sites`` name the
+    pool and the sites of a pool answer (for statistics).
+    """
+
+    __slots__ = ("rcode", "aa", "answer", "authority", "additional", "ecs_scope", "zone", "pool", "sites")
+
+    def __init__(self, rcode: int, aa: bool, answer: tuple[Record, ...] = (),
+                 authority: tuple[Record, ...] = (), additional: tuple[Record, ...] = (),
+                 ecs_scope: int = 0, zone: str = "", pool: str | None = None,
+                 sites: tuple[str, ...] = ()) -> None:
+        self.rcode = rcode
+        self.aa = aa
+        self.answer = answer
+        self.authority = authority
+        self.additional = additional
+        self.ecs_scope = ecs_scope
+        self.zone = zone
+        self.pool = pool
+        self.sites = sites
+
+    def __repr__(self) -> str:
+        return (f"Response(rcode={self.rcode}, aa={self.aa}, answer={self.answer}, "
+                f"authority={self.authority}, additional={self.additional}, scope={self.ecs_scope})")
+
+
+REFUSED_RESPONSE = Response(REFUSED, False)
+
+
+def resolve(query: Query, client_ip: str, zones: ZoneSet, pools: Pools) -> Response:
+    """The response to ``query`` from the client at ``client_ip`` (the packet's source)."""
+    if query.qclass != CLASS_IN:
+        return REFUSED_RESPONSE  # CHAOS, HESIOD, ANY class: not served here
+    qtype = query.qtype
+    name = query.qname_lower
+    zone = zones.find(name)
+    if zone is None:
+        return REFUSED_RESPONSE  # not ours; never recursion
+    key = zone.key
+    if qtype == TYPE_AXFR or qtype == TYPE_IXFR:
+        return Response(REFUSED, False, zone=key)  # zone transfers are not offered
+    qtype_name = query.qtype_name
+    is_any = qtype == TYPE_ANY
+    answer: list[Record] = []
+    seen = {name}
+    for hop in range(MAX_CHAIN + 1):
+        found = lookup(zone, name, qtype_name)
+        outcome = found.outcome
+        if outcome is Outcome.ANSWER:
+            answer.extend(found.records)
+            return Response(NOERROR, True, tuple(answer), (), _additional(zones, zone, qtype_name, found.records),
+                            zone=key)
+        if outcome is Outcome.POOL:
+            if answer and query.ecs is not None:
+                # RFC 7871 7.2.1: the chain's target depends on the client; answer the CNAME
+                # alone (scope 0), so the resolver asks for the target with ECS itself and
+                # caches each part with its own scope.
+                return Response(NOERROR, True, tuple(answer), zone=key)
+            return _pool_answer(query, client_ip, zone, found, pools, answer, key)
+        if outcome is Outcome.CNAME:
+            answer.extend(found.records)
+            target = found.records[0].rdata.lower()
+            if is_any or target in seen or hop == MAX_CHAIN:
+                return Response(NOERROR, True, tuple(answer), zone=key)  # minimal ANY; loop; too long
+            seen.add(target)
+            next_zone = zones.find(target)
+            if next_zone is None:
+                return Response(NOERROR, True, tuple(answer), zone=key)  # leaves our zones
+            zone, name = next_zone, target
+            continue
+        if outcome is Outcome.NODATA:
+            if is_any and found.node is not None:
+                return _any(zone, found, key)
+            return Response(NOERROR, True, tuple(answer), found.authority, zone=key)
+        if outcome is Outcome.NXDOMAIN:
+            # RFC 6604: the RCODE describes the last name of the chain
+            return Response(NXDOMAIN, True, tuple(answer), found.authority, zone=key)
+        # REFERRAL: at the start, a referral (AA=0); after a CNAME, the chain so far (the
+        # resolver follows the target to the child zone itself)
+        if answer:
+            return Response(NOERROR, True, tuple(answer), zone=key)
+        return Response(NOERROR, False, (), found.authority, found.additional, zone=key)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pool_answer(query: Query, client_ip: str, zone: Zone, found: Lookup, pools: Pools,
+                 answer: list[Record], key: str) -> Response:
+    """A/AAAA of a pool name from the balancer (after the CNAMEs in ``answer``, if any)."""
+    ecs = query.ecs
+    if ecs is None:
+        client, source = client_ip, None
+    elif ecs.source_prefix == 0:
+        # RFC 7871 7.1.2: source prefix 0 means "do not use my subnet": answer for the
+        # resolver's own address, scope 0
+        client, source = client_ip, 0
+    else:
+        client, source = ecs.address, ecs.source_prefix
+    pool = zone.pools.get(found.pool or "")
+    if pool is None:
+        logger.error("zone %s: name %s refers to unknown pool %r", key, found.owner, found.pool)
+        return Response(SERVFAIL, False, zone=key)
+    rtype = query.qtype_name
+    result = pools.answer(zone, pool, rtype, client, source)
+    scope = result.scope_prefix if source else 0
+    if result.outcome == "servfail":
+        return Response(SERVFAIL, False, zone=key, ecs_scope=scope, pool=pool.name)
+    if result.outcome == "nodata" or not result.addresses:
+        return Response(NOERROR, True, tuple(answer), (negative_soa(zone),), ecs_scope=scope, zone=key,
+                        pool=pool.name, sites=result.sites)
+    node = found.node
+    ttl = node.ttl if node is not None and node.ttl is not None else result.ttl
+    owner = found.owner
+    answer.extend(Record(owner, rtype, ttl, address) for address in result.addresses)
+    return Response(NOERROR, True, tuple(answer), ecs_scope=scope, zone=key, pool=pool.name,
+                    sites=result.sites)
+
+
+def _any(zone: Zone, found: Lookup, key: str) -> Response:
+    """RFC 8482 minimal answer to ANY at an existing name.
+
+    The name's first RRset in ``_ANY_ORDER`` (one RRset, never all of them: ANY is an
+    amplification vector and no client may rely on getting everything), or, for a name that
+    only has a pool (whose addresses depend on the client and on health), the synthesised
+    ``HINFO "RFC8482" ""`` of RFC 8482 section 4.2, as gdnsd does.
+    """
+    node = found.node
+    assert node is not None
+    owner = found.owner
+    for rtype in _ANY_ORDER:
+        records = node.records.get(rtype)
+        if records:
+            if found.wildcard:
+                records = tuple(Record(owner, r.rtype, r.ttl, r.rdata) for r in records)
+            return Response(NOERROR, True, records, zone=key)
+    if node.pool is not None:
+        ttl = node.ttl if node.ttl is not None else zone.ttl
+        return Response(NOERROR, True, (Record(owner, "HINFO", ttl, '"RFC8482" ""'),), zone=key)
+    return Response(NOERROR, True, (), found.authority, zone=key)
+
+
+def _additional(zones: ZoneSet, zone: Zone, qtype: str, records: tuple[Record, ...]) -> tuple[Record, ...]:
+    """In-zone addresses of the targets of NS, MX and SRV answers (RFC 1035 3.3.9, 3.3.11; RFC 2782)."""
+    if qtype == "NS":
+        targets = [r.rdata for r in records]
+    elif qtype == "MX":
+        targets = [r.rdata.split()[1] for r in records]
+    elif qtype == "SRV":
+        targets = [r.rdata.split()[3] for r in records]
+    else:
+        return ()
+    extra: list[Record] = []
+    for target in targets:
+        target = target.lower()
+        holder = zone if target == zone.origin or target.endswith("." + zone.origin) else zones.find(target)
+        if holder is not None:
+            extra.extend(in_zone_addresses(holder, target))
+    return tuple(extra)
