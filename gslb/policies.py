@@ -22,22 +22,12 @@ import socket
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from gslb.geo import distance_km
 from gslb.model import Location, Pool, Site, SiteState, SiteStatus
 
 logger = logging.getLogger(__name__)
 
 Reasons = dict[str, str]
-
-try:  # the geo module owns the great-circle distance; keep a local copy until it lands
-    from gslb.geo import distance_km
-except ImportError:  # pragma: no cover - only while gslb/geo.py is missing
-    def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
-        """Great-circle (haversine) distance in km between two (lat, lon) points."""
-        lat1, lon1, lat2, lon2 = map(math.radians, (a[0], a[1], b[0], b[1]))
-        h = (math.sin((lat2 - lat1) / 2) ** 2
-             + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2)
-        return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
-
 
 @dataclass(frozen=True, slots=True)
 class Candidate:

@@ -307,3 +307,31 @@ def test_without_geo_database():
     assert ask(b, z, "g", "100.64.130.1", sp=32).sites == ("sin",)
     assert ask(b, z, "g", "100.64.1.1", sp=32).sites == ("iad",)
     assert ask(b, z, "g", "100.64.1.1", sp=32).scope_prefix == 17
+
+
+def test_closest_with_the_sample_database_for_every_continent():
+    from pathlib import Path
+
+    from gslb.geo import GeoLocator
+    from gslb.zones import load_zone_file
+
+    root = Path(__file__).resolve().parents[2]
+    z = load_zone_file(str(root / "zones" / "example.yaml"))
+    with GeoLocator.open(str(root / "data" / "sample-city.mmdb")) as geo:
+        b = Balancer(geo, {}, random.Random(1))
+        cases = {
+            "192.0.2.1": ("fra", 26),        # Frankfurt
+            "192.0.2.70": ("fra", 26),       # Paris
+            "198.51.100.5": ("iad", 25),     # Ashburn
+            "203.0.113.5": ("sin", 25),      # Singapore
+            "203.0.113.130": ("syd", 26),    # Sydney
+            "203.0.113.200": ("gru", 27),    # Sao Paulo
+            "203.0.113.230": ("gru", 28),    # Johannesburg: Sao Paulo (7400 km) beats Frankfurt (8700)
+        }
+        for ip, (site, plen) in cases.items():
+            a = b.answer(z, z.pools["web"], "A", ip, 32, StateView(1, {}))
+            assert a.sites == (site,) and a.scope_prefix == plen, ip
+        # unlocated: sites order, scope = the empty network around it, capped by the source
+        a = b.answer(z, z.pools["web"], "A", "203.0.113.245", 32, StateView(1, {}))
+        assert a.sites == ("fra",) and a.scope_prefix == geo.locate("203.0.113.245").prefixlen
+        assert b.answer(z, z.pools["web"], "A", "203.0.113.130", 24, StateView(1, {})).scope_prefix == 24
