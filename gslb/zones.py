@@ -258,7 +258,7 @@ class _RecordParser:
                 return None
             return _txt_rdata([value if isinstance(value, str) else (raw or str(value))])
         if isinstance(value, (list, dict)) or value is None or isinstance(value, bool):
-            self.err.add(line, path, f"expected a {rtype} value, got {type_name(value)}")
+            self.err.add(line, path, f"expected {rtype} data, got {type_name(value)}")
             return None
         text = value if isinstance(value, str) else (raw if raw is not None else str(value))
         return getattr(self, "_" + rtype.lower())(text.strip(), line, path)

@@ -1,0 +1,524 @@
+"""Zone loader: round trips into the model, every validation error class, serial auto, ZoneStore."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gslb.errors import ConfigErrors
+from gslb.model import POLICY_NAMES, ZoneSet
+from gslb.zones import ZoneStore, check_directory, load_zone_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BASE = """\
+zone: example.org
+ns: [ns1.example.org]
+records:
+  ns1: {A: 192.0.2.1}
+"""
+
+SITES = """\
+sites:
+  fra: {location: [50.11, 8.68], addresses: [192.0.2.10, "2001:db8::10"], checks: [web]}
+  iad: {location: [38.95, -77.45], addresses: [198.51.100.20]}
+checks:
+  web: {type: http, path: /healthz}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "z.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def load(tmp_path: Path, text: str):
+    return load_zone_file(write(tmp_path, text))
+
+
+def errors_of(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigErrors) as info:
+        load(tmp_path, text)
+    return [str(e) for e in info.value.errors]
+
+
+def rdata(zone, name, rtype):
+    return [r.rdata for r in zone.nodes[name].records[rtype]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Round trips
+
+
+def test_every_record_type_round_trips(tmp_path):
+    zone = load(tmp_path, BASE + """\
+  "@":
+    MX: ["10 mail.example.net.", "20 mx2"]
+    TXT: ["v=spf1 -all", ["part one", "part two"]]
+    CAA: ['0 issue "letsencrypt.org"', "128 iodef mailto:ops@example.org"]
+  api:
+    ttl: 60
+    A: [192.0.2.80, 192.0.2.81]
+    AAAA: ["2001:DB8:0:0::80"]
+  docs: {CNAME: api}
+  ext: {CNAME: www.example.net.}
+  _sip._tcp: {SRV: "10 5 5060 api"}
+  80.2.0.192.in-addr: {PTR: api.example.org.}
+  long: {TXT: "%s"}
+  sub: {NS: [ns.sub, ns.example.net.]}
+  ns.sub: {A: 192.0.2.53, AAAA: "2001:db8::53"}
+""" % ("x" * 300))
+    o = "example.org."
+    assert zone.origin == o and zone.key == "example.org"
+    assert rdata(zone, o, "MX") == ["10 mail.example.net.", "20 mx2.example.org."]
+    assert rdata(zone, o, "TXT") == ['"v=spf1 -all"', '"part one" "part two"']
+    assert rdata(zone, o, "CAA") == ['0 issue "letsencrypt.org"', '128 iodef "mailto:ops@example.org"']
+    assert rdata(zone, "api." + o, "A") == ["192.0.2.80", "192.0.2.81"]
+    assert rdata(zone, "api." + o, "AAAA") == ["2001:db8::80"]
+    assert {r.ttl for r in zone.nodes["api." + o].records["A"]} == {60}
+    assert zone.nodes["api." + o].ttl == 60
+    assert rdata(zone, "docs." + o, "CNAME") == ["api.example.org."]
+    assert rdata(zone, "ext." + o, "CNAME") == ["www.example.net."]
+    assert rdata(zone, "_sip._tcp." + o, "SRV") == ["10 5 5060 api.example.org."]
+    assert rdata(zone, "80.2.0.192.in-addr." + o, "PTR") == ["api.example.org."]
+    txt = rdata(zone, "long." + o, "TXT")[0]
+    assert txt == '"%s" "%s"' % ("x" * 255, "x" * 45)
+    assert rdata(zone, "sub." + o, "NS") == ["ns.sub.example.org.", "ns.example.net."]
+    assert zone.nodes["docs." + o].records["CNAME"][0].ttl == 3600
+
+
+def test_apex_soa_ns_and_defaults(tmp_path):
+    zone = load(tmp_path, BASE)
+    apex = zone.nodes["example.org."]
+    assert rdata(zone, "example.org.", "NS") == ["ns1.example.org."]
+    soa = zone.soa
+    assert (soa.mname, soa.rname) == ("ns1.example.org.", "hostmaster.example.org.")
+    assert (soa.refresh, soa.retry, soa.expire, soa.minimum, soa.ttl) == (3600, 600, 1209600, 60, 3600)
+    assert apex.records["SOA"][0].rdata == (
+        f"ns1.example.org. hostmaster.example.org. {zone.serial} 3600 600 1209600 60")
+    assert apex.records["SOA"][0].ttl == 3600 and zone.ttl == 3600
+    assert zone.ns == ("ns1.example.org.",)
+
+
+def test_soa_values_and_zone_ttl(tmp_path):
+    zone = load(tmp_path, """\
+zone: Example.ORG.
+serial: 2024010101
+ttl: 300
+soa: {mname: ns2, rname: ops@example.org, refresh: 7200, retry: 900, expire: 604800, minimum: 30}
+ns: [ns1.example.org., ns2]
+records:
+  ns1: {A: 192.0.2.1}
+  ns2: {AAAA: "2001:db8::2"}
+  www: {A: 192.0.2.2}
+""")
+    assert zone.origin == "example.org."
+    assert zone.serial == 2024010101
+    assert zone.soa.mname == "ns2.example.org." and zone.soa.rname == "ops.example.org."
+    assert zone.soa.negative_ttl == 30 and zone.soa.ttl == 300
+    assert zone.ns == ("ns1.example.org.", "ns2.example.org.")
+    assert zone.nodes["www.example.org."].records["A"][0].ttl == 300
+
+
+def test_wildcards_empty_non_terminals_and_cuts(tmp_path):
+    zone = load(tmp_path, BASE + """\
+  "*.cdn": {A: 192.0.2.9}
+  a.b.c: {TXT: deep}
+  sub: {NS: ns.sub}
+  ns.sub: {A: 192.0.2.53}
+  "*": {TXT: catch-all}
+""")
+    o = "example.org."
+    assert "*.cdn." + o in zone.nodes
+    assert "*." + o in zone.nodes
+    assert {"cdn." + o, "b.c." + o, "c." + o} <= zone.names
+    assert {"cdn." + o, "b.c." + o, "c." + o}.isdisjoint(zone.nodes)
+    assert set(zone.nodes) <= zone.names and o in zone.names
+    assert zone.cuts == frozenset({"sub." + o})
+
+
+def test_sites_checks_pools_parsed(tmp_path):
+    zone = load(tmp_path, BASE + """\
+  www: {pool: web, ttl: 20}
+  geo: {pool: g}
+""" + SITES + """\
+  tcp1: {type: tcp, port: 5432, interval: 2.5, timeout: 1, rise: 1, fall: 1, target: db.example.net}
+  tls: {type: https, expect_status: [200, 204], expect_body: OK, host: www.example.org}
+pools:
+  web: {policy: closest, sites: [fra, iad], answers: 2, ttl: 15, quorum: 0, when_all_down: nodata}
+  g:
+    policy: geo
+    geo:
+      "10.0.0.0/8": [iad]
+      "2001:db8::/32": [fra]
+      DE: [fra]
+      de-x: [fra]
+""".replace("      de-x: [fra]\n", "      NO: [iad]\n      EU: [fra, iad]\n      country:NA: [iad]\n      default: [iad, fra]\n"))
+    fra = zone.sites["fra"]
+    assert fra.location == (50.11, 8.68) and fra.ipv4 == ("192.0.2.10",) and fra.ipv6 == ("2001:db8::10",)
+    assert fra.checks == ("web",) and fra.weight == 1 and zone.sites["iad"].checks == ()
+    web = zone.checks["web"]
+    assert (web.type, web.port, web.path, web.interval, web.timeout, web.rise, web.fall) == (
+        "http", 80, "/healthz", 10.0, 3.0, 2, 3)
+    assert web.expect_status is None and web.status_ok(302) and not web.status_ok(500)
+    tcp1 = zone.checks["tcp1"]
+    assert (tcp1.type, tcp1.port, tcp1.interval, tcp1.timeout, tcp1.target) == ("tcp", 5432, 2.5, 1.0, "db.example.net")
+    tls = zone.checks["tls"]
+    assert tls.port == 443 and tls.expect_status == frozenset({200, 204}) and tls.expect_body == "OK"
+    pool = zone.pools["web"]
+    assert (pool.policy, pool.sites, pool.answers, pool.ttl, pool.quorum, pool.when_all_down) == (
+        "closest", ("fra", "iad"), 2, 15, 0.0, "nodata")
+    g = zone.pools["g"]
+    assert g.sites == ("iad", "fra")  # no sites: list -> union of the geo lists, first-seen order
+    assert [(r.kind, r.key, r.sites) for r in g.geo] == [
+        ("cidr", "10.0.0.0/8", ("iad",)), ("cidr", "2001:db8::/32", ("fra",)),
+        ("country", "DE", ("fra",)), ("country", "NO", ("iad",)), ("continent", "EU", ("fra", "iad")),
+        ("country", "NA", ("iad",)), ("default", "default", ("iad", "fra"))]
+    assert (g.answers, g.ttl, g.quorum, g.when_all_down) == (1, 30, 0.5, "all")
+    www = zone.nodes["www.example.org."]
+    assert www.pool == "web" and www.ttl == 20 and dict(www.records) == {}
+
+
+def test_country_no_stays_a_string_regression(tmp_path):
+    zone = load(tmp_path, BASE + SITES + """\
+pools:
+  g:
+    policy: geo
+    sites: [fra, iad]
+    geo: {NO: [fra], no: [iad], default: [iad]}
+""".replace("no: [iad], ", ""))
+    assert zone.pools["g"].geo[0].kind == "country" and zone.pools["g"].geo[0].key == "NO"
+
+
+def test_pool_name_without_a_family_is_fine(tmp_path):
+    zone = load(tmp_path, BASE + "  v6: {pool: p}\n" + SITES + """\
+pools:
+  p: {policy: failover, sites: [iad]}
+""")
+    assert zone.sites["iad"].ipv6 == () and zone.nodes["v6.example.org."].pool == "p"
+
+
+def test_every_policy_name_is_accepted(tmp_path):
+    pools = "".join(f"  p_{name}: {{policy: {name}, sites: [fra, iad]"
+                    + (", geo: {default: [fra]}" if name == "geo" else "") + "}\n"
+                    for name in POLICY_NAMES)
+    zone = load(tmp_path, BASE + SITES + "pools:\n" + pools)
+    assert sorted(p.policy for p in zone.pools.values()) == sorted(POLICY_NAMES)
+
+
+def test_example_zone_loads():
+    zone = load_zone_file(str(ROOT / "zones" / "example.yaml"))
+    assert zone.origin == "gslb.example.com."
+    assert zone.cuts == frozenset({"sub.gslb.example.com."})
+    assert zone.nodes["www.gslb.example.com."].pool == "web"
+    assert "*.cdn.gslb.example.com." in zone.nodes
+    assert set(zone.sites) == {"fra", "iad", "sin", "syd", "gru"}
+    assert {p.policy for p in zone.pools.values()} >= {"closest", "geo", "failover", "weighted", "hash"}
+    assert zone.checks["web"].interval == 10
+    kinds = {r.kind for r in zone.pools["regional"].geo}
+    assert kinds == {"cidr", "country", "continent", "default"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Serial auto
+
+
+def test_serial_auto_uses_mtime_and_keeps_or_increases(tmp_path):
+    path = write(tmp_path, BASE)
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    first = load_zone_file(path)
+    assert first.serial == 1_700_000_000
+    # same content, touched: same serial
+    os.utime(path, (1_700_000_500, 1_700_000_500))
+    assert load_zone_file(path, previous=first).serial == first.serial
+    # changed content, mtime not later (clock skew, restore from backup): previous + 1
+    Path(path).write_text(BASE + "  www: {A: 192.0.2.2}\n")
+    os.utime(path, (1_600_000_000, 1_600_000_000))
+    second = load_zone_file(path, previous=first)
+    assert second.serial == first.serial + 1 and second.digest != first.digest
+    # changed content with a later mtime: the mtime
+    Path(path).write_text(BASE + "  www: {A: 192.0.2.3}\n")
+    os.utime(path, (1_800_000_000, 1_800_000_000))
+    assert load_zone_file(path, previous=second).serial == 1_800_000_000
+    # a restart (no previous) after an edit still gives a larger serial: the mtime
+    assert load_zone_file(path).serial == 1_800_000_000
+
+
+def test_explicit_serial(tmp_path):
+    assert load(tmp_path, "serial: 7\n" + BASE).serial == 7
+
+
+# ---------------------------------------------------------------------------------------------
+# Every error class: (text with "#<" on the offending line, field path, message substring)
+
+POOLS = SITES + "pools:\n  web: {policy: closest, sites: [fra, iad]}\n"
+
+ERROR_CASES = [
+    # unknown keys
+    ("unknown-top", BASE + "foo: 1  #<\n", "foo", "unknown key 'foo' (allowed: zone, serial, ttl, soa, ns, records"),
+    ("unknown-record-key", BASE + "  www: {A: 192.0.2.2, MXX: x}  #<\n", "records.www.MXX", "unknown key 'MXX' (allowed: ttl, pool, A, AAAA"),
+    ("lowercase-type", BASE + "  www: {a: 192.0.2.2}  #<\n", "records.www.a", "record types are upper-case: A"),
+    ("soa-in-records", BASE + "  www: {SOA: x}  #<\n", "records.www.SOA", "the SOA comes from the top-level soa:"),
+    ("unknown-soa-key", BASE + "soa: {serial: 1}  #<\n", "soa.serial", "unknown key 'serial' (allowed: mname, rname"),
+    ("unknown-site-key", BASE + "sites:\n  fra: {addresses: [192.0.2.1], loc: [1, 2]}  #<\n", "sites.fra.loc", "unknown key 'loc' (allowed: location, addresses, checks, weight)"),
+    ("unknown-check-key", BASE + "checks:\n  web: {type: http, url: /}  #<\n", "checks.web.url", "unknown key 'url'"),
+    ("unknown-pool-key", (BASE + POOLS).replace("iad]}", "iad], fallback: x}  #<"), "pools.web.fallback", "unknown key 'fallback' (allowed: policy, sites"),
+    # wrong types
+    ("ttl-type", BASE + "  www: {ttl: ten, A: 192.0.2.2}  #<\n", "records.www.ttl", "expected an integer, got a string"),
+    ("zone-ttl-bool", "ttl: true  #<\n" + BASE, "ttl", "expected an integer, got a boolean"),
+    ("records-list", "zone: example.org\nns: [ns1.example.net.]\nrecords: [a, b]  #<\n", "records", "expected a mapping, got a list"),
+    ("node-scalar", BASE + "  www: 192.0.2.1  #<\n", "records.www", "expected a mapping of record types, got a string"),
+    ("site-scalar", BASE + "sites:\n  fra: 1  #<\n", "sites.fra", "expected a mapping, got an integer"),
+    ("interval-type", BASE + "checks:\n  web: {interval: soon}  #<\n", "checks.web.interval", "expected a number, got a string"),
+    ("a-list-in-list", BASE + "  www: {A: [[192.0.2.1]]}  #<\n", "records.www.A", "expected A data, got a list"),
+    # addresses
+    ("bad-ipv4", BASE + "  www: {A: 192.0.2.300}  #<\n", "records.www.A", "'192.0.2.300' is not an IPv4 address"),
+    ("v6-under-a", BASE + "  www: {A: '2001:db8::1'}  #<\n", "records.www.A", "is an IPv6 address; put it under AAAA"),
+    ("v4-under-aaaa", BASE + "  www: {AAAA: 192.0.2.1}  #<\n", "records.www.AAAA", "is an IPv4 address; put it under A"),
+    ("bad-ipv6", BASE + "  www: {AAAA: '2001:db8::g'}  #<\n", "records.www.AAAA", "is not an IPv6 address"),
+    ("bad-site-address", BASE + "sites:\n  fra:\n    addresses:\n      - 192.0.2.1\n      - 300.1.1.1  #<\n", "sites.fra.addresses", "'300.1.1.1' is not an IPv4 or IPv6 address"),
+    ("site-without-address", BASE + "sites:\n  fra: {location: [1, 2]}  #<\n", "sites.fra.addresses", "a site needs at least one address"),
+    # out of range
+    ("ttl-negative", BASE + "  www: {ttl: -1, A: 192.0.2.2}  #<\n", "records.www.ttl", "ttl -1 is out of range 0..2147483647"),
+    ("zone-ttl-big", "ttl: 2147483648  #<\n" + BASE, "ttl", "ttl 2147483648 is out of range 0..2147483647"),
+    ("soa-minimum", BASE + "soa: {minimum: -5}  #<\n", "soa.minimum", "minimum -5 is out of range"),
+    ("serial-zero", "serial: 0  #<\n" + BASE, "serial", "serial 0 is out of range 1..4294967295"),
+    ("serial-word", "serial: later  #<\n" + BASE, "serial", "expected an integer 1..4294967295 or 'auto'"),
+    ("latitude", BASE + "sites:\n  fra:\n    location: [91, 8.68]  #<\n    addresses: [192.0.2.1]\n", "sites.fra.location", "latitude 91 is out of range -90..90"),
+    ("longitude", BASE + "sites:\n  fra:\n    location:\n      - 50\n      - -181  #<\n    addresses: [192.0.2.1]\n", "sites.fra.location", "longitude -181 is out of range -180..180"),
+    ("location-shape", BASE + "sites:\n  fra: {location: [50], addresses: [192.0.2.1]}  #<\n", "sites.fra.location", "expected [latitude, longitude]"),
+    ("weight-negative", BASE + "sites:\n  fra: {addresses: [192.0.2.1], weight: -1}  #<\n", "sites.fra.weight", "weight -1 is out of range 0..1000000"),
+    ("port", BASE + "checks:\n  web: {type: http, port: 70000}  #<\n", "checks.web.port", "port 70000 is out of range 1..65535"),
+    ("interval-zero", BASE + "checks:\n  web: {interval: 0}  #<\n", "checks.web.interval", "interval 0 is out of range > 0"),
+    ("timeout-ge-interval", BASE + "checks:\n  web: {interval: 2, timeout: 2}  #<\n", "checks.web.timeout", "timeout 2 must be less than interval 2"),
+    ("rise-zero", BASE + "checks:\n  web: {rise: 0}  #<\n", "checks.web.rise", "rise 0 is out of range 1..1000"),
+    ("fall-zero", BASE + "checks:\n  web: {fall: 0}  #<\n", "checks.web.fall", "fall 0 is out of range 1..1000"),
+    ("expect-status", BASE + "checks:\n  web: {expect_status: [200, 700]}  #<\n", "checks.web.expect_status", "expected an HTTP status 100..599, got 700"),
+    ("check-path", BASE + "checks:\n  web: {path: healthz}  #<\n", "checks.web.path", "path 'healthz' must start with '/'"),
+    ("quorum-one", (BASE + POOLS).replace("iad]}", "iad], quorum: 1}  #<"), "pools.web.quorum", "quorum 1 is out of range [0, 1)"),
+    ("quorum-negative", (BASE + POOLS).replace("iad]}", "iad], quorum: -0.1}  #<"), "pools.web.quorum", "quorum -0.1 is out of range [0, 1)"),
+    ("answers-zero", (BASE + POOLS).replace("iad]}", "iad], answers: 0}  #<"), "pools.web.answers", "answers 0 is out of range 1..1000"),
+    ("pool-ttl", (BASE + POOLS).replace("iad]}", "iad], ttl: -3}  #<"), "pools.web.ttl", "ttl -3 is out of range"),
+    ("when-all-down", (BASE + POOLS).replace("iad]}", "iad], when_all_down: refuse}  #<"), "pools.web.when_all_down", "unknown when_all_down rule 'refuse' (one of: all, servfail, nodata)"),
+    # record data
+    ("mx-no-pref", BASE + "  '@': {MX: ['mail.example.net.']}  #<\n", "records.@.MX", "must be \"PREFERENCE EXCHANGE\""),
+    ("mx-pref-range", BASE + "  '@': {MX: ['70000 mail.example.net.']}  #<\n", "records.@.MX", "preference 0..65535"),
+    ("srv-short", BASE + "  _sip._tcp: {SRV: '10 5 sip.example.net.'}  #<\n", "records._sip._tcp.SRV", "must be \"PRIORITY WEIGHT PORT TARGET\""),
+    ("caa-flags", BASE + "  '@': {CAA: '0x issue letsencrypt.org'}  #<\n", "records.@.CAA", "CAA flags '0x' must be a number 0..255"),
+    ("caa-tag", BASE + "  '@': {CAA: '0 is-sue letsencrypt.org'}  #<\n", "records.@.CAA", "CAA tag 'is-sue' must be 1-15 letters or digits"),
+    ("caa-short", BASE + "  '@': {CAA: 'issue letsencrypt.org'}  #<\n", "records.@.CAA", "must be \"FLAGS TAG VALUE\""),
+    ("empty-label", BASE + "  a..b: {A: 192.0.2.2}  #<\n", "records.a..b", "has an empty label"),
+    ("bad-label", BASE + "  'foo bar': {A: 192.0.2.2}  #<\n", "records.foo bar", "has an invalid label 'foo bar'"),
+    ("hyphen-label", BASE + "  -foo: {A: 192.0.2.2}  #<\n", "records.-foo", "has an invalid label '-foo'"),
+    ("long-label", BASE + "  %s: {A: 192.0.2.2}  #<\n" % ("a" * 64), "records." + "a" * 64, "longer than 63"),
+    ("mid-wildcard", BASE + "  a.*.b: {A: 192.0.2.2}  #<\n", "records.a.*.b", "may only have '*' as its whole first label"),
+    ("cname-target-wildcard", BASE + "  www: {CNAME: '*.example.net.'}  #<\n", "records.www.CNAME", "may not be a wildcard"),
+    ("cname-target-ip", BASE + "  www: {CNAME: 192.0.2.1}  #<\n", "records.www.CNAME", "is an IP address, not a domain name"),
+    ("duplicate-value", BASE + "  www:\n    A:\n      - 192.0.2.2\n      - 192.0.2.02\n".replace("192.0.2.02", "192.0.2.2  #<"), "records.www.A", "duplicate value '192.0.2.2'"),
+    ("empty-list", BASE + "  www: {A: []}  #<\n", "records.www.A", "needs at least one value"),
+    ("txt-mapping", BASE + "  www: {TXT: {a: b}}  #<\n", "records.www.TXT", "expected a string, got a mapping"),
+    # CNAME rules
+    ("cname-beside-data", BASE + "  www: {CNAME: x.example.net., A: 192.0.2.2}  #<\n", "records.www.CNAME", "a CNAME cannot be beside other data (also here: A)"),
+    ("cname-beside-pool", BASE + "  www: {CNAME: x.example.net., pool: web}  #<\n" + POOLS, "records.www.CNAME", "a CNAME cannot be beside other data (also here: pool)"),
+    ("cname-at-apex", BASE + "  '@': {CNAME: x.example.net.}  #<\n", "records.@.CNAME", "a CNAME cannot be at the zone apex"),
+    ("two-cnames", BASE + "  www: {CNAME: [a.example.net., b.example.net.]}  #<\n", "records.www.CNAME", "only one CNAME"),
+    ("apex-ns-in-records", BASE + "  '@': {NS: ns9.example.net.}  #<\n", "records.@.NS", "the apex NS records come from the top-level ns:"),
+    # names outside the zone
+    ("outside-zone", BASE + "  www.example.net.: {A: 192.0.2.2}  #<\n", "records.www.example.net.", "name 'www.example.net.' is outside the zone 'example.org.'"),
+    ("doubled-origin", BASE + "  www.example.org: {A: 192.0.2.2}  #<\n", "records.www.example.org", "is relative and would become 'www.example.org.example.org.'"),
+    ("same-name-twice", BASE + "  www.example.org.: {A: 192.0.2.2}\n  www: {A: 192.0.2.3}  #<\n", "records.www", "is already defined at line 5"),
+    # pools and references
+    ("pool-beside-a", BASE + "  www: {pool: web, A: 192.0.2.2}  #<\n" + POOLS, "records.www.A", "a pool name answers A and AAAA from pool"),
+    ("unknown-pool", BASE + "  www: {pool: nope}  #<\n" + POOLS, "records.www.pool", "unknown pool 'nope' (defined: web)"),
+    ("unknown-site-in-pool", SITES + BASE + "pools:\n  web:\n    policy: failover\n    sites:\n      - fra\n      - nope  #<\n", "pools.web.sites", "unknown site 'nope'"),
+    ("unknown-site-in-geo", BASE + SITES + "pools:\n  g:\n    policy: geo\n    geo:\n      DE: [fra, nope]  #<\n", "pools.g.geo.DE", "unknown site 'nope'"),
+    ("geo-site-not-in-pool", BASE + SITES + "pools:\n  g:\n    policy: geo\n    sites: [fra]\n    geo:\n      DE: [iad]  #<\n", "pools.g.geo.DE", "site 'iad' is not in this pool's sites"),
+    ("unknown-check-in-site", BASE + "sites:\n  fra: {addresses: [192.0.2.1], checks: [nope]}  #<\n", "sites.fra.checks", "unknown check 'nope' (defined: none)"),
+    ("site-twice-in-pool", BASE + SITES + "pools:\n  web: {policy: failover, sites: [fra, fra]}  #<\n", "pools.web.sites", "site 'fra' is listed twice"),
+    ("pool-without-sites", BASE + SITES + "pools:\n  web: {policy: failover}  #<\n", "pools.web.sites", "a pool needs sites"),
+    ("unknown-policy", (BASE + POOLS).replace("closest", "nearest").replace("iad]}", "iad]}  #<"), "pools.web.policy", "unknown policy 'nearest' (one of: closest, geo, failover, weighted, round_robin, hash, least_load, p2c, fastest)"),
+    ("missing-policy", BASE + SITES + "pools:\n  web: {sites: [fra]}  #<\n", "pools.web.policy", "missing policy (one of: closest, geo"),
+    ("geo-without-policy-geo", (BASE + POOLS).replace("iad]}", "iad], geo: {DE: [fra]}}  #<"), "pools.web.geo", "a geo map needs policy geo (this pool's policy is closest)"),
+    ("geo-policy-without-map", BASE + SITES + "pools:\n  g: {policy: geo, sites: [fra]}  #<\n", "pools.g.geo", "policy geo needs a geo map"),
+    ("geo-uk", BASE + SITES + "pools:\n  g:\n    policy: geo\n    geo:\n      UK: [fra]  #<\n", "pools.g.geo.UK", "'UK' is not an ISO 3166 country code (did you mean GB?)"),
+    ("geo-host-bits", BASE + SITES + "pools:\n  g:\n    policy: geo\n    geo:\n      10.0.0.1/8: [fra]  #<\n", "pools.g.geo.10.0.0.1/8", "has host bits set; did you mean 10.0.0.0/8?"),
+    ("geo-bad-cidr", BASE + SITES + "pools:\n  g:\n    policy: geo\n    geo:\n      10.0.0.0/33: [fra]  #<\n", "pools.g.geo.10.0.0.0/33", "is not a network in CIDR form"),
+    ("geo-word", BASE + SITES + "pools:\n  g:\n    policy: geo\n    geo:\n      europe: [fra]  #<\n", "pools.g.geo.europe", "is not a geo key: use a CIDR network, a 2-letter country code, a continent code (AF, AN, AS, EU, NA, OC, SA)"),
+    ("geo-bad-continent", BASE + SITES + "pools:\n  g:\n    policy: geo\n    geo:\n      continent:XX: [fra]  #<\n", "pools.g.geo.continent:XX", "'XX' is not a continent code"),
+    ("geo-same-key", BASE + SITES + "pools:\n  g:\n    policy: geo\n    geo:\n      DE: [fra]\n      country:de: [iad]  #<\n", "pools.g.geo.country:de", "same key as line"),
+    ("closest-without-location", BASE + SITES.replace("{location: [38.95, -77.45], ", "{") + "pools:\n  web:\n    policy: closest\n    sites:\n      - fra\n      - iad  #<\n", "pools.web.sites", "policy closest needs a location for every site; site 'iad' has none"),
+    # NS and glue
+    ("apex-ns-without-glue", "zone: example.org\nns:\n  - ns1.example.org\n  - ns2.example.org  #<\nrecords:\n  ns1: {A: 192.0.2.1}\n", "ns", "name server 'ns2.example.org.' is inside the zone but has no A/AAAA records (glue)"),
+    ("delegation-without-glue", BASE + "  sub: {NS: [ns.sub, ns.example.net.]}  #<\n", "records.sub.NS", "name server 'ns.sub.example.org.' is inside the zone but has no A/AAAA"),
+    ("ns-target-cname", BASE + "  sub: {NS: alias}  #<\n  alias: {CNAME: ns1}\n", "records.sub.NS", "is a CNAME (RFC 2181 10.3)"),
+    ("data-below-cut", BASE + "  sub: {NS: ns.example.net.}\n  www.sub: {TXT: hidden}  #<\n", "records.www.sub", "below the delegation 'sub.example.org.'"),
+    ("data-at-cut", BASE + "  sub: {NS: ns.example.net., MX: '10 mx.example.net.'}  #<\n", "records.sub", "a delegation point holds only NS"),
+    ("ns-ip", "zone: example.org\nns: [192.0.2.1]  #<\n", "ns[0]", "'192.0.2.1' is an IP address, not a host name"),
+    ("ns-number", "zone: example.org\nns: 5  #<\n", "ns", "expected a host name, got an integer"),
+    ("soa-mname-number", BASE + "soa: {mname: 5}  #<\n", "soa.mname", "expected a host name, got an integer"),
+    ("soa-rname-dotted-local", BASE + "soa: {rname: first.last@example.org}  #<\n", "soa.rname", "a local part with dots is not supported"),
+    ("missing-zone", "ns: [ns1.example.net.]  #<\n", "zone", "missing required key 'zone'"),
+    ("missing-ns", "zone: example.org  #<\n", "ns", "missing required key 'ns'"),
+    ("empty-ns", "zone: example.org\nns: []  #<\n", "ns", "needs at least one name server"),
+    ("bad-zone-name", "zone: exa mple.org  #<\nns: [ns.example.net.]\n", "zone", "has an invalid label"),
+    # checks
+    ("tcp-without-port", BASE + "checks:\n  db: {type: tcp}  #<\n", "checks.db", "a tcp check needs a port"),
+    ("tcp-with-path", BASE + "checks:\n  db: {type: tcp, port: 5432, path: /x}  #<\n", "checks.db.path", "path applies to http and https checks only"),
+    ("check-type", BASE + "checks:\n  web: {type: icmp}  #<\n", "checks.web.type", "unknown check type 'icmp' (one of: http, https, tcp)"),
+]
+
+
+@pytest.mark.parametrize("text,path,message", [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES])
+def test_error_classes(tmp_path, text, path, message):
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "#<" in ln)
+    file = str(tmp_path / "z.yaml")
+    errors = errors_of(tmp_path, text)
+    expected = f"{file}:{line}: {path}: "
+    assert any(e.startswith(expected) and message in e for e in errors), (expected, message, errors)
+
+
+def test_structural_errors_without_field(tmp_path):
+    file = str(tmp_path / "z.yaml")
+    assert errors_of(tmp_path, "- a\n- b\n") == [
+        f"{file}:1: the top level must be a mapping with zone:, ns:, records:, ..., got a list"]
+    errors = errors_of(tmp_path, "zone: example.org\nns: [a.example.net.\nrecords: {}\n")
+    assert len(errors) == 1 and errors[0].startswith(f"{file}:3: YAML syntax error")
+    errors = errors_of(tmp_path, BASE + "  www: {A: 192.0.2.2}\n  www: {A: 192.0.2.3}\n")
+    assert errors == [f"{file}:6: duplicate key 'www' (first at line 5)"]
+
+
+def test_duplicate_pool_name(tmp_path):
+    file = str(tmp_path / "z.yaml")
+    errors = errors_of(tmp_path, BASE + POOLS + "  web: {policy: failover, sites: [fra]}\n")
+    line = len((BASE + POOLS).splitlines()) + 1
+    assert errors == [f"{file}:{line}: duplicate key 'web' (first at line {line - 1})"]
+
+
+def test_all_errors_of_a_file_are_reported(tmp_path):
+    errors = errors_of(tmp_path, BASE + """\
+  www: {A: 192.0.2.300}
+  ftp: {AAAA: 192.0.2.1}
+sites:
+  fra: {location: [91, 0], addresses: [192.0.2.1]}
+""")
+    assert len(errors) == 3
+    assert [int(e.split(":")[1]) for e in errors] == [5, 6, 8]
+
+
+def test_empty_and_unreadable_files(tmp_path):
+    file = str(tmp_path / "z.yaml")
+    assert errors_of(tmp_path, "") == [f"{file}: the top level must be a mapping with zone:, ns:, records:, ..., got null"]
+    with pytest.raises(ConfigErrors) as info:
+        load_zone_file(str(tmp_path / "missing.yaml"))
+    assert "cannot read" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# ZoneStore and check_directory
+
+
+def zone_text(name: str, extra: str = "") -> str:
+    return f"zone: {name}\nns: [ns1.{name}]\nrecords:\n  ns1: {{A: 192.0.2.1}}\n{extra}"
+
+
+def test_store_loads_keeps_last_good_and_reports(tmp_path):
+    (tmp_path / "a.yaml").write_text(zone_text("a.example"))
+    (tmp_path / "b.yaml").write_text(zone_text("b.example"))
+    (tmp_path / "notes.txt").write_text("not a zone")
+    (tmp_path / ".#a.yaml").write_text("editor lock file")
+    store = ZoneStore(str(tmp_path))
+    result = store.reload()
+    assert sorted(result["changed"]) == ["a.example", "b.example"] and result["errors"] == []
+    zones = store.zones
+    assert isinstance(zones, ZoneSet) and len(zones) == 2
+    assert zones.find("www.a.example.") is zones.by_key("a.example")
+
+    # nothing changed: same object, nothing reported
+    assert store.reload() == {"changed": [], "errors": [], "removed": []}
+    assert store.zones is zones
+
+    # a broken edit keeps the last good zone and reports the error with file:line
+    good = zones.by_key("a.example")
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.999}\n"))
+    os.utime(path, ns=(good_mtime := os.stat(path).st_mtime_ns + 10**9, good_mtime))
+    result = store.reload()
+    assert result["changed"] == [] and len(result["errors"]) == 1
+    assert result["errors"][0].startswith(f"{path}:5: records.www.A: ")
+    assert store.zones is zones and store.zones.by_key("a.example") is good
+    status = {s["file"]: s for s in store.status()}
+    assert status[str(path)]["zone"] == "a.example" and "192.0.2.999" in status[str(path)]["error"]
+    assert status[str(tmp_path / "b.yaml")]["error"] is None
+    assert set(status[str(path)]) == {"zone", "serial", "file", "loaded_at", "error"}
+    assert status[str(path)]["loaded_at"].endswith("Z") and "T" in status[str(path)]["loaded_at"]
+
+    # fixing it swaps in a new zone with a larger serial and clears the error
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
+    os.utime(path, ns=(good_mtime + 10**9, good_mtime + 10**9))
+    result = store.reload()
+    assert result == {"changed": ["a.example"], "errors": [], "removed": []}
+    new = store.zones.by_key("a.example")
+    assert store.zones is not zones and new.serial > good.serial and "www.a.example." in new.nodes
+    assert store.zones.by_key("b.example") is zones.by_key("b.example")
+    assert all(s["error"] is None for s in store.status())
+
+    # deleting a file removes its zone
+    (tmp_path / "b.yaml").unlink()
+    result = store.reload()
+    assert result["removed"] == ["b.example"] and store.zones.by_key("b.example") is None
+    assert [s["zone"] for s in store.status()] == ["a.example"]
+
+
+def test_store_force_rereads_unchanged_files(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    store = ZoneStore(str(tmp_path))
+    store.reload()
+    zones = store.zones
+    stat = os.stat(path)
+    path.write_text(zone_text("a.example").replace("192.0.2.1", "192.0.2.7"))  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert store.reload()["changed"] == []  # same mtime and size: not noticed ...
+    assert store.reload(force=True)["changed"] == ["a.example"]  # ... unless forced
+    assert store.zones is not zones
+
+
+def test_store_same_zone_in_two_files(tmp_path):
+    (tmp_path / "a.yaml").write_text(zone_text("a.example"))
+    (tmp_path / "b.yaml").write_text(zone_text("a.example"))
+    store = ZoneStore(str(tmp_path))
+    result = store.reload()
+    assert result["changed"] == ["a.example"]
+    assert result["errors"] == [f"{tmp_path / 'b.yaml'}:1: zone: zone a.example is already declared in {tmp_path / 'a.yaml'}"]
+    assert store.zones.by_key("a.example").file == str(tmp_path / "a.yaml")
+    errors = [str(e) for e in check_directory(str(tmp_path))]
+    assert errors == result["errors"]
+
+
+def test_store_broken_file_that_never_loaded(tmp_path):
+    (tmp_path / "a.yaml").write_text("zone: a.example\n")
+    store = ZoneStore(str(tmp_path))
+    result = store.reload()
+    assert result["changed"] == [] and len(result["errors"]) == 1 and len(store.zones) == 0
+    assert store.status() == [{"zone": None, "serial": None, "file": str(tmp_path / "a.yaml"),
+                               "loaded_at": None, "error": result["errors"][0]}]
+
+
+def test_store_missing_directory(tmp_path):
+    store = ZoneStore(str(tmp_path / "nope"))
+    result = store.reload()
+    assert result["changed"] == [] and "cannot read the zones folder" in result["errors"][0]
+
+
+def test_check_directory(tmp_path):
+    assert "no zone files" in str(check_directory(str(tmp_path))[0])
+    (tmp_path / "a.yaml").write_text(zone_text("a.example", "  www: {A: 1.2.3}\n  ftp: {AAAA: x}\n"))
+    (tmp_path / "b.yaml").write_text("zone: b.example\n")
+    errors = [str(e) for e in check_directory(str(tmp_path))]
+    assert len(errors) == 3
+    assert errors[0].startswith(f"{tmp_path / 'a.yaml'}:5: records.www.A: ")
+    assert errors[2].startswith(f"{tmp_path / 'b.yaml'}:1: ns: missing required key 'ns'")
+    assert check_directory(str(ROOT / "zones")) == []
