@@ -27,6 +27,7 @@ from typing import Mapping, Protocol
 from gslb.model import Location, Pool, PoolAnswer, Site, StateView, Zone
 from gslb.policies import (
     POLICIES, Candidate, Context, GeoMap, Policy, client_subnet, distance_km, nearest_region, site_rtt,
+    subnet_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class Balancer:
                 return location, (version, addr >> (bits - scope), scope)
             return location, (location.network if location is not None else None)
         if policy.uses_subnet:
-            return None, client_subnet(client_ip)[0]
+            return None, subnet_key(client_ip)
         return None, None
 
     def _decide(self, prep: _Prepared, policy: Policy, location: Location | None, client_ip: str,

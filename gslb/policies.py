@@ -287,6 +287,13 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
 )}
 
 
+def subnet_key(ip: str) -> bytes:
+    """The packed /24 (IPv4) or /48 (IPv6) of a client: the hash policy's input and cache key."""
+    if ":" in ip:
+        return socket.inet_pton(socket.AF_INET6, ip)[:6]
+    return socket.inet_aton(ip)[:3]
+
+
 def client_subnet(ip: str) -> tuple[bytes, str, int]:
     """The hashed subnet of a client: packed /24 (IPv4) or /48 (IPv6), its text, and its length."""
     if ":" in ip:
