@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from gslb.errors import StartupError
-from gslb.metrics import make_registry, render, site_quorums
+from gslb.metrics import make_registry, render, site_quorums, site_status
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def build_status(server: Any) -> dict[str, Any]:
                 pools_of.setdefault(name, []).append(pool.name)
         for name in sorted(zone.sites):
             site = zone.sites[name]
-            status = view.site(zone.key, name)
+            status = site_status(view, zone, name)
             sites.append({
                 "zone": zone.key,
                 "site": name,
@@ -136,7 +136,7 @@ def build_status(server: Any) -> dict[str, Any]:
             })
         for pool in zone.pools.values():
             up = sum(1 for name in pool.sites
-                     if view.site(zone.key, name).state(pool.quorum) in ("up", "unknown"))
+                     if site_status(view, zone, name).state(pool.quorum) in ("up", "unknown"))
             pools.append({
                 "zone": zone.key, "pool": pool.name, "policy": pool.policy,
                 "up": up, "total": len(pool.sites), "sites": list(pool.sites),
@@ -176,7 +176,7 @@ async def explain(request: web.Request) -> web.Response:
     client = request.query.get("client", "").strip()
     if not name:
         return _error(400, "missing query parameter: name")
-    if not _NAME_RE.match(name) or ".." in name.rstrip(".") or len(name.rstrip(".").split(".")[0]) > 63:
+    if not _NAME_RE.match(name) or any(not 0 < len(label) <= 63 for label in name.rstrip(".").split(".")):
         return _error(400, f"name: not a domain name: {name!r}")
     if qtype not in EXPLAIN_TYPES:
         return _error(400, f"type: expected one of {', '.join(sorted(EXPLAIN_TYPES))}, got {qtype!r}")
@@ -248,7 +248,7 @@ async def override(request: web.Request) -> web.Response:
     except ValueError as exc:
         return _error(400, str(exc))
     logger.info("http: override %s/%s -> %s (from %s)", zone.key, site_name, state, request.remote)
-    status = server.table.view.site(zone.key, site_name)
+    status = site_status(server.table.view, zone, site_name)
     quorum = site_quorums([zone]).get((zone.key, site_name), 0.5)
     return web.json_response({"zone": zone.key, "site": site_name,
                               "override": status.override, "state": status.state(quorum)})

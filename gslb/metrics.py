@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,6 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from gslb.model import SiteStatus
 from gslb.stats import LATENCY_BUCKETS
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,17 @@ def site_quorums(zones: Any) -> dict[tuple[str, str], float]:
             for site in pool.sites:
                 quorums.setdefault((zone.key, site), pool.quorum)
     return quorums
+
+
+def site_status(view: Any, zone: Any, name: str) -> SiteStatus:
+    """The table's status of a site; a site without checks counts as unchecked (always up) even
+    before the table has heard of it."""
+    status = view.site(zone.key, name)
+    if not status.unchecked and not status.regions:
+        site = zone.sites.get(name)
+        if site is not None and not site.checks:
+            return replace(status, unchecked=True)
+    return status
 
 
 class GslbCollector(Collector):
@@ -167,7 +180,7 @@ class GslbCollector(Collector):
             labels=["zone", "site", "state"])
         for zone in zones:
             for name in sorted(zone.sites):
-                current = view.site(zone.key, name).state(quorums.get((zone.key, name), 0.5))
+                current = site_status(view, zone, name).state(quorums.get((zone.key, name), 0.5))
                 for state in SITE_STATES:
                     family.add_metric([zone.key, name, state], 1 if state == current else 0)
         yield family

@@ -4,7 +4,7 @@ Source: the npm package ``world-atlas`` (TopoJSON of Natural Earth's public-doma
 Admin 0 country boundaries; the package itself is ISC-licensed). Its ``countries-110m.json``
 is decoded (TopoJSON arcs, delta-encoded and quantized), projected equirectangularly
 (x = longitude + 180, y = LAT_TOP - latitude; Antarctica and the far south dropped to keep the
-map compact), rounded to 0.1 degree, and written as one SVG path string per country.
+map compact), made continuous across the antimeridian, rounded to 0.1 degree, and written as one SVG path string per country.
 
 Rerun (needs npm; nothing is installed into the tree, node_modules is never committed)::
 
@@ -52,6 +52,25 @@ def ring_points(ring: list[int], arcs: list[list[tuple[float, float]]]) -> list[
     return points
 
 
+def unwrap(points: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    """A ring made continuous across the antimeridian (Russia, Fiji), plus its copy shifted by
+    360 degrees when it sticks out of -180..180; the SVG view box clips both to the map."""
+    out = [points[0]]
+    for lon, lat in points[1:]:
+        prev = out[-1][0]
+        while lon - prev > 180:
+            lon -= 360
+        while lon - prev < -180:
+            lon += 360
+        out.append((lon, lat))
+    lons = [lon for lon, _ in out]
+    if min(lons) < -180:
+        return [out, [(lon + 360, lat) for lon, lat in out]]
+    if max(lons) > 180:
+        return [out, [(lon - 360, lat) for lon, lat in out]]
+    return [out]
+
+
 def ring_path(points: list[tuple[float, float]]) -> str:
     """One ring as SVG path data in map coordinates, rounded, without repeated points."""
     out: list[str] = []
@@ -86,7 +105,8 @@ def build(topology: dict) -> dict:
             polygons = geometry["arcs"]
         else:
             continue
-        d = "".join(ring_path(ring_points(ring, arcs)) for polygon in polygons for ring in polygon)
+        d = "".join(ring_path(points) for polygon in polygons for ring in polygon
+                    for points in unwrap(ring_points(ring, arcs)))
         if d:
             countries.append({"name": geometry.get("properties", {}).get("name", ""), "d": d})
     return {

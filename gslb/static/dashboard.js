@@ -127,6 +127,7 @@
     }
     // One label per place: sites of several zones at the same spot share it.
     const labelled = new Set();
+    const placed = [];  // [x, y, side] of labels already drawn, to put a close neighbour's on the other side
     const sites = (data.sites || []).filter((s) => s.location);
     for (const s of sites) {
       const [x, y] = project(s.location[0], s.location[1]);
@@ -137,7 +138,10 @@
       const key = s.site + "@" + x.toFixed(1) + "," + y.toFixed(1);
       if (!labelled.has(key)) {
         labelled.add(key);
-        const t = svg("text", { x: x + 2.6, y: y + 1.2 });
+        const near = placed.find(([px, py]) => Math.abs(px - x) < 9 && Math.abs(py - y) < 4);
+        const left = near !== undefined && near[2] === "right";
+        placed.push([x, y, left ? "left" : "right"]);
+        const t = svg("text", left ? { x: x - 2.6, y: y + 1.2, "text-anchor": "end" } : { x: x + 2.6, y: y + 1.2 });
         t.textContent = s.site;
         g.append(t);
       }
@@ -190,7 +194,7 @@
       const bar = el("span", { class: "bar" }, el("span", { style: `width:${Math.round(frac * 100)}%;background:${colour}` }));
       body.append(el("tr", { "data-zone": p.zone, "data-pool": p.pool, "data-up": p.up, "data-total": p.total },
         el("td", { class: "muted" }, p.zone), el("td", {}, el("b", {}, p.pool)), el("td", { class: "muted" }, p.policy),
-        el("td", {}, bar, `${p.up}/${p.total}`)));
+        el("td", { class: "nowrap" }, bar, `${p.up}/${p.total}`)));
     }
     if (!(data.pools || []).length) body.append(el("tr", {}, el("td", { class: "muted", colspan: 4 }, "no pools")));
   }
@@ -199,8 +203,9 @@
     const list = document.getElementById("changes");
     list.replaceChildren();
     for (const c of data.changes || []) {
-      list.append(el("li", {}, el("time", { datetime: c.time, title: c.time }, clock(c.time)),
-        `${c.site} `, el("span", { class: "muted" }, c.zone), " ", badge(c.old), " → ", badge(c.new)));
+      list.append(el("li", { "data-zone": c.zone, "data-site": c.site },
+        el("time", { datetime: c.time, title: c.time }, clock(c.time)),
+        el("b", {}, c.site), " ", badge(c.old), " → ", badge(c.new), el("div", { class: "muted small" }, c.zone)));
     }
     if (!(data.changes || []).length) list.append(el("li", { class: "muted" }, "no changes yet"));
   }

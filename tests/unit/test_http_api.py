@@ -73,7 +73,7 @@ class FakeServer:
             "api": Pool("api", "failover", ("iad", "fra"), quorum=0.0),
         }
         zone = make_zone("gslb.example.com", sites, pools)
-        other = make_zone("other.example.net", {"ams": Site("ams", (52.37, 4.9), ("192.0.2.50",), ())}, {})
+        other = make_zone("other.example.net", {"ams": Site("ams", (52.37, 4.9), ("192.0.2.50",), (), ("web",))}, {})
         self.zone_store = FakeZoneStore([zone, other])
         k = "gslb.example.com"
         self.table = FakeTable({
@@ -86,7 +86,6 @@ class FakeServer:
                 "us-east": RegionResult("up", NOW - 2, rtt_ms=2.0),
             }),
             (k, "sin"): SiteStatus({}, override="drain"),
-            (k, "lab"): SiteStatus(unchecked=True),
         })
         self.stats = QueryStats()
         self.stats.query(k, "A", "NOERROR", 0.0002)
@@ -158,7 +157,8 @@ async def test_status_document(api):
     assert iad["regions"]["eu-west"]["error"] == "status 503, expected 200"
     assert sites[("gslb.example.com", "sin")]["state"] == "drain"
     assert sites[("gslb.example.com", "sin")]["override"] == "drain"
-    assert sites[("gslb.example.com", "lab")]["state"] == "up"  # no checks: always up
+    # no checks: always up, even before the table has an entry for it
+    assert sites[("gslb.example.com", "lab")]["state"] == "up"
     assert sites[("other.example.net", "ams")]["state"] == "unknown"  # no result yet
     pools = {(p["zone"], p["pool"]): p for p in doc["pools"]}
     assert pools[("gslb.example.com", "web")] == {"zone": "gslb.example.com", "pool": "web", "policy": "closest",
