@@ -1,0 +1,246 @@
+"""asyncio DNS listeners: UDP and TCP (RFC 7766) around a synchronous ``handle`` function.
+
+``handle(data, client_ip, tcp) -> bytes | None`` does all the DNS work; this module only moves
+bytes. UDP replies are sent from ``datagram_received`` itself (no awaits on the hot path). TCP
+connections carry 2-byte length-prefixed messages; several queries per connection are answered
+in the order they arrived (the handler is synchronous, so pipelined queries are answered one
+after the other), idle connections are closed after ``TcpLimits.idle_timeout``, and the number
+of open connections is capped in total and per client address (excess connections are closed at
+once, RFC 7766 section 6.2.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Callable
+
+from gslb.config import TcpLimits
+from gslb.errors import StartupError
+
+logger = logging.getLogger(__name__)
+
+Handle = Callable[[bytes, str, bool], "bytes | None"]
+
+#: the smallest valid DNS message (a header)
+_MIN_MESSAGE = 12
+
+
+def _client_ip(addr: tuple) -> str:
+    """The client's address as text; IPv4-mapped IPv6 addresses in IPv4 form."""
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    """One UDP socket: every datagram is answered immediately."""
+
+    def __init__(self, handle: Handle) -> None:
+        self._handle = handle
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        try:
+            reply = self._handle(data, _client_ip(addr), False)
+            if reply is not None and self._transport is not None:
+                self._transport.sendto(reply, addr)
+        except Exception:  # never let one packet stop the listener
+            logger.exception("UDP query from %s failed", addr[0])
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like for earlier replies: nothing to do
+        logger.debug("UDP socket error: %s", exc)
+
+
+class _TcpProtocol(asyncio.Protocol):
+    """One TCP connection: length-framed queries, answered in order."""
+
+    def __init__(self, server: "DnsServer") -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._client = ""
+        self._counted = False
+        self._paused = False
+        self._last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self._client = _client_ip(peer) if peer else ""
+        if not self._server._admit(self):
+            transport.abort()  # over the cap: closed at once
+            return
+        self._counted = True
+        loop = asyncio.get_running_loop()
+        self._last = loop.time()
+        self._timer = loop.call_later(self._server.limits.idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        idle_for = loop.time() - self._last
+        timeout = self._server.limits.idle_timeout
+        if idle_for >= timeout:
+            transport.close()  # flushes what is still to be written
+        else:
+            self._timer = loop.call_later(timeout - idle_for, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self._last = asyncio.get_running_loop().time()
+        self._buffer += data
+        if not self._paused:
+            self._process()
+
+    def _process(self) -> None:
+        buffer = self._buffer
+        transport = self._transport
+        if transport is None:
+            return
+        try:
+            while len(buffer) >= 2 and not self._paused and not transport.is_closing():
+                length = (buffer[0] << 8) | buffer[1]
+                if length < _MIN_MESSAGE:
+                    transport.close()  # a garbled frame: nothing after it can be trusted
+                    return
+                if len(buffer) < 2 + length:
+                    return
+                message = bytes(buffer[2:2 + length])
+                del buffer[:2 + length]
+                reply = self._server.handle(message, self._client, True)
+                if reply is None:
+                    transport.close()  # dropped (response packet, ACL, garbage): end the stream
+                    return
+                transport.write(len(reply).to_bytes(2, "big") + reply)
+        except Exception:
+            logger.exception("TCP query from %s failed", self._client)
+            transport.abort()
+
+    def pause_writing(self) -> None:
+        # the client does not read its replies: stop reading its queries until it does
+        self._paused = True
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+            self._process()
+
+    def eof_received(self) -> bool:
+        return False  # close once the replies are written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._counted:
+            self._counted = False
+            self._server._release(self)
+        self._transport = None
+
+    def abort(self) -> None:
+        """Drop the connection now (server shutdown)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class DnsServer:
+    """UDP and TCP listeners on a list of addresses, answering through ``handle``."""
+
+    def __init__(self, handle: Handle, tcp: TcpLimits, reuse_port: bool = False) -> None:
+        self.handle = handle
+        self.limits = tcp
+        self.reuse_port = reuse_port
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.base_events.Server] = []
+        self._connections: set[_TcpProtocol] = set()
+        self._per_client: dict[str, int] = {}
+        #: (host, port) actually bound, in listen order (port 0 resolved)
+        self.addresses: list[tuple[str, int]] = []
+
+    async def start(self, listen: list[tuple[str, int]]) -> None:
+        """Bind UDP and TCP on every address; StartupError names the address that failed."""
+        loop = asyncio.get_running_loop()
+        try:
+            for host, port in listen:
+                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                try:
+                    server = await loop.create_server(
+                        lambda: _TcpProtocol(self), host, port, family=family, reuse_address=True,
+                        reuse_port=self.reuse_port or None, backlog=1024)
+                    self._tcp.append(server)
+                    bound_port = server.sockets[0].getsockname()[1]
+                    transport, _ = await loop.create_datagram_endpoint(
+                        lambda: _UdpProtocol(self.handle), local_addr=(host, bound_port), family=family,
+                        reuse_port=self.reuse_port or None)
+                except OSError as e:
+                    raise StartupError(f"cannot listen on {shown} (UDP and TCP): {e.strerror or e}") from e
+                self._udp.append(transport)  # type: ignore[arg-type]
+                _grow_receive_buffer(transport.get_extra_info("socket"))
+                self.addresses.append((host, bound_port))
+                logger.info("DNS listening on %s (UDP and TCP)", shown if port else f"{host}:{bound_port}")
+        except BaseException:
+            await self.close()
+            raise
+
+    def _admit(self, conn: _TcpProtocol) -> bool:
+        limits = self.limits
+        count = self._per_client.get(conn._client, 0)
+        if len(self._connections) >= limits.max_connections or count >= limits.max_per_client:
+            logger.debug("TCP connection from %s refused: over the connection cap", conn._client)
+            return False
+        self._connections.add(conn)
+        self._per_client[conn._client] = count + 1
+        return True
+
+    def _release(self, conn: _TcpProtocol) -> None:
+        self._connections.discard(conn)
+        count = self._per_client.get(conn._client, 0) - 1
+        if count > 0:
+            self._per_client[conn._client] = count
+        else:
+            self._per_client.pop(conn._client, None)
+
+    @property
+    def tcp_connections(self) -> int:
+        """How many TCP connections are open."""
+        return len(self._connections)
+
+    async def close(self) -> None:
+        """Stop listening and drop open TCP connections."""
+        for transport in self._udp:
+            transport.close()
+        self._udp.clear()
+        for server in self._tcp:
+            server.close()
+        for conn in list(self._connections):
+            conn.abort()
+        for server in self._tcp:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+            except asyncio.TimeoutError:
+                logger.warning("TCP listener did not close within 2 s")
+        self._tcp.clear()
+        await asyncio.sleep(0)  # let connection_lost callbacks run
+
+
+def _grow_receive_buffer(sock: socket.socket | None) -> None:
+    """Ask for a large UDP receive buffer so bursts are not dropped (best effort)."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    except OSError:
+        pass
