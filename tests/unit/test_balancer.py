@@ -335,3 +335,17 @@ def test_closest_with_the_sample_database_for_every_continent():
         a = b.answer(z, z.pools["web"], "A", "203.0.113.245", 32, StateView(1, {}))
         assert a.sites == ("fra",) and a.scope_prefix == geo.locate("203.0.113.245").prefixlen
         assert b.answer(z, z.pools["web"], "A", "203.0.113.130", 24, StateView(1, {})).scope_prefix == 24
+
+
+def test_hash_through_the_balancer_moves_only_the_down_sites_clients():
+    sites = {n: Site(n, None, (f"10.8.0.{i}",), ()) for i, n in enumerate("abcde")}
+    z = zone(pool("hash", sites=tuple("abcde")), sites=sites)
+    b = bal()
+    clients = [f"10.{i >> 8}.{i & 255}.1" for i in range(3000)]
+    before = {c: ask(b, z, "web", c, v=view(1)).sites for c in clients}
+    after = {c: ask(b, z, "web", c, v=view(2, b="down")).sites for c in clients}
+    moved = [c for c in clients if before[c] != after[c]]
+    assert moved and all(before[c] == ("b",) for c in moved)
+    assert len(moved) == sum(1 for c in clients if before[c] == ("b",))
+    back = {c: ask(b, z, "web", c, v=view(3)).sites for c in clients}
+    assert back == before
