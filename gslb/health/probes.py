@@ -93,6 +93,14 @@ def _expected(check: Check) -> str:
     return ", ".join(str(s) for s in sorted(check.expect_status))
 
 
+def _tls_reason(exc: BaseException) -> str:
+    """``TLS error: wrong version number`` from an ssl error or aiohttp's wrapper of one."""
+    inner = getattr(exc, "os_error", None) or getattr(exc, "certificate_error", None) or exc
+    reason = getattr(inner, "reason", None)
+    text = reason.lower().replace("_", " ") if isinstance(reason, str) and reason else str(inner)
+    return f"TLS error: {text}"
+
+
 def _os_error(exc: BaseException | None) -> str:
     """A readable reason for a connection-level OS error."""
     if isinstance(exc, ConnectionRefusedError):
@@ -100,7 +108,7 @@ def _os_error(exc: BaseException | None) -> str:
     if isinstance(exc, socket.gaierror):
         return "DNS/address error"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
+        return _tls_reason(exc)
     if isinstance(exc, OSError):
         if exc.errno is not None and exc.strerror:
             return f"connect error: {exc.strerror}"
@@ -163,9 +171,7 @@ async def probe(check: Check, address: str, session: aiohttp.ClientSession) -> P
     except aiohttp.ClientConnectorDNSError:
         return ProbeResult(False, None, None, "DNS/address error")
     except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-        inner = getattr(exc, "os_error", None) or getattr(exc, "certificate_error", None) or exc
-        reason = getattr(inner, "reason", None) or str(inner)
-        return ProbeResult(False, None, None, f"TLS error: {reason}")
+        return ProbeResult(False, None, None, _tls_reason(exc))
     except aiohttp.ClientConnectorError as exc:
         return ProbeResult(False, None, None, _os_error(exc.os_error))
     except aiohttp.ServerDisconnectedError:
@@ -179,7 +185,7 @@ async def probe(check: Check, address: str, session: aiohttp.ClientSession) -> P
     except aiohttp.ClientError as exc:
         return ProbeResult(False, None, None, f"HTTP error: {exc.__class__.__name__}: {exc}")
     except ssl.SSLError as exc:
-        return ProbeResult(False, None, None, f"TLS error: {exc.reason or exc}")
+        return ProbeResult(False, None, None, _tls_reason(exc))
     except (OSError, ValueError, UnicodeError) as exc:
         # ValueError/UnicodeError: an address the resolver cannot even parse
         if isinstance(exc, (ValueError, UnicodeError)):
