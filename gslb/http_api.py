@@ -90,9 +90,9 @@ def iso_time(ts: float | None) -> str | None:
 
 
 def _change(item: Any) -> dict[str, Any]:
-    """One recent verdict change as JSON (a tuple or an object with the same fields)."""
+    """One recent verdict change as JSON (a gslb.state.Change, or a (time, zone, site, old, new) tuple)."""
     if hasattr(item, "zone"):
-        t, zone, site, old, new = item.time, item.zone, item.site, item.old, item.new
+        t, zone, site, old, new = getattr(item, "at", None), item.zone, item.site, item.old, item.new
     else:
         t, zone, site, old, new = item
     return {"time": iso_time(t), "zone": zone, "site": site, "old": old, "new": new}

@@ -49,9 +49,11 @@ class CheckStats:
         #: (zone key, site, check) -> total seconds
         self.duration_sums: dict[tuple[str, str, str], float] = {}
 
-    def observe(self, zone: str, site: str, check: str, passed: bool, seconds: float) -> None:
-        """Count one probe of ``check`` on ``site`` that took ``seconds``."""
+    def observe(self, zone: str, site: str, check: str, passed: bool, seconds: float | None) -> None:
+        """Count one probe of ``check`` on ``site`` that took ``seconds`` (None: duration unknown)."""
         self.results[(zone, site, check, "pass" if passed else "fail")] += 1
+        if seconds is None:
+            return
         key = (zone, site, check)
         counts = self.duration_counts.get(key)
         if counts is None:
@@ -59,6 +61,20 @@ class CheckStats:
             self.duration_sums[key] = 0.0
         counts[bisect_left(CHECK_DURATION_BUCKETS, seconds)] += 1
         self.duration_sums[key] += seconds
+
+    def on_probe(self, target: Any, result: Any, state: Any = None) -> None:
+        """Monitor observer (``Monitor.add_observer(check_stats.on_probe)``): count one probe.
+
+        ``target`` has ``zone``, ``site``, ``check_name`` and ``check.timeout``; ``result`` has
+        ``ok``, ``rtt_ms`` and ``error``. A probe that timed out counts the check's timeout as its
+        duration; other failures without a round-trip time count no duration.
+        """
+        seconds: float | None = None
+        if result.rtt_ms is not None:
+            seconds = result.rtt_ms / 1000.0
+        elif (result.error or "").startswith("timeout"):
+            seconds = float(target.check.timeout)
+        self.observe(target.zone, target.site, target.check_name, bool(result.ok), seconds)
 
     def forget(self, zone: str, site: str) -> None:
         """Drop the series of a site that no longer exists (after a reload)."""

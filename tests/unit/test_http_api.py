@@ -361,6 +361,32 @@ async def test_metrics(api):
     assert sample(fams, "gslb_queries", "gslb_queries_total", zone=k, qtype="AAAA", rcode="NOERROR") == 1
 
 
+def test_check_stats_as_monitor_observer():
+    from gslb.health.monitor import Target
+    from gslb.health.probes import ProbeResult
+    from gslb.model import Check
+
+    stats = CheckStats()
+    target = Target("z", "fra", "web", "192.0.2.10", Check("web", "http", 80, timeout=2.0))
+    stats.on_probe(target, ProbeResult(True, rtt_ms=30.0), None)
+    stats.on_probe(target, ProbeResult(False, error="timeout after 2.0s"), None)
+    stats.on_probe(target, ProbeResult(False, error="connect refused"), None)
+    assert stats.results == {("z", "fra", "web", "pass"): 1, ("z", "fra", "web", "fail"): 2}
+    assert sum(stats.duration_counts[("z", "fra", "web")]) == 2
+    assert stats.duration_sums[("z", "fra", "web")] == pytest.approx(2.03)
+
+
+def test_status_lists_state_change_objects():
+    from gslb.state import Change
+
+    server = FakeServer()
+    server.table.changes.append(Change(NOW, "gslb.example.com", "fra", "down", "up"))
+    doc = build_status(server)
+    assert doc["changes"][0] == {"time": iso_time(NOW), "zone": "gslb.example.com", "site": "fra",
+                                 "old": "down", "new": "up"}
+    assert doc["changes"][1]["site"] == "iad"
+
+
 def test_check_stats_forget():
     stats = CheckStats()
     stats.observe("z", "a", "web", True, 0.1)
