@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from gslb.errors import StartupError
 from gslb.metrics import make_registry, render, site_quorums, site_status
@@ -275,9 +276,20 @@ def create_app(server: Any) -> web.Application:
     return app
 
 
+class AccessLogger(AbstractAccessLogger):
+    """One line per request on ``gslb.http.access``: reads that succeed (dashboard polls, scrapes)
+    at DEBUG, writes and errors at INFO."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        """Log one finished request."""
+        quiet = request.method in ("GET", "HEAD") and response.status < 400
+        self.logger.log(logging.DEBUG if quiet else logging.INFO, '%s "%s %s" %s %.1fms',
+                        request.remote, request.method, request.path_qs, response.status, time * 1000)
+
+
 async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Serve ``app`` on host:port; raise StartupError when the address cannot be bound."""
-    runner = web.AppRunner(app, access_log=logging.getLogger("gslb.http.access"))
+    runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=logging.getLogger("gslb.http.access"))
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)

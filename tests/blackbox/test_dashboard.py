@@ -8,6 +8,7 @@ by gslb alone, show every site with its state.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -211,6 +212,19 @@ async def test_status_command_prints_the_tables(dashboard, capsys):
     assert re.search(r"gslb\.example\.com +syd +down", out)
     assert re.search(r"sin +drain +drain", out)
     assert re.search(r"www +closest +4/7", out)
+
+
+async def test_access_log_levels(dashboard, caplog):
+    _, url = dashboard
+    with caplog.at_level(logging.DEBUG, logger="gslb.http.access"):
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/api/v1/status") as resp:
+                assert resp.status == 200
+            async with session.post(url + "/api/v1/reload") as resp:
+                assert resp.status == 403
+    records = [r for r in caplog.records if r.name == "gslb.http.access"]
+    assert [(r.levelno, r.getMessage().split('"')[1]) for r in records] == [
+        (logging.DEBUG, "GET /api/v1/status"), (logging.INFO, "POST /api/v1/reload")]
 
 
 async def test_status_command_unreachable(capsys):
