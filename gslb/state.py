@@ -226,6 +226,8 @@ class SiteStateTable:
         #: recent verdict changes, newest last
         self.changes: deque[Change] = deque(maxlen=MAX_CHANGES)
         self._sites: dict[SiteKey, SiteConfig] = {}
+        #: sites that had a verdict other than unknown (for "recent changes")
+        self._seen: set[SiteKey] = set()
         self._listeners: list[Callable[[StateView, StateView], None]] = []
         self._connected = True
         self._outage_start: float | None = None
@@ -238,6 +240,7 @@ class SiteStateTable:
     def configure(self, zones: ZoneSet) -> None:
         """Take the set of sites from ``zones``; results of sites that stay are kept."""
         self._sites = sites_of(zones)
+        self._seen &= set(self._sites)
         self._rebuild()
 
     async def start(self) -> None:
@@ -344,7 +347,11 @@ class SiteStateTable:
                 logger.exception("state: listener %r failed", callback)
 
     def _note_changes(self, old: StateView, new: StateView) -> None:
-        """Append verdict changes of sites present in both views to ``changes``."""
+        """Append verdict changes of sites present in both views to ``changes``.
+
+        A site's first verdict "up" after "unknown" (start-up, new site) is not a change worth
+        showing: unknown already counted as up. A first verdict "down" is.
+        """
         at = self.clock()
         for key, status in new.sites.items():
             before = old.sites.get(key)
@@ -352,9 +359,14 @@ class SiteStateTable:
                 continue
             quorum = self._sites[key].quorum
             was, now = before.state(quorum), status.state(quorum)
-            if was != now:
-                self.changes.append(Change(at, key[0], key[1], was, now))
-                logger.info("state: %s/%s %s -> %s", key[0], key[1], was, now)
+            if was == now:
+                continue
+            first = key not in self._seen
+            self._seen.add(key)
+            if first and was == "unknown" and now == "up":
+                continue
+            self.changes.append(Change(at, key[0], key[1], was, now))
+            logger.info("state: %s/%s %s -> %s", key[0], key[1], was, now)
 
     def _prune_outages(self, results: Mapping[SiteKey, Mapping[str, RegionResult]]) -> None:
         """Forget outages that ended before the oldest stored result was checked."""

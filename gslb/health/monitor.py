@@ -247,8 +247,9 @@ class Monitor:
         if pending:
             logger.warning("health: first round: %d of %d probe(s) unfinished after %.1fs",
                            len(pending), len(tasks), timeout)
-        else:
-            logger.info("health: first round done: %d probe(s), region %s", len(tasks), self.region)
+        down = sum(1 for run in self._runs.values() if run.state.state == "down")
+        logger.info("health: first round, region %s: %d target(s) probed, %d down, %d unfinished",
+                    self.region, len(tasks), down, len(pending))
         return not pending
 
     async def close(self) -> None:
@@ -353,13 +354,15 @@ class Monitor:
         run.state = new
         run.last = result
         if new.state != prev.state:
+            # a target's first "up" is routine (the first round logs a summary); the rest is news
+            level = logging.DEBUG if prev.state == "unknown" and new.state == "up" else logging.INFO
             if new.state == "down":
                 n = new.failures
                 why = f"{n} failure{'s' if n != 1 else ''}, last: {result.error}"
             else:
                 n = new.passes
                 why = f"{n} pass{'es' if n != 1 else ''}"
-            logger.info("health: %s %s -> %s (%s)", run.target.label, prev.state, new.state, why)
+            logger.log(level, "health: %s %s -> %s (%s)", run.target.label, prev.state, new.state, why)
         for callback in self._observers:
             try:
                 callback(run.target, result, new)

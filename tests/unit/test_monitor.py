@@ -271,17 +271,18 @@ async def test_reports_on_change_and_as_heartbeat_only():
 
 
 async def test_state_changes_are_logged(caplog):
-    caplog.set_level(logging.INFO, logger="gslb.health.monitor")
+    caplog.set_level(logging.DEBUG, logger="gslb.health.monitor")
     monitor, _, prober, _ = make_monitor()
     monitor.configure(zoneset(make_zone("gslb.example.com", {"fra": (("192.0.2.10",), ("web",))})))
     await monitor.first_round()
     prober.results["192.0.2.10"] = FAIL
     for _ in range(3):
         await asyncio.gather(*monitor.probe_all())
-    messages = [r.getMessage() for r in caplog.records if r.name == "gslb.health.monitor"]
-    assert "health: gslb.example.com/fra web 192.0.2.10 unknown -> up (1 pass)" in messages
-    assert ("health: gslb.example.com/fra web 192.0.2.10 up -> down "
-            "(3 failures, last: timeout after 3.0s)") in messages
+    records = {r.getMessage(): r.levelno for r in caplog.records if r.name == "gslb.health.monitor"}
+    assert records["health: gslb.example.com/fra web 192.0.2.10 unknown -> up (1 pass)"] == logging.DEBUG
+    assert records["health: first round, region local: 1 target(s) probed, 0 down, 0 unfinished"] == logging.INFO
+    assert records[("health: gslb.example.com/fra web 192.0.2.10 up -> down "
+                    "(3 failures, last: timeout after 3.0s)")] == logging.INFO
     await monitor.close()
 
 

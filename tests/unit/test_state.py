@@ -251,15 +251,18 @@ async def test_reload_keeps_results_of_remaining_sites_and_drops_removed_zones()
 
 async def test_listeners_and_recent_changes():
     table = SiteStateTable(MemoryBackend(), clock=FakeClock(1000))
-    table.configure(zoneset(make_zone("z.test", {"a": ("web",)})))
+    table.configure(zoneset(make_zone("z.test", {"a": ("web",), "b": ("web",)})))
     await table.start()
     seen: list[tuple[int, int]] = []
     table.add_listener(lambda old, new: seen.append((old.version, new.version)))
-    await table.report("z.test", "a", "local", up(1000))
+    await table.report("z.test", "a", "local", up(1000))  # first verdict up: not a change to show
     await table.report("z.test", "a", "local", down(1001))
+    await table.set_override("z.test", "a", "drain")
+    await table.report("z.test", "b", "local", down(1001))  # first verdict down: shown
     assert seen and all(new > old for old, new in seen)
     changes = [(c.zone, c.site, c.old, c.new) for c in table.changes]
-    assert changes == [("z.test", "a", "unknown", "up"), ("z.test", "a", "up", "down")]
+    assert changes == [("z.test", "a", "up", "down"), ("z.test", "a", "down", "drain"),
+                       ("z.test", "b", "unknown", "down")]
     await table.close()
 
 
