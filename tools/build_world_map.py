@@ -4,7 +4,8 @@ Source: the npm package ``world-atlas`` (TopoJSON of Natural Earth's public-doma
 Admin 0 country boundaries; the package itself is ISC-licensed). Its ``countries-110m.json``
 is decoded (TopoJSON arcs, delta-encoded and quantized), projected equirectangularly
 (x = longitude + 180, y = LAT_TOP - latitude; Antarctica and the far south dropped to keep the
-map compact), made continuous across the antimeridian, rounded to 0.1 degree, and written as one SVG path string per country.
+map compact), made continuous across the antimeridian (Russia, Fiji), rounded to 0.1 degree,
+and written as one SVG path string per country.
 
 Rerun (needs npm; nothing is installed into the tree, node_modules is never committed)::
 
