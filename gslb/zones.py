@@ -473,9 +473,12 @@ class _PendingNode:
 
 
 def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
-               previous: Zone | None = None) -> Zone:
-    """Build a Zone from loaded YAML (a LineDict); raises ConfigErrors with every problem."""
-    err = _Errors(file)
+               previous: Zone | None = None, shown: str | None = None) -> Zone:
+    """Build a Zone from loaded YAML (a LineDict); raises ConfigErrors with every problem.
+
+    ``file`` goes into Zone.file; errors name ``shown`` (default: ``file``).
+    """
+    err = _Errors(shown or file)
     if not isinstance(data, LineDict):
         err.add(getattr(data, "line", 1) if data is not None else None, "",
                 f"the top level must be a mapping with zone:, ns:, records:, ..., got {type_name(data)}")
@@ -558,12 +561,15 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     serial = _serial(err, data, top, digest, mtime, previous)
 
     # sites, checks, pools (records refer to pools; pools to sites; sites to checks)
-    checks = _parse_checks(err, top.mapping("checks"))
-    sites = _parse_sites(err, top.mapping("sites"), checks)
-    pools = _parse_pools(err, top.mapping("pools"), sites)
+    # References are checked against every name defined, so that one bad site does not also
+    # make each pool that lists it fail with a misleading "unknown site".
+    checks_m, sites_m, pools_m = top.mapping("checks"), top.mapping("sites"), top.mapping("pools")
+    checks = _parse_checks(err, checks_m)
+    sites = _parse_sites(err, sites_m, _defined(checks_m))
+    pools = _parse_pools(err, pools_m, sites, _defined(sites_m))
 
     # records:
-    pending = _parse_records(err, top.mapping("records"), names, pools)
+    pending = _parse_records(err, top.mapping("records"), names, _defined(pools_m))
     apex_line = data.key_line("ns") if "ns" in data else data.line
     soa = Soa(mname=mname, rname=rname, serial=serial, refresh=soa_vals["refresh"],
               retry=soa_vals["retry"], expire=soa_vals["expire"], minimum=soa_vals["minimum"],
@@ -690,8 +696,7 @@ def _parse_checks(err: _Errors, m: LineDict | None) -> dict[str, Check]:
     return out
 
 
-def _parse_location(err: _Errors, v: Any, line: int, path: str, item_line: Callable[[int], int] | None
-                    ) -> tuple[float, float] | None:
+def _parse_location(err: _Errors, v: Any, line: int, path: str) -> tuple[float, float] | None:
     if not isinstance(v, LineList) or len(v) != 2 or not all(_is_num(x) for x in v):
         err.add(line, path, "expected [latitude, longitude] (two numbers)")
         return None
@@ -706,7 +711,11 @@ def _parse_location(err: _Errors, v: Any, line: int, path: str, item_line: Calla
     return (lat, lon) if ok else None
 
 
-def _parse_sites(err: _Errors, m: LineDict | None, checks: dict[str, Check]) -> dict[str, Site]:
+def _defined(m: LineDict | None) -> set[str]:
+    return {k for k in m if isinstance(k, str)} if m else set()
+
+
+def _parse_sites(err: _Errors, m: LineDict | None, checks: set[str]) -> dict[str, Site]:
     out: dict[str, Site] = {}
     if m is None:
         return out
@@ -723,7 +732,7 @@ def _parse_sites(err: _Errors, m: LineDict | None, checks: dict[str, Check]) -> 
         before = len(err.items)
         location = None
         if spec.get("location") is not None:
-            location = _parse_location(err, spec["location"], f.line("location"), f.p("location"), None)
+            location = _parse_location(err, spec["location"], f.line("location"), f.p("location"))
         v4: list[str] = []
         v6: list[str] = []
         if "addresses" not in spec:
@@ -753,7 +762,7 @@ def _parse_sites(err: _Errors, m: LineDict | None, checks: dict[str, Check]) -> 
         for cname, ln in f.names_list("checks") or []:
             if cname not in checks:
                 err.add(ln, f.p("checks"), f"unknown check {cname!r} (defined: "
-                        f"{', '.join(checks) or 'none'})")
+                        f"{', '.join(sorted(checks)) or 'none'})")
             elif cname in site_checks:
                 err.add(ln, f.p("checks"), f"check {cname!r} is listed twice")
             else:
@@ -801,11 +810,11 @@ def _geo_key(raw: str) -> tuple[str, str] | str:
             f"code ({', '.join(sorted(CONTINENTS))}), country:XX / continent:XX, or default")
 
 
-def _parse_pools(err: _Errors, m: LineDict | None, sites: dict[str, Site]) -> dict[str, Pool]:
+def _parse_pools(err: _Errors, m: LineDict | None, sites: dict[str, Site], all_sites: set[str]
+                 ) -> dict[str, Pool]:
     out: dict[str, Pool] = {}
     if m is None:
         return out
-    all_sites = sites
     for name, spec in m.items():
         path = f"pools.{name}"
         if not isinstance(name, str) or not _IDENT.match(name):
@@ -828,7 +837,7 @@ def _parse_pools(err: _Errors, m: LineDict | None, sites: dict[str, Site]) -> di
         for sname, ln in listed or []:
             if sname in pool_sites:
                 err.add(ln, f.p("sites"), f"site {sname!r} is listed twice")
-            elif sname not in all_sites and sname not in _known_site_names(err, sites):
+            elif sname not in all_sites:
                 err.add(ln, f.p("sites"), f"unknown site {sname!r}")
             else:
                 pool_sites.append(sname)
@@ -892,19 +901,12 @@ def _parse_pools(err: _Errors, m: LineDict | None, sites: dict[str, Site]) -> di
     return out
 
 
-def _known_site_names(err: _Errors, sites: dict[str, Site]) -> set[str]:
-    # Sites that failed validation are not in ``sites`` but are still defined; avoid a second,
-    # misleading "unknown site" error for them. The names are recorded by path in the errors.
-    return {e.path.split(".")[1] for e in err.items if e.path.startswith("sites.") and e.path.count(".") >= 1}
-
-
-def _parse_records(err: _Errors, m: LineDict | None, names: _Names, pools: dict[str, Pool]
+def _parse_records(err: _Errors, m: LineDict | None, names: _Names, defined_pools: set[str]
                    ) -> dict[str, _PendingNode]:
     out: dict[str, _PendingNode] = {}
     if m is None:
         return out
     parser = _RecordParser(err, names)
-    defined_pools = {e.path.split(".")[1] for e in err.items if e.path.startswith("pools.")} | set(pools)
     for key, spec in m.items():
         raw = m.raw_key(key)
         path = f"records.{raw}"
@@ -1048,20 +1050,33 @@ def load_zone_file(path: str, previous: Zone | None = None) -> Zone:
             content = fh.read()
             mtime = os.fstat(fh.fileno()).st_mtime
     except OSError as exc:
-        raise ConfigErrors([ConfigError(path, None, "", f"cannot read: {exc.strerror or exc}")]) from None
+        raise ConfigErrors([ConfigError(display_path(path), None, "",
+                                        f"cannot read: {exc.strerror or exc}")]) from None
     return load_zone_bytes(content, path, mtime, previous)
 
 
 def load_zone_bytes(content: bytes, path: str, mtime: float, previous: Zone | None = None) -> Zone:
-    """Validate zone file content already read (``path`` is used in messages and Zone.file)."""
+    """Validate zone file content already read (``path`` goes into Zone.file and messages)."""
+    shown = display_path(path)
     digest = hashlib.sha256(content).hexdigest()
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = content[:exc.start].count(b"\n") + 1
-        raise ConfigErrors([ConfigError(path, line, "", "the file is not valid UTF-8")]) from None
-    data = load_yaml(text, path)
-    return parse_zone(data, path, digest=digest, mtime=mtime, previous=previous)
+        raise ConfigErrors([ConfigError(shown, line, "", "the file is not valid UTF-8")]) from None
+    data = load_yaml(text, shown)
+    return parse_zone(data, path, digest=digest, mtime=mtime, previous=previous, shown=shown)
+
+
+def display_path(path: str) -> str:
+    """``path`` as messages show it: relative to the working directory when it is below it."""
+    if not os.path.isabs(path):
+        return path
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
 
 
 def _zone_files(directory: str) -> list[str]:
@@ -1122,7 +1137,9 @@ class ZoneStore:
             except OSError:
                 continue
             stamp = (st.st_mtime_ns, st.st_size)
-            if not force and stamp == state.stamp:
+            # After a removal, a file that failed (e.g. "zone already declared") may load now.
+            retry = bool(removed) and state.error is not None
+            if not force and not retry and stamp == state.stamp:
                 continue  # unchanged (its error, if any, stays in status())
             state.stamp = stamp
             old = state.zone
@@ -1130,8 +1147,8 @@ class ZoneStore:
                 zone = load_zone_file(path, previous=old)
                 owner = owners.get(zone.origin)
                 if owner is not None and owner != path:
-                    raise ConfigErrors([ConfigError(path, _zone_line(path), "zone",
-                                                    f"zone {zone.key} is already declared in {owner}")])
+                    raise ConfigErrors([ConfigError(display_path(path), _zone_line(path), "zone",
+                                                    f"zone {zone.key} is already declared in {display_path(owner)}")])
             except ConfigErrors as exc:
                 state.error = str(exc)
                 errors.extend(str(e) for e in exc.errors)
@@ -1153,6 +1170,7 @@ class ZoneStore:
             changed.append(zone.key)
             logger.info("zones: %s loaded from %s (serial %d)", zone.key, path, zone.serial)
 
+        removed = [k for k in removed if k not in changed]  # re-declared by another file
         if changed or removed:
             self.zones = ZoneSet({s.zone.origin: s.zone for p, s in sorted(self._files.items())
                                   if s.zone is not None and owners.get(s.zone.origin) == p})
@@ -1200,8 +1218,8 @@ def check_directory(directory: str) -> list[ConfigError]:
             errors.extend(exc.errors)
             continue
         if zone.origin in owners:
-            errors.append(ConfigError(path, _zone_line(path), "zone",
-                                      f"zone {zone.key} is already declared in {owners[zone.origin]}"))
+            errors.append(ConfigError(display_path(path), _zone_line(path), "zone",
+                                      f"zone {zone.key} is already declared in {display_path(owners[zone.origin])}"))
         else:
             owners[zone.origin] = path
     return errors

@@ -522,3 +522,32 @@ def test_check_directory(tmp_path):
     assert errors[0].startswith(f"{tmp_path / 'a.yaml'}:5: records.www.A: ")
     assert errors[2].startswith(f"{tmp_path / 'b.yaml'}:1: ns: missing required key 'ns'")
     assert check_directory(str(ROOT / "zones")) == []
+
+
+def test_store_second_file_takes_over_when_the_first_is_deleted(tmp_path):
+    (tmp_path / "a.yaml").write_text(zone_text("a.example"))
+    (tmp_path / "b.yaml").write_text(zone_text("a.example", "  www: {A: 192.0.2.5}\n"))
+    store = ZoneStore(str(tmp_path))
+    assert len(store.reload()["errors"]) == 1
+    (tmp_path / "a.yaml").unlink()
+    result = store.reload()
+    assert result["changed"] == ["a.example"] and result["errors"] == []
+    zone = store.zones.by_key("a.example")
+    assert zone.file == str(tmp_path / "b.yaml") and "www.a.example." in zone.nodes
+
+
+def test_messages_show_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "zones").mkdir()
+    path = tmp_path / "zones" / "z.yaml"
+    path.write_text(BASE + "sites:\n  fra: {location: [91, 8.68], addresses: [192.0.2.1]}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigErrors) as info:
+        load_zone_file(str(path))
+    assert str(info.value) == "zones/z.yaml:6: sites.fra.location: latitude 91 is out of range -90..90"
+    assert [str(e) for e in check_directory(str(tmp_path / "zones"))] == [str(info.value)]
+
+
+def test_yaml_integer_owner_names_and_values_keep_their_text(tmp_path):
+    zone = load(tmp_path, BASE + "  010: {TXT: 007}\n  42: {A: 192.0.2.42}\n")
+    assert rdata(zone, "010.example.org.", "TXT") == ['"007"']
+    assert "42.example.org." in zone.nodes
