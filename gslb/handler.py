@@ -98,6 +98,4 @@ class QueryHandler:
             return servfail(query)
         stats.query(response.zone, query.qtype_name, RCODE_NAMES.get(response.rcode, str(response.rcode)),
                     perf_counter() - start)
-        if response.sites:
-            stats.answered_sites(response.zone, response.pool or "", response.sites)
         return reply

@@ -1,0 +1,388 @@
+"""SPEC "DNS behaviour", item by item, against a real ``gslb serve`` process (dnspython client).
+
+Each test is named after the SPEC sentence it covers.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+from harness import Gslb
+
+ZONE = """
+zone: gslb.example.com
+serial: 42
+ttl: 3600
+soa:
+  rname: hostmaster.gslb.example.com
+  minimum: 60
+ns: [ns1.gslb.example.com, ns2.gslb.example.com]
+records:
+  "@":
+    MX: ["10 mail.gslb.example.com."]
+    TXT: ["v=spf1 -all"]
+  ns1: {A: 192.0.2.53, AAAA: "2001:db8::53"}
+  ns2: {A: 192.0.2.54}
+  mail: {A: 192.0.2.25}
+  api:
+    ttl: 60
+    A: [192.0.2.80, 192.0.2.81]
+    AAAA: ["2001:db8::80"]
+  alias: {CNAME: chain}
+  chain: {CNAME: api}
+  docs: {CNAME: www}
+  www: {pool: web}
+  hashed: {pool: sticky}
+  "*.cdn": {A: 192.0.2.99, TXT: ["wild"]}
+  host.cdn: {A: 192.0.2.98}
+  a.ent: {A: 192.0.2.7}
+  "*.ent": {A: 192.0.2.66}
+  sub: {NS: [ns.sub.gslb.example.com.]}
+  ns.sub: {A: 192.0.2.100}
+  big: {TXT: [%s]}
+
+sites:
+  fra: {location: [50.11, 8.68], addresses: [192.0.2.10, "2001:db8::10"]}
+  iad: {location: [38.95, -77.45], addresses: [198.51.100.20, "2001:db8::20"]}
+
+pools:
+  web:
+    policy: geo
+    sites: [fra, iad]
+    ttl: 30
+    geo:
+      "10.0.0.0/8": [iad]
+      default: [fra]
+  sticky:
+    policy: hash
+    sites: [fra, iad]
+""" % ", ".join(f'"{"x" * 50} {i}"' for i in range(40))
+
+ORIGIN = "gslb.example.com."
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the whole module (the harness's Gslb; a process per test would be slow)."""
+    srv = Gslb(tmp_path_factory.mktemp("dns"), {"gslb.example.com.yaml": ZONE},
+               {"checks": False, "tcp": {"idle_timeout": 1, "max_connections": 1024, "max_per_client": 4}})
+    srv.start(wait_for=ORIGIN)
+    yield srv
+    srv.stop()
+
+
+def udp_raw(srv, data: bytes, timeout: float = 1.0) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(data, ("127.0.0.1", srv.port))
+        try:
+            return s.recv(65535)
+        except socket.timeout:
+            return None
+
+
+def rrset(reply, name, rdtype, section="answer"):
+    return reply.find_rrset(getattr(reply, section), dns.name.from_text(name), dns.rdataclass.IN,
+                            dns.rdatatype.from_text(rdtype))
+
+
+def addresses(reply) -> set[str]:
+    return {r.address for rs in reply.answer if rs.rdtype in (1, 28) for r in rs}
+
+
+# --- RFC 1034/1035 authoritative semantics ---------------------------------------------------
+
+def test_aa_on_answers_from_served_zones(server):
+    reply = server.query("api." + ORIGIN, "A")
+    assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA
+    assert {r.address for r in rrset(reply, "api." + ORIGIN, "A")} == {"192.0.2.80", "192.0.2.81"}
+    assert rrset(reply, "api." + ORIGIN, "A").ttl == 60
+    pool = server.query("www." + ORIGIN, "A")
+    assert pool.flags & dns.flags.AA and addresses(pool) == {"192.0.2.10"}
+
+
+def test_nxdomain_with_soa_in_authority_and_negative_ttl(server):
+    reply = server.query("nope." + ORIGIN, "A")
+    assert reply.rcode() == dns.rcode.NXDOMAIN and reply.flags & dns.flags.AA and not reply.answer
+    soa = rrset(reply, ORIGIN, "SOA", "authority")
+    assert soa.ttl == 60 and soa[0].serial == 42  # min(SOA TTL 3600, minimum 60)
+
+
+def test_nodata_with_soa_in_authority_and_negative_ttl(server):
+    reply = server.query("mail." + ORIGIN, "AAAA")
+    assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA and not reply.answer
+    assert rrset(reply, ORIGIN, "SOA", "authority").ttl == 60
+
+
+def test_refused_for_names_outside_served_zones(server):
+    reply = server.query("www.example.net.", "A")
+    assert reply.rcode() == dns.rcode.REFUSED and not reply.answer and not reply.flags & dns.flags.AA
+
+
+def test_never_recursion_ra_0(server):
+    for name in ("api." + ORIGIN, "www.example.net."):
+        reply = server.query(name, "A")  # dnspython sets RD
+        assert not reply.flags & dns.flags.RA and reply.flags & dns.flags.RD
+
+
+def test_refused_for_notify(server):
+    q = dns.message.make_query(ORIGIN, "SOA")
+    q.set_opcode(dns.opcode.NOTIFY)
+    q.flags |= dns.flags.AA
+    reply = dns.query.udp(q, "127.0.0.1", port=server.port, timeout=2)
+    assert reply.rcode() == dns.rcode.REFUSED and reply.opcode() == dns.opcode.NOTIFY
+
+
+@pytest.mark.parametrize("opcode", [dns.opcode.IQUERY, dns.opcode.STATUS, dns.opcode.UPDATE])
+def test_notimp_for_other_opcodes_than_query(server, opcode):
+    q = dns.message.make_query(ORIGIN, "SOA")
+    q.set_opcode(opcode)
+    reply = dns.query.udp(q, "127.0.0.1", port=server.port, timeout=2)
+    assert reply.rcode() == dns.rcode.NOTIMP
+
+
+@pytest.mark.parametrize("data", [
+    bytes.fromhex("abcd01000000000000000000"),                         # no question
+    bytes.fromhex("abcd0100000100000000000003777777"),                 # question cut short
+    dns.message.make_query("api." + ORIGIN, "A").to_wire() + b"junk",  # trailing bytes
+])
+def test_formerr_for_malformed_queries(server, data):
+    reply = udp_raw(server, data)
+    assert reply is not None
+    message = dns.message.from_wire(reply)
+    assert message.rcode() == dns.rcode.FORMERR
+    assert message.id == struct.unpack("!H", data[:2])[0]
+
+
+def test_no_reply_at_all_to_packets_with_qr_set(server):
+    q = dns.message.make_query("api." + ORIGIN, "A")
+    q.flags |= dns.flags.QR
+    assert udp_raw(server, q.to_wire(), timeout=0.5) is None
+    assert udp_raw(server, b"\x00\x01", timeout=0.5) is None  # nor to a short header
+    assert server.query("api." + ORIGIN, "A").answer  # still serving
+
+
+def test_question_echoed_with_client_letter_case(server):
+    name = "ApI.GsLb.ExAmPlE.cOm."
+    reply = server.query(name, "A")
+    assert reply.question[0].name.to_text() == name
+    assert reply.answer[0].name.to_text() == name  # answer owner follows the question
+
+
+def test_cname_chains_inside_the_zone_followed(server):
+    reply = server.query("alias." + ORIGIN, "A")
+    assert [(rs.name.to_text(), dns.rdatatype.to_text(rs.rdtype)) for rs in reply.answer] == [
+        ("alias." + ORIGIN, "CNAME"), ("chain." + ORIGIN, "CNAME"), ("api." + ORIGIN, "A")]
+
+
+def test_wildcard_synthesis_per_rfc4592(server):
+    reply = server.query("x.y.cdn." + ORIGIN, "A")
+    assert rrset(reply, "x.y.cdn." + ORIGIN, "A")[0].address == "192.0.2.99"
+    # an existing name is never matched by the wildcard
+    assert addresses(server.query("host.cdn." + ORIGIN, "A")) == {"192.0.2.98"}
+    nodata = server.query("host.cdn." + ORIGIN, "TXT")
+    assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer
+    # the wildcard's other types, NODATA for absent ones
+    assert server.query("z.cdn." + ORIGIN, "TXT").answer
+    assert not server.query("z.cdn." + ORIGIN, "MX").answer
+    # an empty non-terminal exists: NODATA, and a wildcard below it matches only below it
+    ent = server.query("ent." + ORIGIN, "A")
+    assert ent.rcode() == dns.rcode.NOERROR and not ent.answer
+    assert addresses(server.query("q.ent." + ORIGIN, "A")) == {"192.0.2.66"}
+
+
+def test_referrals_with_glue_for_delegated_subzones(server):
+    reply = server.query("www.sub." + ORIGIN, "A")
+    assert reply.rcode() == dns.rcode.NOERROR and not reply.flags & dns.flags.AA and not reply.answer
+    assert rrset(reply, "sub." + ORIGIN, "NS", "authority")[0].target.to_text() == "ns.sub." + ORIGIN
+    assert rrset(reply, "ns.sub." + ORIGIN, "A", "additional")[0].address == "192.0.2.100"
+
+
+def test_apex_ns_and_in_zone_glue_addresses(server):
+    reply = server.query(ORIGIN, "NS")
+    assert {r.target.to_text() for r in rrset(reply, ORIGIN, "NS")} == {"ns1." + ORIGIN, "ns2." + ORIGIN}
+    assert rrset(reply, "ns1." + ORIGIN, "A", "additional")[0].address == "192.0.2.53"
+    assert rrset(reply, "ns1." + ORIGIN, "AAAA", "additional")[0].address == "2001:db8::53"
+    assert rrset(reply, "ns2." + ORIGIN, "A", "additional")[0].address == "192.0.2.54"
+
+
+def test_apex_soa_mx_txt(server):
+    soa = server.query(ORIGIN, "SOA")
+    assert soa.flags & dns.flags.AA and rrset(soa, ORIGIN, "SOA")[0].serial == 42
+    mx = server.query(ORIGIN, "MX")
+    assert rrset(mx, "mail." + ORIGIN, "A", "additional")[0].address == "192.0.2.25"
+
+
+# --- EDNS(0) ---------------------------------------------------------------------------------
+
+def test_edns_opt_echoed_and_payload_1232_advertised(server):
+    reply = server.query("api." + ORIGIN, "A", use_edns=0, payload=4096, want_dnssec=True)
+    assert reply.edns == 0 and reply.payload == 1232 and reply.ednsflags & dns.flags.DO
+    plain = server.query("api." + ORIGIN, "A", use_edns=False)
+    assert plain.edns == -1  # no OPT without one in the query
+
+
+def test_badvers_for_edns_version_above_0(server):
+    reply = server.query("api." + ORIGIN, "A", use_edns=1)
+    assert reply.rcode() == dns.rcode.BADVERS and reply.edns == 0 and not reply.answer
+
+
+@pytest.mark.parametrize("use_edns,payload,limit", [(False, None, 512), (0, 4096, 1232), (0, 700, 700)])
+def test_udp_reply_never_exceeds_min_of_client_size_and_1232_else_tc(server, use_edns, payload, limit):
+    q = dns.message.make_query("big." + ORIGIN, "TXT", use_edns=use_edns, payload=payload or 1232)
+    data = udp_raw(server, q.to_wire())
+    assert data is not None and len(data) <= limit
+    reply = dns.message.from_wire(data)
+    assert reply.flags & dns.flags.TC and reply.question
+
+
+def test_truncated_answer_complete_over_tcp(server):
+    reply = server.query("big." + ORIGIN, "TXT", tcp=True)
+    assert not reply.flags & dns.flags.TC and len(reply.answer[0]) == 40
+
+
+# --- TCP (RFC 7766) --------------------------------------------------------------------------
+
+def _frame(q: dns.message.Message) -> bytes:
+    wire = q.to_wire()
+    return struct.pack("!H", len(wire)) + wire
+
+
+def _read_frame(sock: socket.socket) -> dns.message.Message:
+    def exactly(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+        return buf
+    return dns.message.from_wire(exactly(struct.unpack("!H", exactly(2))[0]))
+
+
+def test_tcp_length_prefix_several_queries_per_connection_answered_in_order(server):
+    names = ["api." + ORIGIN, "nope." + ORIGIN, "www." + ORIGIN, ORIGIN]
+    queries = [dns.message.make_query(n, "A") for n in names]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+        sock.sendall(b"".join(_frame(q) for q in queries))  # pipelined
+        replies = [_read_frame(sock) for _ in queries]
+        assert [r.id for r in replies] == [q.id for q in queries]
+        assert [r.rcode() for r in replies] == [0, dns.rcode.NXDOMAIN, 0, 0]
+        sock.sendall(_frame(dns.message.make_query("api." + ORIGIN, "AAAA")))  # and later another
+        assert _read_frame(sock).answer
+
+
+def test_tcp_idle_timeout_closes_connection(server):
+    # the server file sets idle_timeout: 1 (default 10 s)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        start = time.monotonic()
+        assert sock.recv(1) == b""
+        assert 0.5 < time.monotonic() - start < 4
+
+
+def test_tcp_cap_on_open_connections(server):
+    # max_per_client: 4 in the server file; the fifth from the same address is closed at once
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=2) for _ in range(5)]
+    try:
+        time.sleep(0.2)
+        closed = 0
+        for sock in socks:
+            try:
+                sock.sendall(_frame(dns.message.make_query("api." + ORIGIN, "A")))
+                _read_frame(sock)
+            except (ConnectionError, OSError):
+                closed += 1
+        assert closed == 1
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+# --- EDNS Client Subnet (RFC 7871) -----------------------------------------------------------
+
+def _ecs(reply) -> dns.edns.ECSOption:
+    (option,) = [o for o in reply.options if isinstance(o, dns.edns.ECSOption)]
+    return option
+
+
+def test_ecs_client_located_by_option_address(server):
+    inside = server.query("www." + ORIGIN, "A", ecs="10.1.2.0/24")
+    assert addresses(inside) == {"198.51.100.20"}  # the 10.0.0.0/8 rule: iad
+    option = _ecs(inside)
+    assert option.address == "10.1.2.0" and option.srclen == 24 and option.scopelen <= 24
+    outside = server.query("www." + ORIGIN, "A", ecs="192.0.2.0/24")
+    assert addresses(outside) == {"192.0.2.10"}  # default: fra
+
+
+def test_ecs_scope_is_the_prefix_the_answer_holds_for(server):
+    reply = server.query("hashed." + ORIGIN, "A", ecs="198.51.100.0/24")
+    assert _ecs(reply).scopelen == 24  # hash policy: the hashed /24
+    v6 = server.query("hashed." + ORIGIN, "AAAA", ecs="2001:db8:1234::/56")
+    assert _ecs(v6).scopelen == 48
+
+
+def test_ecs_scope_0_for_answers_that_do_not_depend_on_the_client(server):
+    reply = server.query("api." + ORIGIN, "A", ecs="198.51.100.0/24")
+    option = _ecs(reply)
+    assert option.srclen == 24 and option.scopelen == 0
+    assert _ecs(server.query("nope." + ORIGIN, "A", ecs="198.51.100.0/24")).scopelen == 0
+
+
+def test_ecs_source_prefix_0_answers_for_the_query_source_scope_0(server):
+    reply = server.query("www." + ORIGIN, "A", ecs="10.0.0.0/0")
+    assert addresses(reply) == {"192.0.2.10"}  # the packet's source 127.0.0.1: default rule
+    assert _ecs(reply).scopelen == 0 and _ecs(reply).srclen == 0
+
+
+@pytest.mark.parametrize("payload", [
+    bytes.fromhex("0003" "18" "00" "c00002"),     # unknown family
+    bytes.fromhex("0001" "21" "00" "c0000201"),   # source prefix longer than 32
+    bytes.fromhex("0001" "18" "00" "c0000201"),   # more address octets than the prefix needs
+    bytes.fromhex("0001" "17" "00" "c00003"),     # bits set beyond the source prefix
+    bytes.fromhex("0001" "18" "08" "c00002"),     # non-zero scope in a query
+])
+def test_ecs_malformed_option_gets_formerr(server, payload):
+    q = dns.message.make_query("api." + ORIGIN, "A", use_edns=0,
+                               options=[dns.edns.GenericOption(8, payload)])
+    reply = dns.query.udp(q, "127.0.0.1", port=server.port, timeout=2)
+    assert reply.rcode() == dns.rcode.FORMERR
+
+
+def test_ecs_cname_to_client_dependent_answer_holds_cname_alone(server):
+    reply = server.query("docs." + ORIGIN, "A", ecs="10.1.2.0/24")
+    assert [rs.rdtype for rs in reply.answer] == [dns.rdatatype.CNAME]
+    assert reply.answer[0][0].target.to_text() == "www." + ORIGIN
+    assert _ecs(reply).scopelen == 0
+
+
+def test_without_ecs_the_cname_chain_is_followed(server):
+    reply = server.query("docs." + ORIGIN, "A")
+    assert [rs.rdtype for rs in reply.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
+    assert addresses(reply) == {"192.0.2.10"}
+
+
+# --- ANY, zone transfers ---------------------------------------------------------------------
+
+def test_any_gets_a_minimal_answer_rfc8482(server):
+    reply = server.query(ORIGIN, "ANY")
+    assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA
+    assert len(reply.answer) == 1  # one RRset, never everything
+    pool = server.query("www." + ORIGIN, "ANY")
+    assert pool.answer[0].rdtype == dns.rdatatype.HINFO and pool.answer[0][0].cpu == b"RFC8482"
+
+
+@pytest.mark.parametrize("rdtype", ["AXFR", "IXFR"])
+def test_axfr_and_ixfr_refused(server, rdtype):
+    q = dns.message.make_query(ORIGIN, rdtype)
+    reply = dns.query.tcp(q, "127.0.0.1", port=server.port, timeout=2)
+    assert reply.rcode() == dns.rcode.REFUSED and not reply.answer
