@@ -411,3 +411,36 @@ def test_format_status_table():
     assert "\033[" not in text
     coloured = format_status(build_status(server), colour=True)
     assert "\033[31mdown\033[0m" in coloured
+
+
+def test_world_map_data_is_compact_and_has_no_antimeridian_streaks():
+    import json
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "gslb" / "static" / "world.js").read_text()
+    data = json.loads(text[text.index("{"):text.rindex("}") + 1])
+    assert data["width"] == 360 and data["height"] == data["latTop"] - data["latBottom"]
+    names = {c["name"] for c in data["countries"]}
+    assert {"Germany", "Russia", "Fiji", "Brazil", "Australia"} <= names and "Antarctica" not in names
+    for country in data["countries"]:
+        for ring in re.findall(r"M([^MZ]+)Z", country["d"]):
+            points = [tuple(map(float, p.split())) for p in ring.split("L")]
+            # a segment across most of the map is a polygon wrapped at +-180 degrees drawn wrongly
+            assert all(abs(a[0] - b[0]) < 180 for a, b in zip(points, points[1:])), country["name"]
+
+
+def test_build_world_map_unwraps_rings_across_the_antimeridian():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "build_world_map.py"
+    spec = importlib.util.spec_from_file_location("build_world_map", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    ring = [(179.0, 10.0), (-179.0, 10.0), (-179.0, 11.0), (179.0, 11.0), (179.0, 10.0)]
+    first, shifted = tool.unwrap(ring)
+    assert [lon for lon, _ in first] == [179.0, 181.0, 181.0, 179.0, 179.0]
+    assert [lon for lon, _ in shifted] == [-181.0, -179.0, -179.0, -181.0, -181.0]
+    assert tool.unwrap([(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)]) == [[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)]]
+    assert tool.ring_path([(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)]) == "M180 84L181 84L181 83Z"
