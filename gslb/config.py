@@ -281,29 +281,38 @@ def load_server_config(path: str | None, overrides: Mapping[str, Any] | None = N
     return ServerConfig(**values)
 
 
+def _shown(path: str) -> str:
+    """``path`` as messages show it: relative to the working directory when below it."""
+    if not os.path.isabs(path):
+        return path
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
+    shown = _shown(path)
     try:
         with open(path, "rb") as fh:
             content = fh.read()
     except OSError as exc:
-        errors.append(ConfigError(path, None, "", f"cannot read the server file: {exc.strerror or exc}"))
+        errors.append(ConfigError(shown, None, "", f"cannot read the server file: {exc.strerror or exc}"))
         return {}
     try:
-        data = load_yaml(content.decode("utf-8"), path)
+        data = load_yaml(content.decode("utf-8"), shown)
     except UnicodeDecodeError:
-        errors.append(ConfigError(path, None, "", "the file is not valid UTF-8"))
+        errors.append(ConfigError(shown, None, "", "the file is not valid UTF-8"))
         return {}
     except ConfigErrors as exc:
         errors.extend(exc.errors)
         return {}
     base = os.path.dirname(os.path.abspath(path))
-    r = _Reader(path, base)
+    r = _Reader(shown, base)
     out: dict[str, Any] = {"zones": os.path.join(base, "zones"),
                            "geoip": os.path.join(base, "data", "sample-city.mmdb")}
     if data is None:
         return out
     if not isinstance(data, LineDict):
-        errors.append(ConfigError(path, getattr(data, "line", None), "",
+        errors.append(ConfigError(shown, getattr(data, "line", None), "",
                                   f"the top level must be a mapping, got {type_name(data)}"))
         return out
     for k in data:
@@ -355,7 +364,10 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
     out["state"] = state
     if "checks" in data:
         if not isinstance(data["checks"], bool):
-            r.err(data.value_line("checks"), "checks", f"expected true or false, got {type_name(data['checks'])}")
+            v = data["checks"]
+            r.err(data.value_line("checks"), "checks",
+                  f"expected true or false, got {v!r}" if isinstance(v, str) else
+                  f"expected true or false, got {type_name(v)}")
         else:
             out["checks"] = data["checks"]
     token = r.path(data, "api_token_file", None, nullable=True)

@@ -2,6 +2,17 @@
 
 ``load_zone_file`` reports every error of a file at once (``PATH:LINE: field.path: message``);
 ``ZoneStore`` keeps the last good zone of each file, so a broken edit never takes a zone down.
+
+Decisions the SPEC leaves open, made here:
+- Names in records follow zone-file rules (``www`` is relative, ``x.example.`` absolute); names in
+  ``ns:``/``soa:`` are absolute when they hold a dot (as ``zone:``). A relative name that already
+  ends in the zone's name is an error (it would be doubled).
+- Geo keys: a two-letter key that is a continent code (AF AN AS EU NA OC SA) is the continent;
+  ``country:NA`` is the country with the same code. A geo pool may omit ``sites:`` (the union of
+  its geo lists, in order); when given, every geo site must be in it.
+- ``weight: 0`` is allowed: the weight-based policies never pick such a site while a site with
+  a weight is up (a standby).
+- Only glue (A/AAAA) may be written at or below a delegation point; other data would never be served.
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ CASES = [
     ("state-scheme", "state: http://x  #<\n", "state", "the scheme must be one of memory://, redis://, rediss://"),
     ("state-db", "state: redis://localhost:6379/x  #<\n", "state", "the database must be a number"),
     ("state-host", "state: redis://  #<\n", "state", "missing the Redis host"),
-    ("checks-yes", "checks: yes  #<\n", "checks", "expected true or false, got a string"),
+    ("checks-yes", "checks: yes  #<\n", "checks", "expected true or false, got 'yes'"),
     ("token-missing", "api_token_file: nope.txt  #<\n", "api_token_file", "not found"),
     ("acl-network", "acl:\n  allow:\n    - 10.0.0.1/8  #<\n", "acl.allow", "'10.0.0.1/8' is not a network in CIDR form"),
     ("acl-key", "acl: {permit: []}  #<\n", "acl.permit", "unknown key 'permit' (allowed: allow, deny)"),
