@@ -229,7 +229,8 @@ class SiteStateTable:
         #: sites that had a verdict other than unknown (for "recent changes")
         self._seen: set[SiteKey] = set()
         self._listeners: list[Callable[[StateView, StateView], None]] = []
-        self._connected = True
+        #: the backend's reachability as last seen (None: never asked yet)
+        self._connected: bool | None = None
         self._outage_start: float | None = None
         self._outages: list[tuple[float, float]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -308,13 +309,15 @@ class SiteStateTable:
         connected = bool(self.backend.connected)
         if connected != self._connected:
             now = self.clock()
-            if connected:
-                start = self._outage_start if self._outage_start is not None else now
+            if connected and self._outage_start is not None:
+                start = self._outage_start
                 self._outages.append((start, now))
                 self._outage_start = None
                 logger.info("state: backend %s reachable again after %.1fs; staleness resumes",
                             self.backend.url, now - start)
-            else:
+            elif not connected and self._connected:
+                # Only an outage after a connection freezes anything: before the first one this
+                # node knows nothing shared, and its own results stay fresh by its heartbeats.
                 self._outage_start = now
                 logger.warning("state: backend %s unreachable; keeping the last known states frozen",
                                self.backend.url)

@@ -331,3 +331,19 @@ async def test_results_reported_during_an_outage_are_shown():
     table.refresh()
     assert table.view.site("z.test", "a").state(0.5) == "unknown"
     await table.close()
+
+
+async def test_unreachable_at_start_is_no_outage():
+    clock = FakeClock(1000)
+    backend = FlakyBackend()
+    backend.up = False  # e.g. Redis down when the node starts
+    table = SiteStateTable(backend, clock=clock)
+    table.configure(zoneset(make_zone("z.test", {"a": ("web",)})))
+    await table.start()
+    assert table.view.site("z.test", "a").state(0.5) == "unknown"  # counts as up
+    await table.report("z.test", "a", "eu", down(1000, stale=30))
+    clock.now = 1100
+    backend.flip(True)
+    # a result met at the first connection is not kept longer than its own stale_after
+    assert table.view.site("z.test", "a").state(0.5) == "unknown"
+    await table.close()
