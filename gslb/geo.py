@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import csv
 import functools
-import ipaddress
 import logging
 import math
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -91,11 +91,25 @@ def _kind_of(database_type: str) -> GeoKind | None:
     return None
 
 
-def _parse(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    # A link-local source may carry a zone ("fe80::1%eth0"): the zone does not locate anything.
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+
+def _parse(ip: str) -> tuple[int, bytes]:
+    """(IP version, packed address) of an address text; ValueError when it is not one.
+
+    ``socket.inet_pton`` is about twenty times faster than ``ipaddress`` and as strict (no
+    leading zeros, four parts). A link-local source may carry a zone ("fe80::1%eth0"): the zone
+    does not locate anything and is dropped.
+    """
     if "%" in ip:
         ip = ip.split("%", 1)[0]
-    return ipaddress.ip_address(ip)
+    try:
+        if ":" in ip:
+            return 6, socket.inet_pton(socket.AF_INET6, ip)
+        return 4, socket.inet_pton(socket.AF_INET, ip)
+    except (OSError, TypeError):
+        raise ValueError(f"{ip!r} is not an IPv4 or IPv6 address") from None
 
 
 class GeoLocator:
@@ -171,34 +185,36 @@ class GeoLocator:
         return self._locate(ip)
 
     def _locate(self, ip: str) -> Location:
-        addr = _parse(ip)
-        mapped = addr.ipv4_mapped if addr.version == 6 else None
-        text = str(addr) if mapped is None else f"::ffff:{mapped}"
+        version, packed = _parse(ip)
+        mapped = version == 6 and packed[:12] == _MAPPED_PREFIX
+        if mapped:
+            version, packed = 4, packed[12:]
+        text = socket.inet_ntop(_AF[version], packed)
+        if mapped:
+            text = "::ffff:" + text
         if self._reader is None:
-            return Location(text, "0.0.0.0/0" if addr.version == 4 else "::/0", 0)
-        look = mapped if mapped is not None else addr
-        if look.version == 6 and self._ipv4_only:
+            return Location(text, "::/0" if mapped or version == 6 else "0.0.0.0/0", 0)
+        if version == 6 and self._ipv4_only:
             # An IPv4-only database says nothing about any IPv6 address.
             return Location(text, "::/0", 0)
-        plen, network, latlon, country, continent = self._entry(look)
-        if mapped is not None:
+        plen, network, latlon, country, continent = self._entry(version, packed)
+        if mapped:
             # e.g. "::ffff:81.2.69.0/120": the same network, as the IPv6 addresses it covers
             plen += 96
             network = f"::ffff:{network.split('/', 1)[0]}/{plen}"
         return Location(text, network, plen, latlon, country, continent)
 
-    def _entry(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple:
-        """(prefixlen, network text, latlon, country, continent) for ``addr``, from cache or DB."""
-        version = addr.version
+    def _entry(self, version: int, packed: bytes) -> tuple:
+        """(prefixlen, network text, latlon, country, continent) of an address, from cache or DB."""
         bits = 32 if version == 4 else 128
-        value = int(addr)
-        nets = self._nets[version]
+        value = int.from_bytes(packed, "big")
         if self._cached:
+            nets = self._nets[version]
             for plen in self._plens[version]:
                 entry = nets.get((value >> (bits - plen)) << 8 | plen)
                 if entry is not None:
                     return entry
-        entry = self._lookup(addr)
+        entry = self._lookup(version, packed, value)
         if self._cached:
             self._remember(version, bits, value, entry)
         return entry
@@ -216,12 +232,16 @@ class GeoLocator:
         # Probe the most common prefix lengths first; ties: longer first (deterministic).
         self._plens[version] = sorted(counts, key=lambda p: (-counts[p], -p))
 
-    def _lookup(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple:
+    def _lookup(self, version: int, packed: bytes, value: int) -> tuple:
         """One database lookup (no cache)."""
         assert self._reader is not None
-        record, plen = self._reader.get_with_prefix_len(addr)
-        plen = max(0, plen)  # an IPv6 tree without IPv4 data could report a negative IPv4 length
-        network = str(ipaddress.ip_network((int(addr), plen), strict=False))
+        family = _AF[version]
+        record, plen = self._reader.get_with_prefix_len(socket.inet_ntop(family, packed))
+        bits = 32 if version == 4 else 128
+        plen = min(bits, max(0, plen))  # an IPv6 tree without IPv4 data could report odd IPv4 lengths
+        host_bits = bits - plen
+        start = (value >> host_bits << host_bits).to_bytes(bits // 8, "big")
+        network = f"{socket.inet_ntop(family, start)}/{plen}"
         if not isinstance(record, dict):
             return (plen, network, None, None, None)
         country = _code(record.get("country"), "iso_code")
