@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from typing import Callable
 
@@ -186,7 +187,8 @@ class DnsServer:
                         lambda: _UdpProtocol(self.handle), local_addr=(host, bound_port), family=family,
                         reuse_port=self.reuse_port or None)
                 except OSError as e:
-                    raise StartupError(f"cannot listen on {shown} (UDP and TCP): {e.strerror or e}") from e
+                    why = os.strerror(e.errno) if e.errno else str(e)
+                    raise StartupError(f"cannot listen on {shown} (UDP and TCP): {why}") from e
                 self._udp.append(transport)  # type: ignore[arg-type]
                 _grow_receive_buffer(transport.get_extra_info("socket"))
                 self.addresses.append((host, bound_port))
