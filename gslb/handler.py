@@ -18,6 +18,17 @@ logger = logging.getLogger(__name__)
 #: the largest DNS message (TCP)
 TCP_MAX = 65535
 
+#: query types counted by name; any other is counted as "other", so that random types sent by
+#: a client cannot grow the statistics (and the /metrics label sets) without bound
+_COUNTED_TYPES = frozenset({
+    "A", "AAAA", "CNAME", "MX", "TXT", "SRV", "CAA", "NS", "PTR", "SOA", "ANY", "DS", "DNSKEY",
+    "HTTPS", "SVCB", "NAPTR", "HINFO", "AXFR", "IXFR", "TLSA", "SSHFP", "CDS", "CDNSKEY", "",
+})
+
+
+def _counted(qtype: str) -> str:
+    return qtype if qtype in _COUNTED_TYPES else "other"
+
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -80,10 +91,10 @@ class QueryHandler:
             return None
         except FormErr as e:
             logger.debug("FORMERR to %s: %s", client_ip, e.why)
-            stats.query("", e.qtype, "FORMERR", perf_counter() - start)
+            stats.query("", _counted(e.qtype), "FORMERR", perf_counter() - start)
             return e.reply
         except Reject as e:
-            stats.query("", e.qtype, RCODE_NAMES.get(e.rcode, str(e.rcode)), perf_counter() - start)
+            stats.query("", _counted(e.qtype), RCODE_NAMES.get(e.rcode, str(e.rcode)), perf_counter() - start)
             return e.reply
         except Exception:  # a parser bug must not kill the listener
             logger.exception("cannot parse a query from %s", client_ip)
@@ -94,8 +105,8 @@ class QueryHandler:
             reply = encode_response(query, response, TCP_MAX if tcp else query.udp_limit)
         except Exception:
             logger.exception("SERVFAIL for %s %s from %s", query.qname, query.qtype_name, client_ip)
-            stats.query("", query.qtype_name, "SERVFAIL", perf_counter() - start)
+            stats.query("", _counted(query.qtype_name), "SERVFAIL", perf_counter() - start)
             return servfail(query)
-        stats.query(response.zone, query.qtype_name, RCODE_NAMES.get(response.rcode, str(response.rcode)),
+        stats.query(response.zone, _counted(query.qtype_name), RCODE_NAMES.get(response.rcode, str(response.rcode)),
                     perf_counter() - start)
         return reply

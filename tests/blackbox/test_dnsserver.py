@@ -283,3 +283,20 @@ async def test_close_drops_open_connections():
     assert await closed_by_peer(reader)
     writer.close()
     assert server.tcp_connections == 0
+
+
+def test_handler_counts_unusual_types_as_other():
+    stats = QueryStats()
+    handler = QueryHandler(lambda: ZONES, Pools(), stats, Acl())
+    reply = handler.handle(dns.message.make_query("www.example.com.", 65000).to_wire(), "192.0.2.1", False)
+    assert dns.message.from_wire(reply).rcode() == dns.rcode.NOERROR
+    assert stats.queries[("example.com", "other", "NOERROR")] == 1
+
+
+def test_handler_acl_allow_list():
+    handler = QueryHandler(lambda: ZONES, Pools(), QueryStats(), Acl(allow=("192.0.2.0/24", "2001:db8::/32"), deny=("192.0.2.128/25",)))
+    q = dns.message.make_query("www.example.com.", "A").to_wire()
+    assert handler.handle(q, "192.0.2.1", False) is not None
+    assert handler.handle(q, "2001:db8::1", True) is not None
+    assert handler.handle(q, "192.0.2.200", False) is None  # denied beats allowed
+    assert handler.handle(q, "198.51.100.1", False) is None  # not allowed
