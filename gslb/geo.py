@@ -49,7 +49,6 @@ EARTH_RADIUS_KM = 6371.0
 GeoKind = Literal["city", "country", "none"]
 
 _DEFAULT_IP_CACHE = 65536
-_DEFAULT_NET_CACHE = 131072
 
 
 def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -124,13 +123,14 @@ class GeoLocator:
         self.database_type = database_type
         self.build_epoch = build_epoch
         self._reader = reader
+        self._closed = False
         self._centroids = centroids or {}
         self._ipv4_only = reader is not None and reader.metadata().ip_version == 4
         # network cache: per IP version, key (network bits << 8 | prefixlen) -> entry
         self._nets: dict[int, dict[int, tuple]] = {4: {}, 6: {}}
         self._plens: dict[int, list[int]] = {4: [], 6: []}
         self._plen_counts: dict[int, dict[int, int]] = {4: {}, 6: {}}
-        self._net_limit = 2 * cache_size
+        self._net_limit = 2 * cache_size  # networks kept per IP version before starting over
         self._cached = cache_size > 0
         if self._cached:
             # The per-address LRU shadows the method on this instance (C-implemented, ~0.1 us a hit).
@@ -146,6 +146,7 @@ class GeoLocator:
         """
         if path is None:
             return cls(cache_size=cache_size)
+        table = load_centroids(centroids if centroids is not None else DEFAULT_CENTROIDS)
         try:
             reader = maxminddb.open_database(os.fspath(path))
         except FileNotFoundError:
@@ -158,16 +159,15 @@ class GeoLocator:
             reader.close()
             raise GeoDatabaseError(
                 f"{path}: database type {meta.database_type!r} is not a GeoIP2/GeoLite2 City or Country database")
-        table = load_centroids(centroids if centroids is not None else DEFAULT_CENTROIDS)
         logger.info("geo: opened %s (%s, %s locations, IPv%d tree, %d nodes)",
                     path, meta.database_type, kind, meta.ip_version, meta.node_count)
         return cls(reader, kind, str(path), table, meta.database_type, meta.build_epoch, cache_size)
 
     def close(self) -> None:
         """Release the database (the locator must not be used afterwards)."""
-        if self._reader is not None:
+        if self._reader is not None and not self._closed:
+            self._closed = True
             self._reader.close()
-            self._reader = None
 
     def __enter__(self) -> GeoLocator:
         return self

@@ -202,6 +202,15 @@ def test_ipv4_only_database_does_not_locate_ipv6(tmp_path):
         assert locator.locate("::ffff:81.2.69.1").network == "::ffff:81.2.69.0/120"
 
 
+def test_ipv6_tree_without_ipv4_data(tmp_path):
+    db = _write_mmdb(tmp_path / "v6.mmdb", "GeoIP2-City", networks=[
+        ("2001:db8:1::/48", {"country": {"iso_code": "DE"}, "continent": {"code": "EU"}})])
+    with GeoLocator.open(str(db)) as locator:
+        assert locator.locate("192.0.2.1") == Location("192.0.2.1", "0.0.0.0/0", 0)
+        assert locator.locate("::ffff:192.0.2.1") == Location("::ffff:192.0.2.1", "::ffff:0.0.0.0/96", 96)
+        assert locator.locate("2001:db8:1::1").latlon == CENTROIDS["DE"]
+
+
 def test_cache_keeps_small_networks_inside_one_slash24_apart(city):
     # Frankfurt /26, Paris /26, London /27, a /27 gap and Dublin /26 share 192.0.2.0/24.
     expected = {
