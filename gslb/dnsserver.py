@@ -42,6 +42,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, handle: Handle) -> None:
         self._handle = handle
         self._transport: asyncio.DatagramTransport | None = None
+        # set while the socket's send buffer is full: replies are dropped rather than queued
+        # without bound in the transport (the client retries, as after any UDP loss)
+        self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -49,10 +52,16 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         try:
             reply = self._handle(data, _client_ip(addr), False)
-            if reply is not None and self._transport is not None:
+            if reply is not None and self._transport is not None and not self._paused:
                 self._transport.sendto(reply, addr)
         except Exception:  # never let one packet stop the listener
             logger.exception("UDP query from %s failed", addr[0])
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and the like for earlier replies: nothing to do
