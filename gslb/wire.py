@@ -249,8 +249,43 @@ def _opt_rr(ext_rcode: int = 0, do: bool = False, options: bytes = b"") -> bytes
     return _OPT_FIXED.pack(0, TYPE_OPT, OUR_PAYLOAD, ttl, len(options)) + options
 
 
+#: parsed queries by their bytes after the ID: resolvers repeat the same questions, so most
+#: queries skip the parser and only get a copy with their own ID (cleared when full)
+_PARSED: dict[bytes, Query] = {}
+_PARSED_MAX = 20000
+_new_query = object.__new__
+
+
 def parse_query(data: bytes) -> Query:
     """Parse one query; raise ``Drop`` (no reply), ``FormErr`` or ``Reject`` (prebuilt reply)."""
+    key = data[2:]
+    template = _PARSED.get(key)
+    if template is not None:
+        query = _new_query(Query)
+        query.id = (data[0] << 8) | data[1]
+        query.opcode = template.opcode
+        query.rd = template.rd
+        query.cd = template.cd
+        query.qname = template.qname
+        query.qname_lower = template.qname_lower
+        query.qtype = template.qtype
+        query.qtype_name = template.qtype_name
+        query.qclass = template.qclass
+        query.question = template.question
+        query.edns = template.edns
+        query.edns_version = template.edns_version
+        query.payload = template.payload
+        query.do = template.do
+        query.ecs = template.ecs
+        return query
+    query = _parse(data)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[key] = query
+    return query
+
+
+def _parse(data: bytes) -> Query:
     if len(data) < 12:
         raise Drop("short")
     ident, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)

@@ -344,3 +344,21 @@ def test_servfail_reply():
     q = parse_query(wire_query(use_edns=0))
     reply = dns.message.from_wire(servfail(q))
     assert reply.rcode() == dns.rcode.SERVFAIL and reply.edns == 0 and reply.question
+
+
+def test_repeated_query_bytes_parse_with_their_own_id():
+    first = dns.message.make_query("wWw.example.com.", "A", use_edns=0, options=[dns.edns.ECSOption("192.0.2.0", 24)])
+    second = first.to_wire()
+    second = b"\xbe\xef" + first.to_wire()[2:]
+    a, b = parse_query(first.to_wire()), parse_query(second)
+    assert a is not b and (a.id, b.id) == (first.id, 0xBEEF)
+    assert (b.qname, b.qtype, b.ecs.address, b.payload) == ("wWw.example.com.", 1, "192.0.2.0", 1232)
+    reply = dns.message.from_wire(encode_response(b, answer(), 512))
+    assert reply.id == 0xBEEF
+
+
+def test_errors_are_not_cached_across_ids():
+    for ident in (b"\x00\x01", b"\x00\x02"):
+        with pytest.raises(FormErr) as info:
+            parse_query(ident + bytes.fromhex("01000000000000000000"))
+        assert info.value.reply[:2] == ident
