@@ -177,7 +177,6 @@ class Monitor:
         self._loop_task: asyncio.Task | None = None
         self._session: aiohttp.ClientSession | None = None
         self._observers: list[Callable[[Target, ProbeResult, TargetState], None]] = []
-        self._closed = False
 
     # -- configuration
 
@@ -232,7 +231,6 @@ class Monitor:
     async def start(self) -> None:
         """Start the scheduling loop."""
         if self._loop_task is None:
-            self._closed = False
             self._loop_task = asyncio.create_task(self._loop(), name=f"health-{self.region}")
 
     async def first_round(self, timeout: float | None = None) -> bool:
@@ -254,7 +252,6 @@ class Monitor:
 
     async def close(self) -> None:
         """Cancel the loop and every probe, close the HTTP session."""
-        self._closed = True
         tasks = list(self._tasks)
         if self._loop_task is not None:
             tasks.append(self._loop_task)
