@@ -46,7 +46,7 @@ from redis.exceptions import RedisError
 
 from gslb.errors import StartupError
 from gslb.model import Override, RegionResult
-from gslb.state import SiteKey
+from gslb.state import SiteKey, expires_at
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,13 @@ def decode_result(obj: Any) -> RegionResult:
                         error=error, stale_after=stale_after)
 
 
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library call swallowed (redis-py does, inside commands)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
@@ -162,6 +169,13 @@ class RedisBackend:
         self._touched_results: dict[ResultKey, int] = {}
         self._touched_overrides: dict[SiteKey, int] = {}
         self._epoch: str | None = None
+        # (start, end) wall times of finished outages, and the start of the current one:
+        # results missing from Redis stay known here until stale in *connected* time, as the
+        # table judges them (SPEC: an outage never turns a known-down site back up)
+        self._outages: list[tuple[float, float]] = []
+        self._outage_since: float | None = None
+        self._first_attempt = asyncio.Event()
+        self._notify: asyncio.TimerHandle | None = None
         self._connected = False
         self._closing = False
         self._outage_logged = False
@@ -191,11 +205,20 @@ class RedisBackend:
         return len(self._pending_results) + len(self._pending_overrides)
 
     async def start(self, on_change: Callable[[], None]) -> None:
-        """Start connecting in the background; returns at once, never raises for an unreachable Redis."""
+        """Connect and load the shared state; never raises for an unreachable Redis.
+
+        Waits for the outcome of the first attempt (at most about twice ``timeout``), so a node
+        answers from the shared state from its first query; then keeps (re)connecting in the
+        background.
+        """
         self._on_change = on_change
         self._closing = False
         if self._task is None:
             self._task = asyncio.create_task(self._supervise(), name=f"redis-state {self.url}")
+            try:
+                await asyncio.wait_for(self._first_attempt.wait(), 2 * self.timeout + 0.5)
+            except asyncio.TimeoutError:
+                pass
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the first connection and resync; True when connected."""
@@ -207,28 +230,34 @@ class RedisBackend:
     async def close(self) -> None:
         """Stop the background task and disconnect (pending writes that never reached Redis are lost)."""
         self._closing = True
+        if self._notify is not None:
+            self._notify.cancel()
+            self._notify = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            # bounded: redis-py may swallow a cancellation inside a command; the loops below
+            # notice that, but closing must never hang the shutdown of a node
+            await asyncio.wait({task}, timeout=3.0)
+            if not task.done():
+                logger.warning("state: background task of %s did not stop in time", self.url)
         self._connected = False
 
     # writers ------------------------------------------------------------------------------
 
     async def put_result(self, key: SiteKey, region: str, result: RegionResult) -> None:
-        """Store one region's result for a site: visible here at once, in Redis as soon as reachable."""
+        """Store one region's result for a site: visible here at once, in Redis as soon as reachable.
+
+        Like MemoryBackend, does not call ``on_change`` (the table rebuilds after its own writes).
+        """
         self._seq += 1
         self._touched_results[(key, region)] = self._seq
         self._results.setdefault(key, {})[region] = result
         self._pending_results[(key, region)] = (result, result.stale_after)
         self._wake.set()
-        self._changed()
 
     async def put_override(self, key: SiteKey, state: Override | None) -> None:
-        """Store (or with None remove) an operator override; durable (no expiry)."""
+        """Store (or with None remove) an operator override; durable (no expiry); no ``on_change``."""
         if state is not None and state not in _OVERRIDES:
             raise ValueError(f"override: expected one of {', '.join(_OVERRIDES)} or None, got {state!r}")
         self._seq += 1
@@ -239,7 +268,6 @@ class RedisBackend:
             self._overrides[key] = state
         self._pending_overrides[key] = state
         self._wake.set()
-        self._changed()
 
     # readers ------------------------------------------------------------------------------
 
@@ -288,15 +316,38 @@ class RedisBackend:
     # the connection -----------------------------------------------------------------------
 
     def _changed(self) -> None:
+        """Tell the table now (cancels a coalesced call that is due)."""
+        if self._notify is not None:
+            self._notify.cancel()
+            self._notify = None
         try:
             self._on_change()
         except Exception:  # a listener's bug must not stop the state backend
             logger.exception("state: change listener failed")
 
+    def _changed_soon(self) -> None:
+        """Tell the table within 50 ms: a burst of messages costs one view rebuild, not one each."""
+        if self._notify is None:
+            self._notify = asyncio.get_running_loop().call_later(0.05, self._changed)
+
     def _set_connected(self, value: bool) -> None:
         if self._connected != value:
+            now = self._clock()
+            if value:
+                if self._outage_since is not None:
+                    self._outages.append((self._outage_since, now))
+                self._outage_since = None
+            else:
+                self._outage_since = now
             self._connected = value
             self._changed()
+
+    def _expiry(self, result: RegionResult) -> float:
+        """Wall time at which a result turns stale, not counting outages (as the table does)."""
+        outages = self._outages
+        if self._outage_since is not None:
+            outages = [*outages, (self._outage_since, self._clock())]
+        return expires_at(result, outages)
 
     def _client(self) -> aioredis.Redis:
         # No retries inside redis-py: this class reconnects itself, and a command must fail fast.
@@ -321,8 +372,11 @@ class RedisBackend:
                     logger.debug("state: %s still unreachable: %s", self.url, self.last_error)
                 if self._connected:
                     delay = self.backoff_initial
+                if not self._first_attempt.is_set() and self._outage_since is None:
+                    self._outage_since = self._clock()  # down from the start
                 self._set_connected(False)
             finally:
+                self._first_attempt.set()
                 await self._quietly(pubsub.aclose())
                 await self._quietly(client.aclose())
             if self._closing:
@@ -351,6 +405,7 @@ class RedisBackend:
         logger.info("state: connected to %s (%d sites with results, %d overrides)",
                     self.url, len(self._results), len(self._overrides))
         self._set_connected(True)
+        self._first_attempt.set()
         tasks = [asyncio.create_task(self._listen(pubsub)), asyncio.create_task(self._work(client))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -359,7 +414,7 @@ class RedisBackend:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=2.0)
 
     async def _check_epoch(self, client: aioredis.Redis) -> None:
         """Notice a Redis that lost its data since the last connection, and republish into it."""
@@ -373,7 +428,7 @@ class RedisBackend:
                 self._pending_overrides.setdefault(key, state)
             for key, regions in self._results.items():
                 for region, result in regions.items():
-                    left = result.checked_at + result.stale_after - now
+                    left = self._expiry(result) - now
                     if left > 0:
                         self._pending_results.setdefault((key, region), (result, left))
                         republished += 1
@@ -418,6 +473,7 @@ class RedisBackend:
         loop = asyncio.get_running_loop()
         next_resync = loop.time() + self.resync_interval
         while True:
+            _raise_if_cancelling()
             self._wake.clear()
             await self._flush(client)
             if self._resync_now.is_set() or loop.time() >= next_resync:
@@ -438,6 +494,7 @@ class RedisBackend:
     async def _listen(self, pubsub: Any) -> None:
         """Apply change messages as they arrive."""
         while True:
+            _raise_if_cancelling()
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if msg is not None and msg.get("type") == "message":
                 self._apply_message(msg["data"])
@@ -478,7 +535,7 @@ class RedisBackend:
             self.bad_entries += 1
             logger.warning("state: ignoring a malformed message on %s: %s: %.200s", self.channel, exc, data)
             return
-        self._changed()
+        self._changed_soon()
 
     async def _resync(self, client: aioredis.Redis) -> None:
         """Reread every result and override, replacing this node's copy (changes newer than the snapshot stay)."""
@@ -534,6 +591,17 @@ class RedisBackend:
                     overrides[okey] = self._overrides[okey]
                 else:
                     overrides.pop(okey, None)
+        # A result gone from Redis (expired there, or Redis lost its data) stays known here
+        # until it is stale in connected time: Redis's clock kept running during outages.
+        now = self._clock()
+        for key, regions in self._results.items():
+            for region, local in regions.items():
+                if region not in results.get(key, {}) and self._expiry(local) > now:
+                    results.setdefault(key, {})[region] = local
+        if self._outages:
+            oldest = min((r.checked_at for regions in results.values() for r in regions.values()),
+                         default=now)
+            self._outages = [o for o in self._outages if o[1] > oldest]
         self._touched_results = {k: s for k, s in self._touched_results.items() if s > seq0}
         self._touched_overrides = {k: s for k, s in self._touched_overrides.items() if s > seq0}
         results = {k: v for k, v in results.items() if v}
@@ -542,7 +610,7 @@ class RedisBackend:
         if results != self._results or overrides != self._overrides:
             self._results = results
             self._overrides = overrides
-            self._changed()
+            self._changed_soon()
 
     def _bad_entry(self, where: str, exc: Exception) -> None:
         self.bad_entries += 1

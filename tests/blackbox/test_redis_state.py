@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -16,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from redisd import RedisServer  # noqa: E402
 
-from gslb.model import RegionResult  # noqa: E402
+from gslb.model import RegionResult, ZoneSet  # noqa: E402
 from gslb.redis_state import PREFIX, RedisBackend, decode_result, encode_result, redact_url  # noqa: E402
+from gslb.state import SiteStateTable  # noqa: E402
+from gslb.zones import ZoneStore  # noqa: E402
 
 KEY = ("gslb.example.com", "fra")
 KEY2 = ("gslb.example.com", "iad")
@@ -187,9 +192,10 @@ async def test_change_reaches_another_node_within_a_second(redis_server: RedisSe
     start = time.monotonic()
     await a.put_result(KEY, "us-east", result("down"))
     await a.put_override(KEY, "up")
-    await eventually(lambda: KEY in b.results() and b.overrides() == {KEY: "up"}, timeout=1.0)
+    # the table is told too (coalesced: one call for a burst of messages)
+    await eventually(lambda: KEY in b.results() and b.overrides() == {KEY: "up"}
+                     and b.changes > before, timeout=1.0)
     assert time.monotonic() - start < 1.0
-    assert b.changes > before
 
 
 async def test_resync_repairs_a_missed_message(redis_server: RedisServer, backends, raw) -> None:
@@ -338,3 +344,224 @@ async def test_start_with_redis_unreachable(tmp_path: Path, backends) -> None:
         assert_alive(a, b)
     finally:
         server.stop()
+
+
+async def test_start_waits_for_the_first_sync(redis_server: RedisServer, backends) -> None:
+    a = await backends(redis_server.url)
+    await a.put_override(KEY, "drain")
+    await eventually(lambda: a.pending == 0)
+    # a node that starts now answers from the shared state from its first query
+    b = await backends(redis_server.url)
+    assert b.connected and b.overrides() == {KEY: "drain"}
+
+
+async def test_start_with_redis_unreachable_returns_quickly(tmp_path: Path, backends) -> None:
+    dead = RedisServer(tmp_path / "never-started")
+    started = time.monotonic()
+    a = await backends(dead.url)
+    assert time.monotonic() - started < 1.0
+    assert not a.connected and a.results() == {} and a.overrides() == {}
+
+
+async def test_redis_losing_its_data_does_not_forget_fresh_results(redis_server: RedisServer, backends) -> None:
+    agent = await backends(redis_server.url)
+    node = await backends(redis_server.url)
+    down = result("down", stale_after=30.0)
+    await agent.put_result(KEY, "eu-west", down)
+    await eventually(lambda: node.results() == {KEY: {"eu-west": down}})
+    await agent.close()  # the agent dies with Redis
+    redis_server.stop()
+    await eventually(lambda: not node.connected)
+    redis_server.start()
+    await eventually(lambda: node.connected, timeout=5.0)
+    await asyncio.sleep(0.5)  # resyncs against the empty Redis
+    # still known down here (fresh in connected time), and republished for everyone
+    assert node.results() == {KEY: {"eu-west": down}}
+    late = await backends(redis_server.url)
+    assert late.results() == {KEY: {"eu-west": down}}
+
+
+# the site-state table over Redis ---------------------------------------------------------
+
+ZONE = """\
+zone: gslb.test
+ns: [ns1.gslb.test]
+records:
+  ns1: {A: 192.0.2.53}
+  www: {pool: web}
+  www4: {pool: web4}
+sites:
+  fra: {location: [50.11, 8.68], addresses: [127.0.0.1], checks: [web]}
+  iad: {location: [38.95, -77.45], addresses: [127.0.0.1], checks: [web]}
+checks:
+  web: {type: http, port: PORT, path: /healthz, interval: 0.5, timeout: 0.3, rise: 1, fall: 1}
+pools:
+  web: {policy: failover, sites: [fra, iad], quorum: 0.5}
+  web4: {policy: failover, sites: [fra, iad], quorum: 0.4}
+"""
+FRA = ("gslb.test", "fra")
+IAD = ("gslb.test", "iad")
+
+
+def zones(tmp_path: Path, port: int = 9) -> ZoneSet:
+    folder = tmp_path / "zones"
+    folder.mkdir(exist_ok=True)
+    (folder / "test.yaml").write_text(ZONE.replace("PORT", str(port)))
+    store = ZoneStore(str(folder))
+    assert not store.reload(force=True)["errors"]
+    return store.zones
+
+
+@pytest.fixture
+async def tables(backends) -> AsyncIterator[Callable[..., SiteStateTable]]:
+    made: list[SiteStateTable] = []
+
+    async def make(url: str, zoneset: ZoneSet, **kw: object) -> SiteStateTable:
+        table = SiteStateTable(await backends(url, **kw))
+        table.configure(zoneset)
+        await table.start()
+        made.append(table)
+        return table
+
+    yield make
+    for table in made:
+        await table.close()
+
+
+def verdicts(table: SiteStateTable, quorum: float) -> dict[str, str]:
+    return {key[1]: status.state(quorum) for key, status in table.view.sites.items()}
+
+
+async def test_two_tables_see_the_same_view(redis_server: RedisServer, tables, tmp_path: Path) -> None:
+    zs = zones(tmp_path)
+    node1 = await tables(redis_server.url, zs)
+    node2 = await tables(redis_server.url, zs)
+    agent = await tables(redis_server.url, zs)
+    await agent.report("gslb.test", "fra", "eu-west", result("down", stale_after=30))
+    await agent.report("gslb.test.", "iad", "eu-west", result("up", stale_after=30))
+    await eventually(lambda: verdicts(node1, 0.5) == {"fra": "down", "iad": "up"})
+    await eventually(lambda: dict(node2.view.sites) == dict(node1.view.sites))
+    assert node1.backend_status()["connected"] is True
+
+
+async def test_quorum_across_regions(redis_server: RedisServer, tables, tmp_path: Path) -> None:
+    zs = zones(tmp_path)
+    node = await tables(redis_server.url, zs)
+    eu = await tables(redis_server.url, zs)
+    us = await tables(redis_server.url, zs)
+    # down in both regions: down whatever the quorum (the pool's when_all_down decides answers)
+    await eu.report("gslb.test", "fra", "eu-west", result("down"))
+    await us.report("gslb.test", "fra", "us-east", result("down"))
+    await eventually(lambda: len(node.view.site(*FRA).regions) == 2)
+    assert node.view.site(*FRA).state(0.5) == "down" and node.view.site(*FRA).state(0.4) == "down"
+    # down in one of two: 1 of 2 is not more than half -> out with 0.5, in with 0.4
+    await us.report("gslb.test", "fra", "us-east", result("up"))
+    await eventually(lambda: node.view.site(*FRA).regions.get("us-east", result("down")).state == "up")
+    assert node.view.site(*FRA).state(0.5) == "down"
+    assert node.view.site(*FRA).state(0.4) == "up"
+    # several agents of one region: one vote, the newest
+    await eu.report("gslb.test", "fra", "eu-west", result("up"))
+    await eventually(lambda: node.view.site(*FRA).state(0.5) == "up")
+    assert set(node.view.site(*FRA).regions) == {"eu-west", "us-east"}
+
+
+async def test_a_dead_agents_results_go_stale(redis_server: RedisServer, tables, tmp_path: Path) -> None:
+    zs = zones(tmp_path)
+    node = await tables(redis_server.url, zs)
+    eu = await tables(redis_server.url, zs)
+    us = await tables(redis_server.url, zs)
+    await eu.report("gslb.test", "fra", "eu-west", result("down", stale_after=0.6))
+    await us.report("gslb.test", "fra", "us-east", result("up", stale_after=30))
+    await eventually(lambda: len(node.view.site(*FRA).regions) == 2)
+    assert node.view.site(*FRA).state(0.5) == "down"
+    await eu.close()  # the eu-west agent dies: its vote stops counting, quorum is recomputed
+    await eventually(lambda: set(node.view.site(*FRA).regions) == {"us-east"})
+    assert node.view.site(*FRA).state(0.5) == "up"
+
+
+async def test_override_through_one_node_applies_on_the_other_and_survives_restart(
+        redis_server: RedisServer, tables, tmp_path: Path) -> None:
+    zs = zones(tmp_path)
+    node1 = await tables(redis_server.url, zs)
+    node2 = await tables(redis_server.url, zs)
+    await node1.set_override("gslb.test", "iad", "drain")
+    assert node1.view.site(*IAD).override == "drain"  # at once on the node that took it
+    await eventually(lambda: node2.view.site(*IAD).override == "drain", timeout=1.0)
+    await node1.close()
+    await node2.close()
+    restarted = await tables(redis_server.url, zs)
+    assert restarted.view.site(*IAD).override == "drain"
+    await restarted.set_override("gslb.test", "iad", "auto")
+    assert restarted.view.site(*IAD).override is None
+
+
+async def test_table_freezes_during_an_outage_and_converges_after(redis_server: RedisServer, tables,
+                                                                   tmp_path: Path) -> None:
+    zs = zones(tmp_path)
+    node = await tables(redis_server.url, zs)
+    agent = await tables(redis_server.url, zs)
+    await agent.report("gslb.test", "fra", "eu-west", result("down", stale_after=0.8))
+    await eventually(lambda: node.view.site(*FRA).state(0.5) == "down")
+    redis_server.stop()
+    await eventually(lambda: not node.backend_status()["connected"])
+    await asyncio.sleep(1.2)  # longer than stale_after: frozen, so still known down
+    assert node.view.site(*FRA).state(0.5) == "down"
+    # the agent keeps checking meanwhile; its latest result arrives once Redis is back
+    await agent.report("gslb.test", "fra", "eu-west", result("up", stale_after=30))
+    redis_server.start()
+    await eventually(lambda: node.backend_status()["connected"], timeout=5.0)
+    await eventually(lambda: node.view.site(*FRA).state(0.5) == "up")
+
+
+# the checker agent -----------------------------------------------------------------------
+
+async def test_checker_agent_reports_health_into_redis(redis_server: RedisServer, tables,
+                                                        tmp_path: Path, caplog) -> None:
+    from aiohttp import web
+
+    from gslb.checker import run_checker
+    from gslb.config import ServerConfig
+
+    caplog.set_level(logging.INFO, logger="gslb.checker")
+    healthy = {"ok": True}
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.Response(status=200 if healthy["ok"] else 503, text="OK")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    zs = zones(tmp_path, port)
+    stop = asyncio.Event()
+    agent = asyncio.create_task(run_checker(ServerConfig(zones=str(tmp_path / "zones")), "eu-west",
+                                            redis_server.url, stop))
+    try:
+        node = await tables(redis_server.url, zs)
+        await eventually(lambda: node.view.site(*FRA).regions.get("eu-west") is not None
+                         and node.view.site(*FRA).state(0.5) == "up", timeout=5.0)
+        healthy["ok"] = False
+        await eventually(lambda: node.view.site(*FRA).state(0.5) == "down", timeout=5.0)
+        # a changed zone file is picked up within a second or two: iad loses its checks
+        (tmp_path / "zones" / "test.yaml").write_text(
+            ZONE.replace("PORT", str(port)).replace(
+                "iad: {location: [38.95, -77.45], addresses: [127.0.0.1], checks: [web]}",
+                "iad: {location: [38.95, -77.45], addresses: [127.0.0.1]}"))
+        await eventually(lambda: "checker: now checking" in caplog.text, timeout=3.0)
+        # SIGHUP forces a reload
+        os.kill(os.getpid(), signal.SIGHUP)
+        await eventually(lambda: "SIGHUP, reloading zones" in caplog.text, timeout=3.0)
+        # the agent stops: its results go stale after 3 x interval
+        stop.set()
+        await asyncio.wait_for(agent, 5.0)
+        await eventually(lambda: node.view.site(*FRA).regions == {}, timeout=5.0)
+        assert node.view.site(*FRA).state(0.5) == "unknown"
+    finally:
+        stop.set()
+        if not agent.done():
+            agent.cancel()
+        await asyncio.gather(agent, return_exceptions=True)
+        await runner.cleanup()
