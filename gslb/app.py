@@ -19,9 +19,11 @@ from gslb.dnsserver import DnsServer
 from gslb.errors import GslbError, StartupError
 from gslb.geo import GeoLocator
 from gslb.handler import QueryHandler
+from gslb.metrics import CheckStats
 from gslb.model import Pool, PoolAnswer, Zone
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
+from gslb.wire import Drop
 from gslb.zones import ZoneStore
 
 logger = logging.getLogger(__name__)
@@ -55,18 +57,26 @@ def read_token(path: str | None) -> str | None:
 
 
 class LivePools:
-    """Answers pool names from the table's current view; the resolver's ``pools`` argument."""
+    """Answers pool names from the table's current view; the resolver's ``pools`` argument.
 
-    __slots__ = ("balancer", "table", "stats")
+    Until ``ready`` is set (the first round of health checks has finished) pool names get no
+    reply at all: resolvers retry a second later, which is better than an answer that sends
+    clients to a dead site or a SERVFAIL they may cache.
+    """
+
+    __slots__ = ("balancer", "table", "stats", "ready")
 
     def __init__(self, balancer: Balancer, table: SiteStateTable, stats: QueryStats) -> None:
         self.balancer = balancer
         self.table = table
         self.stats = stats
+        self.ready = False
 
     def answer(self, zone: Zone, pool: Pool, rtype: str, client_ip: str,
                source_prefix: int | None) -> PoolAnswer:
         """One pool answer for one client, counted per site."""
+        if not self.ready:
+            raise Drop("starting")
         result = self.balancer.answer(zone, pool, rtype, client_ip, source_prefix, self.table.view)
         if result.sites:
             self.stats.answered_sites(zone.key, pool.name, result.sites)
@@ -86,6 +96,8 @@ class Server:
         self.balancer: Balancer | None = None
         self.monitor: Any = None
         self.dns: DnsServer | None = None
+        self.pools: LivePools | None = None
+        self.check_stats = CheckStats()
         self.http_runner: Any = None
         self.dns_ready = False
         self.reloads = {"ok": 0, "error": 0}
@@ -106,8 +118,12 @@ class Server:
         self._stop.set()
 
     async def startup(self) -> None:
-        """Load everything, run the first health round, then bind DNS and HTTP."""
+        """Load everything, bind DNS and HTTP, run the first health round, then answer pools."""
         cfg = self.config
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         result = self.zone_store.reload(force=True)
         for error in result.get("errors", []):
             logger.error("zones: %s", error)
@@ -119,17 +135,9 @@ class Server:
         zones = self.zone_store.zones
         self.table.configure(zones)
         await self.table.start()
-        if cfg.checks:
-            from gslb.health.monitor import Monitor
-
-            self.monitor = Monitor(self.table, cfg.region)
-            self.monitor.configure(zones)
-            # SPEC: the first round runs before pool names are answered, bounded by the timeouts.
-            timeout = max((c.timeout for z in zones for c in z.checks.values()), default=0.0) + 1.0
-            await self.monitor.first_round(timeout)
-            await self.monitor.start()
-        handler = QueryHandler(lambda: self.zone_store.zones,
-                               LivePools(self.balancer, self.table, self.stats), self.stats, cfg.acl)
+        # Bind first: static names answer at once and a busy port fails fast (exit 3).
+        self.pools = LivePools(self.balancer, self.table, self.stats)
+        handler = QueryHandler(lambda: self.zone_store.zones, self.pools, self.stats, cfg.acl)
         self.dns = DnsServer(handler.handle, cfg.tcp)
         await self.dns.start(list(cfg.listen))
         self.dns_ready = True
@@ -137,10 +145,17 @@ class Server:
             from gslb.http_api import create_app, start_http
 
             self.http_runner = await start_http(create_app(self), *cfg.http)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        if cfg.checks:
+            from gslb.health.monitor import Monitor
+
+            self.monitor = Monitor(self.table, cfg.region)
+            self.monitor.add_observer(self.check_stats.on_probe)
+            self.monitor.configure(zones)
+            # SPEC: the first round runs before pool names are answered, bounded by the timeouts.
+            timeout = max((c.timeout for z in zones for c in z.checks.values()), default=0.0) + 1.0
+            await self.monitor.first_round(timeout)
+            await self.monitor.start()
+        self.pools.ready = True
         self._tasks.append(asyncio.create_task(self._watch_zones(), name="zone-watch"))
         listen = ", ".join(f"{h}:{p}" for h, p in cfg.listen)
         http = f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else "off"

@@ -103,6 +103,9 @@ class QueryHandler:
         try:
             response = resolve(query, client_ip, self._get_zones(), self._pools)
             reply = encode_response(query, response, TCP_MAX if tcp else query.udp_limit)
+        except Drop as e:  # e.g. a pool name asked before the first round of health checks
+            stats.dropped[e.reason] += 1
+            return None
         except Exception:
             logger.exception("SERVFAIL for %s %s from %s", query.qname, query.qtype_name, client_ip)
             stats.query("", _counted(query.qtype_name), "SERVFAIL", perf_counter() - start)

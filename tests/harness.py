@@ -77,11 +77,15 @@ class Gslb:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gslb exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                dns.query.udp(dns.message.make_query(qname, "SOA"), "127.0.0.1", port=self.port, timeout=0.2)
-                return self
-            except (dns.exception.Timeout, ConnectionRefusedError, OSError):
-                time.sleep(0.05)
+            # "gslb: serving" is logged once the first round of health checks is done
+            if "gslb: serving" in self.log():
+                try:
+                    dns.query.udp(dns.message.make_query(qname, "SOA"), "127.0.0.1", port=self.port,
+                                  timeout=0.2)
+                    return self
+                except (dns.exception.Timeout, ConnectionRefusedError, OSError):
+                    pass
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"gslb did not answer within {timeout}s:\n{self.log()}")
 
