@@ -1,0 +1,132 @@
+"""Local HTTP and TCP backends on 127.0.0.1 that a test flips between healthy and failing modes.
+
+``Backend(kind="http")`` answers every request with ``status``/``body``/``X-Load`` in mode
+``healthy``; ``failing_status`` answers 503; ``failing_body`` answers 200 with a body lacking the
+expected text; ``refusing`` closes the listening socket (connections are refused) and ``hanging``
+accepts connections and never answers. ``kind="tcp"`` accepts and closes connections (modes
+``healthy`` and ``refusing``). Every backend runs in a daemon thread and is closed by ``stop()``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Literal
+
+Mode = Literal["healthy", "failing_status", "failing_body", "refusing", "hanging"]
+
+MODES: tuple[str, ...] = ("healthy", "failing_status", "failing_body", "refusing", "hanging")
+
+
+class Backend:
+    """One loopback backend whose behaviour a test switches with ``set()``."""
+
+    def __init__(self, kind: Literal["http", "tcp"] = "http", body: str = "OK", load: float | None = None) -> None:
+        self.kind = kind
+        self.body = body
+        self.load = load
+        self.mode: str = "healthy"
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._held: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port: int = probe.getsockname()[1]
+        probe.close()
+        self._listen()
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def set(self, mode: str, load: float | None = ...) -> None:  # type: ignore[assignment]
+        """Switch to ``mode`` (one of MODES); optionally change the X-Load value."""
+        assert mode in MODES, mode
+        if load is not ...:
+            self.load = load
+        with self._lock:
+            previous, self.mode = self.mode, mode
+        if mode == "refusing" and previous != "refusing":
+            self._close_listener()
+        elif mode != "refusing" and previous == "refusing":
+            self._listen()
+        if mode != "hanging":
+            self._release_held()
+
+    def stop(self) -> None:
+        """Close the listener and every connection held open."""
+        self._stopped = True
+        self._close_listener()
+        self._release_held()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        self._listener = sock
+        self._thread = threading.Thread(target=self._accept_loop, args=(sock,), daemon=True)
+        self._thread.start()
+
+    def _close_listener(self) -> None:
+        sock, self._listener = self._listener, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        if self._thread is not None:
+            self._thread.join(2)
+            self._thread = None
+
+    def _release_held(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+        for conn in held:
+            conn.close()
+
+    def _accept_loop(self, sock: socket.socket) -> None:
+        while not self._stopped:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with self._lock:
+            mode = self.mode
+            if mode == "hanging":
+                self._held.append(conn)
+                return
+        if self.kind == "tcp":
+            conn.close()
+            return
+        try:
+            conn.settimeout(2)
+            data = b""
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.requests += 1
+            status, reason, body = 200, "OK", self.body
+            if mode == "failing_status":
+                status, reason, body = 503, "Service Unavailable", "unavailable"
+            elif mode == "failing_body":
+                body = "maintenance"
+            payload = body.encode()
+            head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(payload)}\r\n"
+            if self.load is not None:
+                head += f"X-Load: {self.load:g}\r\n"
+            head += "Connection: close\r\n\r\n"
+            conn.sendall(head.encode() + payload)
+        except OSError:
+            pass
+        finally:
+            conn.close()

@@ -1,0 +1,186 @@
+"""Health checks against a real ``gslb serve``: local backends flip, DNS answers follow.
+
+Every check probes ``target: 127.0.0.1`` on the port of a backend from ``backends.py``; the site
+addresses in the zone are documentation addresses that are only ever answered, never probed.
+Outcomes are polled with generous deadlines; nothing asserts how fast something happened.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any, Callable, Iterator
+
+import pytest
+from backends import Backend
+
+ORIGIN = "gslb.example.com."
+FRA, IAD = "192.0.2.10", "198.51.100.20"
+INTERVAL, TIMEOUT, RISE, FALL = 0.5, 0.3, 2, 2
+#: interval x fall plus a generous margin for a loaded CI machine
+DEADLINE = INTERVAL * FALL + 8.0
+
+
+def zone_text(ports: dict[str, int], kinds: dict[str, str] | None = None) -> str:
+    """A zone with sites fra and iad, one check per site on its backend's port, two pools."""
+    kinds = kinds or {}
+    checks = []
+    for site, port in ports.items():
+        kind = kinds.get(site, "http")
+        extra = "    path: /health\n    expect_status: [200]\n    expect_body: OK\n" if kind == "http" else ""
+        checks.append(
+            f"  c_{site}:\n    type: {kind}\n    target: 127.0.0.1\n    port: {port}\n{extra}"
+            f"    interval: {INTERVAL}\n    timeout: {TIMEOUT}\n    rise: {RISE}\n    fall: {FALL}\n")
+    return f"""
+zone: gslb.example.com
+ns: [ns1.gslb.example.com]
+records:
+  ns1: {{A: 192.0.2.53}}
+  www: {{pool: web}}
+  near: {{pool: near}}
+sites:
+  fra: {{location: [50.11, 8.68], addresses: [{FRA}], checks: [c_fra]}}
+  iad: {{location: [38.95, -77.45], addresses: [{IAD}], checks: [c_iad]}}
+checks:
+{''.join(checks)}
+pools:
+  web: {{policy: failover, sites: [fra, iad], ttl: 5}}
+  near: {{policy: closest, sites: [fra, iad], ttl: 5}}
+"""
+
+
+@pytest.fixture
+def backends() -> Iterator[Callable[..., Backend]]:
+    """Factory of loopback backends, all stopped after the test."""
+    made: list[Backend] = []
+
+    def make(**kw: Any) -> Backend:
+        b = Backend(**kw)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+def answer(server, name: str = "www") -> set[str]:
+    """The A addresses gslb answers for ``name``."""
+    msg = server.query(f"{name}.{ORIGIN}", "A")
+    return {rr.address for rrset in msg.answer for rr in rrset}
+
+
+def get_json(server, path: str) -> Any:
+    with urllib.request.urlopen(server.http + path, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def site_entry(server, site: str) -> dict[str, Any]:
+    doc = get_json(server, "/api/v1/status")
+    return next(s for s in doc["sites"] if s["site"] == site)
+
+
+def wait_for(predicate: Callable[[], Any], deadline: float = DEADLINE, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    last = None
+    while time.monotonic() < end:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"not reached within {deadline}s: {what} (last: {last!r})")
+
+
+def start(gslb_server, ports: dict[str, int], kinds: dict[str, str] | None = None, **config: Any):
+    cfg = {"region": "lab-1", **config}
+    return gslb_server({"gslb.example.com.yaml": zone_text(ports, kinds)}, config=cfg, wait_for=ORIGIN)
+
+
+@pytest.mark.parametrize("failure, error", [
+    ("failing_status", "status 503, expected 200"),
+    ("failing_body", "body does not contain 'OK'"),
+    ("refusing", "connect refused"),
+    ("hanging", f"timeout after {TIMEOUT}s"),
+])
+def test_failover_follows_the_backend(gslb_server, backends, failure, error):
+    fra, iad = backends(load=7), backends(load=3)
+    server = start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    assert answer(server) == {FRA}
+    assert answer(server, "near") == {FRA}  # client without a location: sites order
+
+    fra.set(failure)
+    wait_for(lambda: answer(server) == {IAD}, what=f"www moves to iad after fra {failure}")
+    assert answer(server, "near") == {IAD}
+    entry = site_entry(server, "fra")
+    assert entry["state"] == "down"
+    region = entry["regions"]["lab-1"]
+    assert region["state"] == "down"
+    # the error names the failing check and the probed address, then the readable reason
+    assert region["error"] == f"c_fra 127.0.0.1: {error}"
+
+    fra.set("healthy")
+    wait_for(lambda: answer(server) == {FRA}, what="www back on fra after rise")
+    assert answer(server, "near") == {FRA}
+    wait_for(lambda: site_entry(server, "fra")["regions"]["lab-1"]["error"] is None, what="error cleared")
+
+
+def test_status_shows_region_rtt_load_and_checked_at(gslb_server, backends):
+    fra, iad = backends(load=7), backends(load=0.25)
+    server = start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    doc = get_json(server, "/api/v1/status")
+    assert doc["region"] == "lab-1"
+    sites = {s["site"]: s for s in doc["sites"]}
+    assert set(sites) == {"fra", "iad"}
+    for name, load in (("fra", 7), ("iad", 0.25)):
+        assert sites[name]["state"] == "up"
+        region = sites[name]["regions"]["lab-1"]
+        assert region["state"] == "up"
+        assert region["error"] is None
+        assert region["load"] == load
+        assert isinstance(region["rtt_ms"], (int, float)) and 0 <= region["rtt_ms"] < TIMEOUT * 1000
+        assert region["checked_at"]
+    pools = {p["pool"]: p for p in doc["pools"]}
+    assert pools["web"]["up"] == 2 and pools["web"]["total"] == 2
+
+    # a load change is read from the next responses
+    fra.set("healthy", load=42)
+    wait_for(lambda: site_entry(server, "fra")["regions"]["lab-1"]["load"] == 42, what="load 42")
+
+
+def test_tcp_check_refused_and_back(gslb_server, backends):
+    fra, iad = backends(kind="tcp"), backends(kind="tcp")
+    server = start(gslb_server, {"fra": fra.port, "iad": iad.port}, {"fra": "tcp", "iad": "tcp"})
+    assert answer(server) == {FRA}
+    fra.set("refusing")
+    wait_for(lambda: answer(server) == {IAD}, what="tcp refused moves www to iad")
+    assert site_entry(server, "fra")["regions"]["lab-1"]["error"] == "c_fra 127.0.0.1: connect refused"
+    fra.set("healthy")
+    wait_for(lambda: answer(server) == {FRA}, what="tcp back")
+
+
+@pytest.mark.parametrize("failure", ["refusing", "hanging", "failing_status"])
+def test_site_down_at_start_is_never_in_the_first_answer(gslb_server, backends, failure):
+    fra, iad = backends(), backends()
+    fra.set(failure)
+    server = start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    # the very first answer the server gives already avoids fra
+    assert answer(server) == {IAD}
+    assert answer(server, "near") == {IAD}
+    assert site_entry(server, "fra")["state"] == "down"
+    fra.set("healthy")
+    wait_for(lambda: answer(server) == {FRA}, what="fra up after rise")
+
+
+def test_all_down_fails_open(gslb_server, backends):
+    fra, iad = backends(), backends()
+    server = start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    fra.set("failing_status")
+    iad.set("refusing")
+    wait_for(lambda: {s["site"]: s["state"] for s in get_json(server, "/api/v1/status")["sites"]}
+             == {"fra": "down", "iad": "down"}, what="both down")
+    # when_all_down defaults to all: answer as if all were up (failover: first in order)
+    assert answer(server) == {FRA}
+    iad.set("healthy")
+    wait_for(lambda: answer(server) == {IAD}, what="iad up alone")
