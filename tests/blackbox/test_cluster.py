@@ -1,0 +1,254 @@
+"""Cluster mode end to end: redis-server, two ``gslb serve`` nodes and two ``gslb checker`` agents.
+
+Every process is real and on loopback. The two regions disagree on purpose: each agent reads its
+own copy of the zone whose fra check points at a different local backend, the way agents in
+two regions see the network differently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import ROOT, Gslb  # noqa: E402
+from redisd import RedisServer  # noqa: E402
+
+ZONE = """\
+zone: gslb.test
+ns: [ns1.gslb.test]
+records:
+  ns1: {A: 192.0.2.53}
+  www: {pool: web}
+  www4: {pool: web4}
+sites:
+  fra: {location: [50.11, 8.68], addresses: [192.0.2.10], checks: [fra]}
+  iad: {location: [38.95, -77.45], addresses: [198.51.100.20], checks: [iad]}
+checks:
+  fra: {type: http, port: FRA_PORT, path: /healthz, target: 127.0.0.1, interval: 0.5, timeout: 0.3, rise: 1, fall: 1}
+  iad: {type: http, port: IAD_PORT, path: /healthz, target: 127.0.0.1, interval: 0.5, timeout: 0.3, rise: 1, fall: 1}
+pools:
+  web: {policy: failover, sites: [fra, iad], quorum: 0.5}
+  web4: {policy: failover, sites: [fra, iad], quorum: 0.4}
+"""
+FRA = "192.0.2.10"
+IAD = "198.51.100.20"
+TOKEN = "cluster-test-token"
+
+
+class Backend:
+    """A local HTTP health endpoint whose status the test sets (200 or 503)."""
+
+    def __init__(self) -> None:
+        backend = self
+        self.status = 200
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(backend.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+class Checker:
+    """A running ``gslb checker`` process."""
+
+    def __init__(self, workdir: Path, region: str, state: str, zone_text: str) -> None:
+        (workdir / "zones").mkdir(parents=True, exist_ok=True)
+        (workdir / "zones" / "test.yaml").write_text(zone_text)
+        (workdir / "gslb.yaml").write_text(yaml.safe_dump({"zones": "zones", "http": None}))
+        self.log_file = workdir / "checker.log"
+        self._log = open(self.log_file, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gslb", "checker", "--region", region, "--state", state,
+             "-c", str(workdir / "gslb.yaml")],
+            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Cluster:
+    """Redis, local backends, two nodes and the agents; everything stopped by ``stop()``."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.redis = RedisServer(tmp / "redis").start()
+        self.fra = Backend()
+        self.fra_us = Backend()  # what us-east sees of fra
+        self.iad = Backend()
+        self.nodes: list[Gslb] = []
+        self.checkers: dict[str, Checker] = {}
+        (tmp / "token").write_text(TOKEN + "\n")
+
+    def zone(self, fra_port: int) -> str:
+        return ZONE.replace("FRA_PORT", str(fra_port)).replace("IAD_PORT", str(self.iad.port))
+
+    def start_node(self, index: int) -> Gslb:
+        config = {"state": self.redis.url, "checks": False, "api_token_file": str(self.tmp / "token")}
+        node = Gslb(self.tmp / f"node{index}", {"test.yaml": self.zone(self.fra.port)}, config)
+        self.nodes.append(node)
+        return node.start(wait_for="gslb.test.")
+
+    def start_checker(self, region: str) -> Checker:
+        port = self.fra_us.port if region == "us-east" else self.fra.port
+        checker = Checker(self.tmp / f"checker-{region}-{len(self.checkers)}", region, self.redis.url,
+                          self.zone(port))
+        self.checkers[region] = checker
+        return checker
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        for checker in self.checkers.values():
+            checker.stop()
+        self.redis.stop()
+        for backend in (self.fra, self.fra_us, self.iad):
+            backend.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def addresses(node: Gslb, name: str) -> list[str]:
+    reply = node.query(name, "A")
+    return sorted(rr.address for rrset in reply.answer for rr in rrset if hasattr(rr, "address"))
+
+
+def status(node: Gslb) -> dict:
+    with urllib.request.urlopen(node.http + "/api/v1/status", timeout=2) as r:
+        return json.load(r)
+
+
+def site(node: Gslb, name: str) -> dict:
+    return next(s for s in status(node)["sites"] if s["site"] == name)
+
+
+def put_override(node: Gslb, name: str, state: str) -> dict:
+    req = urllib.request.Request(f"{node.http}/api/v1/sites/gslb.test/{name}/override", method="PUT",
+                                 data=json.dumps({"state": state}).encode(),
+                                 headers={"Authorization": f"Bearer {TOKEN}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=2) as r:
+        return json.load(r)
+
+
+def eventually(pred: Callable[[], bool], timeout: float = 8.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if pred():
+                return
+        except (OSError, StopIteration, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        time.sleep(0.1)
+
+
+def both(cluster: Cluster, name: str, expected: list[str]) -> bool:
+    return all(addresses(node, name) == expected for node in cluster.nodes)
+
+
+def test_quorum_staleness_and_redis_restart(cluster: Cluster) -> None:
+    node1, node2 = cluster.start_node(1), cluster.start_node(2)
+    cluster.start_checker("eu-west")
+    cluster.start_checker("us-east")
+    # both regions see both sites up: both nodes answer fra, identically
+    eventually(lambda: set(site(node1, "fra")["regions"]) == {"eu-west", "us-east"}, what="two regions")
+    assert both(cluster, "www.gslb.test", [FRA]) and both(cluster, "www4.gslb.test", [FRA])
+
+    # fra down in one region of two: out with quorum 0.5 (1 of 2 is not more than half), in with 0.4
+    cluster.fra_us.status = 503
+    eventually(lambda: both(cluster, "www.gslb.test", [IAD]), what="failover with quorum 0.5")
+    assert both(cluster, "www4.gslb.test", [FRA])
+    regions = site(node2, "fra")["regions"]
+    assert regions["us-east"]["state"] == "down" and regions["eu-west"]["state"] == "up"
+
+    # down in both regions: out of both pools on both nodes
+    cluster.fra.status = 503
+    eventually(lambda: both(cluster, "www4.gslb.test", [IAD]), what="failover with quorum 0.4")
+    assert both(cluster, "www.gslb.test", [IAD])
+    cluster.fra.status = 200
+    eventually(lambda: both(cluster, "www4.gslb.test", [FRA]), what="fra back for 0.4")
+
+    # the us-east agent dies: its vote goes stale (3 x 0.5 s) and quorum is recomputed
+    cluster.checkers["us-east"].stop(signal.SIGKILL)
+    eventually(lambda: set(site(node1, "fra")["regions"]) == {"eu-west"}, what="stale us-east")
+    eventually(lambda: both(cluster, "www.gslb.test", [FRA]), what="fra back for 0.5")
+
+    # Redis goes away: answers continue from the last state, status says so
+    cluster.fra.status = 503
+    eventually(lambda: both(cluster, "www.gslb.test", [IAD]), what="fra down in eu-west")
+    cluster.redis.stop()
+    eventually(lambda: not status(node1)["state_backend"]["connected"], what="disconnected")
+    assert not status(node2)["state_backend"]["connected"]
+    time.sleep(2.0)  # longer than the results' stale_after: frozen, fra stays out
+    assert both(cluster, "www.gslb.test", [IAD])
+    # ... meanwhile fra recovers; once Redis is back, the agent's latest result converges both nodes
+    cluster.fra.status = 200
+    cluster.redis.start()
+    eventually(lambda: all(status(n)["state_backend"]["connected"] for n in cluster.nodes),
+               timeout=10, what="reconnected")
+    eventually(lambda: both(cluster, "www.gslb.test", [FRA]), what="converged after Redis restart")
+
+
+def test_override_through_one_node_applies_on_the_other_and_survives_restart(cluster: Cluster) -> None:
+    node1, node2 = cluster.start_node(1), cluster.start_node(2)
+    cluster.start_checker("eu-west")
+    eventually(lambda: site(node1, "fra")["regions"].get("eu-west", {}).get("state") == "up",
+               what="first results")
+    assert both(cluster, "www.gslb.test", [FRA])
+    assert put_override(node1, "fra", "drain")["override"] == "drain"
+    eventually(lambda: addresses(node2, "www.gslb.test") == [IAD], timeout=1.5, what="override on node 2")
+    assert site(node2, "fra")["override"] == "drain"
+    # node 2 restarts: the override is still there (durable, in Redis)
+    node2.stop()
+    node2.start(wait_for="gslb.test.")
+    assert addresses(node2, "www.gslb.test") == [IAD]
+    assert site(node2, "fra")["state"] == "drain"
+    # removed through node 2, gone on node 1
+    put_override(node2, "fra", "auto")
+    eventually(lambda: addresses(node1, "www.gslb.test") == [FRA], timeout=1.5, what="override removed")
+    assert site(node1, "fra")["override"] is None
