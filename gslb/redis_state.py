@@ -220,13 +220,6 @@ class RedisBackend:
             except asyncio.TimeoutError:
                 pass
 
-    async def wait_connected(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the first connection and resync; True when connected."""
-        deadline = time.monotonic() + timeout
-        while not self._connected and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        return self._connected
-
     async def close(self) -> None:
         """Stop the background task and disconnect (pending writes that never reached Redis are lost)."""
         self._closing = True
