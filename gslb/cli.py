@@ -145,6 +145,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except ConfigErrors as exc:
         _print_errors(exc)
         return EXIT_INVALID
+    if not os.path.isdir(config.zones):
+        print(f"{config.zones}: zone folder not found", file=sys.stderr)
+        return EXIT_INVALID
     store = ZoneStore(config.zones)
     result = store.reload(force=True)
     for error in result.get("errors", []):
