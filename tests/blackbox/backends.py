@@ -3,7 +3,8 @@
 ``Backend(kind="http")`` answers every request with ``status``/``body``/``X-Load`` in mode
 ``healthy``; ``failing_status`` answers 503; ``failing_body`` answers 200 with a body lacking the
 expected text; ``refusing`` closes the listening socket (connections are refused) and ``hanging``
-accepts connections and never answers. ``kind="tcp"`` accepts and closes connections (modes
+accepts connections and never answers; ``stalling_body`` sends the status line and headers, then
+nothing more. ``kind="tcp"`` accepts and closes connections (modes
 ``healthy`` and ``refusing``). Every backend runs in a daemon thread and is closed by ``stop()``.
 """
 
@@ -13,9 +14,9 @@ import socket
 import threading
 from typing import Literal
 
-Mode = Literal["healthy", "failing_status", "failing_body", "refusing", "hanging"]
+Mode = Literal["healthy", "failing_status", "failing_body", "refusing", "hanging", "stalling_body"]
 
-MODES: tuple[str, ...] = ("healthy", "failing_status", "failing_body", "refusing", "hanging")
+MODES: tuple[str, ...] = ("healthy", "failing_status", "failing_body", "refusing", "hanging", "stalling_body")
 
 
 class Backend:
@@ -27,6 +28,8 @@ class Backend:
         self.load = load
         self.mode: str = "healthy"
         self.requests = 0
+        #: the request line and headers (lower-case names) of the last request
+        self.last_request: tuple[str, dict[str, str]] | None = None
         self._lock = threading.Lock()
         self._held: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -115,6 +118,9 @@ class Backend:
                     break
                 data += chunk
             self.requests += 1
+            line, *headers = data.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+            self.last_request = (line, {k.strip().lower(): v.strip() for k, _, v in
+                                        (h.partition(":") for h in headers)})
             status, reason, body = 200, "OK", self.body
             if mode == "failing_status":
                 status, reason, body = 503, "Service Unavailable", "unavailable"
@@ -125,8 +131,15 @@ class Backend:
             if self.load is not None:
                 head += f"X-Load: {self.load:g}\r\n"
             head += "Connection: close\r\n\r\n"
+            if mode == "stalling_body":
+                conn.sendall(head.encode())
+                with self._lock:
+                    self._held.append(conn)
+                conn = None  # type: ignore[assignment]
+                return
             conn.sendall(head.encode() + payload)
         except OSError:
             pass
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()

@@ -28,7 +28,7 @@ def zone_text(ports: dict[str, int], kinds: dict[str, str] | None = None) -> str
     checks = []
     for site, port in ports.items():
         kind = kinds.get(site, "http")
-        extra = "    path: /health\n    expect_status: [200]\n    expect_body: OK\n" if kind == "http" else ""
+        extra = "    path: /health\n    host: www.gslb.example.com\n    expect_status: [200]\n    expect_body: OK\n" if kind == "http" else ""
         checks.append(
             f"  c_{site}:\n    type: {kind}\n    target: 127.0.0.1\n    port: {port}\n{extra}"
             f"    interval: {INTERVAL}\n    timeout: {TIMEOUT}\n    rise: {RISE}\n    fall: {FALL}\n")
@@ -39,6 +39,7 @@ records:
   ns1: {{A: 192.0.2.53}}
   www: {{pool: web}}
   near: {{pool: near}}
+  light: {{pool: light}}
 sites:
   fra: {{location: [50.11, 8.68], addresses: [{FRA}], checks: [c_fra]}}
   iad: {{location: [38.95, -77.45], addresses: [{IAD}], checks: [c_iad]}}
@@ -47,6 +48,7 @@ checks:
 pools:
   web: {{policy: failover, sites: [fra, iad], ttl: 5}}
   near: {{policy: closest, sites: [fra, iad], ttl: 5}}
+  light: {{policy: least_load, sites: [fra, iad], ttl: 5}}
 """
 
 
@@ -103,6 +105,7 @@ def start(gslb_server, ports: dict[str, int], kinds: dict[str, str] | None = Non
     ("failing_body", "body does not contain 'OK'"),
     ("refusing", "connect refused"),
     ("hanging", f"timeout after {TIMEOUT}s"),
+    ("stalling_body", f"timeout after {TIMEOUT}s"),
 ])
 def test_failover_follows_the_backend(gslb_server, backends, failure, error):
     fra, iad = backends(load=7), backends(load=3)
@@ -184,3 +187,38 @@ def test_all_down_fails_open(gslb_server, backends):
     assert answer(server) == {FRA}
     iad.set("healthy")
     wait_for(lambda: answer(server) == {IAD}, what="iad up alone")
+
+
+def test_http_check_sends_path_and_host(gslb_server, backends):
+    fra, iad = backends(), backends()
+    start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    assert fra.last_request is not None
+    line, headers = fra.last_request
+    assert line.startswith("GET /health HTTP/1.")
+    # the configured host, with the port as HTTP wants it for a non-default port (RFC 9110 7.2)
+    assert headers["host"] == f"www.gslb.example.com:{fra.port}"
+
+
+def test_least_load_follows_x_load(gslb_server, backends):
+    fra, iad = backends(load=7), backends(load=3)
+    server = start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    assert answer(server, "light") == {IAD}
+    fra.set("healthy", load=1)
+    wait_for(lambda: answer(server, "light") == {FRA}, what="least_load moves to fra")
+    assert site_entry(server, "fra")["regions"]["lab-1"]["load"] == 1
+
+
+def test_every_check_of_a_site_must_pass(gslb_server, backends):
+    web, tcp, iad = backends(), backends(kind="tcp"), backends()
+    zone = zone_text({"fra": web.port, "iad": iad.port}).replace(
+        "checks: [c_fra]", "checks: [c_fra, c_fra_tcp]").replace(
+        "checks:\n", f"checks:\n  c_fra_tcp: {{type: tcp, target: 127.0.0.1, port: {tcp.port}, "
+                     f"interval: {INTERVAL}, timeout: {TIMEOUT}, rise: {RISE}, fall: {FALL}}}\n", 1)
+    server = gslb_server({"gslb.example.com.yaml": zone}, config={"region": "lab-1"}, wait_for=ORIGIN)
+    assert answer(server) == {FRA}
+    tcp.set("refusing")
+    wait_for(lambda: answer(server) == {IAD}, what="fra down when its tcp check fails")
+    error = site_entry(server, "fra")["regions"]["lab-1"]["error"]
+    assert "c_fra_tcp" in error and "connect refused" in error
+    tcp.set("healthy")
+    wait_for(lambda: answer(server) == {FRA}, what="fra back")
