@@ -124,7 +124,7 @@ class Serve:
     def log(self) -> str:
         return self.log_file.read_text()
 
-    def wait_serving(self, port: int, qname: str, timeout: float = 15.0) -> "Serve":
+    def wait_serving(self, port: int, qname: str, timeout: float = 15.0, host: str = "127.0.0.1") -> "Serve":
         """Wait until the log says serving and ``qname`` SOA is answered on ``port``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -132,7 +132,7 @@ class Serve:
                 raise AssertionError(f"gslb exited with {self.proc.returncode}:\n{self.log()}")
             if "gslb: serving" in self.log():
                 try:
-                    soa(port, qname)
+                    soa(port, qname, host=host)
                     return self
                 except (dns.exception.Timeout, OSError):
                     pass
@@ -487,16 +487,9 @@ def test_ipv6_listen_in_server_file(tmp_path, serve):
     zones_folder(tmp_path, {"cli.yaml": ZONE})
     port = free_port_v6()
     write_config(tmp_path, zones="zones", http=None, listen=[f"[::1]:{port}"])
-    serve(tmp_path, [])
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            reply = soa(port, "cli.test.", host="::1")
-            break
-        except (dns.exception.Timeout, OSError):
-            assert time.monotonic() < deadline, "no answer on [::1]"
-            time.sleep(0.1)
-    assert reply.answer[0][0].serial == 7
+    serve(tmp_path, []).wait_serving(port, "cli.test.", host="::1")
+    for tcp in (False, True):
+        assert soa(port, "cli.test.", host="::1", tcp=tcp).answer[0][0].serial == 7
 
 
 def test_http_null_disables_http(tmp_path, serve):

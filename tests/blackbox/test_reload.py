@@ -1,0 +1,274 @@
+"""SPEC "Reload" against a real ``gslb serve``: file changes, SIGHUP, POST /api/v1/reload,
+broken edits keep the last good version, removed and added files, atomic swaps under load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+from harness import Gslb
+
+#: SPEC: a change is applied within 2 s; the tests poll with some slack
+DEADLINE = 3.0
+
+ZONE = """\
+zone: reload.test
+serial: auto
+ns: [ns1.reload.test]
+records:
+  ns1: {A: 192.0.2.53}
+  www: {A: %s}
+"""
+
+OTHER = """\
+zone: other.test
+serial: 5
+ns: [ns1.other.test]
+records:
+  ns1: {A: 192.0.2.54}
+  www: {A: 198.51.100.1}
+"""
+
+
+def write(path: Path, text: str) -> None:
+    """Replace a file the way editors do: a new file renamed over the old one."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_unnoticed(path: Path, text: str) -> None:
+    """Rewrite with the same size and mtime, so only a forced reload (not the file watch) sees it."""
+    st = path.stat()
+    assert len(text.encode()) == st.st_size
+    write(path, text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def addresses(srv: Gslb, qname: str) -> list[str]:
+    reply = srv.query(qname, "A")
+    assert reply.rcode() == dns.rcode.NOERROR, reply
+    return sorted(r.address for rrset in reply.answer for r in rrset if r.rdtype == dns.rdatatype.A)
+
+
+def serial(srv: Gslb, zone: str) -> int:
+    return srv.query(zone, "SOA").answer[0][0].serial
+
+
+def wait_until(what: str, predicate: Callable[[], bool], deadline: float = DEADLINE) -> float:
+    """Poll ``predicate`` until true; fail after ``deadline`` seconds. Returns the time taken."""
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < deadline, f"not within {deadline}s: {what}"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def http(srv: Gslb, method: str, path: str, token: str | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(srv.http + path, method=method, data=b"" if method == "POST" else None)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def zone_status(srv: Gslb, file_name: str) -> dict:
+    status, body = http(srv, "GET", "/api/v1/status")
+    assert status == 200
+    entries = [z for z in body["zones"] if Path(z["file"]).name == file_name]
+    assert len(entries) == 1, body["zones"]
+    return entries[0]
+
+
+def test_file_edit_applied_within_2s_and_serial_increases(gslb_server):
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1"}, {"checks": False}, wait_for="reload.test.")
+    path = srv.zones_dir / "reload.yaml"
+    before = serial(srv, "reload.test.")
+    assert addresses(srv, "www.reload.test.") == ["192.0.2.1"]
+    path.write_text(ZONE % "192.0.2.2")  # an in-place edit
+    wait_until("the edit is served", lambda: addresses(srv, "www.reload.test.") == ["192.0.2.2"])
+    assert serial(srv, "reload.test.") > before
+    # and again: every change increases the serial
+    second = serial(srv, "reload.test.")
+    write(path, ZONE % "[192.0.2.3, 192.0.2.4]")
+    wait_until("the second edit is served", lambda: addresses(srv, "www.reload.test.") == ["192.0.2.3", "192.0.2.4"])
+    assert serial(srv, "reload.test.") > second
+
+
+def test_sighup_reloads(gslb_server):
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1"}, {"checks": False}, wait_for="reload.test.")
+    write_unnoticed(srv.zones_dir / "reload.yaml", ZONE % "192.0.2.9")
+    srv.signal(signal.SIGHUP)
+    wait_until("SIGHUP applies the edit", lambda: addresses(srv, "www.reload.test.") == ["192.0.2.9"])
+    assert "SIGHUP" in srv.log()
+    assert srv.proc is not None and srv.proc.poll() is None  # SIGHUP does not stop the server
+
+
+def test_post_reload_with_token(gslb_server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("  s3cret-token\n")
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1"},
+                            {"checks": False, "api_token_file": str(token_file)}, wait_for="reload.test.")
+    write_unnoticed(srv.zones_dir / "reload.yaml", ZONE % "192.0.2.8")
+    assert http(srv, "POST", "/api/v1/reload")[0] == 401
+    assert http(srv, "POST", "/api/v1/reload", token="wrong")[0] == 401
+    assert addresses(srv, "www.reload.test.") == ["192.0.2.1"]
+    status, body = http(srv, "POST", "/api/v1/reload", token="s3cret-token")
+    assert status == 200, body
+    assert body["ok"] is True and body["errors"] == [] and "reload.test" in body["changed"]
+    # the reload is done when the request answers
+    assert addresses(srv, "www.reload.test.") == ["192.0.2.8"]
+
+
+def test_post_reload_without_token_file_is_403(gslb_server):
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1"}, {"checks": False}, wait_for="reload.test.")
+    status, body = http(srv, "POST", "/api/v1/reload", token="anything")
+    assert status == 403 and "error" in body
+
+
+def test_broken_edit_keeps_last_good_version_then_fix_applies(gslb_server):
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1", "other.yaml": OTHER},
+                            {"checks": False}, wait_for="reload.test.")
+    path = srv.zones_dir / "reload.yaml"
+    good_serial = serial(srv, "reload.test.")
+    assert zone_status(srv, "reload.yaml")["error"] is None
+    broken = (ZONE % "192.0.2.300") + "  bad: {AAAA: 192.0.2.7}\n"
+    write(path, broken)
+    wait_until("the error shows in the status", lambda: zone_status(srv, "reload.yaml")["error"] is not None)
+    error = zone_status(srv, "reload.yaml")["error"]
+    assert "zones/reload.yaml:6: records.www.A:" in error and "192.0.2.300" in error, error
+    assert "zones/reload.yaml:7: records.bad.AAAA:" in error, error
+    entry = zone_status(srv, "reload.yaml")
+    assert entry["zone"] == "reload.test" and entry["serial"] == good_serial
+    # the log names the file and line
+    wait_until("the log names PATH:LINE", lambda: re.search(r"zones/reload\.yaml:6: records\.www\.A", srv.log()) is not None)
+    # the last good version keeps serving, the other zone is unaffected
+    assert addresses(srv, "www.reload.test.") == ["192.0.2.1"]
+    assert serial(srv, "reload.test.") == good_serial
+    assert addresses(srv, "www.other.test.") == ["198.51.100.1"]
+    assert zone_status(srv, "other.yaml")["error"] is None
+    # ... and still reloads on its own
+    write(srv.zones_dir / "other.yaml", OTHER.replace("198.51.100.1", "198.51.100.2"))
+    wait_until("the other zone reloads", lambda: addresses(srv, "www.other.test.") == ["198.51.100.2"])
+    assert addresses(srv, "www.reload.test.") == ["192.0.2.1"]
+    # fixing the file applies it and clears the error
+    write(path, ZONE % "192.0.2.5")
+    wait_until("the fix is served", lambda: addresses(srv, "www.reload.test.") == ["192.0.2.5"])
+    assert zone_status(srv, "reload.yaml")["error"] is None
+    assert serial(srv, "reload.test.") > good_serial
+
+
+def test_broken_reload_reported_by_the_api(gslb_server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("t0ken")
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1"},
+                            {"checks": False, "api_token_file": str(token_file)}, wait_for="reload.test.")
+    write_unnoticed(srv.zones_dir / "reload.yaml", ZONE % "999.0.2.1")
+    status, body = http(srv, "POST", "/api/v1/reload", token="t0ken")
+    assert status == 200
+    assert body["ok"] is False
+    assert any("reload.yaml:6: records.www.A:" in e for e in body["errors"]), body
+    assert addresses(srv, "www.reload.test.") == ["192.0.2.1"]
+
+
+def test_deleted_file_stops_serving_and_new_file_serves(gslb_server):
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1", "other.yaml": OTHER},
+                            {"checks": False}, wait_for="reload.test.")
+    (srv.zones_dir / "reload.yaml").unlink()
+    wait_until("the deleted zone is refused",
+               lambda: srv.query("www.reload.test.", "A").rcode() == dns.rcode.REFUSED)
+    assert srv.query("reload.test.", "SOA").rcode() == dns.rcode.REFUSED
+    assert addresses(srv, "www.other.test.") == ["198.51.100.1"]
+    status, body = http(srv, "GET", "/api/v1/status")
+    assert [z["zone"] for z in body["zones"]] == ["other.test"]
+    write(srv.zones_dir / "new.yaml", ZONE.replace("reload.test", "new.test") % "192.0.2.77")
+    wait_until("the new zone is served", lambda: srv.query("www.new.test.", "A").rcode() == dns.rcode.NOERROR)
+    assert addresses(srv, "www.new.test.") == ["192.0.2.77"]
+    # files not ending in .yaml are ignored
+    (srv.zones_dir / "notes.txt").write_text("zone: ignored.test\n")
+    (srv.zones_dir / "editor-swap.yaml~").write_text(ZONE.replace("reload.test", "swap.test") % "192.0.2.1")
+    write(srv.zones_dir / "other.yaml", OTHER.replace("198.51.100.1", "198.51.100.3"))
+    wait_until("a later edit is served", lambda: addresses(srv, "www.other.test.") == ["198.51.100.3"])
+    assert srv.query("swap.test.", "SOA").rcode() == dns.rcode.REFUSED
+
+
+ATOMIC = """\
+zone: atom.test
+serial: {v}
+ns: [ns1.atom.test]
+records:
+  ns1: {{A: 192.0.2.53}}
+  multi: {{A: [192.0.2.{v}, 198.51.100.{v}], TXT: ["version {v}"]}}
+  alias: {{CNAME: t{v}}}
+  t{v}: {{A: 203.0.113.{v}}}
+"""
+
+
+def test_atomic_swap_under_continuous_queries(gslb_server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("atom")
+    srv: Gslb = gslb_server({"atom.yaml": ATOMIC.format(v=1)},
+                            {"checks": False, "api_token_file": str(token_file)}, wait_for="atom.test.")
+    path = srv.zones_dir / "atom.yaml"
+    stop = threading.Event()
+    seen: set[int] = set()
+    problems: list[str] = []
+    counts = [0]
+
+    def client(tcp: bool) -> None:
+        while not stop.is_set():
+            try:
+                reply = srv.query("multi.atom.test.", "A", tcp=tcp)
+                got = sorted(r.address for rrset in reply.answer for r in rrset)
+                versions = {a.rsplit(".", 1)[1] for a in got}
+                if reply.rcode() != dns.rcode.NOERROR or len(got) != 2 or len(versions) != 1:
+                    problems.append(f"multi: {reply.rcode()} {got}")
+                else:
+                    seen.add(int(versions.pop()))
+                reply = srv.query("alias.atom.test.", "A", tcp=tcp)
+                chain = [(rrset.name.to_text(), r.to_text()) for rrset in reply.answer for r in rrset]
+                cname = [c for c in chain if c[1].startswith("t")]
+                final = [c for c in chain if c[1].startswith("203.0.113.")]
+                if (reply.rcode() != dns.rcode.NOERROR or len(cname) != 1 or len(final) != 1
+                        or cname[0][1] != f"t{final[0][1].rsplit('.', 1)[1]}.atom.test."):
+                    problems.append(f"alias: {reply.rcode()} {chain}")
+                counts[0] += 2
+            except (dns.exception.DNSException, OSError) as exc:
+                problems.append(f"query failed: {exc!r}")
+
+    threads = [threading.Thread(target=client, args=(tcp,)) for tcp in (False, True, False)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(40):
+            v = 2 if i % 2 == 0 else 1
+            write(path, ATOMIC.format(v=v))
+            status, body = http(srv, "POST", "/api/v1/reload", token="atom")
+            assert status == 200 and body["ok"], body
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not problems, problems[:10]
+    assert seen == {1, 2}
+    assert counts[0] > 100
+    # the last write (version 1) is what is served now
+    assert addresses(srv, "multi.atom.test.") == ["192.0.2.1", "198.51.100.1"]
