@@ -328,4 +328,7 @@ class Balancer:
         if decision.outcome != "answer":
             return PoolAnswer(decision.outcome, (), pool.ttl, scope)  # type: ignore[arg-type]
         addrs, sites = decision.family(rtype)
+        if not addrs and not decision.tier:
+            # no site the policy could pick has this family: the same NODATA for every client
+            scope = 0
         return PoolAnswer("answer", addrs, pool.ttl, scope, sites)

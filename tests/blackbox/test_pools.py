@@ -244,6 +244,7 @@ def test_pool_without_v6_gives_nodata_with_soa(server):
     assert reply.answer == []
     (soa,) = reply.authority
     assert soa.rdtype == dns.rdatatype.SOA and soa.name.to_text() == ORIGIN and soa.ttl == 60
+    assert _ecs(reply).scopelen == 0  # no site of the pool has IPv6: the same for every client
     a = server.query("v4only." + ORIGIN, "A", ecs="81.2.69.5/32")
     assert [r.address for r in a.answer[0]] == ["192.0.2.201"]
 

@@ -151,6 +151,19 @@ def test_answers_two_and_families():
     assert (a.outcome, a.addresses, a.sites) == ("answer", (), ())  # NODATA
 
 
+@pytest.mark.parametrize("policy", ["closest", "hash", "failover"])
+def test_nodata_for_a_family_no_site_has_does_not_depend_on_the_client(policy):
+    b = bal()
+    z = zone(pool(policy, sites=("iad",)))
+    a = ask(b, z, "web", "192.0.2.9", rtype="AAAA", sp=32)
+    assert (a.outcome, a.addresses, a.scope_prefix) == ("answer", (), 0)
+    assert ask(b, z, "web", "192.0.2.9", rtype="A", sp=32).scope_prefix == (0 if policy == "failover" else 24)
+    # geo: another client's tier may have the family, so the NODATA keeps the match's scope
+    g = zone(pool("geo", sites=("iad", "fra"), geo=(GeoRule("continent", "EU", ("iad",)),
+                                                     GeoRule("default", "default", ("fra",)))))
+    assert ask(b, g, "web", "192.0.2.9", rtype="AAAA", sp=32).scope_prefix == 24
+
+
 def test_round_robin_cycles_over_up_sites_per_pool():
     b = bal()
     z = zone(pool("round_robin"), pool("round_robin", name="other"))
