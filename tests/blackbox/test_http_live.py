@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 from backends import Backend
 from prometheus_client.parser import text_string_to_metric_families
-from test_health import FRA, IAD, ORIGIN, answer, backends, get_json, site_entry, start, wait_for, zone_text  # noqa: F401
+from test_health import FRA, INTERVAL, IAD, ORIGIN, answer, backends, get_json, site_entry, start, wait_for, zone_text  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -164,6 +166,10 @@ def test_reload_keeps_check_results_and_drops_removed_sites(gslb_server, backend
     zone_file.write_text(text)
     status, result = request(server, "POST", "/api/v1/reload", token=TOKEN)
     assert status == 200 and result["ok"] is True, result
+    # the removed site's check stops (allow one probe that was already in flight)
+    probes = iad.requests
+    time.sleep(INTERVAL * 4)
+    assert iad.requests <= probes + 1
     doc = get_json(server, "/api/v1/status")
     sites = {s["site"]: s for s in doc["sites"]}
     assert set(sites) == {"fra", "sin"}
@@ -256,3 +262,32 @@ def test_dashboard_and_status_command_show_live_states(gslb_server, backends, to
     assert "lab-1" in out.stdout
     assert "connect refused" in out.stdout
     assert re.search(r"web +failover +1/2", out.stdout), out.stdout
+
+
+def test_override_and_results_survive_file_watch_and_sighup_reloads(gslb_server, backends, token_config):
+    fra, iad = backends(), backends()
+    server = start(gslb_server, {"fra": fra.port, "iad": iad.port}, **token_config)
+    iad.set("failing_status")
+    wait_for(lambda: site_entry(server, "iad")["state"] == "down", what="iad down")
+    assert override(server, "fra", "drain")[0] == 200
+    checked = site_entry(server, "iad")["regions"]["lab-1"]["checked_at"]
+
+    # an edit picked up by the file watcher (no API call)
+    zone_file = server.zones_dir / "gslb.example.com.yaml"
+    zone_file.write_text(zone_file.read_text().replace("ns1: {A: 192.0.2.53}", "ns1: {A: 192.0.2.55}"))
+    wait_for(lambda: {rr.address for rrset in server.query(f"ns1.{ORIGIN}", "A").answer for rr in rrset}
+             == {"192.0.2.55"}, what="file watcher reload")
+    fra_entry, iad_entry = site_entry(server, "fra"), site_entry(server, "iad")
+    assert fra_entry["override"] == "drain" and fra_entry["state"] == "drain"
+    assert iad_entry["state"] == "down" and iad_entry["regions"]["lab-1"]["checked_at"] >= checked
+    assert answer(server) == {FRA}  # drained, but every other site is down
+
+    # SIGHUP
+    zone_file.write_text(zone_file.read_text().replace("192.0.2.55", "192.0.2.56"))
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: {rr.address for rrset in server.query(f"ns1.{ORIGIN}", "A").answer for rr in rrset}
+             == {"192.0.2.56"}, what="SIGHUP reload")
+    assert site_entry(server, "fra")["override"] == "drain"
+    assert site_entry(server, "iad")["state"] == "down"
+    iad.set("healthy")
+    wait_for(lambda: answer(server) == {IAD}, what="iad up, fra drained")
