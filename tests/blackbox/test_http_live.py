@@ -291,3 +291,45 @@ def test_override_and_results_survive_file_watch_and_sighup_reloads(gslb_server,
     assert site_entry(server, "iad")["state"] == "down"
     iad.set("healthy")
     wait_for(lambda: answer(server) == {IAD}, what="iad up, fra drained")
+
+
+def test_reload_that_changes_or_drops_a_check(gslb_server, backends, token_config):
+    fra, iad, other = backends(), backends(), backends()
+    server = start(gslb_server, {"fra": fra.port, "iad": iad.port}, **token_config)
+    zone_file = server.zones_dir / "gslb.example.com.yaml"
+    # the check now probes a failing backend: fra goes down
+    other.set("failing_status")
+    zone_file.write_text(zone_text({"fra": other.port, "iad": iad.port}))
+    assert request(server, "POST", "/api/v1/reload", token=TOKEN)[1]["ok"] is True
+    wait_for(lambda: answer(server) == {IAD}, what="changed check fails")
+    assert "status 503" in site_entry(server, "fra")["regions"]["lab-1"]["error"]
+    # the site loses its checks: a site with no checks is always up
+    zone_file.write_text(zone_text({"fra": other.port, "iad": iad.port}).replace(
+        "addresses: [192.0.2.10], checks: [c_fra]", "addresses: [192.0.2.10]"))
+    status, result = request(server, "POST", "/api/v1/reload", token=TOKEN)
+    assert status == 200 and result["ok"] is True, result
+    assert answer(server) == {FRA}
+    assert site_entry(server, "fra")["state"] in ("up", "unknown")
+
+
+def test_explain_and_healthz_use_live_states(gslb_server, backends, token_config):
+    fra, iad = backends(load=5), backends()
+    server = start(gslb_server, {"fra": fra.port, "iad": iad.port}, **token_config)
+    assert get_json(server, "/healthz") == {"status": "ok"}
+    fra.set("refusing")
+    wait_for(lambda: answer(server) == {IAD}, what="fra down")
+    trace = get_json(server, f"/api/v1/explain?name=www.{ZONE_KEY}&type=A&client=127.0.0.1")
+    assert trace["pool"] == "web" and trace["policy"] == "failover"
+    candidates = {c["site"]: c for c in trace["candidates"]}
+    assert candidates["fra"]["state"] == "down" and not candidates["fra"]["chosen"]
+    assert candidates["iad"]["chosen"]
+    assert trace["answers"] == [IAD]
+    # drain counts every other site as down when they are overridden down too
+    fra.set("healthy")
+    wait_for(lambda: answer(server) == {FRA}, what="fra up")
+    assert override(server, "iad", "down")[0] == 200
+    assert override(server, "fra", "drain")[0] == 200
+    assert answer(server) == {FRA}
+    trace = get_json(server, f"/api/v1/explain?name=www.{ZONE_KEY}&type=A&client=127.0.0.1")
+    assert {c["site"]: c["state"] for c in trace["candidates"]} == {"fra": "drain", "iad": "down"}
+    assert trace["answers"] == [FRA]
