@@ -259,8 +259,9 @@ class SiteStateTable:
         await self.backend.close()
 
     def backend_status(self) -> dict:
-        """``{"url": ..., "connected": bool}`` for the status API and metrics."""
-        return {"url": self.backend.url, "connected": bool(self.backend.connected)}
+        """``{"url", "connected", "errors"}`` for the status API and metrics."""
+        return {"url": self.backend.url, "connected": bool(self.backend.connected),
+                "errors": int(getattr(self.backend, "errors", 0))}
 
     def add_listener(self, callback: Callable[[StateView, StateView], None]) -> None:
         """Call ``callback(old_view, new_view)`` after every view change."""

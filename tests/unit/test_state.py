@@ -282,7 +282,7 @@ async def test_a_failing_listener_does_not_break_the_table():
 
 async def test_backend_status():
     table = SiteStateTable(MemoryBackend(), clock=FakeClock(1000))
-    assert table.backend_status() == {"url": "memory://", "connected": True}
+    assert table.backend_status() == {"url": "memory://", "connected": True, "errors": 0}
 
 
 async def test_known_down_site_stays_down_during_an_outage_longer_than_stale_after():
@@ -295,7 +295,7 @@ async def test_known_down_site_stays_down_during_an_outage_longer_than_stale_aft
     await table.report("z.test", "b", "eu", up(1000, stale=30))
     clock.now = 1010
     backend.flip(False)
-    assert table.backend_status() == {"url": "redis://fake:6379/0", "connected": False}
+    assert table.backend_status() == {"url": "redis://fake:6379/0", "connected": False, "errors": 0}
     clock.now = 1500  # far longer than stale_after
     table.refresh()  # as the expiry timer or a backend callback would
     assert table.view.site("z.test", "a").state(0.5) == "down"
