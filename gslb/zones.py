@@ -1128,10 +1128,12 @@ class ZoneStore:
             self._dir_error = None
         except OSError as exc:
             msg = f"{self.directory}: cannot read the zones folder: {exc.strerror or exc}"
-            if msg != self._dir_error:
+            repeated = msg == self._dir_error
+            if not repeated:
                 logger.error("zones: %s", msg)
             self._dir_error = msg
-            return {"changed": [], "errors": [msg], "removed": []}
+            # Like a broken file, a lasting folder error is reported once, not on every poll.
+            return {"changed": [], "errors": [] if repeated and not force else [msg], "removed": []}
 
         for path in list(self._files):
             if path not in paths:

@@ -513,6 +513,20 @@ def test_store_missing_directory(tmp_path):
     assert result["changed"] == [] and "cannot read the zones folder" in result["errors"][0]
 
 
+def test_store_missing_directory_reported_once_per_change(tmp_path):
+    # regression: the file watch logged the same folder error every second
+    store = ZoneStore(str(tmp_path / "nope"))
+    assert len(store.reload()["errors"]) == 1
+    assert store.reload()["errors"] == []
+    assert len(store.reload(force=True)["errors"]) == 1  # an explicit reload still reports it
+    (tmp_path / "nope").mkdir()
+    (tmp_path / "nope" / "a.yaml").write_text(zone_text("a.example"))
+    assert store.reload() == {"changed": ["a.example"], "errors": [], "removed": []}
+    (tmp_path / "nope" / "a.yaml").unlink()
+    (tmp_path / "nope").rmdir()
+    assert len(store.reload()["errors"]) == 1  # a new failure is reported again
+
+
 def test_check_directory(tmp_path):
     assert "no zone files" in str(check_directory(str(tmp_path))[0])
     (tmp_path / "a.yaml").write_text(zone_text("a.example", "  www: {A: 1.2.3}\n  ftp: {AAAA: x}\n"))
