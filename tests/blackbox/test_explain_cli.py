@@ -12,6 +12,9 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,14 +66,27 @@ def workdir(tmp_path_factory) -> Path:
     return path
 
 
+TOKEN = "explain-test-token"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``gslb serve`` with the example zone."""
-    srv = Gslb(tmp_path_factory.mktemp("explain-dns"), {"example.yaml": EXAMPLE.read_text()},
-               {"checks": False, "http": None})
+    """``gslb serve`` with the example zone (HTTP on, with a token for overrides)."""
+    path = tmp_path_factory.mktemp("explain-dns")
+    (path / "token").write_text(TOKEN + "\n")
+    srv = Gslb(path, {"example.yaml": EXAMPLE.read_text()},
+               {"checks": False, "api_token_file": str(path / "token")})
     srv.start(wait_for=ORIGIN)
     yield srv
     srv.stop()
+
+
+def _http(server, method: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(server.http + path, data=data, method=method,
+                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
 
 
 def run_explain(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -222,3 +238,42 @@ def test_explain_missing_files_exit_1(tmp_path):
         [sys.executable, "-m", "gslb", "explain", "www." + ORIGIN, "--client", "1.2.3.4",
          "-c", str(tmp_path / "gslb.yaml")], capture_output=True, text=True, timeout=30)
     assert no_zones.returncode == 1 and "no-zones" in no_zones.stderr and no_zones.stdout == ""
+
+
+@pytest.mark.parametrize("name,rtype,client,down,rcode", [
+    ("www", "A", "81.2.69.5", ["fra"], "NOERROR"),
+    ("www", "AAAA", "2001:db8:50::1", ["syd", "sin"], "NOERROR"),
+    ("eu", "A", "5.9.1.1", ["fra"], "NOERROR"),
+    ("db", "A", "41.1.2.3", ["fra", "iad"], "SERVFAIL"),   # when_all_down: servfail
+    ("login", "A", "81.2.69.5", ["fra", "iad", "sin"], "NOERROR"),
+])
+def test_explain_down_matches_dns_with_the_sites_overridden_down(workdir, server, name, rtype, client, down, rcode):
+    args = [f"{name}.{ORIGIN}", rtype, "--client", client, "--json"]
+    for site in down:
+        args += ["--down", site]
+    proc = run_explain(workdir, *args)
+    assert proc.returncode == 0, proc.stderr
+    trace = json.loads(proc.stdout)
+    assert trace["rcode"] == rcode
+    try:
+        for site in down:
+            _http(server, "PUT", f"/api/v1/sites/gslb.example.com/{site}/override", {"state": "down"})
+        deadline = time.monotonic() + 3
+        while True:
+            reply = server.query(f"{name}.{ORIGIN}", rtype, ecs=f"{client}/{_full(client)}")
+            got = sorted(r.to_text() for rrset in reply.answer for r in rrset)
+            if (dns.rcode.to_text(reply.rcode()), got) == (rcode, sorted(trace["answers"])):
+                break
+            assert time.monotonic() < deadline, (dns.rcode.to_text(reply.rcode()), got, trace["answers"])
+            time.sleep(0.05)
+        if rcode == "NOERROR":
+            assert trace["scope_prefix"] == _ecs(reply).scopelen
+        # the HTTP endpoint gives the same trace as the command (one implementation)
+        query = urllib.parse.urlencode({"name": f"{name}.{ORIGIN}", "type": rtype, "client": client})
+        live = _http(server, "GET", f"/api/v1/explain?{query}")
+        assert (live["rcode"], sorted(live["answers"])) == (rcode, sorted(trace["answers"]))
+        assert [(c["site"], c["state"], c["chosen"]) for c in live["candidates"]] \
+            == [(c["site"], c["state"], c["chosen"]) for c in trace["candidates"]]
+    finally:
+        for site in down:
+            _http(server, "PUT", f"/api/v1/sites/gslb.example.com/{site}/override", {"state": "auto"})
