@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import collections
 import ipaddress
-from pathlib import Path
+import subprocess
+import sys
 
 import dns.edns
 import dns.flags
@@ -365,3 +366,51 @@ def test_wildcard_name_answers_from_its_pool(server, ecs, site, scope):
         assert rrset.name.to_text() == "anything.cdn." + ORIGIN
         assert _sites(reply) == [site]
         assert _ecs(reply).scopelen == scope
+
+
+# --- other databases: GeoIP2-Country (country centroids) and none at all ----------------------
+
+COUNTRY_CLIENTS = [
+    ("81.2.69.5", "fra"),        # GB
+    ("8.8.4.4", "iad"),          # US
+    ("177.1.2.3", "gru"),        # BR
+    ("1.120.0.1", "syd"),        # AU
+    ("41.1.2.3", "jnb"),         # ZA
+    ("203.0.113.5", "sin"),      # SG
+    ("2001:db8:50::1", "syd"),   # AU
+    ("2a00:1a28::1", "fra"),     # SE
+]
+
+
+def test_country_database_locates_clients_at_country_centroids(tmp_path):
+    db = tmp_path / "country.mmdb"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "build_geoip_db.py"), "--country", "--out", str(db)],
+                   check=True, capture_output=True, timeout=60)
+    with maxminddb.open_database(str(db)) as reader:
+        assert reader.metadata().database_type.endswith("Country")
+        prefixes = {ip: reader.get_with_prefix_len(ip)[1] for ip, _ in COUNTRY_CLIENTS}
+    srv = Gslb(tmp_path / "srv", {"gslb.example.com.yaml": ZONE}, {"checks": False, "http": None, "geoip": str(db)})
+    srv.start(wait_for=ORIGIN)
+    try:
+        for ip, site in COUNTRY_CLIENTS:
+            full = _family_prefix(ip)
+            reply = srv.query("www." + ORIGIN, _rtype(ip), ecs=f"{ip}/{full}")
+            assert _sites(reply) == [site], ip
+            assert _ecs(reply).scopelen == prefixes[ip], ip
+    finally:
+        srv.stop()
+
+
+def test_without_a_database_every_client_is_unlocated(tmp_path):
+    srv = Gslb(tmp_path / "srv", {"gslb.example.com.yaml": ZONE}, {"checks": False, "http": None, "geoip": None})
+    srv.start(wait_for=ORIGIN)
+    try:
+        for ip in ("81.2.69.5", "1.120.0.1", "2001:db8:50::1"):
+            reply = srv.query("www." + ORIGIN, "A", ecs=f"{ip}/{_family_prefix(ip)}")
+            assert _sites(reply) == ["gru"] and _ecs(reply).scopelen == 0, ip
+        # policies that do not need a location are unaffected
+        assert _ecs(srv.query("sticky." + ORIGIN, "A", ecs="81.2.69.5/32")).scopelen == 24
+        assert _sites(srv.query("map." + ORIGIN, "A", ecs="81.2.69.5/32")) == ["sin"]  # CIDR rule
+        assert _sites(srv.query("map." + ORIGIN, "A", ecs="5.9.1.1/32")) == ["gru"]   # default
+    finally:
+        srv.stop()
