@@ -7,9 +7,12 @@ are off (``checks: false``), so every site counts as up and no test probes a non
 from __future__ import annotations
 
 import collections
+import contextlib
 import ipaddress
+import json
 import subprocess
 import sys
+import urllib.request
 
 import dns.edns
 import dns.flags
@@ -113,13 +116,36 @@ NEAREST = [
 ]
 
 
+TOKEN = "pools-test-token"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """One server for the whole module."""
-    srv = Gslb(tmp_path_factory.mktemp("pools"), {"gslb.example.com.yaml": ZONE}, {"checks": False, "http": None})
+    """One server for the whole module (HTTP on, with a token for site overrides)."""
+    path = tmp_path_factory.mktemp("pools")
+    (path / "token").write_text(TOKEN)
+    srv = Gslb(path, {"gslb.example.com.yaml": ZONE}, {"checks": False, "api_token_file": str(path / "token")})
     srv.start(wait_for=ORIGIN)
     yield srv
     srv.stop()
+
+
+@contextlib.contextmanager
+def overridden(server, state: str, *sites: str):
+    """Sites overridden to ``state`` over HTTP for the block; back to ``auto`` after it."""
+    def put(site, value):
+        req = urllib.request.Request(f"{server.http}/api/v1/sites/gslb.example.com/{site}/override",
+                                     data=json.dumps({"state": value}).encode(), method="PUT",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+    try:
+        for site in sites:
+            put(site, state)
+        yield
+    finally:
+        for site in sites:
+            put(site, "auto")
 
 
 def _ecs(reply) -> dns.edns.ECSOption:
@@ -267,6 +293,45 @@ def test_hash_scope_24_and_48_and_same_answer_within_a_subnet(server):
             assert _ecs(reply).scopelen == 48
             answers.add(tuple(_sites(reply)))
         assert len(answers) == 1, net
+
+
+def test_hash_follows_weights_over_many_subnets(server):
+    counts = collections.Counter(_sites(server.query("sticky." + ORIGIN, "A", ecs=f"10.{i // 256}.{i % 256}.0/24"))[0]
+                                 for i in range(800))
+    # weights fra 3, the five others 1: expected fra 300, each other 100 (hashing is deterministic)
+    assert set(counts) == set(SITES)
+    assert 240 <= counts["fra"] <= 360
+    assert all(60 <= counts[s] <= 140 for s in SITES if s != "fra"), counts
+
+
+def test_hash_only_the_clients_of_a_site_that_leaves_move(server):
+    subnets = [f"172.{16 + i // 256}.{i % 256}.0/24" for i in range(300)]
+    before = {net: _sites(server.query("sticky." + ORIGIN, "A", ecs=net))[0] for net in subnets}
+    with overridden(server, "down", "iad"):
+        after = {net: _sites(server.query("sticky." + ORIGIN, "A", ecs=net))[0] for net in subnets}
+    back = {net: _sites(server.query("sticky." + ORIGIN, "A", ecs=net))[0] for net in subnets}
+    assert back == before
+    moved = {net for net in subnets if after[net] != before[net]}
+    assert moved == {net for net in subnets if before[net] == "iad"} and moved
+    assert "iad" not in after.values()
+
+
+def test_failover_and_round_robin_skip_a_down_site(server):
+    with overridden(server, "down", "iad"):
+        assert _sites(server.query("primary." + ORIGIN, "A")) == ["fra"]
+        seq = [_sites(server.query("rr." + ORIGIN, "A"))[0] for _ in range(6)]
+        assert set(seq) == {"fra", "sin"} and seq[0::2] == [seq[0]] * 3 and seq[1::2] == [seq[1]] * 3
+    assert _sites(server.query("primary." + ORIGIN, "A")) == ["iad"]
+
+
+def test_closest_moves_to_the_next_nearest_site(server):
+    with overridden(server, "down", "fra"):
+        assert _sites(server.query("www." + ORIGIN, "A", ecs="81.2.69.5/32")) == ["iad"]
+        # London: iad 5924 km, then jnb 9069 km (gru 9480 km)
+        assert _sites(server.query("two." + ORIGIN, "A", ecs="81.2.69.5/32")) == ["iad", "jnb"]
+    with overridden(server, "down", *SITES):  # when_all_down: all (fail open)
+        assert _sites(server.query("www." + ORIGIN, "A", ecs="81.2.69.5/32")) == ["fra"]
+    assert _sites(server.query("www." + ORIGIN, "A", ecs="81.2.69.5/32")) == ["fra"]
 
 
 def test_hash_is_sticky_across_queries_and_spreads_subnets(server):
