@@ -74,6 +74,7 @@ pools:
     geo:
       "81.2.69.0/24": [sin]
       "2001:db8:2::/48": [syd]
+      "5.9.128.0/17": [syd]
       GB: [iad]
       DE: [jnb]
       EU: [fra]
@@ -347,24 +348,25 @@ def test_hash_is_sticky_across_queries_and_spreads_subnets(server):
 
 # --- geo ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("ecs,site", [
-    ("81.2.69.5/32", "sin"),         # CIDR beats its country GB and continent EU
-    ("2001:db8:2::1/128", "syd"),    # v6 CIDR beats GB
-    ("212.58.224.1/32", "iad"),      # country GB (Manchester)
-    ("192.0.2.130/32", "iad"),       # country GB (London, in TEST-NET-1)
-    ("5.9.1.1/32", "jnb"),           # country DE beats continent EU
-    ("2001:db8:70::1/128", "jnb"),   # DE without coordinates
-    ("37.187.1.1/32", "fra"),        # continent EU (France)
-    ("185.250.0.1/32", "fra"),       # continent only
-    ("1.120.0.1/32", "syd"),         # continent OC, first of its list
-    ("8.8.4.4/32", "gru"),           # default
-    ("192.0.2.170/32", "gru"),       # unlocated: default
+@pytest.mark.parametrize("ecs,site,scope", [
+    ("81.2.69.5/32", "sin", 24),         # CIDR beats its country GB and continent EU
+    ("2001:db8:2::1/128", "syd", 48),    # v6 CIDR beats GB
+    ("212.58.224.1/32", "iad", 19),      # country GB (Manchester)
+    ("192.0.2.130/32", "iad", 27),       # country GB (London, in TEST-NET-1)
+    ("5.9.1.1/32", "jnb", 17),           # country DE beats continent EU; 5.9.128.0/17 splits its /16
+    ("5.9.200.1/32", "syd", 17),         # the CIDR inside the DE network
+    ("5.9.1.0/24", "jnb", 17),
+    ("2001:db8:70::1/128", "jnb", 48),   # DE without coordinates
+    ("37.187.1.1/32", "fra", 16),        # continent EU (France)
+    ("185.250.0.1/32", "fra", 22),       # continent only
+    ("1.120.0.1/32", "syd", 13),         # continent OC, first of its list
+    ("8.8.4.4/32", "gru", 24),           # default
+    ("192.0.2.170/32", "gru", 27),       # unlocated: default
 ])
-def test_geo_most_specific_match(server, ecs, site):
+def test_geo_most_specific_match(server, ecs, site, scope):
     reply = server.query("map." + ORIGIN, "A", ecs=ecs)
     assert _sites(reply) == [site]
-    option = _ecs(reply)
-    assert 0 < option.scopelen <= option.srclen
+    assert _ecs(reply).scopelen == scope
 
 
 # --- policies that ignore the client ------------------------------------------------------------
