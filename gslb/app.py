@@ -107,10 +107,20 @@ class Server:
 
     async def serve(self) -> None:
         """Start, serve until SIGTERM/SIGINT, stop cleanly."""
+        # A stop during start-up (e.g. a first round of slow checks) stops at once, not after it.
+        starting = asyncio.ensure_future(self.startup())
+        stopping = asyncio.ensure_future(self._stop.wait())
         try:
-            await self.startup()
-            await self._stop.wait()
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # start-up errors propagate (exit 3)
+                await stopping
+            else:
+                logger.info("gslb: stop requested during start-up")
         finally:
+            for task in (starting, stopping):
+                task.cancel()
+            await asyncio.gather(starting, stopping, return_exceptions=True)
             await self.shutdown()
 
     def stop(self) -> None:

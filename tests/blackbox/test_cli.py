@@ -529,6 +529,42 @@ def test_signal_stops_cleanly_with_exit_0(gslb_server, sig):
     assert port_is_free(srv.http_port)
 
 
+SLOW_CHECK = """\
+zone: slow.test
+ns: [ns1.slow.test]
+records:
+  ns1: {A: 192.0.2.53}
+  www: {pool: web}
+sites:
+  fra: {addresses: [192.0.2.10], checks: [hang]}
+checks:
+  hang: {type: http, target: 127.0.0.1, port: %d, interval: 60, timeout: 30}
+pools:
+  web: {policy: failover, sites: [fra]}
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_first_check_round_stops_at_once(tmp_path, serve, sig):
+    # The first round of checks waits up to the checks' timeout (30 s here, against a loopback
+    # listener that never answers); a stop signal meanwhile must not wait for it.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hang:
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(16)
+        zones_folder(tmp_path, {"slow.yaml": SLOW_CHECK % hang.getsockname()[1]})
+        port = free_port()
+        write_config(tmp_path, zones="zones", listen=[f"127.0.0.1:{port}"], http=None, checks=True)
+        s = serve(tmp_path, [])
+        deadline = time.monotonic() + 15
+        while "DNS listening" not in s.log():
+            assert s.proc.poll() is None and time.monotonic() < deadline, s.log()
+            time.sleep(0.05)
+        s.proc.send_signal(sig)
+        assert s.wait_exit(timeout=10) == 0, s.log()
+    assert "Traceback" not in s.log()
+    assert port_is_free(port)
+
+
 # ---------------------------------------------------------------------------------------------
 # The README's run command
 
