@@ -435,6 +435,18 @@ def test_flags_override_the_server_file(tmp_path, serve):
     s.stop()
 
 
+def test_geoip_and_region_flags_override_the_server_file(tmp_path, serve):
+    zones_folder(tmp_path, {"cli.yaml": ZONE})
+    (tmp_path / "broken.mmdb").write_bytes(b"not a database")
+    port = free_port()
+    write_config(tmp_path, zones="zones", listen=[f"127.0.0.1:{port}"], http=None,
+                 geoip="broken.mmdb", region="file-region")
+    assert gslb("serve", cwd=tmp_path).returncode == 3  # the file's database alone fails
+    s = serve(tmp_path, ["--geoip", GEOIP, "--region", "eu-test"]).wait_serving(port, "cli.test.")
+    assert "region eu-test" in s.log() and "file-region" not in s.log()
+    s.stop()
+
+
 CHECKED = """\
 zone: checked.test
 serial: 1
