@@ -222,3 +222,49 @@ def test_every_check_of_a_site_must_pass(gslb_server, backends):
     assert "c_fra_tcp" in error and "connect refused" in error
     tcp.set("healthy")
     wait_for(lambda: answer(server) == {FRA}, what="fra back")
+
+
+def test_pool_names_get_no_reply_until_the_first_round_is_done(tmp_path, backends):
+    import threading
+
+    import dns.exception
+    from harness import Gslb
+
+    fra, iad = backends(), backends()
+    fra.set("hanging")  # the first round lasts the check timeout (2 s)
+    zone = zone_text({"fra": fra.port, "iad": iad.port}).replace(
+        f"interval: {INTERVAL}\n    timeout: {TIMEOUT}", "interval: 4\n    timeout: 2")
+    server = Gslb(tmp_path / "srv", {"gslb.example.com.yaml": zone}, {"region": "lab-1"})
+    starter = threading.Thread(target=server.start, kwargs={"wait_for": ORIGIN})
+    starter.start()
+    try:
+        # once DNS answers static names, pool names are still held (no reply) ...
+        wait_for(lambda: _answers_soa(server), deadline=15, what="DNS bound")
+        early = "gslb: serving" not in server.log()
+        held = 0
+        while "gslb: serving" not in server.log():
+            try:
+                msg = server.query(f"www.{ORIGIN}", "A", timeout=0.3)
+            except dns.exception.Timeout:
+                held += 1
+                continue
+            # a reply can only come once the round is done, and it avoids fra
+            assert {rr.address for rrset in msg.answer for rr in rrset} == {IAD}
+        if early:
+            assert held >= 1
+        starter.join(20)
+        # ... and the first answer avoids the site that is down
+        assert answer(server) == {IAD}
+    finally:
+        starter.join(20)
+        server.stop()
+
+
+def _answers_soa(server) -> bool:
+    import dns.exception
+
+    try:
+        server.query(ORIGIN, "SOA", timeout=0.2)
+        return True
+    except (dns.exception.Timeout, OSError):
+        return False

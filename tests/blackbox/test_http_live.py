@@ -182,6 +182,9 @@ def test_reload_keeps_check_results_and_drops_removed_sites(gslb_server, backend
     assert answer(server) == {"203.0.113.30"}
     zone_doc = next(z for z in get_json(server, "/api/v1/status")["zones"] if z["zone"] == ZONE_KEY)
     assert zone_doc["error"]
+    reloads = _metrics(server)["gslb_reloads"]
+    assert _value(reloads, "gslb_reloads_total", result="ok") >= 2
+    assert _value(reloads, "gslb_reloads_total", result="error") >= 1
 
 
 def _metrics(server) -> dict[str, list[Any]]:
