@@ -8,12 +8,15 @@ Outcomes are polled with generous deadlines; nothing asserts how fast something 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 from typing import Any, Callable, Iterator
 
+import dns.exception
 import pytest
 from backends import Backend
+from harness import Gslb
 
 ORIGIN = "gslb.example.com."
 FRA, IAD = "192.0.2.10", "198.51.100.20"
@@ -74,11 +77,13 @@ def answer(server, name: str = "www") -> set[str]:
 
 
 def get_json(server, path: str) -> Any:
+    """GET ``path`` from the server's HTTP endpoint as JSON."""
     with urllib.request.urlopen(server.http + path, timeout=5) as resp:
         return json.loads(resp.read())
 
 
 def site_entry(server, site: str) -> dict[str, Any]:
+    """The /api/v1/status entry of ``site``."""
     doc = get_json(server, "/api/v1/status")
     return next(s for s in doc["sites"] if s["site"] == site)
 
@@ -96,6 +101,7 @@ def wait_for(predicate: Callable[[], Any], deadline: float = DEADLINE, what: str
 
 
 def start(gslb_server, ports: dict[str, int], kinds: dict[str, str] | None = None, **config: Any):
+    """A started server for ``zone_text(ports, kinds)``, region lab-1, plus ``config``."""
     cfg = {"region": "lab-1", **config}
     return gslb_server({"gslb.example.com.yaml": zone_text(ports, kinds)}, config=cfg, wait_for=ORIGIN)
 
@@ -225,11 +231,6 @@ def test_every_check_of_a_site_must_pass(gslb_server, backends):
 
 
 def test_pool_names_get_no_reply_until_the_first_round_is_done(tmp_path, backends):
-    import threading
-
-    import dns.exception
-    from harness import Gslb
-
     fra, iad = backends(), backends()
     fra.set("hanging")  # the first round lasts the check timeout (2 s)
     zone = zone_text({"fra": fra.port, "iad": iad.port}).replace(
@@ -261,8 +262,6 @@ def test_pool_names_get_no_reply_until_the_first_round_is_done(tmp_path, backend
 
 
 def _answers_soa(server) -> bool:
-    import dns.exception
-
     try:
         server.query(ORIGIN, "SOA", timeout=0.2)
         return True

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backends import Backend
 from prometheus_client.parser import text_string_to_metric_families
 from test_health import FRA, INTERVAL, IAD, ORIGIN, answer, backends, get_json, site_entry, start, wait_for, zone_text  # noqa: F401
 
@@ -45,6 +44,7 @@ def request(server, method: str, path: str, body: Any = None, token: str | None 
 
 
 def override(server, site: str, state: str, token: str | None = TOKEN, zone: str = ZONE_KEY) -> tuple[int, Any]:
+    """PUT an override of ``site``; (status, JSON body)."""
     return request(server, "PUT", f"/api/v1/sites/{zone}/{site}/override", {"state": state}, token)
 
 
