@@ -8,8 +8,9 @@
 #
 # Two sites, fra and iad, each with a tiny local HTTP backend the script can kill. The pool
 # www.demo.test is "failover": fra while it is up, else iad. The script kills fra's backend,
-# shows both nodes moving www to iad, drains iad through node 1's API and shows node 2 obey,
-# then stops everything it started. Needs redis-server, dig and curl; about 30 seconds.
+# shows both nodes moving www to iad and back when fra recovers, drains fra through node 1's
+# API and shows node 2 obey, stops Redis and shows the nodes keep answering, then stops
+# everything it started. Needs redis-server, dig and curl; about 10 seconds.
 #
 #   tools/cluster_demo.sh            # run the demo
 #   KEEP=1 tools/cluster_demo.sh     # keep the work folder (logs, configs) afterwards
