@@ -2,21 +2,33 @@
 
 ``Server.serve()`` reads top to bottom: ``startup()`` (zones, GeoIP, state table, first round of
 health checks, DNS listeners, HTTP), then it waits for a stop signal, then ``shutdown()``.
+
+Reload (SIGHUP, ``POST /api/v1/reload``) re-reads the server file with the command line's flags
+over it, then every zone file. What can change live is applied: ``api_token_file`` (the token is
+re-read), ``acl``, ``regions``, ``tcp`` limits, ``geoip`` (re-opened when its path or file
+changed) and ``zones`` (another folder). ``listen``, ``http``, ``state``, ``checks``, ``workers``
+and ``region`` need a restart: a change is logged as a warning and the running value stays. A
+server file, token file or GeoIP database that cannot be used changes nothing: the errors are in
+the reload result and the log. Every second the zone files and the GeoIP file are polled (a stat
+each); a changed file is read once it has settled (:func:`gslb.zones.settled`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import random
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 from gslb.balancer import Balancer
-from gslb.config import ServerConfig
+from gslb.config import ServerConfig, load_server_config
 from gslb.dnsserver import DnsServer
-from gslb.errors import GslbError, StartupError
+from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
 from gslb.geo import GeoLocator
 from gslb.handler import QueryHandler
 from gslb.metrics import CheckStats
@@ -24,12 +36,33 @@ from gslb.model import Pool, PoolAnswer, Zone
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
 from gslb.wire import Drop
-from gslb.zones import ZoneStore
+from gslb.zones import Stamp, ZoneStore, file_stamp, settled
 
 logger = logging.getLogger(__name__)
 
 #: how often zone files are polled for changes (SPEC: applied within 2 s)
 ZONE_POLL_SECONDS = 1.0
+
+#: server-file fields that only a restart applies
+RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region")
+
+
+def check_zones_folder(path: str) -> str | None:
+    """Why ``path`` cannot be the zones folder (missing, not a folder), or None."""
+    if not os.path.exists(path):
+        return f"zones: the folder {path} does not exist"
+    if not os.path.isdir(path):
+        return f"zones: {path} is not a folder"
+    return None
+
+
+def _stamp_of(path: str | None) -> Stamp | None:
+    if not path:
+        return None
+    try:
+        return file_stamp(os.stat(path))
+    except OSError:
+        return None
 
 
 def make_backend(url: str) -> Any:
@@ -86,8 +119,10 @@ class LivePools:
 class Server:
     """One ``gslb serve`` process: the objects the DNS path and the HTTP API read."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, overrides: dict[str, Any] | None = None) -> None:
         self.config = config
+        #: the command line's flags, put over the server file again on every reload
+        self.overrides = dict(overrides or {})
         self.stats = QueryStats()
         self.zone_store = ZoneStore(config.zones)
         self.table = SiteStateTable(make_backend(config.state))
@@ -97,13 +132,19 @@ class Server:
         self.monitor: Any = None
         self.dns: DnsServer | None = None
         self.pools: LivePools | None = None
+        self.handler: QueryHandler | None = None
         self.check_stats = CheckStats()
         self.http_runner: Any = None
         self.dns_ready = False
         self.reloads = {"ok": 0, "error": 0}
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
+        self._hup_queued = False
+        #: the GeoIP file version in use, a changed one seen at the last poll, one that failed
+        self._geo_stamp: Stamp | None = None
+        self._geo_pending: Stamp | None = None
+        self._geo_failed: Stamp | None = None
 
     async def serve(self) -> None:
         """Start, serve until SIGTERM/SIGINT, stop cleanly."""
@@ -134,11 +175,15 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        problem = check_zones_folder(cfg.zones)
+        if problem is not None:
+            raise StartupError(problem)
         result = self.zone_store.reload(force=True)
         for error in result.get("errors", []):
             logger.error("zones: %s", error)
         if not len(self.zone_store.zones):
             logger.warning("zones: no zone loaded from %s", cfg.zones)
+        self._geo_stamp = _stamp_of(cfg.geoip)
         self.geo = GeoLocator.open(cfg.geoip)
         regions = {name: loc for name, loc in cfg.regions.items()}
         self.balancer = Balancer(self.geo, regions, random.Random())
@@ -147,7 +192,7 @@ class Server:
         await self.table.start()
         # Bind first: static names answer at once and a busy port fails fast (exit 3).
         self.pools = LivePools(self.balancer, self.table, self.stats)
-        handler = QueryHandler(lambda: self.zone_store.zones, self.pools, self.stats, cfg.acl)
+        handler = self.handler = QueryHandler(lambda: self.zone_store.zones, self.pools, self.stats, cfg.acl)
         self.dns = DnsServer(handler.handle, cfg.tcp)
         await self.dns.start(list(cfg.listen))
         self.dns_ready = True
@@ -166,7 +211,7 @@ class Server:
             await self.monitor.first_round(timeout)
             await self.monitor.start()
         self.pools.ready = True
-        self._tasks.append(asyncio.create_task(self._watch_zones(), name="zone-watch"))
+        self._spawn(self._watch_zones(), "zone-watch")
         listen = ", ".join(f"{h}:{p}" for h, p in cfg.listen)
         http = f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else "off"
         logger.info("gslb: serving %d zone(s) on %s (udp+tcp), http %s, state %s, region %s, checks %s",
@@ -178,9 +223,10 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         if self.dns is not None:
             await self.dns.close()
@@ -191,20 +237,63 @@ class Server:
         if self.monitor is not None:
             await self.monitor.close()
         await self.table.close()
+        if self.geo is not None:
+            self.geo.close()
         logger.info("gslb: stopped")
 
-    def _reload_soon(self) -> None:
-        logger.info("gslb: SIGHUP, reloading")
-        self._tasks.append(asyncio.create_task(self.reload(force=True), name="reload"))
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """A background task, forgotten when done (shutdown cancels those still running)."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def reload(self, force: bool = True) -> dict[str, Any]:
-        """Re-read the zone files (all with ``force``, else only changed ones) and apply good ones."""
+    def _reload_soon(self) -> None:
+        """SIGHUP: one reload; signals arriving while one waits for its turn join it."""
+        if self._hup_queued:
+            logger.info("gslb: SIGHUP, a reload is already queued")
+            return
+        logger.info("gslb: SIGHUP, reloading")
+        self._hup_queued = True
+        self._spawn(self._reload_from_signal(), "reload")
+
+    async def _reload_from_signal(self) -> None:
+        try:
+            await self.reload(force=True, on_start=self._hup_started)
+        except Exception:  # the reload's own errors are in its result; this is a bug
+            logger.exception("gslb: reload failed")
+
+    def _hup_started(self) -> None:
+        self._hup_queued = False  # a SIGHUP from now on sees the files after this reload read them
+
+    async def reload(self, force: bool = True, on_start: Any = None) -> dict[str, Any]:
+        """Re-read the server file and every zone file (``force``), or the changed files only.
+
+        Returns ok, changed, removed, errors (``PATH:LINE: ...``), warnings and zones (status).
+        """
         async with self._reload_lock:
+            if on_start is not None:
+                on_start()
+            errors: list[str] = []
+            warnings: list[str] = []
+            store = self.zone_store
+            if force:
+                errors, store = self._reload_config(warnings)
+            else:
+                geo_error = self._poll_geoip()
+                if geo_error:
+                    errors.append(geo_error)
             before = self.zone_store.zones
-            result = self.zone_store.reload(force=force)
-            errors = [str(e) for e in result.get("errors", [])]
-            for error in errors:
+            result = store.reload(force=force or store is not self.zone_store, settle=not force)
+            zone_errors = [str(e) for e in result.get("errors", [])]
+            for error in zone_errors:
                 logger.error("zones: %s (keeping the last good version)", error)
+            removed = list(result.get("removed", []))
+            if store is not self.zone_store:
+                kept = {z.key for z in store.zones}
+                removed += [z.key for z in before if z.key not in kept and z.key not in removed]
+                self.zone_store = store
+            errors += zone_errors
             zones = self.zone_store.zones
             if zones is not before:
                 self.table.configure(zones)
@@ -217,8 +306,114 @@ class Server:
             elif force or zones is not before:
                 self.reloads["ok"] += 1
             return {"ok": not errors, "changed": list(result.get("changed", [])),
-                    "removed": list(result.get("removed", [])), "errors": errors,
+                    "removed": removed, "errors": errors, "warnings": warnings,
                     "zones": self.zone_store.status()}
+
+    def _reload_config(self, warnings: list[str]) -> tuple[list[str], ZoneStore]:
+        """Re-read the server file and apply what can change live; all or nothing.
+
+        Returns the errors (nothing was applied when there are any) and the zone store to use.
+        """
+        old = self.config
+        try:
+            new = load_server_config(old.file, self.overrides)
+        except ConfigErrors as exc:
+            errors = [str(e) for e in exc.errors]
+            for error in errors:
+                logger.error("config: %s (keeping the running configuration)", error)
+            return errors, self.zone_store
+        errors: list[str] = []
+        # Prepare everything first, apply only when nothing failed.
+        token = self.api_token
+        try:
+            token = read_token(new.api_token_file)
+        except StartupError as exc:
+            errors.append(str(exc))
+        store = self.zone_store
+        if new.zones != old.zones:
+            problem = check_zones_folder(new.zones)
+            if problem is not None:
+                errors.append(problem)
+            else:
+                store = ZoneStore(new.zones)
+        geo: GeoLocator | None = None
+        geo_stamp = _stamp_of(new.geoip)
+        if new.geoip != old.geoip or geo_stamp != self._geo_stamp:
+            try:
+                geo = GeoLocator.open(new.geoip)
+            except GeoDatabaseError as exc:
+                errors.append(f"geoip: {exc}")
+        if errors:
+            for error in errors:
+                logger.error("config: %s (keeping the running configuration)", error)
+            if geo is not None:
+                geo.close()
+            return errors, self.zone_store
+        # Apply.
+        where = old.file or "the command line"
+        for name in RESTART_FIELDS:
+            if getattr(new, name) != getattr(old, name):
+                msg = (f"{name} changed in {where} but only a restart applies it; "
+                       f"still using {_shown(getattr(old, name))}")
+                logger.warning("config: %s", msg)
+                warnings.append(msg)
+        live = dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_FIELDS})
+        self.api_token = token
+        if new.acl != old.acl and self.handler is not None:
+            self.handler.set_acl(new.acl)
+            logger.info("config: acl applied (allow %s; deny %s)", ", ".join(new.acl.allow),
+                        ", ".join(new.acl.deny) or "none")
+        if new.tcp != old.tcp and self.dns is not None:
+            self.dns.limits = new.tcp  # read when a connection opens and by its idle timer
+            logger.info("config: tcp limits applied")
+        if geo is not None:
+            self._geo_stamp, self._geo_pending, self._geo_failed = geo_stamp, None, None
+        if geo is not None or dict(new.regions) != dict(old.regions):
+            self._use_geo(geo if geo is not None else self.geo, new.regions)
+            if dict(new.regions) != dict(old.regions):
+                logger.info("config: regions applied (%s)", ", ".join(new.regions) or "none")
+        if store is not self.zone_store:
+            logger.info("config: zones folder is now %s", new.zones)
+        self.config = live
+        return [], store
+
+    def _use_geo(self, geo: GeoLocator | None, regions: Any) -> None:
+        """Answer pools with ``geo`` and ``regions`` from the next query on (a new Balancer)."""
+        old_geo = self.geo
+        balancer = Balancer(geo, {name: loc for name, loc in regions.items()}, random.Random())
+        self.geo = geo
+        self.balancer = balancer
+        if self.pools is not None:
+            self.pools.balancer = balancer
+        if old_geo is not None and old_geo is not geo:
+            old_geo.close()
+
+    def _poll_geoip(self) -> str | None:
+        """The 1 s poll of the GeoIP file: re-open it once a change settled; the error, if any."""
+        path = self.config.geoip
+        if not path or self.balancer is None:
+            return None
+        stamp = _stamp_of(path)
+        if stamp is None or stamp in (self._geo_stamp, self._geo_failed):
+            # A vanished file keeps the open database (it is mapped); a later copy is seen.
+            # A broken file is reported once; SIGHUP retries it.
+            self._geo_pending = None
+            return None
+        if not settled(stamp, self._geo_pending, time.time_ns()):
+            self._geo_pending = stamp
+            return None
+        self._geo_pending = None
+        try:
+            geo = GeoLocator.open(path)
+        except GeoDatabaseError as exc:
+            self._geo_failed = stamp
+            msg = f"geoip: {exc}"
+            logger.error("%s (keeping the database opened before)", msg)
+            return msg
+        self._geo_stamp, self._geo_failed = stamp, None
+        self._use_geo(geo, self.config.regions)
+        logger.info("geo: %s changed, now in use", path)
+        return None
 
     async def _watch_zones(self) -> None:
         while True:
@@ -236,8 +431,20 @@ class Server:
         return explain(self.zone_store.zones, self.balancer, self.table.view, name, qtype, client)
 
 
-def run(config: ServerConfig) -> int:
-    """Run a server until it is stopped; return the process exit code."""
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+        return ", ".join(f"{h}:{p}" for h, p in value)
+    if isinstance(value, tuple) and len(value) == 2:
+        return f"{value[0]}:{value[1]}"
+    return str(value)
+
+
+def run(config: ServerConfig, overrides: dict[str, Any] | None = None) -> int:
+    """Run a server until it is stopped; return the process exit code.
+
+    ``overrides`` are the command line's flags (as given to ``load_server_config``): a reload
+    puts them over the re-read server file again.
+    """
     try:
         import uvloop
 
@@ -245,7 +452,7 @@ def run(config: ServerConfig) -> int:
     except ImportError:  # pragma: no cover - uvloop is optional
         runner = asyncio.run
     try:
-        server = Server(config)
+        server = Server(config, overrides)
         runner(server.serve())
     except StartupError as exc:
         logger.error("gslb: cannot start: %s", exc)

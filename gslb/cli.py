@@ -107,7 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if config.workers != 1:
         print("gslb: --workers: only 1 worker is supported in this version", file=sys.stderr)
         return EXIT_USAGE
-    return run(config)
+    return run(config, _overrides(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -376,7 +376,7 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
     out["api_token_file"] = token
     acl_m = r.mapping(data, "acl", ("allow", "deny"))
     if acl_m is not None:
-        out["acl"] = Acl(allow=_networks(r, acl_m, "allow", "acl.allow", Acl.allow),
+        out["acl"] = Acl(allow=_networks(r, acl_m, "allow", "acl.allow", Acl().allow),
                          deny=_networks(r, acl_m, "deny", "acl.deny", ()))
     rl = r.mapping(data, "rate_limit", ("responses_per_second", "slip"))
     if rl is not None:

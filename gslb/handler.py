@@ -77,6 +77,10 @@ class QueryHandler:
         self._stats = stats
         self._acl = AclMatcher(acl)
 
+    def set_acl(self, acl: Acl) -> None:
+        """Replace the ACL (on reload); the next query uses the new one."""
+        self._acl = AclMatcher(acl)
+
     def handle(self, data: bytes, client_ip: str, tcp: bool) -> bytes | None:
         """The reply to ``data`` from ``client_ip``; None when nothing is to be sent."""
         start = perf_counter()

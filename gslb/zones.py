@@ -13,6 +13,16 @@ Decisions the SPEC leaves open, made here:
 - ``weight: 0`` is allowed: the weight-based policies never pick such a site while a site with
   a weight is up (a standby).
 - Only glue (A/AAAA) may be written at or below a delegation point; other data would never be served.
+
+Serial ``auto`` (the rule, precisely): let ``m`` be the file's modification time in whole Unix
+seconds (clamped to 1..4294967295). The first load of a file in a process serves ``m``. A later
+load of the same file by the same process serves the previous serial when the content (SHA-256)
+is unchanged, else ``max(m, previous + 1)``. So within one process the serial increases on every
+change and never decreases. Across a restart there is no previous version: the serial is ``m``
+again. It is lower than the one served before the restart only when the process applied more
+than one version whose ``m`` fell within the same second (each extra version pushes the serial
+one ahead of the clock; the lead is gone once an edit lands that many seconds later). There is
+no state file: a secondary that must never see the serial go down should use explicit serials.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import ipaddress
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable
@@ -634,7 +645,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
 
 def _serial(err: _Errors, data: LineDict, top: _Fields, digest: str, mtime: float,
             previous: Zone | None) -> int:
-    """Serial ``auto``: max(mtime, previous + 1 when the content changed); never decreases."""
+    """Serial ``auto``: mtime seconds; after a content change max(mtime, previous + 1) (module doc)."""
     auto = max(1, min(int(mtime), MAX_SERIAL))
     if previous is not None:
         auto = previous.serial if previous.digest == digest else max(auto, previous.serial + 1)
@@ -1099,10 +1110,32 @@ def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+#: a changed file whose modification time is at least this old is applied at the first poll
+SETTLE_SECONDS = 0.5
+
+#: what identifies one version of a file for the watch: (st_ino, st_mtime_ns, st_size)
+Stamp = tuple[int, int, int]
+
+
+def file_stamp(st: os.stat_result) -> Stamp:
+    """The watch's identity of a file version: inode (rename-replaced files), mtime, size."""
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def settled(stamp: Stamp, pending: Stamp | None, now_ns: int) -> bool:
+    """Whether a changed file may be read: seen unchanged at the last poll, or its mtime is old.
+
+    A file still being written (copied in place, streamed by a deploy tool) changes between
+    polls; reading it then would report an error for a half-written file.
+    """
+    return stamp == pending or now_ns - stamp[1] >= int(SETTLE_SECONDS * 1e9)
+
+
 @dataclass(slots=True)
 class _FileState:
     path: str
-    stamp: tuple[int, int] | None = None  # (mtime_ns, size)
+    stamp: Stamp | None = None  # the version last read
+    pending: Stamp | None = None  # a changed version seen at the last poll, not read yet
     zone: Zone | None = None
     loaded_at: str | None = None
     error: str | None = None
@@ -1118,8 +1151,17 @@ class ZoneStore:
         self._files: dict[str, _FileState] = {}
         self._dir_error: str | None = None
 
-    def reload(self, force: bool = False) -> dict:
-        """Re-read new and changed files (all with ``force``); returns changed/errors/removed."""
+    def reload(self, force: bool = False, settle: bool = False, now_ns: int | None = None) -> dict:
+        """Re-read new and changed files (all with ``force``); returns changed/errors/removed.
+
+        A file is changed when its (inode, mtime, size) differs from the version last read, so
+        a file replaced by rename is always seen. With ``settle`` (the file watch) a changed file
+        is read only once it has settled (see :func:`settled`): the same at the previous call, or
+        modified at least SETTLE_SECONDS before ``now_ns`` (wall clock, ns; default now). With a
+        1 s poll a change is applied within 2 s.
+        """
+        if now_ns is None:
+            now_ns = time.time_ns()
         changed: list[str] = []
         errors: list[str] = []
         removed: list[str] = []
@@ -1149,12 +1191,18 @@ class ZoneStore:
                 st = os.stat(path)
             except OSError:
                 continue
-            stamp = (st.st_mtime_ns, st.st_size)
+            stamp = file_stamp(st)
             # After a removal, a file that failed (e.g. "zone already declared") may load now.
             retry = bool(removed) and state.error is not None
-            if not force and not retry and stamp == state.stamp:
-                continue  # unchanged (its error, if any, stays in status())
+            if not force and not retry:
+                if stamp == state.stamp:
+                    state.pending = None
+                    continue  # unchanged (its error, if any, stays in status())
+                if settle and not settled(stamp, state.pending, now_ns):
+                    state.pending = stamp  # maybe still being written: look again next poll
+                    continue
             state.stamp = stamp
+            state.pending = None
             old = state.zone
             try:
                 zone = load_zone_file(path, previous=old)

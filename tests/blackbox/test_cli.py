@@ -404,6 +404,33 @@ def test_invalid_server_file_exits_3_for_serve(tmp_path):
     assert re.search(r"^gslb\.yaml:3: rate_limit\.slip", r.stderr, re.M), r.stderr
 
 
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_serve_without_a_zones_folder_exits_3(tmp_path, kind):
+    if kind == "file":
+        (tmp_path / "zones").write_text(ZONE)
+    port = free_port()
+    write_config(tmp_path, zones="zones", listen=[f"127.0.0.1:{port}"], http=None)
+    r = gslb("serve", cwd=tmp_path, timeout=20)
+    assert r.returncode == 3, r.stdout + r.stderr
+    expected = "does not exist" if kind == "missing" else "is not a folder"
+    assert re.search(rf"cannot start: zones: .*{re.escape(str(tmp_path / 'zones'))} {expected}", r.stdout + r.stderr), \
+        r.stdout + r.stderr
+    assert port_is_free(port)
+
+
+def test_serve_with_only_broken_zone_files_starts_and_reports_them(tmp_path, serve):
+    zones_folder(tmp_path, {"bad.yaml": ZONE.replace("192.0.2.80", "192.0.2.800")})
+    port, http_port = free_port(), free_port()
+    write_config(tmp_path, zones="zones", listen=[f"127.0.0.1:{port}"], http=f"127.0.0.1:{http_port}")
+    s = serve(tmp_path, []).wait_serving(port, "cli.test.")
+    assert soa(port, "cli.test.").rcode() == dns.rcode.REFUSED  # nothing served, but running
+    status, body = http_get(f"http://127.0.0.1:{http_port}/api/v1/status")
+    assert status == 200
+    [entry] = body["zones"]
+    assert entry["zone"] is None and "bad.yaml:6: records.www.A:" in entry["error"], entry
+    s.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # Server file and flags
 

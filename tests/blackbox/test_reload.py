@@ -52,11 +52,14 @@ def write(path: Path, text: str) -> None:
 
 
 def write_unnoticed(path: Path, text: str) -> None:
-    """Rewrite with the same size and mtime, so only a forced reload (not the file watch) sees it."""
+    """Rewrite in place with the same inode, size and mtime: only a forced reload (not the file
+    watch, which compares inode, mtime and size) sees it."""
     st = path.stat()
     assert len(text.encode()) == st.st_size
-    write(path, text)
+    with open(path, "r+b") as fh:
+        fh.write(text.encode())
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_ino == st.st_ino
 
 
 def addresses(srv: Gslb, qname: str) -> list[str]:
@@ -272,3 +275,170 @@ def test_atomic_swap_under_continuous_queries(gslb_server, tmp_path):
     assert counts[0] > 100
     # the last write (version 1) is what is served now
     assert addresses(srv, "multi.atom.test.") == ["192.0.2.1", "198.51.100.1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGHUP and POST /api/v1/reload also re-read the server file
+
+
+def rewrite_config(srv: Gslb, **changes) -> None:
+    """Change values in the running server's gslb.yaml (None removes a key)."""
+    import yaml
+
+    cfg = yaml.safe_load(srv.config_file.read_text())
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    write(srv.config_file, yaml.safe_dump(cfg))
+
+
+def no_reply(srv: Gslb, qname: str) -> bool:
+    try:
+        srv.query(qname, "SOA", timeout=0.3)
+    except dns.exception.Timeout:
+        return True
+    return False
+
+
+def test_reload_applies_token_and_acl_and_warns_about_restart_fields(gslb_server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("one")
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1"},
+                            {"checks": False, "api_token_file": str(token_file)}, wait_for="reload.test.")
+    token_file.write_text("two\n")
+    rewrite_config(srv, acl={"deny": ["127.0.0.1/32"]}, listen=["127.0.0.1:1"], checks=True,
+                   region="elsewhere")
+    status, body = http(srv, "POST", "/api/v1/reload", token="one")
+    assert status == 200 and body["ok"] is True and body["errors"] == [], body
+    warned = " ".join(body["warnings"])
+    for name in ("listen", "checks", "region"):
+        assert f"{name} changed" in warned and "restart" in warned, body["warnings"]
+    assert "listen changed" in srv.log() and "restart" in srv.log()
+    # the token file was re-read
+    assert http(srv, "POST", "/api/v1/reload", token="one")[0] == 401
+    assert http(srv, "POST", "/api/v1/reload", token="two")[0] == 200
+    # the new ACL drops our queries; the old listener is still the one in use
+    assert no_reply(srv, "reload.test.")
+    # SIGHUP does the same: lifting the deny answers again, on the port the process started with
+    rewrite_config(srv, acl=None)
+    srv.signal(signal.SIGHUP)
+    wait_until("the ACL change applies", lambda: not no_reply(srv, "reload.test."))
+    assert addresses(srv, "www.reload.test.") == ["192.0.2.1"]
+    assert srv.proc is not None and srv.proc.poll() is None
+
+
+def test_broken_server_file_keeps_everything_and_reports_path_line(gslb_server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("one")
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1"},
+                            {"checks": False, "api_token_file": str(token_file)}, wait_for="reload.test.")
+    good = srv.config_file.read_text()
+    token_file.write_text("two")
+    write(srv.config_file, good + "acl: {deny: [127.0.0.1/32]}\ntcp: {max_connections: -4}\n")
+    status, body = http(srv, "POST", "/api/v1/reload", token="one")
+    assert status == 200 and body["ok"] is False, body
+    assert any(re.search(r"gslb\.yaml:\d+: tcp\.max_connections", e) for e in body["errors"]), body["errors"]
+    assert re.search(r"gslb\.yaml:\d+: tcp\.max_connections", srv.log())
+    # nothing applied: the old token, no ACL
+    assert http(srv, "POST", "/api/v1/reload", token="one")[0] == 200
+    assert addresses(srv, "www.reload.test.") == ["192.0.2.1"]
+    # an unreadable token file changes nothing either
+    write(srv.config_file, good.replace(str(token_file), str(tmp_path / "missing")))
+    status, body = http(srv, "POST", "/api/v1/reload", token="one")
+    assert status == 200 and body["ok"] is False and "api_token_file" in body["errors"][0], body
+    assert http(srv, "POST", "/api/v1/reload", token="one")[0] == 200
+    # fixed: applied
+    write(srv.config_file, good)
+    status, body = http(srv, "POST", "/api/v1/reload", token="one")
+    assert status == 200 and body["ok"] is True, body
+    assert http(srv, "POST", "/api/v1/reload", token="two")[0] == 200
+
+
+def test_reload_keeps_the_command_line_overrides(gslb_server, tmp_path):
+    flagzones = tmp_path / "flagzones"
+    flagzones.mkdir()
+    (flagzones / "other.yaml").write_text(OTHER)
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1"}, {"checks": False},
+                            args=["--zones", str(flagzones)], wait_for="other.test.")
+    assert srv.query("reload.test.", "SOA").rcode() == dns.rcode.REFUSED
+    srv.signal(signal.SIGHUP)
+    wait_until("the reload is done", lambda: srv.log().count("SIGHUP") == 1 and "zones:" in srv.log())
+    time.sleep(0.3)
+    assert addresses(srv, "www.other.test.") == ["198.51.100.1"]
+    assert srv.query("reload.test.", "SOA").rcode() == dns.rcode.REFUSED
+    assert "zones changed" not in srv.log()
+
+
+def test_reload_moves_to_another_zones_folder(gslb_server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("t")
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1"},
+                            {"checks": False, "api_token_file": str(token_file)}, wait_for="reload.test.")
+    rewrite_config(srv, zones=str(tmp_path / "nowhere"))
+    status, body = http(srv, "POST", "/api/v1/reload", token="t")
+    assert body["ok"] is False and "does not exist" in body["errors"][0], body
+    assert addresses(srv, "www.reload.test.") == ["192.0.2.1"]
+    other = tmp_path / "other-zones"
+    other.mkdir()
+    (other / "other.yaml").write_text(OTHER)
+    rewrite_config(srv, zones=str(other))
+    status, body = http(srv, "POST", "/api/v1/reload", token="t")
+    assert body["ok"] is True and body["removed"] == ["reload.test"], body
+    assert addresses(srv, "www.other.test.") == ["198.51.100.1"]
+    assert srv.query("reload.test.", "SOA").rcode() == dns.rcode.REFUSED
+    assert [z["zone"] for z in http(srv, "GET", "/api/v1/status")[1]["zones"]] == ["other.test"]
+
+
+def build_mmdb(tmp_path: Path, name: str, country: str, continent: str) -> Path:
+    """A GeoIP2 City database locating 192.0.2.0/24 in ``country``."""
+    import subprocess
+    import sys
+
+    from harness import ROOT
+
+    csv = tmp_path / f"{name}.csv"
+    csv.write_text("network,city,subdivision,country,continent,latitude,longitude\n"
+                   f"192.0.2.0/24,,,{country},{continent},10.0,10.0\n")
+    out = tmp_path / f"{name}.mmdb"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "build_geoip_db.py"), "--csv", str(csv),
+                    "--out", str(out)], check=True, capture_output=True)
+    return out
+
+
+def client_country(srv: Gslb) -> str | None:
+    status, body = http(srv, "GET", "/api/v1/explain?name=www.reload.test&type=A&client=192.0.2.10")
+    assert status == 200, body
+    return body["client"]["country"]
+
+
+def test_geoip_file_replaced_is_reopened_and_a_broken_one_is_not_used(gslb_server, tmp_path):
+    de = build_mmdb(tmp_path, "de", "DE", "EU")
+    us = build_mmdb(tmp_path, "us", "US", "NA")
+    live = tmp_path / "live.mmdb"
+    live.write_bytes(de.read_bytes())
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1"}, {"checks": False, "geoip": str(live)},
+                            wait_for="reload.test.")
+    assert client_country(srv) == "DE"
+    # replaced by rename (how GeoIP updaters install a new database): seen by the 1 s poll
+    os.replace(_copy(us, live), live)
+    wait_until("the new database is used", lambda: client_country(srv) == "US")
+    # a broken database keeps the one in use and reports the error
+    broken = live.with_name("broken.tmp")
+    broken.write_bytes(b"not a maxmind database\n" * 20)
+    os.replace(broken, live)
+    wait_until("the error is logged", lambda: "keeping the database opened before" in srv.log())
+    assert re.search(r"geoip: .*live\.mmdb: not a readable MaxMind DB", srv.log())
+    assert client_country(srv) == "US"
+    assert addresses(srv, "www.reload.test.") == ["192.0.2.1"]
+    # and a forced reload says so too, changing nothing
+    srv.signal(signal.SIGHUP)
+    wait_until("SIGHUP reports it", lambda: srv.log().count("keeping the running configuration") >= 1)
+    assert client_country(srv) == "US"
+
+
+def _copy(src: Path, next_to: Path) -> Path:
+    tmp = next_to.with_name("." + next_to.name + ".new")
+    tmp.write_bytes(src.read_bytes())
+    return tmp

@@ -9,7 +9,7 @@ import pytest
 
 from gslb.errors import ConfigErrors
 from gslb.model import POLICY_NAMES, ZoneSet
-from gslb.zones import ZoneStore, check_directory, load_zone_file
+from gslb.zones import ZoneStore, check_directory, load_zone_file, settled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -565,3 +565,54 @@ def test_yaml_integer_owner_names_and_values_keep_their_text(tmp_path):
     zone = load(tmp_path, BASE + "  010: {TXT: 007}\n  42: {A: 192.0.2.42}\n")
     assert rdata(zone, "010.example.org.", "TXT") == ['"007"']
     assert "42.example.org." in zone.nodes
+
+
+def test_store_sees_a_file_replaced_by_rename_with_the_same_mtime_and_size(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    store = ZoneStore(str(tmp_path))
+    store.reload()
+    st = os.stat(path)
+    new = tmp_path / ".a.yaml.tmp"
+    new.write_text(zone_text("a.example").replace("192.0.2.1", "192.0.2.7"))  # same size
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(new, path)
+    assert os.stat(path).st_ino != st.st_ino
+    assert store.reload()["changed"] == ["a.example"]
+    records = store.zones.by_key("a.example").nodes["ns1.a.example."].records["A"]
+    assert [r.rdata for r in records] == ["192.0.2.7"]
+
+
+def test_store_settle_waits_for_a_fresh_file_to_stop_changing(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    mtime = os.stat(path).st_mtime_ns
+    store = ZoneStore(str(tmp_path))
+    # just written: not read at the first poll, read at the next when unchanged
+    assert store.reload(settle=True, now_ns=mtime + 100_000_000) == {"changed": [], "errors": [], "removed": []}
+    assert len(store.zones) == 0
+    assert store.reload(settle=True, now_ns=mtime + 200_000_000)["changed"] == ["a.example"]
+    # a file still growing between polls waits; its errors are not reported meanwhile
+    path.write_text("zone: a.example\nns: [ns1")  # half written
+    os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
+    assert store.reload(settle=True, now_ns=mtime + 10**9 + 1000)["errors"] == []
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
+    os.utime(path, ns=(mtime + 2 * 10**9, mtime + 2 * 10**9))
+    assert store.reload(settle=True, now_ns=mtime + 2 * 10**9 + 1000) == {"changed": [], "errors": [], "removed": []}
+    result = store.reload(settle=True, now_ns=mtime + 2 * 10**9 + 2000)  # stable for one poll
+    assert result == {"changed": ["a.example"], "errors": [], "removed": []}
+    # a change whose mtime is at least 0.5 s old is read at once
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.10}\n"))
+    os.utime(path, ns=(mtime + 3 * 10**9, mtime + 3 * 10**9))
+    assert store.reload(settle=True, now_ns=mtime + 3 * 10**9 + 500_000_000)["changed"] == ["a.example"]
+    # a forced reload never waits
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.11}\n"))
+    assert store.reload(force=True, settle=True, now_ns=0)["changed"] == ["a.example"]
+
+
+def test_settled():
+    stamp = (1, 10**9, 5)
+    assert settled(stamp, stamp, 0)  # seen unchanged at the previous poll
+    assert not settled(stamp, None, 10**9 + 499_999_999)
+    assert settled(stamp, None, 10**9 + 500_000_000)
+    assert not settled(stamp, (1, 10**9, 4), 10**9)
