@@ -178,6 +178,9 @@ class Server:
         problem = check_zones_folder(cfg.zones)
         if problem is not None:
             raise StartupError(problem)
+        if cfg.rate_limit.responses_per_second:
+            logger.warning("rate_limit: response rate limiting is not implemented in this version; "
+                           "responses_per_second is ignored")
         result = self.zone_store.reload(force=True)
         for error in result.get("errors", []):
             logger.error("zones: %s", error)
