@@ -96,6 +96,19 @@ def _print_errors(exc: ConfigErrors) -> None:
         print(error, file=sys.stderr)
 
 
+def _config_with_zones(args: argparse.Namespace):  # -> ServerConfig | exit code
+    """The configuration, or EXIT_INVALID (errors printed) when it or its zone folder is unusable."""
+    try:
+        config = _load_config(args)
+    except ConfigErrors as exc:
+        _print_errors(exc)
+        return EXIT_INVALID
+    if not os.path.isdir(config.zones):
+        print(f"{config.zones}: zone folder not found", file=sys.stderr)
+        return EXIT_INVALID
+    return config
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gslb.app import run
 
@@ -113,14 +126,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from gslb.zones import check_directory
 
-    try:
-        config = _load_config(args)
-    except ConfigErrors as exc:
-        _print_errors(exc)
-        return EXIT_INVALID
-    if not os.path.isdir(config.zones):
-        print(f"{config.zones}: zone folder not found", file=sys.stderr)
-        return EXIT_INVALID
+    config = _config_with_zones(args)
+    if isinstance(config, int):
+        return config
     errors = check_directory(config.zones)
     for error in errors:
         print(error, file=sys.stderr)
@@ -140,14 +148,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from gslb.model import SiteStatus, StateView
     from gslb.zones import ZoneStore
 
-    try:
-        config = _load_config(args)
-    except ConfigErrors as exc:
-        _print_errors(exc)
-        return EXIT_INVALID
-    if not os.path.isdir(config.zones):
-        print(f"{config.zones}: zone folder not found", file=sys.stderr)
-        return EXIT_INVALID
+    config = _config_with_zones(args)
+    if isinstance(config, int):
+        return config
     store = ZoneStore(config.zones)
     result = store.reload(force=True)
     for error in result.get("errors", []):

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from gslb.errors import ConfigError, ConfigErrors
 from gslb.yamlsafe import LineDict, LineList, load_yaml, type_name
+from gslb.zones import is_ip
 
 logger = logging.getLogger(__name__)
 
@@ -126,17 +127,9 @@ def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
         raise ValueError(f"{t!r}: port {port_text!r} is not a number 1..65535")
     else:
         port = int(port_text)
-    if not _is_ip(host) and not _is_hostname(host):
+    if not is_ip(host) and not _is_hostname(host):
         raise ValueError(f"{t!r}: {host!r} is not an IP address or host name")
     return host, port
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_hostname(text: str) -> bool:

@@ -194,7 +194,7 @@ class _Names:
             self.err.add(line, path, f"expected a host name, got {type_name(text)}")
             return None
         t = text.strip().lower()
-        if _is_ip(t):
+        if is_ip(t):
             self.err.add(line, path, f"{text!r} is an IP address, not a host name")
             return None
         if t == "@":
@@ -217,7 +217,8 @@ class _Names:
         return name
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address."""
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -306,7 +307,7 @@ class _RecordParser:
         return None
 
     def _name(self, text: str, line: int | None, path: str) -> str | None:
-        if _is_ip(text):
+        if is_ip(text):
             self.err.add(line, path, f"{text!r} is an IP address, not a domain name")
             return None
         return self.names.relative(text, line, path)
@@ -810,7 +811,7 @@ def _geo_key(raw: str) -> tuple[str, str] | str:
         if code not in table:
             return f"{code!r} is not a {'ISO 3166 country' if kind == 'country' else 'continent'} code"
         return (kind, code)
-    if "/" in k or _is_ip(k):
+    if "/" in k or is_ip(k):
         try:
             net = ipaddress.ip_network(k, strict=True)
         except ValueError as exc:
