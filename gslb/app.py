@@ -209,9 +209,9 @@ class Server:
             self.monitor = Monitor(self.table, cfg.region)
             self.monitor.add_observer(self.check_stats.on_probe)
             self.monitor.configure(zones)
-            # SPEC: the first round runs before pool names are answered, bounded by the timeouts.
-            timeout = max((c.timeout for z in zones for c in z.checks.values()), default=0.0) + 1.0
-            await self.monitor.first_round(timeout)
+            # SPEC: the first round runs before pool names are answered, bounded by the timeouts
+            # (first_round sizes its wait by the longest timeout and the number of targets).
+            await self.monitor.first_round()
             await self.monitor.start()
         self.pools.ready = True
         self._spawn(self._watch_zones(), "zone-watch")

@@ -6,6 +6,13 @@ host replaces the site's addresses for that check. Targets are spread over their
 a random offset (no thundering herd at start-up or reload) and at most ``max_in_flight`` probes
 run at once.
 
+The first round (``first_round``, before pool names are answered) probes every target at once, up
+to ``first_round_in_flight`` (default 1024, lowered to half the open-file limit), and waits as many
+check timeouts as it needs waves of that size, so it ends within about the longest timeout. A
+target whose probe is still unfinished when the wait ends is cancelled and counts as a failure
+("no result in the first round"): it starts down, never as an unknown that answers like up. After
+the first round each target is next due one interval (+-10 % jitter) after its first-round probe.
+
 Rise/fall: the first result of a target decides at once (unknown -> up on a pass, -> down on a
 failure). The SPEC runs the first round before pool names are answered so that a server never
 starts by sending clients to a dead site; waiting for ``fall`` failures first would defeat that.
@@ -17,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
+import resource
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Literal, Sequence
@@ -38,6 +47,23 @@ Prober = Callable[[Check, str, aiohttp.ClientSession], Awaitable[ProbeResult]]
 
 #: staleness of a region's result: this many times the site's longest check interval
 STALE_INTERVALS = 3.0
+
+#: probes in flight at once during the first round (capped by the open-file limit)
+FIRST_ROUND_IN_FLIGHT = 1024
+
+#: the next probe after the first round: one interval later, times a factor drawn from this range
+FIRST_ROUND_JITTER = (0.9, 1.1)
+
+
+def open_file_cap(default: int = FIRST_ROUND_IN_FLIGHT) -> int:
+    """Half the soft open-file limit (sockets of the first round), or ``default`` when unlimited."""
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return default
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return default
+    return max(1, soft // 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +170,7 @@ def fold_site(entries: Sequence[tuple[Target, TargetState, ProbeResult | None]],
 class _Run:
     """The mutable schedule and state of one target inside the monitor."""
 
-    __slots__ = ("target", "state", "next_due", "task", "last")
+    __slots__ = ("target", "state", "next_due", "task", "last", "started")
 
     def __init__(self, target: Target, next_due: float) -> None:
         self.target = target
@@ -152,6 +178,8 @@ class _Run:
         self.next_due = next_due
         self.task: asyncio.Task | None = None
         self.last: ProbeResult | None = None
+        #: monotonic time the last probe got its slot and started (None: never)
+        self.started: float | None = None
 
 
 class Monitor:
@@ -159,7 +187,8 @@ class Monitor:
 
     def __init__(self, table, region: str, clock: Callable[[], float] = time.monotonic,
                  max_in_flight: int = 64, *, wall: Callable[[], float] = time.time,
-                 prober: Prober = probe, rng: random.Random | None = None) -> None:
+                 prober: Prober = probe, rng: random.Random | None = None,
+                 first_round_in_flight: int | None = None) -> None:
         self.table = table
         self.region = region
         self.clock = clock
@@ -172,6 +201,9 @@ class Monitor:
         #: per site: (state, error, monotonic time) of the last report
         self._reported: dict[SiteKey, tuple[str, str | None, float]] = {}
         self._sem = asyncio.Semaphore(max_in_flight)
+        if first_round_in_flight is None:
+            first_round_in_flight = min(FIRST_ROUND_IN_FLIGHT, open_file_cap())
+        self.first_round_in_flight = max(max_in_flight, first_round_in_flight)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
@@ -234,17 +266,44 @@ class Monitor:
             self._loop_task = asyncio.create_task(self._loop(), name=f"health-{self.region}")
 
     async def first_round(self, timeout: float | None = None) -> bool:
-        """Probe every target once now (bounded by ``max_in_flight``); return True when all
-        finished within ``timeout`` (default: the longest check timeout + 1 s)."""
-        if timeout is None:
-            timeout = max((r.target.check.timeout for r in self._runs.values()), default=0.0) + 1.0
-        tasks = self.probe_all()
-        if not tasks:
+        """Probe every target once now, up to ``first_round_in_flight`` at once; return True when
+        all finished within ``timeout``.
+
+        The default timeout is the longest check timeout times the number of waves the limit
+        needs (one up to ``first_round_in_flight`` targets), plus 1 s. A probe still unfinished
+        then is cancelled and counts as a failure, so its target starts down (not unknown = up).
+        Afterwards each target is next due one interval (with a small jitter) after its probe.
+        """
+        runs = list(self._runs.values())
+        if not runs:
             return True
+        if timeout is None:
+            waves = math.ceil(len(runs) / self.first_round_in_flight)
+            timeout = waves * max(r.target.check.timeout for r in runs) + 1.0
+        sem = asyncio.Semaphore(self.first_round_in_flight)
+        tasks = [run.task if run.task is not None else self._launch(run, sem) for run in runs]
         _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        now = self.clock()
+        unfinished = [run for run in runs if run.task is not None and run.task in pending]
+        for task in pending:
+            task.cancel()
         if pending:
-            logger.warning("health: first round: %d of %d probe(s) unfinished after %.1fs",
-                           len(pending), len(tasks), timeout)
+            await asyncio.gather(*pending, return_exceptions=True)
+            logger.warning("health: first round: %d of %d probe(s) unfinished after %.1fs; "
+                           "they count as failed", len(pending), len(tasks), timeout)
+        sites: dict[SiteKey, None] = {}
+        for run in unfinished:
+            if self._runs.get(run.target.key) is not run:
+                continue
+            result = ProbeResult(False, None, None, f"no result in the first round ({timeout:.1f}s)")
+            self._apply(run, result)
+            sites[(run.target.zone, run.target.site)] = None
+        for site in sites:
+            await self._fold(site)
+        lo, hi = FIRST_ROUND_JITTER
+        for run in runs:
+            started = run.started if run.started is not None else now
+            run.next_due = started + run.target.check.interval * self.rng.uniform(lo, hi)
         down = sum(1 for run in self._runs.values() if run.state.state == "down")
         logger.info("health: first round, region %s: %d target(s) probed, %d down, %d unfinished",
                     self.region, len(tasks), down, len(pending))
@@ -302,9 +361,9 @@ class Monitor:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _launch(self, run: _Run) -> asyncio.Task:
-        """Start one probe of ``run`` as a tracked task."""
-        task = self._spawn(self._probe(run))
+    def _launch(self, run: _Run, sem: asyncio.Semaphore | None = None) -> asyncio.Task:
+        """Start one probe of ``run`` as a tracked task (within ``sem``, default the in-flight limit)."""
+        task = self._spawn(self._probe(run, sem or self._sem))
         run.task = task
 
         def done(t: asyncio.Task, run: _Run = run) -> None:
@@ -316,7 +375,9 @@ class Monitor:
     def _get_session(self) -> aiohttp.ClientSession:
         """The shared client session (created on first use, inside the loop)."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.max_in_flight, force_close=True)
+            # no connector limit: the semaphores bound the probes, and a probe queued in the
+            # connector would spend its timeout waiting for a connection
+            connector = aiohttp.TCPConnector(limit=0, force_close=True)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None),  # probes enforce check.timeout
@@ -325,12 +386,13 @@ class Monitor:
             )
         return self._session
 
-    async def _probe(self, run: _Run) -> None:
-        """Probe one target (within the in-flight limit), apply rise/fall, fold its site."""
+    async def _probe(self, run: _Run, sem: asyncio.Semaphore) -> None:
+        """Probe one target (within ``sem``), apply rise/fall, fold its site."""
         target = run.target
-        async with self._sem:
+        async with sem:
             if self._runs.get(target.key) is not run:
                 return  # removed or changed while waiting for a slot
+            run.started = self.clock()
             try:
                 result = await self.prober(target.check, target.address, self._get_session())
             except asyncio.CancelledError:

@@ -203,25 +203,105 @@ async def test_probes_in_flight_are_bounded():
     prober.gate = asyncio.Event()
     addresses = tuple(f"192.0.2.{i}" for i in range(1, 11))
     monitor.configure(zoneset(make_zone("z.test", {"fra": (addresses, ("web",))})))
-    round_ = asyncio.create_task(monitor.first_round(timeout=5.0))
+    tasks = monitor.probe_all()  # the regular limit (the first round has its own, larger one)
     for _ in range(20):
         await asyncio.sleep(0)
     assert prober.in_flight == 3
     prober.gate.set()
-    assert await round_ is True
+    await asyncio.gather(*tasks)
     assert prober.max_in_flight == 3
     assert len(prober.calls) == 10
     await monitor.close()
 
 
-async def test_first_round_is_bounded_by_its_timeout():
+async def test_first_round_is_bounded_by_its_timeout_and_unfinished_counts_as_down():
     monitor, table, prober, _ = make_monitor()
     prober.gate = asyncio.Event()  # never set: probes hang
     monitor.configure(zoneset(make_zone("z.test", {"fra": (("192.0.2.1",), ("web",))})))
     assert await monitor.first_round(timeout=0.05) is False
-    assert table.reports == []
-    await monitor.close()  # cancels the hanging probe
-    assert prober.in_flight == 0
+    assert prober.in_flight == 0  # the unfinished probe was cancelled
+    # never "unknown = up": a target without a result after the round starts down
+    [(_, site, _, result)] = table.reports
+    assert site == "fra" and result.state == "down"
+    assert result.error == "web 192.0.2.1: no result in the first round (0.1s)"
+    await monitor.close()
+
+
+class SlowProber(FakeProber):
+    """Passes for every address except those in ``hang``, which never answer until cancelled."""
+
+    def __init__(self, hang: set[str], delay: float) -> None:
+        super().__init__()
+        self.hang = hang
+        self.delay = delay
+
+    async def __call__(self, check: Check, address: str, session) -> ProbeResult:
+        self.calls.append((check.name, address))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if address in self.hang:
+                try:
+                    async with asyncio.timeout(self.delay):
+                        await asyncio.Event().wait()
+                except TimeoutError:
+                    return ProbeResult(False, None, None, f"timeout after {self.delay}s")
+            await asyncio.sleep(0)
+            return ProbeResult(True, 1.0, None, None)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_first_round_with_more_targets_than_the_in_flight_limit_probes_every_target():
+    # 150 sites, 100 of them hanging until their timeout: with the regular limit of 4 only a few
+    # would have a result after one timeout; the first round runs them all at once
+    quick = Check("web", "http", 80, interval=5.0, timeout=0.2, rise=2, fall=3)
+    sites = {f"c{i}": ((f"10.0.{i // 200}.{i % 200 + 1}",), ("web",)) for i in range(150)}
+    hang = {sites[f"c{i}"][0][0] for i in range(100)}
+    table, clock = FakeTable(), FakeClock(100.0)
+    prober = SlowProber(hang, quick.timeout)
+    monitor = Monitor(table, "local", clock=clock, wall=lambda: 5000.0, prober=prober,
+                      rng=random.Random(7), max_in_flight=4, first_round_in_flight=1024)
+    monitor.configure(zoneset(make_zone("z.test", sites, checks=(quick,))))
+    assert await monitor.first_round() is True
+    assert len(prober.calls) == 150
+    assert prober.max_in_flight > 100
+    got = {site: r.state for _, site, _, r in table.reports}
+    assert len(got) == 150
+    assert all(got[f"c{i}"] == "down" for i in range(100))
+    assert all(got[f"c{i}"] == "up" for i in range(100, 150))
+    await monitor.close()
+
+
+async def test_first_round_waits_one_timeout_per_wave_of_its_limit():
+    quick = Check("web", "http", 80, interval=5.0, timeout=0.05, rise=2, fall=3)
+    sites = {f"c{i}": ((f"10.0.0.{i + 1}",), ("web",)) for i in range(30)}
+    prober = SlowProber({a for a, in (v[0] for v in sites.values())}, quick.timeout)
+    monitor = Monitor(FakeTable(), "local", prober=prober, rng=random.Random(7),
+                      max_in_flight=2, first_round_in_flight=10)
+    monitor.configure(zoneset(make_zone("z.test", sites, checks=(quick,))))
+    # 3 waves of 10 hanging probes: every one ends in its own timeout, none is cut short
+    assert await monitor.first_round() is True
+    assert prober.max_in_flight == 10
+    states = [(state.state, last.error) for _, state, last in monitor.targets()]
+    assert states == [("down", "timeout after 0.05s")] * 30
+    await monitor.close()
+
+
+async def test_after_the_first_round_each_target_is_due_one_interval_after_its_probe():
+    monitor, _, prober, clock = make_monitor(max_in_flight=2)
+    addresses = tuple(f"192.0.2.{i}" for i in range(1, 41))
+    monitor.configure(zoneset(make_zone("z.test", {"fra": (addresses, ("web",))})))
+    # offsets drawn at configure() time (100..110) are passed by the time the round ends
+    clock.now = 130.0
+    assert await monitor.first_round() is True
+    due = monitor.schedule().values()
+    assert all(130.0 + 9.0 <= d <= 130.0 + 11.0 for d in due)  # interval 10, +-10 % jitter
+    assert len(set(due)) > 1  # jittered, not all at the same instant
+    # nothing fires again right after the round
+    clock.now = 131.0
+    assert monitor.run_due() == []
+    await monitor.close()
 
 
 async def test_first_round_reports_every_site():
