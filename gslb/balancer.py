@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import logging
 import random
-import socket
 from dataclasses import dataclass
 from typing import Mapping, Protocol
 
 from gslb.model import Location, Pool, PoolAnswer, Site, StateView, Zone
 from gslb.policies import (
-    POLICIES, Candidate, Context, GeoMap, Policy, client_subnet, distance_km, nearest_region, site_rtt,
-    subnet_key,
+    POLICIES, Candidate, Context, GeoMap, Policy, client_address, client_subnet, distance_km, nearest_region,
+    plain_ip, site_rtt, subnet_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -97,7 +96,8 @@ class _Decision:
             for c in self.order:
                 fam = c.site.ipv6 if rtype == "AAAA" else c.site.ipv4
                 if fam:
-                    addrs.extend(fam)
+                    # RFC 2181 5: no duplicate records in an RRset (two sites may share an address)
+                    addrs.extend(a for a in fam if a not in addrs)
                     sites.append(c.site.name)
                     if len(sites) >= self.answers:
                         break
@@ -124,13 +124,6 @@ class _Prepared:
         self.geomap = geomap
 
 
-def _unpack(ip: str) -> tuple[int, int]:
-    """(address as int, IP version) of a textual address."""
-    if ":" in ip:
-        return int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big"), 6
-    return int.from_bytes(socket.inet_aton(ip), "big"), 4
-
-
 class Balancer:
     """Answers pool names: see the module docstring for the rules."""
 
@@ -143,14 +136,17 @@ class Balancer:
         self._cache: dict[tuple, tuple[Zone, _Decision]] = {}
         self._cache_version: int | None = None
         self._prepared: dict[tuple[int, str], _Prepared] = {}
-        #: round_robin counters per (zone key, pool name): the only state mutated per query
-        self._turns: dict[tuple[str, str], int] = {}
+        #: round_robin counters per (zone key, pool name, A/AAAA): the only state mutated per query
+        #: (one per family, so a client asking both does not always get the same A answer)
+        self._turns: dict[tuple[str, str, str], int] = {}
 
     # -- the DNS path ------------------------------------------------------------------------
 
     def answer(self, zone: Zone, pool: Pool, rtype: str, client_ip: str, source_prefix: int | None,
                view: StateView) -> PoolAnswer:
         """The pool's answer for a client (A or AAAA); cached for deterministic policies."""
+        if "%" in client_ip:
+            client_ip = plain_ip(client_ip)
         policy = POLICIES[pool.policy]
         if view.version != self._cache_version:
             self._cache.clear()
@@ -171,7 +167,7 @@ class Balancer:
         else:
             turn = 0
             if policy.name == "round_robin":
-                tkey = (zone.key, pool.name)
+                tkey = (zone.key, pool.name, rtype)
                 turn = self._turns.get(tkey, 0)
                 self._turns[tkey] = turn + 1
             decision = self._decide(prep, policy, location, client_ip, turn, False)
@@ -182,10 +178,11 @@ class Balancer:
     def trace(self, zone: Zone, pool: Pool, rtype: str, client_ip: str, source_prefix: int | None,
               view: StateView) -> Trace:
         """The same decision as :meth:`answer`, with a reason for every site (never cached)."""
+        client_ip = plain_ip(client_ip)
         policy = POLICIES[pool.policy]
         prep = self._prepare(zone, pool, view)
         location = self.geo.locate(client_ip) if self.geo is not None else None
-        turn = self._turns.get((zone.key, pool.name), 0)
+        turn = self._turns.get((zone.key, pool.name, rtype), 0)
         decision = self._decide(prep, policy, location, client_ip, turn, True)
         answer = self._pool_answer(decision, pool, rtype, source_prefix)
         chosen = set(answer.sites)
@@ -230,15 +227,15 @@ class Balancer:
 
     def _client(self, policy: Policy, prep: _Prepared, client_ip: str) -> tuple[Location | None, object]:
         """The client's location (when the policy uses it) and its decision-cache key."""
-        if policy.uses_location:
+        if policy.depends_on_location(self.region_locations):
             location = self.geo.locate(client_ip) if self.geo is not None else None
             if prep.geomap is not None and prep.geomap.cidrs:
                 # CIDR rules may split the GeoIP network: key by the network the match holds for
-                addr, version = _unpack(client_ip)
-                start = location.prefixlen if location is not None else 0
+                addr, version, offset = client_address(client_ip)
+                start = location.prefixlen - offset if location is not None else 0
                 scope = prep.geomap.scope(addr, version, start)
                 bits = 32 if version == 4 else 128
-                return location, (version, addr >> (bits - scope), scope)
+                return location, (version, offset, addr >> (bits - scope), scope)
             return location, (location.network if location is not None else None)
         if policy.uses_subnet:
             return None, subnet_key(client_ip)
@@ -253,15 +250,16 @@ class Balancer:
         # the tiers: geo rules most specific first, else the pool's sites
         scope = 0
         if prep.geomap is not None:
-            addr, version = _unpack(client_ip)
-            start = location.prefixlen if location is not None else 0
-            scope = prep.geomap.scope(addr, version, start)
+            # a v4-mapped client matches IPv4 rules; its scope is expressed in IPv6 (offset 96)
+            addr, version, offset = client_address(client_ip)
+            start = location.prefixlen - offset if location is not None else 0
+            scope = prep.geomap.scope(addr, version, max(start, 0)) + offset
             match = prep.geomap.match(location, addr, version)
             by_name = prep.by_name
             tiers = [(label, tuple(by_name[n] for n in names if n in by_name))
                      for label, names in match.tiers]
         else:
-            if policy.uses_location:
+            if policy.depends_on_location(self.region_locations):
                 scope = location.prefixlen if location is not None else 0
             elif policy.uses_subnet:
                 scope = subnet_len

@@ -29,8 +29,10 @@ _MIN_MESSAGE = 12
 
 
 def _client_ip(addr: tuple) -> str:
-    """The client's address as text; IPv4-mapped IPv6 addresses in IPv4 form."""
+    """The client's address as text; IPv4-mapped IPv6 addresses in IPv4 form, no zone suffix (``%eth0``)."""
     host = addr[0]
+    if "%" in host:
+        host = host.split("%", 1)[0]
     if host.startswith("::ffff:") and "." in host:
         return host[7:]
     return host

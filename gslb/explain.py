@@ -64,14 +64,22 @@ def _query(name: str, qtype: str) -> Query:
     return Query(0, OPCODE_QUERY, False, False, qname, number, CLASS_IN, question)
 
 
+def client_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address as text; a v4-mapped IPv6 address as ``::ffff:192.0.2.1`` (not ``::ffff:c000:201``)."""
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"
+    return str(ip)
+
+
 def explain(zones: ZoneSet, balancer: Balancer, view: StateView, name: str, qtype: str,
             client_ip: str) -> dict[str, Any]:
     """The SPEC's explain JSON for ``name``/``qtype`` asked by ``client_ip`` (ValueError on bad input)."""
     try:
-        ip = ipaddress.ip_address(client_ip.strip())
+        # a link-local address may carry a zone ("fe80::1%eth0"): it locates nothing, drop it
+        ip = ipaddress.ip_address(client_ip.strip().split("%", 1)[0])
     except ValueError:
         raise ValueError(f"invalid client address {client_ip!r}") from None
-    client = str(ip)
+    client = client_text(ip)
     query = _query(name, qtype)
     pools = _TracingPools(balancer, view, 32 if ip.version == 4 else 128)
     response = resolve(query, client, zones, pools)

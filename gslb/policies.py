@@ -80,6 +80,10 @@ class Policy:
     #: the order depends on the client's /24 or /48 (ECS scope = 24 or 48)
     uses_subnet: bool = False
 
+    def depends_on_location(self, region_locations: Sequence[tuple[str, tuple[float, float]]]) -> bool:
+        """Whether the order depends on the client's location, given the located checker regions."""
+        return self.uses_location
+
     def rank(self, cands: Sequence[Candidate], ctx: Context, rng: random.Random,
              explain: bool = False) -> tuple[list[Candidate], Reasons | None]:
         """The candidates in this policy's order, and (with explain) a reason per site."""
@@ -267,6 +271,10 @@ class Fastest(Policy):
     name = "fastest"
     uses_location = True
 
+    def depends_on_location(self, region_locations):
+        """Only through the nearest checker region: without a located region the client does not matter."""
+        return bool(region_locations)
+
     def rank(self, cands, ctx, rng, explain=False):
         """Candidates by round-trip time; sites without one last, in ``sites`` order."""
         here = ctx.location.latlon if ctx.location is not None else None
@@ -287,17 +295,54 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
 )}
 
 
-def subnet_key(ip: str) -> bytes:
-    """The packed /24 (IPv4) or /48 (IPv6) of a client: the hash policy's input and cache key."""
+_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def plain_ip(ip: str) -> str:
+    """A client address without its zone suffix (``fe80::1%eth0`` -> ``fe80::1``)."""
+    return ip.split("%", 1)[0] if "%" in ip else ip
+
+
+def client_address(ip: str) -> tuple[int, int, int]:
+    """(address as int, IP version, offset) of a client for CIDR rules.
+
+    An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) is its IPv4 address with offset 96: a
+    prefix length computed on the IPv4 address plus the offset is the same prefix in the
+    query's (IPv6) family. Other addresses have offset 0. A zone suffix is ignored.
+    """
+    ip = plain_ip(ip)
     if ":" in ip:
-        return socket.inet_pton(socket.AF_INET6, ip)[:6]
+        packed = socket.inet_pton(socket.AF_INET6, ip)
+        if packed[:12] == _MAPPED:
+            return int.from_bytes(packed[12:], "big"), 4, 96
+        return int.from_bytes(packed, "big"), 6, 0
+    return int.from_bytes(socket.inet_aton(ip), "big"), 4, 0
+
+
+def subnet_key(ip: str) -> bytes:
+    """The hash policy's decision-cache key of a client: its packed /24 or /48 (distinct for v4-mapped)."""
+    ip = plain_ip(ip)
+    if ":" in ip:
+        packed = socket.inet_pton(socket.AF_INET6, ip)
+        if packed[:12] == _MAPPED:
+            return b"\xff" + packed[12:15]
+        return packed[:6]
     return socket.inet_aton(ip)[:3]
 
 
 def client_subnet(ip: str) -> tuple[bytes, str, int]:
-    """The hashed subnet of a client: packed /24 (IPv4) or /48 (IPv6), its text, and its length."""
+    """The hashed subnet of a client: packed /24 (IPv4) or /48 (IPv6), its text, and its prefix length.
+
+    A v4-mapped client hashes as its IPv4 /24; its length is given in the query's family
+    (96 + 24 = 120) so that it can serve as the ECS scope.
+    """
+    ip = plain_ip(ip)
     if ":" in ip:
-        packed = socket.inet_pton(socket.AF_INET6, ip)[:6]
+        packed = socket.inet_pton(socket.AF_INET6, ip)
+        if packed[:12] == _MAPPED:
+            v4 = packed[12:15]
+            return v4, f"::ffff:{'.'.join(str(b) for b in v4)}.0/120", 120
+        packed = packed[:6]
         return packed, f"{ipaddress.IPv6Address(packed + bytes(10))}/48", 48
     packed = socket.inet_aton(ip)[:3]
     return packed, f"{'.'.join(str(b) for b in packed)}.0/24", 24

@@ -362,3 +362,132 @@ def test_hash_through_the_balancer_moves_only_the_down_sites_clients():
     assert len(moved) == sum(1 for c in clients if before[c] == ("b",))
     back = {c: ask(b, z, "web", c, v=view(3)).sites for c in clients}
     assert back == before
+
+
+# --- audit fixes (issue 3) ----------------------------------------------------------------------
+
+class MappedLocator(FakeLocator):
+    """FakeLocator that, like gslb.geo, locates ::ffff:a.b.c.d as its IPv4 address (network in IPv6 form)."""
+
+    def locate(self, ip: str) -> Location:
+        mapped = ipaddress.ip_address(ip.split("%")[0])
+        if mapped.version == 6 and mapped.ipv4_mapped is not None:
+            loc = super().locate(str(mapped.ipv4_mapped))
+            return Location(ip, f"::ffff:{loc.network.split('/')[0]}/{loc.prefixlen + 96}", loc.prefixlen + 96,
+                            loc.latlon, loc.country, loc.continent)
+        return super().locate(ip)
+
+
+def test_round_robin_keeps_a_counter_per_family():
+    sites = {n: Site(n, None, (f"10.9.0.{i}",), (f"2001:db8:9::{i}",)) for i, n in enumerate("abc", 1)}
+    z = zone(pool("round_robin", sites=("a", "b", "c")), sites=sites)
+    b = bal()
+    # a client (or resolver) asking A then AAAA every time still sees every site for A
+    got_a = []
+    for _ in range(6):
+        got_a.append(ask(b, z, "web", rtype="A").sites[0])
+        ask(b, z, "web", rtype="AAAA")
+    assert got_a == ["a", "b", "c", "a", "b", "c"]
+    assert [ask(b, z, "web", rtype="AAAA").sites[0] for _ in range(3)] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("policy", ["hash", "geo", "closest"])
+def test_link_local_client_with_a_zone_suffix_is_its_address(policy):
+    geo_rules = (GeoRule("cidr", "fe80::/64", ("sin",)), GeoRule("default", "default", ("iad",)))
+    z = zone(pool(policy, geo=geo_rules if policy == "geo" else ()))
+    b = bal()
+    for rtype in ("A", "AAAA"):
+        plain = ask(b, z, "web", "fe80::1", rtype=rtype, sp=128)
+        for ip in ("fe80::1%lo", "fe80::1%eth0"):
+            with_zone = ask(b, z, "web", ip, rtype=rtype, sp=128)
+            assert (with_zone.sites, with_zone.scope_prefix) == (plain.sites, plain.scope_prefix)
+            t = b.trace(z, z.pools["web"], rtype, ip, 128, view())
+            assert t.answer.sites == plain.sites
+    if policy == "geo":
+        assert plain.sites == ("sin",) and plain.scope_prefix == 64
+
+
+def test_dns_transport_drops_the_zone_suffix_of_the_source_address():
+    from gslb.dnsserver import _client_ip
+
+    assert _client_ip(("fe80::1%lo", 53, 0, 1)) == "fe80::1"
+    assert _client_ip(("::ffff:192.0.2.1", 53, 0, 0)) == "192.0.2.1"
+    assert _client_ip(("192.0.2.1", 53)) == "192.0.2.1"
+
+
+def test_sites_sharing_an_address_give_it_once():
+    sites = {"a": Site("a", None, ("10.7.0.1", "10.7.0.2"), ("2001:db8:7::1",)),
+             "b": Site("b", None, ("10.7.0.2", "10.7.0.3"), ("2001:db8:7::1",)),
+             "c": Site("c", None, ("10.7.0.3",), ())}
+    z = zone(pool("failover", sites=("a", "b", "c"), answers=3), sites=sites)
+    a = ask(bal(), z, "web")
+    assert a.addresses == ("10.7.0.1", "10.7.0.2", "10.7.0.3") and a.sites == ("a", "b", "c")
+    assert ask(bal(), z, "web", rtype="AAAA").addresses == ("2001:db8:7::1",)
+
+
+def _same_answer_in_scope(b, z, name, ip, source, rtype="A"):
+    """The answer's scope, after checking that clients across addr/scope get the same sites."""
+    a = ask(b, z, name, ip, rtype=rtype, sp=source)
+    net = ipaddress.ip_network(f"{ip}/{a.scope_prefix}", strict=False)
+    step = max(1, net.num_addresses // 37)
+    for i in range(0, net.num_addresses, step):
+        other = str(net.network_address + i)
+        assert ask(b, z, name, other, rtype=rtype, sp=source).sites == a.sites, (ip, other)
+    assert ask(b, z, name, str(net.broadcast_address), rtype=rtype, sp=source).sites == a.sites
+    return a
+
+
+def test_v4_mapped_client_hashes_as_its_ipv4_24_with_the_scope_in_ipv6():
+    z = zone(pool("hash"))
+    b = bal(geo=MappedLocator({}))
+    for i in range(40):
+        v4 = f"10.{i}.7.9"
+        plain = ask(b, z, "web", v4, sp=32)
+        mapped = _same_answer_in_scope(b, z, "web", f"::ffff:{v4}", 128)
+        assert mapped.sites == plain.sites and mapped.scope_prefix == 120
+    assert ask(b, z, "web", "::ffff:10.1.7.9", sp=112).scope_prefix == 112  # never more than the source
+    # the v4 client's cached decision (scope 24) is not reused for the mapped one, nor the reverse
+    assert ask(b, z, "web", "10.1.7.9", sp=32).scope_prefix == 24
+    t = b.trace(z, z.pools["web"], "A", "::ffff:10.1.7.9", 128, view())
+    assert t.subnet == "::ffff:10.1.7.0/120"
+
+
+def test_v4_mapped_client_matches_ipv4_cidr_rules_with_the_scope_in_ipv6():
+    geo = MappedLocator({
+        "100.64.0.0/16": ((52.52, 13.40), "DE", "EU"), "192.0.2.0/24": ((48.85, 2.35), "FR", "EU"),
+        "203.0.113.0/24": ((35.68, 139.69), "JP", "AS")})
+    b = bal(geo=geo)
+    z = zone(GEO_POOL)
+    cases = {"100.64.130.1": ("sin", 20), "100.64.1.1": ("fra", 17), "192.0.2.1": ("iad", 24),
+             "203.0.113.1": ("iad", 24)}
+    for v4, (site, scope) in cases.items():
+        plain = ask(b, z, "web", v4, sp=32)
+        assert (plain.sites, plain.scope_prefix) == ((site,), scope)
+        mapped = _same_answer_in_scope(b, z, "web", f"::ffff:{v4}", 128)
+        assert (mapped.sites, mapped.scope_prefix) == ((site,), 96 + scope), v4
+    assert ask(b, z, "web", "::ffff:100.64.130.1", sp=110).scope_prefix == 110
+    # without a database: the CIDR rules alone
+    nodb = bal(geo=None)
+    a = ask(nodb, z, "web", "::ffff:100.64.130.1", sp=128)
+    assert a.sites == ("sin",) and a.scope_prefix == 116
+    assert ask(nodb, z, "web", "::ffff:100.64.1.1", sp=128).scope_prefix == 96 + 17
+
+
+def test_v4_mapped_client_of_closest_is_scoped_by_its_ipv6_form_network():
+    b = bal(geo=MappedLocator({"192.0.2.0/24": ((48.85, 2.35), "FR", "EU")}))
+    z = zone(pool("closest"))
+    a = _same_answer_in_scope(b, z, "web", "::ffff:192.0.2.9", 128)
+    assert a.sites == ("fra",) and a.scope_prefix == 120
+
+
+def test_fastest_without_located_regions_does_not_depend_on_the_client():
+    rr = lambda **r: SiteStatus(regions={k: RegionResult("up", 0, rtt_ms=v) for k, v in r.items()})  # noqa: E731
+    v = view(1, fra=rr(a=30, b=50), iad=rr(a=5, b=7))
+    z = zone(pool("fastest"))
+    for regions in ({}, {"a": None, "b": None}):
+        b = bal(regions=regions)
+        for ip in ("192.0.2.1", "198.51.100.1", "2001:db8::1"):
+            a = ask(b, z, "web", ip, rtype="A", sp=32 if ":" not in ip else 128, v=v)
+            assert a.sites == ("iad",) and a.scope_prefix == 0, (regions, ip)
+    # with a located region the answer may depend on the client: the GeoIP network's scope
+    assert ask(bal(regions={"a": (50.0, 8.0)}), z, "web", "192.0.2.1", sp=32, v=v).scope_prefix == 24

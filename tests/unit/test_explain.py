@@ -145,3 +145,22 @@ def test_format_text(zones):
     assert "*  fra" in text and "   iad" in text
     static = format_text(explain(zones, balancer(), StateView(1, {}), "api.gslb.example.com", "A", "192.0.2.7"))
     assert "static answer" in static
+
+
+def test_explain_link_local_client_with_a_zone_suffix(zones):
+    b = balancer()
+    plain = explain(zones, b, StateView(1, {}), "www.gslb.example.com", "AAAA", "fe80::1")
+    for client in ("fe80::1%eth0", "fe80::1%lo"):
+        got = explain(zones, b, StateView(1, {}), "www.gslb.example.com", "AAAA", client)
+        assert got["client"]["ip"] == "fe80::1"
+        assert (got["answers"], got["scope_prefix"]) == (plain["answers"], plain["scope_prefix"])
+    # a hash pool hashes the address (no inet_pton error on the zone)
+    for name in ("login", "eu"):  # hash, and geo with a CIDR rule: the address is unpacked
+        got = explain(zones, b, StateView(1, {}), f"{name}.gslb.example.com", "A", "fe80::1%eth0")
+        assert got["rcode"] == "NOERROR" and got["answers"] and got["client"]["ip"] == "fe80::1"
+
+
+def test_explain_shows_a_v4_mapped_client_in_mixed_notation(zones):
+    got = explain(zones, balancer(), StateView(1, {}), "www.gslb.example.com", "A", "::ffff:192.0.2.1")
+    assert got["client"]["ip"] == "::ffff:192.0.2.1"
+    assert "for client ::ffff:192.0.2.1" in format_text(got)

@@ -10,7 +10,8 @@ import pytest
 
 from gslb.model import GeoRule, Location, Pool, RegionResult, Site, SiteStatus
 from gslb.policies import (
-    POLICIES, Candidate, Context, GeoMap, client_subnet, distance_km, hash_score, nearest_region, site_rtt,
+    POLICIES, Candidate, Context, GeoMap, client_address, client_subnet, distance_km, hash_score, nearest_region,
+    plain_ip, site_rtt, subnet_key,
 )
 from gslb.model import POLICY_NAMES
 
@@ -159,6 +160,18 @@ def test_client_subnet_v4_and_v6():
     packed, text, plen = client_subnet("2001:db8:1:2::1")
     assert text == "2001:db8:1::/48" and plen == 48 and len(packed) == 6
     assert client_subnet("2001:db8:1:ffff::9")[0] == packed
+
+
+def test_v4_mapped_and_zoned_clients_for_hash_and_cidr_rules():
+    # a v4-mapped client hashes as its IPv4 /24; its length is in the query's family (96 + 24)
+    assert client_subnet("::ffff:192.0.2.77") == (bytes((192, 0, 2)), "::ffff:192.0.2.0/120", 120)
+    assert subnet_key("::ffff:192.0.2.77") != subnet_key("192.0.2.77")  # distinct cache keys (scopes differ)
+    assert client_address("::ffff:192.0.2.1") == (0xC0000201, 4, 96)
+    assert client_address("192.0.2.1") == (0xC0000201, 4, 0)
+    assert client_address("fe80::1%eth0") == (0xFE80 << 112 | 1, 6, 0)
+    assert client_subnet("fe80::1%lo") == client_subnet("fe80::1")
+    assert subnet_key("fe80::1%lo") == subnet_key("fe80::1")
+    assert plain_ip("fe80::1%eth0") == "fe80::1" and plain_ip("192.0.2.1") == "192.0.2.1"
 
 
 def test_least_load_is_load_per_weight_with_ties_in_sites_order():
