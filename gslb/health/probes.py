@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import math
+import re
 import socket
 import ssl
 import time
@@ -25,6 +26,13 @@ logger = logging.getLogger(__name__)
 
 #: how much of a response body ``expect_body`` is searched in
 BODY_LIMIT = 64 * 1024
+
+#: the longest error a probe reports (status pages, logs); longer ones end in "..."
+ERROR_LIMIT = 200
+
+_SPACE = re.compile(r"\s+")
+#: aiohttp's parser errors point at the bad byte with a "^" on a line of its own
+_CARET = re.compile(r"\s+\^+(?=\s|$)")
 
 #: TLS without certificate or name validation (like Route 53's HTTPS checks); SNI is still sent
 _NO_VERIFY: ssl.SSLContext | None = None
@@ -49,6 +57,16 @@ def _tls_context() -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_NONE
         _NO_VERIFY = ctx
     return _NO_VERIFY
+
+
+def clean_error(text: str, limit: int = ERROR_LIMIT) -> str:
+    """``text`` as one printable line: whitespace runs collapsed to one space, other unprintable
+    characters replaced by ``?``, at most ``limit`` characters (cut ones end in ``...``)."""
+    text = _SPACE.sub(" ", _CARET.sub("", text)).strip()
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    if len(text) > limit:
+        text = text[:limit - 3].rstrip() + "..."
+    return text
 
 
 def _is_ipv6(address: str) -> bool:
@@ -159,7 +177,20 @@ async def _tcp(check: Check, address: str) -> ProbeResult:
 
 
 async def probe(check: Check, address: str, session: aiohttp.ClientSession) -> ProbeResult:
-    """Probe ``address`` (an IP, or the check's ``target`` host) once; never raises for a bad backend."""
+    """Probe ``address`` (an IP, or the check's ``target`` host) once; never raises for a bad backend.
+
+    The error, if any, is one printable line of at most ``ERROR_LIMIT`` characters (``clean_error``).
+    """
+    result = await _probe(check, address, session)
+    if result.error is not None:
+        error = clean_error(result.error)
+        if error != result.error:
+            result = ProbeResult(result.ok, result.rtt_ms, result.load, error)
+    return result
+
+
+async def _probe(check: Check, address: str, session: aiohttp.ClientSession) -> ProbeResult:
+    """One probe; errors as raised (``probe`` cleans them)."""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(check.timeout):

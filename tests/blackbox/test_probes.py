@@ -381,3 +381,61 @@ async def test_monitor_drives_the_table_down_and_up_again(backend):
     finally:
         await monitor.close()
         await table.close()
+
+
+class RawReply:
+    """A TCP server that answers every connection with fixed bytes, then closes it."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(self.reply)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> "RawReply":
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.mark.parametrize("reply", [
+    b"garbage\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX-\x00Bad\x07: \x1b[31mred\r\n\tfolded\r\n\r\n",
+    b"HTTP/1.1 999999999999 " + b"x" * 5000 + b"\r\n\r\n",
+])
+async def test_an_http_error_is_one_printable_line_of_bounded_length(session, reply):
+    server = await RawReply(reply).start()
+    try:
+        result = await probe(http(server.port, timeout=2.0), "127.0.0.1", session)
+    finally:
+        await server.stop()
+    assert result.ok is False
+    error = result.error
+    assert error and error.isprintable() and "\n" not in error and "\r" not in error
+    assert "  " not in error and error == error.strip()
+    assert len(error) <= 200
+    assert error.startswith("bad HTTP response") or error.startswith("connection closed"), error
+
+
+def test_clean_error():
+    from gslb.health.probes import clean_error
+
+    assert clean_error("bad HTTP response: 400, message:\n  Invalid\r\n\t 'garbage'\n\n") == \
+        "bad HTTP response: 400, message: Invalid 'garbage'"
+    assert clean_error("a\x00b\x1b[1mc\x7f") == "a?b?[1mc?"
+    long = clean_error("x" * 1000)
+    assert len(long) == 200 and long.endswith("...")
