@@ -23,8 +23,9 @@ logger = logging.getLogger("gslb")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gslb", description="Global server load balancer: an authoritative DNS server.")
     p.add_argument("--version", action="version", version=f"gslb {__version__}")
-    p.add_argument("--log-level", default=os.environ.get("GSLB_LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"], help="log level (default info)")
+    p.add_argument("--log-level", default=os.environ.get("GSLB_LOG_LEVEL") or None,
+                   choices=["debug", "info", "warning", "error"],
+                   help="log level (default info for serve and checker, warning for the other commands)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_arg(sp: argparse.ArgumentParser) -> None:
@@ -35,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--zones", metavar="DIR", help="folder of zone files (*.yaml)")
     s.add_argument("--listen", metavar="HOST:PORT", action="append", help="DNS address, UDP and TCP (repeatable)")
     s.add_argument("--http", metavar="HOST:PORT", help="HTTP status address ('off' disables it)")
-    s.add_argument("--geoip", metavar="FILE", help="GeoIP2/GeoLite2 City or Country database")
+    s.add_argument("--geoip", metavar="FILE", help="GeoIP2/GeoLite2 City or Country database ('none': no database)")
     s.add_argument("--state", metavar="URL", help="site-state table: memory:// or redis://HOST:PORT/DB")
     s.add_argument("--region", metavar="NAME", help="the region this node's checks count for")
     s.add_argument("--no-checks", action="store_true", help="answer DNS only, run no health checks")
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--client", required=True, metavar="IP", help="the client's address (as if sent in ECS)")
     config_arg(e)
     e.add_argument("--zones", metavar="DIR", help="folder of zone files (*.yaml)")
-    e.add_argument("--geoip", metavar="FILE", help="GeoIP database")
+    e.add_argument("--geoip", metavar="FILE", help="GeoIP database ('none': no database)")
     e.add_argument("--down", action="append", default=[], metavar="SITE",
                    help="treat SITE (or ZONE/SITE) as down (repeatable)")
     e.add_argument("--json", action="store_true", help="print the trace as JSON")
@@ -222,7 +223,8 @@ COMMANDS = {"serve": cmd_serve, "check": cmd_check, "explain": cmd_explain,
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gslb`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = args.log_level or ("info" if args.command in ("serve", "checker") else "warning")
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

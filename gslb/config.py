@@ -435,6 +435,9 @@ def _apply_overrides(values: dict[str, Any], overrides: dict[str, Any], cwd: str
                 values["http"] = parse_hostport(v, DEFAULT_HTTP[1])
             except ValueError as exc:
                 err("--http", str(exc))
+    if str(overrides.get("geoip", "")).strip().lower() in ("none", "off", "null"):
+        overrides["geoip"] = None  # --geoip none: no database, as ``geoip: null`` in the file
+        values["geoip"] = None
     for key in ("zones", "geoip"):
         if overrides.get(key) is not None:
             values[key] = os.path.normpath(os.path.join(cwd, os.path.expanduser(overrides[key])))

@@ -277,3 +277,52 @@ def test_explain_down_matches_dns_with_the_sites_overridden_down(workdir, server
     finally:
         for site in down:
             _http(server, "PUT", f"/api/v1/sites/gslb.example.com/{site}/override", {"state": "auto"})
+
+
+# --- audit fixes (issue 3) ----------------------------------------------------------------------
+
+def _gslb(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``gslb ARGS`` as a subprocess, without --log-level (the command's default)."""
+    return subprocess.run([sys.executable, "-m", "gslb", *args], cwd=workdir, capture_output=True, text=True,
+                          timeout=30, env={k: v for k, v in os.environ.items() if k != "GSLB_LOG_LEVEL"})
+
+
+def test_explain_and_check_log_no_info_lines_by_default(workdir):
+    proc = _gslb(workdir, "explain", "www." + ORIGIN, "--client", "81.2.69.5", "-c", str(workdir / "gslb.yaml"))
+    assert proc.returncode == 0 and "www." in proc.stdout
+    assert " INFO " not in proc.stderr, proc.stderr
+    proc = _gslb(workdir, "check", "-c", str(workdir / "gslb.yaml"))
+    assert proc.returncode == 0 and " INFO " not in proc.stderr, proc.stderr
+
+
+def test_explain_geoip_none_runs_without_a_database(workdir):
+    proc = run_explain(workdir, "www." + ORIGIN, "--client", "81.2.69.5", "--geoip", "none", "--json")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["client"]["location"] is None and got["client"]["country"] is None
+    assert got["answers"] and got["scope_prefix"] == 0  # closest without a location: sites order, any client
+    with_db = json.loads(run_explain(workdir, "www." + ORIGIN, "--client", "81.2.69.5", "--json").stdout)
+    assert with_db["client"]["country"] == "GB"
+
+
+def test_explain_link_local_client_with_a_zone_suffix(workdir, server):
+    for name in ("www", "login", "eu"):  # closest, hash, geo with a CIDR rule
+        proc = run_explain(workdir, f"{name}.{ORIGIN}", "A", "--client", "fe80::1%eth0", "--json")
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads(proc.stdout)
+        assert got["client"]["ip"] == "fe80::1" and got["rcode"] == "NOERROR" and got["answers"]
+        live = _http(server, "GET", f"/api/v1/explain?name={name}.{ORIGIN}&type=A&client=fe80::1%25eth0")
+        assert live["client"]["ip"] == "fe80::1" and live["answers"] == got["answers"]
+
+
+def test_explain_v4_mapped_client_matches_dns_with_mapped_ecs(workdir, server):
+    proc = run_explain(workdir, "login." + ORIGIN, "A", "--client", "::ffff:81.2.69.5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["client"]["ip"] == "::ffff:81.2.69.5"
+    assert got["subnet"] == "::ffff:81.2.69.0/120" and got["scope_prefix"] == 120
+    reply = server.query("login." + ORIGIN, "A", ecs="::ffff:81.2.69.5/128")
+    assert sorted(r.address for rr in reply.answer for r in rr) == sorted(got["answers"])
+    assert _ecs(reply).scopelen == 120
+    text = run_explain(workdir, "login." + ORIGIN, "A", "--client", "::ffff:81.2.69.5")
+    assert "for client ::ffff:81.2.69.5" in text.stdout

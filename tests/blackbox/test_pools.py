@@ -481,3 +481,28 @@ def test_without_a_database_every_client_is_unlocated(tmp_path):
         assert _sites(srv.query("map." + ORIGIN, "A", ecs="5.9.1.1/32")) == ["gru"]   # default
     finally:
         srv.stop()
+
+
+# --- IPv4-mapped ECS clients (::ffff:a.b.c.d) ----------------------------------------------------
+
+@pytest.mark.parametrize("v4,name,scope", [
+    ("81.2.69.5", "map", 24),        # IPv4 CIDR rule 81.2.69.0/24 (sin)
+    ("5.9.200.1", "map", 17),        # the /17 rule inside the DE network
+    ("5.9.1.1", "map", 17),          # DE, outside that rule
+    ("8.8.4.4", "map", 24),          # default
+    ("81.2.69.5", "sticky", 24),     # hash on the IPv4 /24
+    ("10.1.2.3", "sticky", 24),
+    ("81.2.69.5", "www", 24),        # closest: the GeoIP network
+])
+def test_v4_mapped_ecs_client_answers_as_its_ipv4_with_the_scope_in_ipv6(server, v4, name, scope):
+    plain = server.query(f"{name}.{ORIGIN}", "A", ecs=f"{v4}/32")
+    assert _ecs(plain).scopelen == scope
+    mapped = server.query(f"{name}.{ORIGIN}", "A", ecs=f"::ffff:{v4}/128")
+    assert _sites(mapped) == _sites(plain)
+    assert _ecs(mapped).scopelen == 96 + scope
+    # every client inside the scope gets the same answer
+    net = ipaddress.ip_network(f"::ffff:{v4}/{96 + scope}", strict=False)
+    for other in (net.network_address, net.network_address + net.num_addresses // 3, net.broadcast_address):
+        assert _sites(server.query(f"{name}.{ORIGIN}", "A", ecs=f"{other}/128")) == _sites(plain), other
+    # never more than the source prefix
+    assert _ecs(server.query(f"{name}.{ORIGIN}", "A", ecs=f"::ffff:{v4}/{96 + scope - 1}")).scopelen <= 96 + scope - 1
