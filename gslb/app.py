@@ -302,6 +302,7 @@ class Server:
                 self.table.configure(zones)
                 if self.monitor is not None:
                     self.monitor.configure(zones)
+                self.check_stats.retain(zones)  # removed sites' and checks' series go
                 for name in result.get("changed", []):
                     logger.info("zones: loaded %s", name)
             if errors:

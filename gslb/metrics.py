@@ -85,6 +85,18 @@ class CheckStats:
             del self.duration_sums[key]
 
 
+    def retain(self, zones: Any) -> None:
+        """Keep only the series of (zone, site, check) that ``zones`` still has (after a reload):
+        a removed zone or site, or a check no longer used by a site, drops its series."""
+        keep = {(zone.key, site.name, check) for zone in zones
+                for site in zone.sites.values() for check in site.checks}
+        for key in [k for k in self.results if k[:3] not in keep]:
+            del self.results[key]
+        for key in [k for k in self.duration_counts if k not in keep]:
+            del self.duration_counts[key]
+            del self.duration_sums[key]
+
+
 def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:
     """Prometheus histogram buckets (cumulative, with +Inf) from per-bucket counts."""
     out: list[tuple[str, int]] = []

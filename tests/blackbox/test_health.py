@@ -8,6 +8,7 @@ Outcomes are polled with generous deadlines; nothing asserts how fast something 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 import urllib.request
@@ -17,6 +18,7 @@ import dns.exception
 import pytest
 from backends import Backend
 from harness import Gslb
+from prometheus_client.parser import text_string_to_metric_families
 
 ORIGIN = "gslb.example.com."
 FRA, IAD = "192.0.2.10", "198.51.100.20"
@@ -228,6 +230,35 @@ def test_every_check_of_a_site_must_pass(gslb_server, backends):
     assert "c_fra_tcp" in error and "connect refused" in error
     tcp.set("healthy")
     wait_for(lambda: answer(server) == {FRA}, what="fra back")
+
+
+def check_series(server) -> set[tuple[str, str]]:
+    """The (site, check) pairs that have a gslb_check_results series in /metrics."""
+    with urllib.request.urlopen(server.http + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {(s.labels["site"], s.labels["check"]) for fam in text_string_to_metric_families(text)
+            if fam.name == "gslb_check_results" for s in fam.samples}
+
+
+def test_reload_drops_the_metrics_of_removed_sites_and_checks(gslb_server, backends):
+    web, tcp, iad = backends(), backends(kind="tcp"), backends()
+    zone = zone_text({"fra": web.port, "iad": iad.port}).replace(
+        "checks: [c_fra]", "checks: [c_fra, c_fra_tcp]").replace(
+        "checks:\n", f"checks:\n  c_fra_tcp: {{type: tcp, target: 127.0.0.1, port: {tcp.port}, "
+                     f"interval: {INTERVAL}, timeout: {TIMEOUT}, rise: {RISE}, fall: {FALL}}}\n", 1)
+    server = gslb_server({"gslb.example.com.yaml": zone}, config={"region": "lab-1"}, wait_for=ORIGIN)
+    everything = {("fra", "c_fra"), ("fra", "c_fra_tcp"), ("iad", "c_iad")}
+    wait_for(lambda: check_series(server) == everything, what="a series per site and check")
+
+    # drop site iad, and check c_fra_tcp from site fra (the check itself stays defined)
+    smaller = zone.replace("checks: [c_fra, c_fra_tcp]", "checks: [c_fra]").replace(
+        f"  iad: {{location: [38.95, -77.45], addresses: [{IAD}], checks: [c_iad]}}\n", "").replace(
+        "sites: [fra, iad]", "sites: [fra]")
+    assert "iad" not in smaller.split("checks:\n", 1)[0].split("sites:\n", 1)[1]
+    (server.zones_dir / "gslb.example.com.yaml").write_text(smaller)
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: check_series(server) == {("fra", "c_fra")}, what="removed series dropped")
+    assert answer(server) == {FRA}
 
 
 def test_pool_names_get_no_reply_until_the_first_round_is_done(tmp_path, backends):

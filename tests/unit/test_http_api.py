@@ -396,6 +396,19 @@ def test_check_stats_forget():
     assert list(stats.duration_counts) == [("z", "b", "web")]
 
 
+def test_check_stats_retain_keeps_only_existing_sites_and_checks():
+    zone = make_zone("z", {"a": Site("a", None, ("192.0.2.1",), (), ("web",)),
+                           "b": Site("b", None, ("192.0.2.2",), (), ("web", "tcp"))}, {})
+    stats = CheckStats()
+    for key in (("z", "a", "web"), ("z", "a", "gone"), ("z", "b", "tcp"), ("z", "c", "web"), ("y", "a", "web")):
+        stats.observe(*key, True, 0.1)
+        stats.observe(*key, False, None)
+    stats.retain(ZoneSet({zone.origin: zone}))
+    assert sorted(stats.results) == [("z", "a", "web", "fail"), ("z", "a", "web", "pass"),
+                                     ("z", "b", "tcp", "fail"), ("z", "b", "tcp", "pass")]
+    assert sorted(stats.duration_counts) == sorted(stats.duration_sums) == [("z", "a", "web"), ("z", "b", "tcp")]
+
+
 def test_format_status_table():
     server = FakeServer()
     text = format_status(build_status(server), "http://127.0.0.1:8053")
