@@ -1,4 +1,7 @@
-"""The README documents every registered policy, and its examples of zone files load."""
+"""The README has a section for every registered policy, each showing a ``policy: NAME`` example.
+
+The README holds no complete zone file (its snippets are fragments), so none is loaded here.
+"""
 
 from __future__ import annotations
 
