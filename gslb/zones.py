@@ -15,14 +15,19 @@ Decisions the SPEC leaves open, made here:
 - Only glue (A/AAAA) may be written at or below a delegation point; other data would never be served.
 
 Serial ``auto`` (the rule, precisely): let ``m`` be the file's modification time in whole Unix
-seconds (clamped to 1..4294967295). The first load of a file in a process serves ``m``. A later
-load of the same file by the same process serves the previous serial when the content (SHA-256)
-is unchanged, else ``max(m, previous + 1)``. So within one process the serial increases on every
-change and never decreases. Across a restart there is no previous version: the serial is ``m``
-again. It is lower than the one served before the restart only when the process applied more
-than one version whose ``m`` fell within the same second (each extra version pushes the serial
-one ahead of the clock; the lead is gone once an edit lands that many seconds later). There is
-no state file: a secondary that must never see the serial go down should use explicit serials.
+seconds (clamped to 1..4294967295), and ``previous`` the (SHA-256 digest, serial) of the version
+served before. With no previous version the serial is ``m``. Otherwise it is the previous serial
+when the content (digest) is unchanged, else ``max(m, previous + 1)``: the serial increases on
+every change and never decreases, also when a file comes back with an older mtime (``cp -p``,
+``rsync -t``, ``tar x``, a backup) or several edits land within one second.
+
+Within a process the previous version is the one in memory. Across restarts ``gslb serve`` keeps
+it in a small state file in the zones folder, ``.gslb-serials.json`` (``{"version": 1, "files":
+{FILE NAME: {"digest": SHA256, "serial": N}}}``), rewritten atomically (temporary file + rename)
+whenever a served serial changes. It is best effort: when the folder is not writable, one warning
+is logged and after a restart the serial is ``m`` again (as without the file); a corrupt state file
+is ignored with a warning. ``gslb check`` and ``gslb explain`` neither read nor write it. Dotfiles
+are never zone files. Explicit serials (``serial: N``, 0..4294967295) are served as written.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -496,10 +502,12 @@ class _PendingNode:
 
 
 def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
-               previous: Zone | None = None, shown: str | None = None) -> Zone:
+               previous: Zone | None = None, shown: str | None = None,
+               recorded: tuple[str, int] | None = None) -> Zone:
     """Build a Zone from loaded YAML (a LineDict); raises ConfigErrors with every problem.
 
-    ``file`` goes into Zone.file; errors name ``shown`` (default: ``file``).
+    ``file`` goes into Zone.file; errors name ``shown`` (default: ``file``). ``previous`` and
+    ``recorded`` (digest, serial from the state file) feed serial ``auto`` (module doc).
     """
     err = _Errors(shown or file)
     if not isinstance(data, LineDict):
@@ -581,7 +589,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
                 soa_vals[key] = v
 
     # serial:
-    serial = _serial(err, data, top, digest, mtime, previous)
+    serial = _serial(err, data, top, digest, mtime, previous, recorded)
 
     # sites, checks, pools (records refer to pools; pools to sites; sites to checks)
     # References are checked against every name defined, so that one bad site does not also
@@ -613,6 +621,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     cuts = frozenset(n for n, p in pending.items() if n != origin and "NS" in p.rdata)
     _check_tree(err, pending, cuts, origin)
     _check_glue(err, pending, origin, ns_names)
+    _check_cname_loops(err, pending, cuts, origin)
 
     if err.items:
         raise ConfigErrors(sorted(err.items, key=lambda e: (e.line or 0)))
@@ -645,20 +654,25 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
 
 
 def _serial(err: _Errors, data: LineDict, top: _Fields, digest: str, mtime: float,
-            previous: Zone | None) -> int:
-    """Serial ``auto``: mtime seconds; after a content change max(mtime, previous + 1) (module doc)."""
+            previous: Zone | None, recorded: tuple[str, int] | None = None) -> int:
+    """Serial ``auto``: mtime seconds; after a content change max(mtime, previous + 1) (module doc).
+
+    ``previous`` is the version in memory; without one, ``recorded`` is the (digest, serial) the
+    state file kept from an earlier process.
+    """
     auto = max(1, min(int(mtime), MAX_SERIAL))
-    if previous is not None:
-        auto = previous.serial if previous.digest == digest else max(auto, previous.serial + 1)
+    before = (previous.digest, previous.serial) if previous is not None else recorded
+    if before is not None:
+        auto = before[1] if before[0] == digest else max(auto, before[1] + 1)
         auto = min(auto, MAX_SERIAL)
     if "serial" not in data or data["serial"] == "auto":
         return auto
     v = data["serial"]
     if not _is_int(v):
-        err.add(top.line("serial"), "serial", f"expected an integer 1..{MAX_SERIAL} or 'auto', got {type_name(v)}")
+        err.add(top.line("serial"), "serial", f"expected an integer 0..{MAX_SERIAL} or 'auto', got {type_name(v)}")
         return auto
-    if not 1 <= v <= MAX_SERIAL:
-        err.add(top.line("serial"), "serial", f"serial {v} is out of range 1..{MAX_SERIAL}")
+    if not 0 <= v <= MAX_SERIAL:
+        err.add(top.line("serial"), "serial", f"serial {v} is out of range 0..{MAX_SERIAL} (RFC 1982)")
         return auto
     return v
 
@@ -1035,6 +1049,58 @@ def _check_tree(err: _Errors, pending: dict[str, _PendingNode], cuts: frozenset[
                         f"may be written there ({', '.join(extra)} would never be served)")
 
 
+def _cname_step(name: str, pending: dict[str, _PendingNode], existing: set[str], cuts: frozenset[str],
+                origin: str) -> str | None:
+    """The node whose CNAME answers a query for ``name`` in this zone (wildcards too), or None."""
+    if not _in_zone(name, origin) or _cut_above(name, cuts, origin) is not None:
+        return None  # answered elsewhere (out of zone, or a referral)
+    if name in existing:
+        return name if name in pending and "CNAME" in pending[name].rdata else None
+    encloser = name
+    while encloser not in existing and encloser != origin:
+        encloser = encloser.split(".", 1)[1]
+    star = "*." + encloser
+    return star if star in pending and "CNAME" in pending[star].rdata else None
+
+
+def _check_cname_loops(err: _Errors, pending: dict[str, _PendingNode], cuts: frozenset[str], origin: str) -> None:
+    """A chain of in-zone CNAMEs that comes back to itself never ends: one error per loop."""
+    existing: set[str] = set()
+    for name in pending:
+        n = name
+        while n not in existing:
+            existing.add(n)
+            if n == origin or not _in_zone(n, origin):
+                break
+            n = n.split(".", 1)[1]
+    done: set[str] = set()
+    for start in pending:
+        if "CNAME" not in pending[start].rdata or start in done:
+            continue
+        chain = [start]
+        seen = {start: 0}
+        node = start
+        while True:
+            target = pending[node].rdata["CNAME"][0]
+            nxt = _cname_step(target, pending, existing, cuts, origin)
+            if nxt is None or nxt in done:
+                break
+            if nxt in seen:
+                loop = chain[seen[nxt]:]
+                first = min(loop, key=lambda n: pending[n].type_lines.get("CNAME", 0))
+                i = loop.index(first)
+                loop = loop[i:] + loop[:i]
+                shown = " -> ".join(n for n in loop + [loop[0]])
+                p = pending[first]
+                err.add(p.type_lines.get("CNAME", p.line), f"{p.path}.CNAME",
+                        f"CNAME loop: {shown} (the chain never reaches an answer)")
+                break
+            seen[nxt] = len(chain)
+            chain.append(nxt)
+            node = nxt
+        done.update(chain)
+
+
 def _cut_above(name: str, cuts: frozenset[str], origin: str) -> str | None:
     n = name
     while n != origin and "." in n[:-1]:
@@ -1066,7 +1132,7 @@ def _check_glue(err: _Errors, pending: dict[str, _PendingNode], origin: str,
 # Files
 
 
-def load_zone_file(path: str, previous: Zone | None = None) -> Zone:
+def load_zone_file(path: str, previous: Zone | None = None, recorded: tuple[str, int] | None = None) -> Zone:
     """Read and validate one zone file; raises ConfigErrors listing every error in it."""
     try:
         with open(path, "rb") as fh:
@@ -1075,10 +1141,11 @@ def load_zone_file(path: str, previous: Zone | None = None) -> Zone:
     except OSError as exc:
         raise ConfigErrors([ConfigError(display_path(path), None, "",
                                         f"cannot read: {exc.strerror or exc}")]) from None
-    return load_zone_bytes(content, path, mtime, previous)
+    return load_zone_bytes(content, path, mtime, previous, recorded)
 
 
-def load_zone_bytes(content: bytes, path: str, mtime: float, previous: Zone | None = None) -> Zone:
+def load_zone_bytes(content: bytes, path: str, mtime: float, previous: Zone | None = None,
+                    recorded: tuple[str, int] | None = None) -> Zone:
     """Validate zone file content already read (``path`` goes into Zone.file and messages)."""
     shown = display_path(path)
     digest = hashlib.sha256(content).hexdigest()
@@ -1088,7 +1155,8 @@ def load_zone_bytes(content: bytes, path: str, mtime: float, previous: Zone | No
         line = content[:exc.start].count(b"\n") + 1
         raise ConfigErrors([ConfigError(shown, line, "", "the file is not valid UTF-8")]) from None
     data = load_yaml(text, shown)
-    return parse_zone(data, path, digest=digest, mtime=mtime, previous=previous, shown=shown)
+    return parse_zone(data, path, digest=digest, mtime=mtime, previous=previous, shown=shown,
+                      recorded=recorded)
 
 
 def display_path(path: str) -> str:
@@ -1142,15 +1210,72 @@ class _FileState:
     error: str | None = None
 
 
-class ZoneStore:
-    """The zone files of one folder: reloads changed files and keeps each file's last good zone."""
+#: the serial state file in the zones folder (module doc); a dotfile, so never a zone file
+SERIAL_STATE_NAME = ".gslb-serials.json"
 
-    def __init__(self, directory: str) -> None:
+
+def read_serial_state(directory: str) -> dict[str, tuple[str, int]]:
+    """File name -> (digest, serial) from the folder's state file; {} when absent or corrupt (warned)."""
+    path = os.path.join(directory, SERIAL_STATE_NAME)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        logger.warning("zones: ignoring the serial state file %s: %s", path, exc)
+        return {}
+    out: dict[str, tuple[str, int]] = {}
+    files = data.get("files") if isinstance(data, dict) and data.get("version") == 1 else None
+    if not isinstance(files, dict):
+        logger.warning("zones: ignoring the serial state file %s: not a gslb serial state (version 1)", path)
+        return {}
+    for name, entry in files.items():
+        digest = entry.get("digest") if isinstance(entry, dict) else None
+        serial = entry.get("serial") if isinstance(entry, dict) else None
+        if not isinstance(digest, str) or not _is_int(serial) or not 0 <= serial <= MAX_SERIAL:
+            logger.warning("zones: ignoring the serial state file %s: bad entry for %r", path, name)
+            return {}
+        out[str(name)] = (digest, serial)
+    return out
+
+
+def write_serial_state(directory: str, entries: dict[str, tuple[str, int]]) -> None:
+    """Write the folder's state file atomically (temporary file + rename); raises OSError."""
+    path = os.path.join(directory, SERIAL_STATE_NAME)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    data = {"version": 1, "files": {name: {"digest": d, "serial": n} for name, (d, n) in sorted(entries.items())}}
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class ZoneStore:
+    """The zone files of one folder: reloads changed files and keeps each file's last good zone.
+
+    With ``serial_state`` (``gslb serve`` only) serial ``auto`` continues across restarts through
+    the folder's ``.gslb-serials.json`` (module doc).
+    """
+
+    def __init__(self, directory: str, serial_state: bool = False) -> None:
         self.directory = directory
         #: the zones being served; replaced by one assignment when something changed
         self.zones: ZoneSet = ZoneSet()
         self._files: dict[str, _FileState] = {}
         self._dir_error: str | None = None
+        self._serial_state = serial_state
+        #: file name -> (digest, serial) as last recorded; None until read
+        self._recorded: dict[str, tuple[str, int]] | None = None
 
     def reload(self, force: bool = False, settle: bool = False, now_ns: int | None = None) -> dict:
         """Re-read new and changed files (all with ``force``); returns changed/errors/removed.
@@ -1185,6 +1310,9 @@ class ZoneStore:
                     removed.append(state.zone.key)
                     logger.info("zones: %s removed (file %s deleted)", state.zone.key, path)
 
+        if self._serial_state and self._recorded is None:
+            self._recorded = read_serial_state(self.directory)
+        recorded = self._recorded if self._recorded is not None else {}
         owners = {s.zone.origin: p for p, s in self._files.items() if s.zone is not None}
         for path in paths:
             state = self._files.setdefault(path, _FileState(path))
@@ -1206,7 +1334,7 @@ class ZoneStore:
             state.pending = None
             old = state.zone
             try:
-                zone = load_zone_file(path, previous=old)
+                zone = load_zone_file(path, previous=old, recorded=recorded.get(os.path.basename(path)))
                 owner = owners.get(zone.origin)
                 if owner is not None and owner != path:
                     raise ConfigErrors([ConfigError(display_path(path), _zone_line(path), "zone",
@@ -1233,10 +1361,32 @@ class ZoneStore:
             logger.info("zones: %s loaded from %s (serial %d)", zone.key, path, zone.serial)
 
         removed = [k for k in removed if k not in changed]  # re-declared by another file
+        if changed and self._serial_state:
+            self._record_serials()
         if changed or removed:
             self.zones = ZoneSet({s.zone.origin: s.zone for p, s in sorted(self._files.items())
                                   if s.zone is not None and owners.get(s.zone.origin) == p})
         return {"changed": changed, "errors": errors, "removed": removed}
+
+    def _record_serials(self) -> None:
+        """Keep the served (digest, serial) of every file in the state file (best effort)."""
+        if self._recorded is None:
+            return
+        entries = dict(self._recorded)
+        for path, st in self._files.items():
+            if st.zone is not None:
+                entries[os.path.basename(path)] = (st.zone.digest, st.zone.serial)
+        if entries == self._recorded:
+            return
+        try:
+            write_serial_state(self.directory, entries)
+        except OSError as exc:
+            logger.warning("zones: cannot write %s (%s): after a restart serial auto is the files' "
+                           "modification time again", os.path.join(self.directory, SERIAL_STATE_NAME),
+                           exc.strerror or exc)
+            self._serial_state = False  # warned once; the in-memory rule still holds
+            return
+        self._recorded = entries
 
     def status(self) -> list[dict]:
         """One entry per zone file: zone, serial, file, loaded_at (ISO 8601 UTC), error."""

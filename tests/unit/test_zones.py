@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from gslb.errors import ConfigErrors
 from gslb.model import POLICY_NAMES, ZoneSet
+import gslb.zones as zones_module
 from gslb.zones import ZoneStore, check_directory, load_zone_file, settled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,6 +253,24 @@ def test_explicit_serial(tmp_path):
     assert load(tmp_path, "serial: 7\n" + BASE).serial == 7
 
 
+def test_serial_zero_and_the_largest_are_allowed(tmp_path):
+    # RFC 1982: a serial is any 32-bit unsigned number, 0 included
+    assert load(tmp_path, "serial: 0\n" + BASE).serial == 0
+    assert load(tmp_path, "serial: 4294967295\n" + BASE).serial == 4294967295
+
+
+def test_cname_chains_without_a_loop_are_fine(tmp_path):
+    zone = load(tmp_path, BASE + "  a: {CNAME: b}\n  b: {CNAME: c}\n  c: {A: 192.0.2.5}\n"
+                "  d: {CNAME: nowhere}\n  e: {CNAME: a.example.net.}\n  '*.w': {CNAME: c}\n"
+                "  f: {CNAME: x.w}\n")
+    assert rdata(zone, "a.example.org.", "CNAME") == ["b.example.org."]
+
+
+def test_one_error_per_cname_loop(tmp_path):
+    errors = errors_of(tmp_path, BASE + "  l1: {CNAME: l2}\n  l2: {CNAME: l1}\n  in: {CNAME: l2}\n")
+    assert len([e for e in errors if "CNAME loop" in e]) == 1, errors
+
+
 # ---------------------------------------------------------------------------------------------
 # Every error class: (text with "#<" on the offending line, field path, message substring)
 
@@ -285,8 +305,18 @@ ERROR_CASES = [
     ("ttl-negative", BASE + "  www: {ttl: -1, A: 192.0.2.2}  #<\n", "records.www.ttl", "ttl -1 is out of range 0..2147483647"),
     ("zone-ttl-big", "ttl: 2147483648  #<\n" + BASE, "ttl", "ttl 2147483648 is out of range 0..2147483647"),
     ("soa-minimum", BASE + "soa: {minimum: -5}  #<\n", "soa.minimum", "minimum -5 is out of range"),
-    ("serial-zero", "serial: 0  #<\n" + BASE, "serial", "serial 0 is out of range 1..4294967295"),
-    ("serial-word", "serial: later  #<\n" + BASE, "serial", "expected an integer 1..4294967295 or 'auto'"),
+    ("serial-negative", "serial: -1  #<\n" + BASE, "serial", "serial -1 is out of range 0..4294967295"),
+    ("serial-big", "serial: 4294967296  #<\n" + BASE, "serial", "serial 4294967296 is out of range 0..4294967295"),
+    ("serial-word", "serial: later  #<\n" + BASE, "serial", "expected an integer 0..4294967295 or 'auto'"),
+    # CNAME loops (the line of the loop's first CNAME in the file)
+    ("cname-loop", BASE + "  l1: {CNAME: l2}  #<\n  l2: {CNAME: l1.example.org.}\n", "records.l1.CNAME",
+     "CNAME loop: l1.example.org. -> l2.example.org. -> l1.example.org."),
+    ("cname-self", BASE + "  self: {CNAME: self}  #<\n", "records.self.CNAME",
+     "CNAME loop: self.example.org. -> self.example.org."),
+    ("cname-loop-tail", BASE + "  a: {CNAME: b}\n  b: {CNAME: c}  #<\n  c: {CNAME: d}\n  d: {CNAME: b}\n", "records.b.CNAME",
+     "CNAME loop: b.example.org. -> c.example.org. -> d.example.org. -> b.example.org."),
+    ("cname-loop-wildcard", BASE + "  '*.w': {CNAME: x.w}  #<\n", "records.*.w.CNAME",
+     "CNAME loop: *.w.example.org. -> *.w.example.org."),
     ("latitude", BASE + "sites:\n  fra:\n    location: [91, 8.68]  #<\n    addresses: [192.0.2.1]\n", "sites.fra.location", "latitude 91 is out of range -90..90"),
     ("longitude", BASE + "sites:\n  fra:\n    location:\n      - 50\n      - -181  #<\n    addresses: [192.0.2.1]\n", "sites.fra.location", "longitude -181 is out of range -180..180"),
     ("location-shape", BASE + "sites:\n  fra: {location: [50], addresses: [192.0.2.1]}  #<\n", "sites.fra.location", "expected [latitude, longitude]"),
@@ -616,3 +646,109 @@ def test_settled():
     assert not settled(stamp, None, 10**9 + 499_999_999)
     assert settled(stamp, None, 10**9 + 500_000_000)
     assert not settled(stamp, (1, 10**9, 4), 10**9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Serial auto across restarts: the folder's .gslb-serials.json (gslb serve only)
+
+
+def _serial_of(folder: Path, key: str = "a.example", serial_state: bool = True) -> int:
+    store = ZoneStore(str(folder), serial_state=serial_state)  # a new store: a restart
+    store.reload(force=True)
+    return store.zones.by_key(key).serial
+
+
+def _set_mtime(path: Path, t: int) -> None:
+    os.utime(path, (t, t))
+
+
+def test_serial_state_restored_older_file_still_increases_after_a_restart(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    _set_mtime(path, 1_700_000_000)
+    old_copy = path.read_text()
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
+    _set_mtime(path, 1_800_000_000)
+    assert _serial_of(tmp_path) == 1_800_000_000
+    state = json.loads((tmp_path / ".gslb-serials.json").read_text())
+    assert state["version"] == 1 and state["files"]["a.yaml"]["serial"] == 1_800_000_000
+    # a backup with its old mtime comes back (cp -p, rsync -t, tar x), then a restart
+    path.write_text(old_copy)
+    _set_mtime(path, 1_700_000_000)
+    assert _serial_of(tmp_path) == 1_800_000_001
+    # the same content touched: the recorded serial, also after another restart
+    _set_mtime(path, 1_750_000_000)
+    assert _serial_of(tmp_path) == 1_800_000_001
+    # a later edit with a later mtime: the mtime
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.10}\n"))
+    _set_mtime(path, 1_900_000_000)
+    assert _serial_of(tmp_path) == 1_900_000_000
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_serial_state_several_edits_within_one_second(tmp_path):
+    path = tmp_path / "a.yaml"
+    serials = []
+    for i in range(3):
+        path.write_text(zone_text("a.example", f"  www: {{A: 192.0.2.{i + 1}}}\n"))
+        _set_mtime(path, 1_700_000_000)
+        serials.append(_serial_of(tmp_path))
+    assert serials == [1_700_000_000, 1_700_000_001, 1_700_000_002]
+
+
+def test_serial_state_live_reload_records_too(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    _set_mtime(path, 1_700_000_000)
+    store = ZoneStore(str(tmp_path), serial_state=True)
+    store.reload()
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
+    _set_mtime(path, 1_600_000_000)
+    store.reload()
+    assert store.zones.by_key("a.example").serial == 1_700_000_001
+    assert _serial_of(tmp_path) == 1_700_000_001
+
+
+def test_serial_state_only_when_asked(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    _set_mtime(path, 1_700_000_000)
+    assert _serial_of(tmp_path, serial_state=False) == 1_700_000_000
+    assert check_directory(str(tmp_path)) == []
+    assert os.listdir(tmp_path) == ["a.yaml"]  # neither the store without it nor check writes
+
+
+def test_serial_state_corrupt_file_is_ignored_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    _set_mtime(path, 1_700_000_000)
+    for bad in ("{not json", '{"version": 1, "files": {"a.yaml": {"digest": 1, "serial": "x"}}}', "[]"):
+        (tmp_path / ".gslb-serials.json").write_text(bad)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="gslb.zones"):
+            assert _serial_of(tmp_path) == 1_700_000_000
+        assert any("ignoring the serial state file" in r.getMessage() for r in caplog.records), bad
+    # and it was replaced by a good one
+    assert json.loads((tmp_path / ".gslb-serials.json").read_text())["files"]["a.yaml"]["serial"] == 1_700_000_000
+    assert check_directory(str(tmp_path)) == []  # a dotfile is never a zone file
+
+
+def test_serial_state_unwritable_folder_warns_once(tmp_path, caplog, monkeypatch):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    _set_mtime(path, 1_700_000_000)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(zones_module, "write_serial_state", refuse)
+    store = ZoneStore(str(tmp_path), serial_state=True)
+    with caplog.at_level("WARNING", logger="gslb.zones"):
+        store.reload()
+        for i in range(3):
+            path.write_text(zone_text("a.example", f"  www: {{A: 192.0.2.{i + 1}}}\n"))
+            _set_mtime(path, 1_700_000_000)
+            store.reload(force=True)  # same size and mtime: the watch would not see it
+    warnings = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(warnings) == 1 and "Permission denied" in warnings[0]
+    assert store.zones.by_key("a.example").serial == 1_700_000_003  # the in-process rule still holds
