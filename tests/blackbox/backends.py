@@ -4,7 +4,8 @@
 ``healthy``; ``failing_status`` answers 503; ``failing_body`` answers 200 with a body lacking the
 expected text; ``refusing`` closes the listening socket (connections are refused) and ``hanging``
 accepts connections and never answers; ``stalling_body`` sends the status line and headers, then
-nothing more. ``kind="tcp"`` accepts and closes connections (modes
+nothing more. ``fail_next(n, mode)`` answers the next ``n`` requests in a failing mode, then
+healthy again (hysteresis tests). ``kind="tcp"`` accepts and closes connections (modes
 ``healthy`` and ``refusing``). Every backend runs in a daemon thread and is closed by ``stop()``.
 """
 
@@ -28,6 +29,10 @@ class Backend:
         self.load = load
         self.mode: str = "healthy"
         self.requests = 0
+        #: requests answered by ``fail_next`` in a failing mode
+        self.failed = 0
+        self._fail_left = 0
+        self._fail_mode = "failing_status"
         #: the request line and headers (lower-case names) of the last request
         self.last_request: tuple[str, dict[str, str]] | None = None
         self._lock = threading.Lock()
@@ -56,6 +61,12 @@ class Backend:
             self._listen()
         if mode != "hanging":
             self._release_held()
+
+    def fail_next(self, n: int, mode: str = "failing_status") -> None:
+        """Answer the next ``n`` HTTP requests in ``mode`` (failing_status or failing_body), then healthy."""
+        assert mode in ("failing_status", "failing_body"), mode
+        with self._lock:
+            self._fail_left, self._fail_mode = n, mode
 
     def stop(self) -> None:
         """Close the listener and every connection held open."""
@@ -117,7 +128,12 @@ class Backend:
                 if not chunk:
                     break
                 data += chunk
-            self.requests += 1
+            with self._lock:
+                self.requests += 1
+                if self._fail_left > 0 and mode == "healthy":
+                    self._fail_left -= 1
+                    self.failed += 1
+                    mode = self._fail_mode
             line, *headers = data.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
             self.last_request = (line, {k.strip().lower(): v.strip() for k, _, v in
                                         (h.partition(":") for h in headers)})

@@ -232,6 +232,60 @@ def test_every_check_of_a_site_must_pass(gslb_server, backends):
     wait_for(lambda: answer(server) == {FRA}, what="fra back")
 
 
+def start_fall3(gslb_server, backends):
+    """fra and iad (fall 3, rise 2) on healthy backends; (server, fra backend)."""
+    fra, iad = backends(), backends()
+    zone = zone_text({"fra": fra.port, "iad": iad.port}).replace(f"fall: {FALL}\n", "fall: 3\n")
+    assert zone.count("fall: 3\n") == 2
+    server = gslb_server({"gslb.example.com.yaml": zone}, config={"region": "lab-1"}, wait_for=ORIGIN)
+    assert answer(server) == {FRA}
+    return server, fra
+
+
+def fra_changes(server) -> list[dict[str, Any]]:
+    """The recent state changes of site fra from /api/v1/status."""
+    return [c for c in get_json(server, "/api/v1/status")["changes"] if c["site"] == "fra"]
+
+
+def test_fewer_failures_than_fall_never_move_the_answer(gslb_server, backends):
+    server, fra = start_fall3(gslb_server, backends)
+    before = fra_changes(server)
+    fra.fail_next(2)  # two failed probes in a row, then healthy again
+    # poll until the two failures and three healthy probes after them were served
+    end = time.monotonic() + DEADLINE * 3
+    mark = None
+    while mark is None or fra.requests < mark + 3:
+        assert time.monotonic() < end, f"backend not probed enough ({fra.requests} requests)"
+        if mark is None and fra.failed == 2:
+            mark = fra.requests
+        assert answer(server) == {FRA}
+        assert site_entry(server, "fra")["state"] == "up"
+        time.sleep(0.05)
+    assert answer(server) == {FRA}
+    # gslb did see both failures, yet fra never changed state
+    assert check_fails(server) >= 2
+    assert fra_changes(server) == before
+
+
+def test_fall_failures_move_the_answer_and_rise_passes_bring_it_back(gslb_server, backends):
+    server, fra = start_fall3(gslb_server, backends)
+    fra.fail_next(3)
+    wait_for(lambda: answer(server) == {IAD}, what="www moves to iad after 3 failures")
+    assert fra.failed == 3
+    assert site_entry(server, "fra")["regions"]["lab-1"]["error"] == "c_fra 127.0.0.1: status 503, expected 200"
+    wait_for(lambda: answer(server) == {FRA}, what="www back on fra after rise")
+    assert [(c["old"], c["new"]) for c in reversed(fra_changes(server))] == [("up", "down"), ("down", "up")]
+
+
+def check_fails(server) -> float:
+    """gslb_check_results_total{site="fra", result="fail"} from /metrics."""
+    with urllib.request.urlopen(server.http + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(s.value for fam in text_string_to_metric_families(text) if fam.name == "gslb_check_results"
+               for s in fam.samples if s.labels.get("site") == "fra" and s.labels.get("result") == "fail"
+               and s.name.endswith("_total"))
+
+
 def check_series(server) -> set[tuple[str, str]]:
     """The (site, check) pairs that have a gslb_check_results series in /metrics."""
     with urllib.request.urlopen(server.http + "/metrics", timeout=5) as resp:
