@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--zones", metavar="DIR", help="folder of zone files (*.yaml)")
 
     st = sub.add_parser("status", help="a running server's site states as a table")
-    st.add_argument("--http", default="http://127.0.0.1:8053", metavar="URL", help="the server's HTTP address")
+    config_arg(st)
+    st.add_argument("--http", metavar="URL",
+                    help="the server's HTTP address (default: http: of the server file, else 127.0.0.1:8053)")
     return p
 
 
@@ -213,7 +215,7 @@ def cmd_checker(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from gslb.status_cli import run_status
 
-    return run_status(args.http)
+    return run_status(args.http, args.config)
 
 
 COMMANDS = {"serve": cmd_serve, "check": cmd_check, "explain": cmd_explain,

@@ -426,6 +426,60 @@ def test_format_status_table():
     assert "\033[31mdown\033[0m" in coloured
 
 
+def test_format_status_shows_how_long_ago_each_region_was_checked():
+    doc = build_status(FakeServer())
+    fra = next(s for s in doc["sites"] if s["site"] == "fra")
+    checked = fra["regions"]["eu-west"]["checked_at"]
+    assert checked
+    from datetime import datetime
+
+    at = datetime.fromisoformat(checked).timestamp()
+    line = next(x for x in format_status(doc, now=at + 4.4).splitlines() if " fra " in x)
+    assert "eu-west up 12.3ms 4s ago" in line
+    line = next(x for x in format_status(doc, now=at + 190).splitlines() if " fra " in x)
+    assert "12.3ms 3m ago" in line
+    assert " ago" not in format_status(doc)  # no clock given: no age
+
+
+def test_status_url_from_the_server_file(tmp_path, monkeypatch):
+    from gslb.status_cli import DEFAULT_URL, url_from_config
+
+    assert url_from_config(None, str(tmp_path)) == DEFAULT_URL  # no gslb.yaml here
+    (tmp_path / "gslb.yaml").write_text('http: "127.0.0.2:9999"\n')
+    assert url_from_config(None, str(tmp_path)) == "http://127.0.0.2:9999"
+    other = tmp_path / "other.yaml"
+    for http, url in (('"0.0.0.0:8100"', "http://127.0.0.1:8100"), ('"[::]:8101"', "http://[::1]:8101"),
+                      ('"[::1]:8102"', "http://[::1]:8102"), ('"localhost:8103"', "http://localhost:8103")):
+        other.write_text(f"http: {http}\n")
+        assert url_from_config(str(other)) == url
+    other.write_text("http: null\n")
+    with pytest.raises(ValueError, match="http: is off"):
+        url_from_config(str(other))
+    other.write_text("http: [1, 2]\nbogus: 1\n")
+    with pytest.raises(ValueError, match="other.yaml"):
+        url_from_config(str(other))
+
+
+def test_gslb_status_reads_the_http_address_of_the_server_file(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from gslb.cli import main
+
+    with socket.socket() as s, socket.socket() as t:  # ports nothing listens on
+        s.bind(("127.0.0.1", 0))
+        t.bind(("127.0.0.1", 0))
+        port, other = s.getsockname()[1], t.getsockname()[1]
+    (tmp_path / "gslb.yaml").write_text(f'http: "127.0.0.1:{port}"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["status"]) == 1
+    assert f"cannot reach http://127.0.0.1:{port}" in capsys.readouterr().err
+    (tmp_path / "b.yaml").write_text(f'http: "127.0.0.1:{other}"\n')
+    assert main(["status", "-c", str(tmp_path / "b.yaml")]) == 1
+    assert f"cannot reach http://127.0.0.1:{other}" in capsys.readouterr().err
+    assert main(["status", "--http", "127.0.0.1:1"]) == 1
+    assert "cannot reach http://127.0.0.1:1" in capsys.readouterr().err
+
+
 def test_world_map_data_is_compact_and_has_no_antimeridian_streaks():
     import json
     import re
