@@ -12,7 +12,7 @@ from typing import Protocol
 
 from gslb.authority import Lookup, Outcome, in_zone_addresses, lookup, negative_soa
 from gslb.model import PoolAnswer, Pool, Record, Zone, ZoneSet
-from gslb.wire import (CLASS_IN, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, TYPE_ANY, TYPE_AXFR,
+from gslb.wire import (CLASS_IN, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, TYPE_ANY, TYPE_AXFR, TYPE_DS,
                        TYPE_IXFR, Query)
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ def resolve(query: Query, client_ip: str, zones: ZoneSet, pools: Pools) -> Respo
     zone = zones.find(name)
     if zone is None:
         return REFUSED_RESPONSE  # not ours; never recursion
+    if qtype == TYPE_DS and name == zone.origin:
+        zone = _parent_side(zones, zone)
     key = zone.key
     if qtype == TYPE_AXFR or qtype == TYPE_IXFR:
         return Response(REFUSED, False, zone=key)  # zone transfers are not offered
@@ -102,6 +104,8 @@ def resolve(query: Query, client_ip: str, zones: ZoneSet, pools: Pools) -> Respo
             next_zone = zones.find(target)
             if next_zone is None:
                 return Response(NOERROR, True, tuple(answer), zone=key)  # leaves our zones
+            if qtype == TYPE_DS and target == next_zone.origin:
+                next_zone = _parent_side(zones, next_zone)
             zone, name = next_zone, target
             continue
         if outcome is Outcome.NODATA:
@@ -117,6 +121,15 @@ def resolve(query: Query, client_ip: str, zones: ZoneSet, pools: Pools) -> Respo
             return Response(NOERROR, True, tuple(answer), zone=key)
         return Response(NOERROR, False, (), found.authority, found.additional, zone=key)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _parent_side(zones: ZoneSet, zone: Zone) -> Zone:
+    """The zone that answers DS at ``zone``'s apex: the closest served ancestor (RFC 4035 3.1.4.1), else ``zone``."""
+    origin = zone.origin
+    if origin == ".":
+        return zone
+    parent = zones.find(origin[origin.find(".") + 1:] or ".")
+    return parent if parent is not None else zone
 
 
 def _pool_answer(query: Query, client_ip: str, zone: Zone, found: Lookup, pools: Pools,

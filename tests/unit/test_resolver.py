@@ -248,3 +248,40 @@ def test_mx_and_srv_targets_get_addresses():
 def test_soa_query():
     response = run("example.com.", "SOA")
     assert response.answer[0].rtype == "SOA" and response.answer[0].ttl == 3600
+
+
+# DS at a zone cut when both sides are served (RFC 4035 3.1.4.1): the parent answers.
+PARENT = make_zone("test", {
+    "sub": {"NS": "ns.sub.test."},
+    "ns.sub": {"A": "192.0.2.88"},
+    "tochild": {"CNAME": "sub.test."},
+})
+CHILD = make_zone("sub.test", {"www": {"A": "192.0.2.89"}}, ns=("ns.sub.test.",))
+CUT = ZoneSet({PARENT.origin: PARENT, CHILD.origin: CHILD})
+
+
+def test_ds_at_served_child_apex_answered_by_parent():
+    response = resolve(query("sub.test.", "DS"), "192.0.2.1", CUT, FakePools())
+    assert response.rcode == NOERROR and response.aa and not response.answer
+    assert texts(response.authority) == [("test.", "SOA", PARENT.nodes["test."].records["SOA"][0].rdata)]
+    assert response.zone == "test"
+
+
+def test_ds_after_cname_to_child_apex_answered_by_parent():
+    response = resolve(query("tochild.test.", "DS"), "192.0.2.1", CUT, FakePools())
+    assert texts(response.answer) == [("tochild.test.", "CNAME", "sub.test.")]
+    assert [r.name for r in response.authority] == ["test."]
+
+
+def test_other_types_at_child_apex_answered_by_child():
+    response = resolve(query("sub.test.", "SOA"), "192.0.2.1", CUT, FakePools())
+    assert response.aa and [r.name for r in response.answer] == ["sub.test."]
+    response = resolve(query("sub.test.", "NS"), "192.0.2.1", CUT, FakePools())
+    assert response.aa and texts(response.answer) == [("sub.test.", "NS", "ns.sub.test.")]
+
+
+def test_ds_at_apex_without_served_parent_answered_by_the_zone():
+    response = resolve(query("sub.test.", "DS"), "192.0.2.1", ZoneSet({CHILD.origin: CHILD}), FakePools())
+    assert response.rcode == NOERROR and response.aa and [r.name for r in response.authority] == ["sub.test."]
+    response = resolve(query("test.", "DS"), "192.0.2.1", CUT, FakePools())
+    assert response.rcode == NOERROR and [r.name for r in response.authority] == ["test."]
