@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from gslb.errors import ConfigError, ConfigErrors
 from gslb.yamlsafe import LineDict, LineList, load_yaml, type_name
@@ -77,7 +77,7 @@ class ServerConfig:
 DEFAULT_CONFIG_NAME = "gslb.yaml"
 _TOP_KEYS = ("listen", "http", "zones", "geoip", "region", "regions", "state", "checks",
              "api_token_file", "acl", "rate_limit", "tcp", "workers")
-_STATE_SCHEMES = ("memory", "redis", "rediss")
+_STATE_SCHEMES = ("memory", "redis", "rediss", "unix")
 _CLI = "command line"
 
 
@@ -222,11 +222,18 @@ def _networks(r: _Reader, m: LineDict, key: str, path: str, default: tuple[str, 
 
 
 def check_state_url(url: str) -> str | None:
-    """Why ``url`` is not a usable state URL (memory://, redis://, rediss://), or None."""
+    """Why ``url`` is not a usable state URL (memory://, redis://, rediss://, unix://), or None."""
     parts = urlsplit(url)
     if parts.scheme not in _STATE_SCHEMES:
         return f"{url!r}: the scheme must be one of {', '.join(s + '://' for s in _STATE_SCHEMES)}"
     if parts.scheme == "memory":
+        return None
+    if parts.scheme == "unix":
+        if not parts.path.startswith("/"):
+            return f"{url!r}: expected unix:///PATH/TO/redis.sock?db=N (an absolute socket path)"
+        db = [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "db"]
+        if any(not v.isdigit() for v in db):
+            return f"{url!r}: the database must be a number (unix:///PATH?db=N)"
         return None
     if not parts.hostname:
         return f"{url!r}: missing the Redis host (redis://HOST:PORT/DB)"

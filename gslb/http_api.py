@@ -87,7 +87,10 @@ def iso_time(ts: float | None) -> str | None:
     """Wall-clock seconds as ISO 8601 UTC with milliseconds (``2026-11-27T21:33:30.123Z``)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:  # never raises: a time out of datetime's range (e.g. 1e300 from a peer) shows as null
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError, TypeError):
+        return None
 
 
 def _change(item: Any) -> dict[str, Any]:

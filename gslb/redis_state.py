@@ -9,13 +9,17 @@ with ``urllib.parse.quote(part, safe="")`` so a ``:`` inside a name cannot split
   overwrite each other (the newer ``checked_at`` wins, enforced by a Lua script), never
   double-count.
 - ``P overrides`` -- hash, field ``ZONE:SITE``, value JSON ``{"state", "set_at"}``; no expiry:
-  only an operator removes an override.
-- ``P epoch`` -- string, a random id set once (``SET NX``); when it changes between two
-  connections the Redis lost its data (restart without persistence, FLUSHALL) and every node
-  republishes the overrides and fresh results it still knows.
+  only an operator removes an override. A removal is kept as a tombstone ``{"state": null,
+  "set_at"}`` for ``TOMBSTONE_TTL`` (then deleted): writes are last-writer-wins by ``set_at``
+  (a Lua script compares), so a node that still remembers an older value can never put it back
+  over a newer value or a newer removal.
+- ``P epoch`` -- string, a random id set once (``SET NX``), checked on every connection and
+  every resync; when it changes the Redis lost its data (restart without persistence,
+  FLUSHALL) and every node writes back the overrides, tombstones and fresh results it still
+  knows (through the same compare scripts, so the newest of each wins).
 - ``P events`` -- pub/sub channel; one compact JSON message per change:
   ``{"kind": "result", "zone", "site", "region", "result": {...}, "node"}``,
-  ``{"kind": "override", "zone", "site", "state": "down" | null, "node"}`` and
+  ``{"kind": "override", "zone", "site", "state": "down" | null, "set_at", "node"}`` and
   ``{"kind": "resync"}`` (ask every node for a full resynchronisation now).
 
 Every node also rereads everything (SCAN + MGET + HGETALL) every ``resync_interval`` seconds and
@@ -23,8 +27,13 @@ after every reconnect, so a lost message never leaves a node wrong for long.
 
 Faults: no method raises because Redis is down. Writes update this node's copy at once and are
 queued (latest value per key) until Redis is reachable again; reconnection uses exponential
-backoff with jitter (capped at ``backoff_cap``); ``connected`` tells the table to freeze
-staleness meanwhile.
+backoff with jitter (never more than ``backoff_cap`` between attempts); ``connected`` tells the
+table to freeze staleness meanwhile.
+
+Everything read from Redis is validated: numbers finite, ``stale_after`` in (0, 1 day], and a
+result whose ``checked_at`` is more than ``MAX_SKEW`` seconds ahead of this node's clock is
+rejected (ignored, counted in ``bad_entries``, logged once per key); an override's ``set_at``
+ahead of the clock by more than that is clamped (the override applies, it only orders writes).
 """
 
 from __future__ import annotations
@@ -34,8 +43,10 @@ import json
 import logging
 import math
 import random
+import re
 import secrets
 import time
+from dataclasses import replace
 from typing import Any, Awaitable, Callable, Mapping
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -54,21 +65,57 @@ logger = logging.getLogger(__name__)
 PREFIX = "gslb:v1:"
 SCHEMES = ("redis", "rediss", "unix")
 _OVERRIDES = ("up", "down", "drain")
+#: seconds a time read from Redis may be ahead of this node's clock
+MAX_SKEW = 60.0
+#: the longest stale_after accepted (longer ones are capped when written, rejected when read)
+MAX_STALE_AFTER = 86400.0
+#: seconds a removed override is remembered (tombstone) so that no stale copy revives it
+TOMBSTONE_TTL = 7 * 86400.0
 
-#: store a result only when it is not older than the stored one, then announce it (atomic)
+#: store a result only when it is not older than the stored one, then announce it (atomic);
+#: a stored time beyond the writer's clock + MAX_SKEW (ARGV[5]) never blocks a write
 _PUT_RESULT_LUA = """
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local ok, old = pcall(cjson.decode, cur)
-  if ok and type(old) == 'table' and tonumber(old['checked_at'])
-     and tonumber(old['checked_at']) > tonumber(ARGV[2]) then
-    return 0
+  if ok and type(old) == 'table' then
+    local t = tonumber(old['checked_at'])
+    if t and t > tonumber(ARGV[2]) and t <= tonumber(ARGV[5]) then
+      return 0
+    end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('PUBLISH', KEYS[2], ARGV[4])
 return 1
 """
+
+#: last-writer-wins by set_at for an override or a tombstone (same rules as results)
+_PUT_OVERRIDE_LUA = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local ok, old = pcall(cjson.decode, cur)
+  if ok and type(old) == 'table' then
+    local t = tonumber(old['set_at'])
+    if t and t > tonumber(ARGV[3]) and t <= tonumber(ARGV[4]) then
+      return 0
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[5])
+return 1
+"""
+
+#: delete an expired tombstone unless it changed meanwhile
+_PURGE_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&#]*", re.IGNORECASE)
 
 #: errors that mean "Redis is not usable right now" (never raised to callers)
 _TRANSIENT = (RedisError, OSError, asyncio.TimeoutError, EOFError)
@@ -77,16 +124,20 @@ ResultKey = tuple[SiteKey, str]
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (for logs and /api/v1/status)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL with its passwords (``user:PASSWORD@``, ``?password=``) replaced by ``***``."""
+    base, sep, query = url.partition("?")
+    if sep:
+        query = _QUERY_PASSWORD.sub(r"\1***", query)
+    try:
+        parts = urlsplit(base)
+        password = parts.password
+    except ValueError:
+        password = None
+    if password is not None:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        base = base.replace("//" + parts.netloc, f"//{user}:***@{hostport}", 1)
+    return base + sep + query
 
 
 def encode_result(result: RegionResult) -> dict[str, Any]:
@@ -103,8 +154,12 @@ def _number(value: Any, name: str, *, optional: bool = False) -> float | None:
     return float(value)
 
 
-def decode_result(obj: Any) -> RegionResult:
-    """The JSON object of ``encode_result`` back as a RegionResult; ValueError when malformed."""
+def decode_result(obj: Any, now: float | None = None) -> RegionResult:
+    """The JSON object of ``encode_result`` back as a RegionResult; ValueError when malformed.
+
+    ``stale_after`` must be in (0, MAX_STALE_AFTER]; with ``now``, ``checked_at`` must not be
+    more than MAX_SKEW seconds in the future (such a result would outlive its key).
+    """
     if not isinstance(obj, dict):
         raise ValueError(f"expected an object, got {type(obj).__name__}")
     state = obj.get("state")
@@ -115,14 +170,33 @@ def decode_result(obj: Any) -> RegionResult:
         raise ValueError(f"error: expected a string or null, got {error!r}")
     stale_after = _number(obj.get("stale_after"), "stale_after")
     assert stale_after is not None
-    if stale_after <= 0:
-        raise ValueError(f"stale_after: expected > 0, got {stale_after!r}")
+    if not 0 < stale_after <= MAX_STALE_AFTER:
+        raise ValueError(f"stale_after: expected > 0 and <= {MAX_STALE_AFTER:g}, got {stale_after!r}")
     checked_at = _number(obj.get("checked_at"), "checked_at")
     assert checked_at is not None
+    if now is not None and checked_at > now + MAX_SKEW:
+        raise ValueError(f"checked_at: {checked_at!r} is more than {MAX_SKEW:g}s ahead of this "
+                         f"node's clock ({now:.3f}); check the clocks (NTP)")
     return RegionResult(state=state, checked_at=checked_at,
                         rtt_ms=_number(obj.get("rtt_ms"), "rtt_ms", optional=True),
                         load=_number(obj.get("load"), "load", optional=True),
                         error=error, stale_after=stale_after)
+
+
+def decode_override(obj: Any, now: float) -> tuple[Override | None, float]:
+    """``(state, set_at)`` of an overrides-hash value or override message; ValueError when malformed.
+
+    ``state`` None is a removal (tombstone). A missing ``set_at`` (an entry written by hand)
+    counts as 0, the oldest; one more than MAX_SKEW ahead of ``now`` is clamped to it.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected an object, got {type(obj).__name__}")
+    state = obj.get("state")
+    if state is not None and state not in _OVERRIDES:
+        raise ValueError(f"state: expected one of {', '.join(_OVERRIDES)} or null, got {state!r}")
+    set_at = _number(obj.get("set_at", 0.0), "set_at")
+    assert set_at is not None
+    return state, min(set_at, now + MAX_SKEW)
 
 
 def _raise_if_cancelling() -> None:
@@ -161,9 +235,13 @@ class RedisBackend:
         self._rng = rng or random.Random()
         self._results: dict[SiteKey, dict[str, RegionResult]] = {}
         self._overrides: dict[SiteKey, Override] = {}
-        # writes not yet in Redis: latest per key; results carry their expiry in seconds
+        # set_at of every known override and of every remembered removal (tombstone)
+        self._override_at: dict[SiteKey, float] = {}
+        # writes not yet in Redis: latest per key; results carry their expiry in seconds,
+        # overrides their (state or None, set_at)
         self._pending_results: dict[ResultKey, tuple[RegionResult, float]] = {}
-        self._pending_overrides: dict[SiteKey, Override | None] = {}
+        self._pending_overrides: dict[SiteKey, tuple[Override | None, float]] = {}
+        self._bad_logged: set[str] = set()
         # change sequence per key, so a resync never undoes a change newer than its snapshot
         self._seq = 0
         self._touched_results: dict[ResultKey, int] = {}
@@ -243,6 +321,8 @@ class RedisBackend:
 
         Like MemoryBackend, does not call ``on_change`` (the table rebuilds after its own writes).
         """
+        if result.stale_after > MAX_STALE_AFTER:
+            result = replace(result, stale_after=MAX_STALE_AFTER)
         self._seq += 1
         self._touched_results[(key, region)] = self._seq
         self._results.setdefault(key, {})[region] = result
@@ -250,17 +330,26 @@ class RedisBackend:
         self._wake.set()
 
     async def put_override(self, key: SiteKey, state: Override | None) -> None:
-        """Store (or with None remove) an operator override; durable (no expiry); no ``on_change``."""
+        """Store (or with None remove) an operator override; durable (no expiry); no ``on_change``.
+
+        Stamped with ``set_at`` = now (and later than any value this node knows for the site),
+        so it wins over every older value or removal, wherever they are remembered.
+        """
         if state is not None and state not in _OVERRIDES:
             raise ValueError(f"override: expected one of {', '.join(_OVERRIDES)} or None, got {state!r}")
+        set_at = max(self._clock(), self._override_at.get(key, -math.inf) + 0.001)
         self._seq += 1
         self._touched_overrides[key] = self._seq
+        self._set_override(key, state, set_at)
+        self._pending_overrides[key] = (state, set_at)
+        self._wake.set()
+
+    def _set_override(self, key: SiteKey, state: Override | None, set_at: float) -> None:
+        self._override_at[key] = set_at
         if state is None:
             self._overrides.pop(key, None)
         else:
             self._overrides[key] = state
-        self._pending_overrides[key] = state
-        self._wake.set()
 
     # readers ------------------------------------------------------------------------------
 
@@ -374,7 +463,8 @@ class RedisBackend:
                 await self._quietly(client.aclose())
             if self._closing:
                 break
-            await asyncio.sleep(delay * (0.5 + self._rng.random()))
+            # jitter in [0.5, 1.5) x delay, never above the cap
+            await asyncio.sleep(min(self.backoff_cap, delay * (0.5 + self._rng.random())))
             delay = min(delay * 2, self.backoff_cap)
 
     @staticmethod
@@ -410,24 +500,28 @@ class RedisBackend:
             await asyncio.wait(tasks, timeout=2.0)
 
     async def _check_epoch(self, client: aioredis.Redis) -> None:
-        """Notice a Redis that lost its data since the last connection, and republish into it."""
+        """Notice a Redis that lost its data since the last check, and write back what is known.
+
+        Overrides and tombstones go back with their own ``set_at`` through the compare script,
+        so between nodes that remember different values the newest wins, as it did before.
+        """
         epoch_key = self.prefix + "epoch"
         await client.set(epoch_key, secrets.token_hex(8), nx=True)
         epoch = await client.get(epoch_key)
         if self._epoch is not None and epoch != self._epoch:
             now = self._clock()
             republished = 0
-            for key, state in self._overrides.items():
-                self._pending_overrides.setdefault(key, state)
+            for key, set_at in self._override_at.items():
+                self._pending_overrides.setdefault(key, (self._overrides.get(key), set_at))
             for key, regions in self._results.items():
                 for region, result in regions.items():
                     left = self._expiry(result) - now
                     if left > 0:
                         self._pending_results.setdefault((key, region), (result, left))
                         republished += 1
-            logger.warning("state: %s lost its data (epoch %s -> %s); republishing %d override(s) "
-                           "and %d fresh result(s)", self.url, self._epoch, epoch,
-                           len(self._overrides), republished)
+            logger.warning("state: %s lost its data (epoch %s -> %s); republishing %d override(s) or "
+                           "removal(s) and %d fresh result(s)", self.url, self._epoch, epoch,
+                           len(self._override_at), republished)
         self._epoch = epoch
 
     async def _flush(self, client: aioredis.Redis) -> None:
@@ -435,6 +529,7 @@ class RedisBackend:
         while self._pending_results or self._pending_overrides:
             results, self._pending_results = self._pending_results, {}
             overrides, self._pending_overrides = self._pending_overrides, {}
+            ceiling = repr(self._clock() + MAX_SKEW)
             try:
                 async with client.pipeline(transaction=False) as pipe:
                     for (key, region), (result, ttl) in results.items():
@@ -443,22 +538,24 @@ class RedisBackend:
                                             result=body)
                         pipe.eval(_PUT_RESULT_LUA, 2, self.result_key(key, region), self.channel,
                                   json.dumps(body, separators=(",", ":")), repr(result.checked_at),
-                                  max(1, int(ttl * 1000)), msg)
-                    for key, state in overrides.items():
-                        if state is None:
-                            pipe.hdel(self.overrides_key, self.override_field(key))
-                        else:
-                            pipe.hset(self.overrides_key, self.override_field(key),
-                                      json.dumps({"state": state, "set_at": self._clock()}))
-                        pipe.publish(self.channel, self._message(kind="override", zone=key[0],
-                                                                 site=key[1], state=state))
-                    await pipe.execute()
+                                  max(1, int(ttl * 1000)), msg, ceiling)
+                    for key, (state, set_at) in overrides.items():
+                        msg = self._message(kind="override", zone=key[0], site=key[1], state=state,
+                                            set_at=set_at)
+                        pipe.eval(_PUT_OVERRIDE_LUA, 2, self.overrides_key, self.channel,
+                                  self.override_field(key),
+                                  json.dumps({"state": state, "set_at": set_at}, separators=(",", ":")),
+                                  repr(set_at), ceiling, msg)
+                    written = await pipe.execute()
+                if not all(written):
+                    # Redis holds something newer than this write: take it over at once.
+                    self._resync_now.set()
             except BaseException:
                 # Keep them for the next connection, unless a newer value was queued meanwhile.
                 for rkey, value in results.items():
                     self._pending_results.setdefault(rkey, value)
-                for okey, state in overrides.items():
-                    self._pending_overrides.setdefault(okey, state)
+                for okey, entry in overrides.items():
+                    self._pending_overrides.setdefault(okey, entry)
                 raise
 
     async def _work(self, client: aioredis.Redis) -> None:
@@ -471,6 +568,8 @@ class RedisBackend:
             await self._flush(client)
             if self._resync_now.is_set() or loop.time() >= next_resync:
                 self._resync_now.clear()
+                await self._check_epoch(client)  # a FLUSHALL keeps the connection
+                await self._flush(client)
                 await self._resync(client)
                 next_resync = loop.time() + self.resync_interval
                 continue
@@ -493,13 +592,14 @@ class RedisBackend:
                 self._apply_message(msg["data"])
 
     def _apply_message(self, data: str) -> None:
+        msg: Any = None
         try:
             msg = json.loads(data)
             kind = msg.get("kind") if isinstance(msg, dict) else None
             if kind == "result":
                 key: SiteKey = (str(msg["zone"]), str(msg["site"]))
                 region = str(msg["region"])
-                result = decode_result(msg["result"])
+                result = decode_result(msg["result"], self._clock())
                 current = self._results.get(key, {}).get(region)
                 if current == result or (current is not None and current.checked_at > result.checked_at):
                     return
@@ -508,25 +608,24 @@ class RedisBackend:
                 self._results.setdefault(key, {})[region] = result
             elif kind == "override":
                 key = (str(msg["zone"]), str(msg["site"]))
-                state = msg.get("state")
-                if state is not None and state not in _OVERRIDES:
-                    raise ValueError(f"state: expected one of {', '.join(_OVERRIDES)} or null, got {state!r}")
-                if self._overrides.get(key) == state:
-                    return
+                state, set_at = decode_override(msg, self._clock())
+                known = self._override_at.get(key)
+                if known is not None and (known > set_at or (known == set_at and self._overrides.get(key) == state)):
+                    return  # older than (or the same as) what this node knows
                 self._seq += 1
                 self._touched_overrides[key] = self._seq
-                if state is None:
-                    self._overrides.pop(key, None)
-                else:
-                    self._overrides[key] = state
+                self._set_override(key, state, set_at)
             elif kind == "resync":
                 self._resync_now.set()
                 return
             else:
                 raise ValueError(f"kind: unknown {kind!r}")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.bad_entries += 1
-            logger.warning("state: ignoring a malformed message on %s: %s: %.200s", self.channel, exc, data)
+            where = "message"
+            if isinstance(msg, dict):
+                where = f"message {msg.get('kind')} {msg.get('zone')}/{msg.get('site')}/{msg.get('region')}"
+            self._log_bad(where, f"state: ignoring a malformed message on {self.channel}: {exc}: {data:.200}")
             return
         self._changed_soon()
 
@@ -540,6 +639,7 @@ class RedisBackend:
             values.extend(await client.mget(names[i:i + 500]))
         raw_overrides: Mapping[str, str] = await client.hgetall(self.overrides_key)
 
+        now = self._clock()
         results: dict[SiteKey, dict[str, RegionResult]] = {}
         for name, value in zip(names, values):
             if value is None:  # expired between SCAN and MGET
@@ -548,24 +648,29 @@ class RedisBackend:
             try:
                 if parsed is None:
                     raise ValueError("key: expected PREFIX result:ZONE:SITE:REGION")
-                result = decode_result(json.loads(value))
+                result = decode_result(json.loads(value), now)
             except ValueError as exc:
                 self._bad_entry(name, exc)
                 continue
             results.setdefault(parsed[0], {})[parsed[1]] = result
         overrides: dict[SiteKey, Override] = {}
+        override_at: dict[SiteKey, float] = {}
+        expired: list[tuple[str, str]] = []
         for field, value in raw_overrides.items():
             okey = self._parse_override_field(field)
             try:
                 if okey is None:
                     raise ValueError("field: expected ZONE:SITE")
-                state = json.loads(value).get("state")
-                if state not in _OVERRIDES:
-                    raise ValueError(f"state: expected one of {', '.join(_OVERRIDES)}, got {state!r}")
-            except (ValueError, AttributeError) as exc:
+                state, set_at = decode_override(json.loads(value), now)
+            except ValueError as exc:
                 self._bad_entry(f"{self.overrides_key} {field}", exc)
                 continue
-            overrides[okey] = state
+            if state is None and set_at < now - TOMBSTONE_TTL:
+                expired.append((field, value))
+                continue
+            override_at[okey] = set_at
+            if state is not None:
+                overrides[okey] = state
 
         # Changes made or received after the snapshot began win over it.
         for rkey, seq in self._touched_results.items():
@@ -584,9 +689,12 @@ class RedisBackend:
                     overrides[okey] = self._overrides[okey]
                 else:
                     overrides.pop(okey, None)
+                if okey in self._override_at:
+                    override_at[okey] = self._override_at[okey]
+                else:
+                    override_at.pop(okey, None)
         # A result gone from Redis (expired there, or Redis lost its data) stays known here
         # until it is stale in connected time: Redis's clock kept running during outages.
-        now = self._clock()
         for key, regions in self._results.items():
             for region, local in regions.items():
                 if region not in results.get(key, {}) and self._expiry(local) > now:
@@ -600,11 +708,24 @@ class RedisBackend:
         results = {k: v for k, v in results.items() if v}
 
         self.resyncs += 1
+        self._override_at = override_at
         if results != self._results or overrides != self._overrides:
             self._results = results
             self._overrides = overrides
             self._changed_soon()
+        for field, value in expired:
+            await client.eval(_PURGE_LUA, 1, self.overrides_key, field, value)
 
     def _bad_entry(self, where: str, exc: Exception) -> None:
         self.bad_entries += 1
-        logger.warning("state: ignoring malformed entry %s: %s", where, exc)
+        self._log_bad(where, f"state: ignoring malformed entry {where}: {exc}")
+
+    def _log_bad(self, where: str, text: str) -> None:
+        """Log a malformed entry or message: a warning the first time per place, then debug."""
+        if where in self._bad_logged:
+            logger.debug("%s", text)
+            return
+        if len(self._bad_logged) >= 1000:
+            self._bad_logged.clear()
+        self._bad_logged.add(where)
+        logger.warning("%s (logged once)", text)

@@ -37,12 +37,14 @@ class RedisServer:
     """
 
     def __init__(self, workdir: Path, *, persist: bool = False, password: str | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, unixsocket: Path | None = None) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or _free_tcp_port()
         self.persist = persist
         self.password = password
+        #: also listen on this Unix socket (``unix_url``)
+        self.unixsocket = unixsocket
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file = workdir / "redis.log"
 
@@ -51,6 +53,12 @@ class RedisServer:
         """redis:// URL of database 0 (with the password when one is set)."""
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        """unix:// URL of database 0 on ``unixsocket``."""
+        assert self.unixsocket is not None
+        return f"unix://{self.unixsocket}?db=0"
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         """Start the server and wait until it accepts connections and answers PING."""
@@ -62,6 +70,8 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.unixsocket is not None:
+            args += ["--unixsocket", str(self.unixsocket), "--unixsocketperm", "700"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout

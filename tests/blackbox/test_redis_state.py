@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from redisd import RedisServer  # noqa: E402
 
 from gslb.model import RegionResult, ZoneSet  # noqa: E402
-from gslb.redis_state import PREFIX, RedisBackend, decode_result, encode_result, redact_url  # noqa: E402
+from gslb.redis_state import (  # noqa: E402
+    MAX_SKEW, PREFIX, TOMBSTONE_TTL, RedisBackend, decode_override, decode_result, encode_result, redact_url)
 from gslb.state import SiteStateTable  # noqa: E402
 from gslb.zones import ZoneStore  # noqa: E402
 
@@ -110,6 +111,40 @@ def test_url_password_is_redacted() -> None:
     assert redact_url("redis://:s3cret@127.0.0.1:6379/2") == "redis://:***@127.0.0.1:6379/2"
     assert redact_url("rediss://user:pw@[::1]:6380/0") == "rediss://user:***@[::1]:6380/0"
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    # a password given as a query parameter (redis-py accepts it) is hidden too
+    assert redact_url("redis://127.0.0.1:6379/0?password=s3cret") == "redis://127.0.0.1:6379/0?password=***"
+    assert (redact_url("unix:///run/redis.sock?db=2&Password=s3cret&x=1")
+            == "unix:///run/redis.sock?db=2&Password=***&x=1")
+    assert redact_url("unix:///run/redis.sock?db=2") == "unix:///run/redis.sock?db=2"
+    assert redact_url("rediss://u:a@b@h:1/0?password=c") == "rediss://u:***@h:1/0?password=***"
+
+
+def test_decode_result_validates_ranges_and_clock_skew() -> None:
+    now = 1_800_000_000.0
+    ok = {"state": "up", "checked_at": now + MAX_SKEW - 1, "stale_after": 86400}
+    assert decode_result(ok, now).checked_at == now + MAX_SKEW - 1
+    for bad, message in [
+        ({"state": "down", "checked_at": 1e300, "stale_after": 30}, "checked_at"),
+        ({"state": "down", "checked_at": now + MAX_SKEW + 1, "stale_after": 30}, "checked_at"),
+        ({"state": "down", "checked_at": now, "stale_after": 1e300}, "stale_after"),
+        ({"state": "down", "checked_at": now, "stale_after": 86400.5}, "stale_after"),
+        ({"state": "down", "checked_at": now, "stale_after": 30, "rtt_ms": float("inf")}, "rtt_ms"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            decode_result(bad, now)
+
+
+def test_decode_override() -> None:
+    now = 1_800_000_000.0
+    assert decode_override({"state": "down", "set_at": now - 5}, now) == ("down", now - 5)
+    assert decode_override({"state": None, "set_at": now}, now) == (None, now)  # a tombstone
+    assert decode_override({"state": "drain"}, now) == ("drain", 0.0)  # written by hand: oldest
+    # from the future: applies, but its time is clamped (it only orders writes)
+    assert decode_override({"state": "up", "set_at": 1e300}, now) == ("up", now + MAX_SKEW)
+    for bad in ({"state": "sideways", "set_at": now}, {"state": "up", "set_at": "x"},
+                {"state": "up", "set_at": float("nan")}, ["up"]):
+        with pytest.raises(ValueError):
+            decode_override(bad, now)
 
 
 def test_unsupported_url_is_rejected() -> None:
@@ -138,7 +173,9 @@ async def test_round_trip_between_two_backends(redis_server: RedisServer, backen
     # removing an override
     await b.put_override(KEY2, None)
     await eventually(lambda: a.overrides() == {} and b.overrides() == {})
-    assert await raw.hgetall(f"{PREFIX}overrides") == {}
+    # a removal is remembered as a tombstone with its time (last writer wins by set_at)
+    tomb = json.loads(await raw.hget(f"{PREFIX}overrides", "gslb.example.com:iad"))
+    assert tomb["state"] is None and abs(tomb["set_at"] - time.time()) < 5
     assert_alive(a, b)
 
 
@@ -379,6 +416,110 @@ async def test_redis_losing_its_data_does_not_forget_fresh_results(redis_server:
     assert node.results() == {KEY: {"eu-west": down}}
     late = await backends(redis_server.url)
     assert late.results() == {KEY: {"eu-west": down}}
+
+
+@pytest.mark.parametrize("later", [None, "down"])
+async def test_override_change_during_an_outage_survives_an_empty_restart(
+        redis_server: RedisServer, backends, raw, later: str | None) -> None:
+    # node1 sets "up"; Redis dies; node1 removes it (or sets "down"); an empty Redis starts.
+    # node2 still remembers "up" and writes it back: the newer change must win everywhere.
+    node1 = await backends(redis_server.url)
+    node2 = await backends(redis_server.url)
+    await eventually(lambda: node1.connected and node2.connected)
+    await node1.put_override(KEY, "up")
+    await eventually(lambda: node2.overrides() == {KEY: "up"})
+    redis_server.stop()
+    await eventually(lambda: not node1.connected and not node2.connected)
+    await node1.put_override(KEY, later)  # type: ignore[arg-type]
+    good_url, node2._url = node2._url, "redis://127.0.0.1:1/0"  # node2 comes back last
+    redis_server.start()
+    await eventually(lambda: node1.connected and node1.pending == 0, timeout=5.0)
+    node2._url = good_url
+    await eventually(lambda: node2.connected, timeout=5.0)
+    expected = {} if later is None else {KEY: later}
+    await eventually(lambda: node1.overrides() == expected and node2.overrides() == expected)
+    await asyncio.sleep(0.5)  # a few resyncs: nothing flips back
+    assert node1.overrides() == expected and node2.overrides() == expected
+    stored = json.loads(await raw.hget(f"{PREFIX}overrides", "gslb.example.com:fra"))
+    assert stored["state"] == later
+    late = await backends(redis_server.url)
+    assert late.overrides() == expected
+
+
+async def test_flushall_while_connected_is_noticed(redis_server: RedisServer, backends, raw) -> None:
+    a = await backends(redis_server.url)
+    await a.put_override(KEY, "drain")
+    await eventually(lambda: a.pending == 0)
+    await raw.flushall()
+    # the next resync sees the epoch gone and writes the override back
+    await eventually(lambda: raw_sync_has(redis_server, "gslb.example.com:fra"), timeout=3.0)
+    assert a.overrides() == {KEY: "drain"}
+
+
+def raw_sync_has(server: RedisServer, field: str) -> bool:
+    import redis
+
+    with redis.Redis(port=server.port, decode_responses=True) as client:
+        return client.hget(f"{PREFIX}overrides", field) is not None
+
+
+async def test_old_tombstones_are_deleted(redis_server: RedisServer, backends, raw) -> None:
+    old = json.dumps({"state": None, "set_at": time.time() - TOMBSTONE_TTL - 10})
+    fresh = json.dumps({"state": None, "set_at": time.time() - 10})
+    await raw.hset(f"{PREFIX}overrides", mapping={"gslb.example.com:fra": old, "gslb.example.com:iad": fresh})
+    a = await backends(redis_server.url)
+    await eventually(lambda: a.resyncs >= 2)
+    assert await raw.hgetall(f"{PREFIX}overrides") == {"gslb.example.com:iad": fresh}
+    assert a.overrides() == {}
+
+
+async def test_values_from_the_future_are_bounded(redis_server: RedisServer, backends, raw) -> None:
+    a = await backends(redis_server.url)
+    await eventually(lambda: a.connected)
+    name = f"{PREFIX}result:gslb.example.com:fra:eu-west"
+    # a crafted message and a crafted key: rejected, counted, never kept
+    bomb = {"state": "down", "checked_at": 1e300, "stale_after": 1e300}
+    await raw.publish(f"{PREFIX}events", json.dumps({"kind": "result", "zone": KEY[0], "site": KEY[1],
+                                                     "region": "eu-west", "result": bomb}))
+    await raw.set(name, json.dumps({"state": "down", "checked_at": time.time() + 3600, "stale_after": 30}))
+    await eventually(lambda: a.bad_entries >= 2)
+    assert a.results() == {}
+    # a real agent's result replaces the one from the future (the compare script caps it)
+    r = result("up")
+    await a.put_result(KEY, "eu-west", r)
+    await eventually(lambda: a.pending == 0)
+    assert json.loads(await raw.get(name)) == encode_result(r)
+    # an override from the future applies, and a later removal still wins over it
+    await raw.hset(f"{PREFIX}overrides", "gslb.example.com:iad", json.dumps({"state": "down", "set_at": 1e300}))
+    await eventually(lambda: a.overrides() == {KEY2: "down"})
+    await a.put_override(KEY2, None)
+    await eventually(lambda: a.pending == 0)
+    await asyncio.sleep(0.5)
+    assert a.overrides() == {}
+    assert json.loads(await raw.hget(f"{PREFIX}overrides", "gslb.example.com:iad"))["state"] is None
+    # a stale_after longer than a day is capped when written
+    await a.put_result(KEY2, "eu-west", result("up", stale_after=10 * 86400))
+    assert a.results()[KEY2]["eu-west"].stale_after == 86400
+    assert_alive(a)
+
+
+async def test_unix_socket_and_password_in_query(tmp_path: Path, backends) -> None:
+    from gslb.config import check_state_url
+
+    sock = Path("/tmp") / f"gslb-test-{os.getpid()}-{time.monotonic_ns()}.sock"
+    server = RedisServer(tmp_path / "redis-unix", password="s3cret", unixsocket=sock).start()
+    try:
+        url = f"unix://{sock}?db=0&password=s3cret"
+        assert check_state_url(url) is None
+        a = await backends(url)
+        b = await backends(f"redis://127.0.0.1:{server.port}/0?password=s3cret")
+        await eventually(lambda: a.connected and b.connected)
+        assert "s3cret" not in a.url and "s3cret" not in b.url
+        await a.put_override(KEY, "down")
+        await eventually(lambda: b.overrides() == {KEY: "down"})
+    finally:
+        server.stop()
+        sock.unlink(missing_ok=True)
 
 
 # the site-state table over Redis ---------------------------------------------------------
