@@ -253,7 +253,9 @@ class Balancer:
             # a v4-mapped client matches IPv4 rules; its scope is expressed in IPv6 (offset 96)
             addr, version, offset = client_address(client_ip)
             start = location.prefixlen - offset if location is not None else 0
-            scope = prep.geomap.scope(addr, version, max(start, 0)) + offset
+            scope = prep.geomap.scope(addr, version, max(start, 0))
+            if offset and (scope or prep.geomap.has_rules(6)):
+                scope += offset  # else: no rule and no location tells mapped clients apart: scope 0
             match = prep.geomap.match(location, addr, version)
             by_name = prep.by_name
             tiers = [(label, tuple(by_name[n] for n in names if n in by_name))

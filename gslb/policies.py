@@ -393,6 +393,10 @@ class GeoMap:
         by_family = {v: tuple((n, p) for (fv, n, p, _, _) in cidrs if fv == v) for v in (4, 6)}
         return cls(tuple(cidrs), countries, continents, default, by_family)
 
+    def has_rules(self, version: int) -> bool:
+        """Whether the map has a CIDR rule of IP version 4 or 6."""
+        return bool(self._by_family.get(version))
+
     def match(self, location: Location | None, addr: int, version: int) -> GeoMatch:
         """The tiers for a client at ``addr`` (IP version 4 or 6) with a GeoIP location."""
         bits = 32 if version == 4 else 128

@@ -471,6 +471,10 @@ def test_v4_mapped_client_matches_ipv4_cidr_rules_with_the_scope_in_ipv6():
     a = ask(nodb, z, "web", "::ffff:100.64.130.1", sp=128)
     assert a.sites == ("sin",) and a.scope_prefix == 116
     assert ask(nodb, z, "web", "::ffff:100.64.1.1", sp=128).scope_prefix == 96 + 17
+    # no CIDR rule and no location: everyone gets the default list, scope 0
+    plain_geo = zone(pool("geo", geo=(GeoRule("country", "DE", ("fra",)), GeoRule("default", "default", ("iad",)))))
+    a = ask(nodb, plain_geo, "web", "::ffff:100.64.1.1", sp=128)
+    assert a.sites == ("iad",) and a.scope_prefix == 0
 
 
 def test_v4_mapped_client_of_closest_is_scoped_by_its_ipv6_form_network():
