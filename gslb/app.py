@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gslb.balancer import Balancer
-from gslb.config import ServerConfig, load_server_config
+from gslb.config import ServerConfig, load_server_config, usable_geoip
 from gslb.dnsserver import DnsServer
 from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
 from gslb.geo import GeoLocator
@@ -124,7 +124,7 @@ class Server:
         #: the command line's flags, put over the server file again on every reload
         self.overrides = dict(overrides or {})
         self.stats = QueryStats()
-        self.zone_store = ZoneStore(config.zones)
+        self.zone_store = ZoneStore(config.zones, serial_state=True)
         self.table = SiteStateTable(make_backend(config.state))
         self.api_token = read_token(config.api_token_file)
         self.geo: GeoLocator | None = None
@@ -187,7 +187,7 @@ class Server:
         if not len(self.zone_store.zones):
             logger.warning("zones: no zone loaded from %s", cfg.zones)
         self._geo_stamp = _stamp_of(cfg.geoip)
-        self.geo = GeoLocator.open(cfg.geoip)
+        self.geo = GeoLocator.open(usable_geoip(cfg))  # a missing built-in default: no database
         regions = {name: loc for name, loc in cfg.regions.items()}
         self.balancer = Balancer(self.geo, regions, random.Random())
         zones = self.zone_store.zones
@@ -339,7 +339,7 @@ class Server:
             if problem is not None:
                 errors.append(problem)
             else:
-                store = ZoneStore(new.zones)
+                store = ZoneStore(new.zones, serial_state=True)
         geo: GeoLocator | None = None
         geo_stamp = _stamp_of(new.geoip)
         if new.geoip != old.geoip or geo_stamp != self._geo_stamp:

@@ -13,7 +13,7 @@ import sys
 from typing import Any, Sequence
 
 from gslb import __version__
-from gslb.errors import ConfigErrors, GslbError
+from gslb.errors import ConfigErrors, GslbError, UsageError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_STARTUP = 0, 1, 2, 3
 
@@ -103,6 +103,9 @@ def _config_with_zones(args: argparse.Namespace):  # -> ServerConfig | exit code
     """The configuration, or EXIT_INVALID (errors printed) when it or its zone folder is unusable."""
     try:
         config = _load_config(args)
+    except UsageError as exc:
+        _print_errors(exc)
+        return EXIT_USAGE
     except ConfigErrors as exc:
         _print_errors(exc)
         return EXIT_INVALID
@@ -117,6 +120,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         config = _load_config(args)
+    except UsageError as exc:  # a bad flag value: exit 2; errors in the server file: exit 3
+        _print_errors(exc)
+        return EXIT_USAGE
     except ConfigErrors as exc:
         _print_errors(exc)
         return EXIT_STARTUP
@@ -146,6 +152,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import random
 
     from gslb.balancer import Balancer
+    from gslb.config import usable_geoip
     from gslb.explain import explain, format_text
     from gslb.geo import GeoLocator
     from gslb.model import SiteStatus, StateView
@@ -171,7 +178,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         sites[(zone.key, site)] = SiteStatus(override="down")
     view = StateView(version=1, sites=sites)
     try:
-        geo = GeoLocator.open(config.geoip)
+        geo = GeoLocator.open(usable_geoip(config))
     except GslbError as exc:
         print(f"gslb explain: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -193,6 +200,9 @@ def cmd_checker(args: argparse.Namespace) -> int:
 
     try:
         config = _load_config(args)
+    except UsageError as exc:  # a bad flag value: exit 2; errors in the server file: exit 3
+        _print_errors(exc)
+        return EXIT_USAGE
     except ConfigErrors as exc:
         _print_errors(exc)
         return EXIT_STARTUP

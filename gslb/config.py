@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
-from gslb.errors import ConfigError, ConfigErrors
+from gslb.errors import ConfigError, ConfigErrors, UsageError
 from gslb.yamlsafe import LineDict, LineList, load_yaml, type_name
 from gslb.zones import is_ip
 
@@ -68,6 +68,8 @@ class ServerConfig:
     workers: int = 1
     #: the server file this came from, None when there was none
     file: str | None = None
+    #: geoip is the built-in default path (given neither in the file nor by a flag)
+    geoip_default: bool = False
 
 
 # Loading
@@ -129,6 +131,11 @@ def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
         port = int(port_text)
     if not is_ip(host) and not _is_hostname(host):
         raise ValueError(f"{t!r}: {host!r} is not an IP address or host name")
+    if not is_ip(host) and host.rstrip(".").rsplit(".", 1)[-1].isdigit():
+        raise ValueError(f"{t!r}: {host!r} is not an address (expected an IPv4 address such as 127.0.0.1)")
+    if not is_ip(host) and "." not in host.rstrip(".") and host.lower() != "localhost":
+        raise ValueError(f"{t!r}: {host!r} is not an address (expected an IP address, localhost "
+                         "or a fully-qualified host name)")
     return host, port
 
 
@@ -264,21 +271,39 @@ def load_server_config(path: str | None, overrides: Mapping[str, Any] | None = N
     ``overrides`` holds only the flags given: ``listen`` (list of HOST:PORT), ``http`` (HOST:PORT,
     or None to disable), ``zones``, ``geoip``, ``state``, ``region``, ``checks`` (bool), ``workers``.
     Relative paths in the file are relative to its folder; on the command line, to the cwd.
+    Bad flag values make it a UsageError (a ConfigErrors that also lists the file's errors).
     """
     overrides = dict(overrides or {})
     cwd = os.getcwd()
     values: dict[str, Any] = {
         "zones": os.path.join(cwd, "zones"),
         "geoip": os.path.join(cwd, "data", "sample-city.mmdb"),
+        "geoip_default": True,
     }
     errors: list[ConfigError] = []
     if path is not None:
         values.update(_read_file(path, errors))
         values["file"] = os.path.abspath(path)
-    errors.extend(_apply_overrides(values, overrides, cwd))
+    flag_errors = _apply_overrides(values, overrides, cwd)
+    errors.extend(flag_errors)
+    if flag_errors:
+        raise UsageError(errors)  # exit 2 (usage), not a start-up failure
     if errors:
         raise ConfigErrors(errors)
     return ServerConfig(**values)
+
+
+def usable_geoip(config: ServerConfig) -> str | None:
+    """The GeoIP path to open: None (one warning) when the built-in default file does not exist.
+
+    A database named in the file or by ``--geoip`` is opened as given (missing: an error).
+    """
+    path = config.geoip
+    if path and config.geoip_default and not os.path.exists(path):
+        logger.warning("geo: no GeoIP database at %s: client locations unknown; set geoip: or --geoip",
+                       _shown(path))
+        return None
+    return path
 
 
 def _shown(path: str) -> str:
@@ -337,6 +362,7 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
         out["http"] = None if v is None else _hostport(r, v, data.value_line("http"), "http", DEFAULT_HTTP[1])
     out["zones"] = r.path(data, "zones", out["zones"])
     out["geoip"] = r.path(data, "geoip", out["geoip"], nullable=True)
+    out["geoip_default"] = "geoip" not in data
     out["region"] = r.string(data, "region", "region", "local")
     if "regions" in data and data["regions"] is not None:
         regions_m = data["regions"]
@@ -445,6 +471,8 @@ def _apply_overrides(values: dict[str, Any], overrides: dict[str, Any], cwd: str
     if str(overrides.get("geoip", "")).strip().lower() in ("none", "off", "null"):
         overrides["geoip"] = None  # --geoip none: no database, as ``geoip: null`` in the file
         values["geoip"] = None
+    if "geoip" in overrides:
+        values["geoip_default"] = False
     for key in ("zones", "geoip"):
         if overrides.get(key) is not None:
             values[key] = os.path.normpath(os.path.join(cwd, os.path.expanduser(overrides[key])))

@@ -37,3 +37,7 @@ class GeoDatabaseError(GslbError):
 
 class StartupError(GslbError):
     """The server cannot start (port in use, unreadable database, ...)."""
+
+
+class UsageError(ConfigErrors):
+    """Bad command-line flag values (exit 2); each error names its flag."""

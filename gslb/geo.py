@@ -9,7 +9,7 @@ available), because building ``geoip2`` model objects per lookup costs far more 
 network holding the address, or for an address the database does not locate the empty network
 around it: every address in that network gets the same answer, which is what bounds the ECS
 scope of location-dependent answers. Coordinates are the record's own (City databases), else the
-country's approximate centroid from ``data/country-centroids.csv`` (Country databases, or City
+country's approximate centroid from ``gslb/data/country-centroids.csv`` (Country databases, or City
 records with a country but no coordinates); a record with only a continent has no coordinates.
 
 Caching. The database never changes while open (a new file means a new locator), so results are
@@ -41,7 +41,8 @@ from gslb.model import Location
 logger = logging.getLogger(__name__)
 
 #: the country centroid table shipped with gslb (ISO alpha-2 -> approximate latitude, longitude)
-DEFAULT_CENTROIDS = Path(__file__).resolve().parent.parent / "data" / "country-centroids.csv"
+#: (in the package: a symlink to the repository's data/ in a checkout, a copy in wheels)
+DEFAULT_CENTROIDS = Path(__file__).resolve().parent / "data" / "country-centroids.csv"
 
 #: mean Earth radius used by distance_km (IUGG), kilometres
 EARTH_RADIUS_KM = 6371.0

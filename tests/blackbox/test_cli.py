@@ -343,6 +343,82 @@ def test_usage_errors_exit_2(tmp_path, args):
     assert "usage:" in r.stderr
 
 
+@pytest.mark.parametrize("args,flag,message", [
+    (["--listen", "127.0.0.1:abc"], "--listen", "port 'abc' is not a number 1..65535"),
+    (["--listen", "127.0.0.1:70000"], "--listen", "port '70000' is not a number 1..65535"),
+    (["--listen", "999.1.1.1:53"], "--listen", "'999.1.1.1' is not an address"),
+    (["--state", "bogus://x"], "--state", "the scheme must be one of"),
+    (["--http", "nonsense"], "--http", "'nonsense' is not an address"),
+])
+def test_bad_flag_values_exit_2_naming_the_flag(tmp_path, args, flag, message):
+    # SPEC: 2 for usage errors; the same values in the server file stay start-up errors (exit 3)
+    zones_folder(tmp_path, {"cli.yaml": ZONE})
+    r = gslb("serve", "--zones", "zones", "--geoip", GEOIP, "--no-checks", *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"{flag}: " in r.stderr and message in r.stderr, r.stderr
+    assert "Unknown error" not in r.stderr
+
+
+def test_bad_state_flag_of_checker_exits_2(tmp_path):
+    zones_folder(tmp_path, {"cli.yaml": ZONE})
+    r = gslb("checker", "--region", "eu", "--state", "bogus://x", "--zones", "zones", cwd=tmp_path)
+    assert r.returncode == 2 and "--state: " in r.stderr, r.stdout + r.stderr
+
+
+def test_bad_listen_in_the_server_file_stays_exit_3(tmp_path):
+    zones_folder(tmp_path, {"cli.yaml": ZONE})
+    write_config(tmp_path, zones="zones", listen=["999.1.1.1:53"], http=None)
+    r = gslb("serve", cwd=tmp_path)
+    assert r.returncode == 3 and "gslb.yaml" in r.stderr and "is not an address" in r.stderr, r.stderr
+    r = gslb("check", cwd=tmp_path)
+    assert r.returncode == 1 and "is not an address" in r.stderr, r.stderr
+
+
+def test_serve_outside_the_repository_without_geoip_answers_dns(tmp_path, serve):
+    # the built-in default data/sample-city.mmdb is relative to the cwd: missing there is one
+    # warning and no database, not a failed start
+    zones_folder(tmp_path, {"cli.yaml": ZONE})
+    port = free_port()
+    s = serve(tmp_path, ["--zones", str(tmp_path / "zones"), "--no-checks", "--listen", f"127.0.0.1:{port}",
+                         "--http", "off"]).wait_serving(port, "cli.test.")
+    reply = soa(port, "cli.test.")
+    assert reply.rcode() == dns.rcode.NOERROR and reply.answer[0][0].serial == 7
+    assert s.log().count("no GeoIP database at data/sample-city.mmdb: client locations unknown") == 1, s.log()
+    s.stop()
+    # gslb explain too
+    r = gslb("explain", "www.cli.test", "--client", "192.0.2.1", "--zones", "zones", cwd=tmp_path)
+    assert r.returncode == 0 and "192.0.2.80" in r.stdout, r.stdout + r.stderr
+
+
+def test_missing_geoip_named_explicitly_exits_3(tmp_path):
+    zones_folder(tmp_path, {"cli.yaml": ZONE})
+    r = gslb("serve", "--zones", "zones", "--no-checks", "--http", "off", "--listen", f"127.0.0.1:{free_port()}",
+             "--geoip", "data/sample-city.mmdb", cwd=tmp_path)
+    assert r.returncode == 3 and "sample-city.mmdb" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_the_country_centroid_table_is_in_the_package():
+    # a non-editable install has no repository data/ folder: the table must come with the package
+    import tomllib
+
+    import gslb
+    import gslb.geo
+
+    table = Path(gslb.__file__).resolve().parent / "data" / "country-centroids.csv"
+    assert gslb.geo.DEFAULT_CENTROIDS == table and table.is_file()
+    assert len(gslb.geo.load_centroids(table)) > 200
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "data/*" in package_data["gslb"]
+
+
+def test_check_and_explain_write_no_serial_state(tmp_path):
+    zones_folder(tmp_path, {"cli.yaml": ZONE.replace("serial: 7", "serial: auto")})
+    assert gslb("check", "--zones", "zones", cwd=tmp_path).returncode == 0
+    r = gslb("explain", "www.cli.test", "--client", "192.0.2.1", "--zones", "zones", "--geoip", GEOIP, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(tmp_path / "zones") == ["cli.yaml"]
+
+
 def test_missing_server_file_given_with_c(tmp_path):
     zones_folder(tmp_path, {"cli.yaml": ZONE})
     r = gslb("check", "-c", "nope.yaml", cwd=tmp_path)

@@ -442,3 +442,31 @@ def _copy(src: Path, next_to: Path) -> Path:
     tmp = next_to.with_name("." + next_to.name + ".new")
     tmp.write_bytes(src.read_bytes())
     return tmp
+
+
+def test_serial_auto_never_goes_down_across_restarts(gslb_server):
+    """A file restored with an older mtime (cp -p, rsync -t, tar x) after a restart still gets a
+    larger serial: ``gslb serve`` keeps the served serials in the zones folder's state file."""
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1"}, {"checks": False}, wait_for="reload.test.")
+    path = srv.zones_dir / "reload.yaml"
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    srv.signal(signal.SIGHUP)  # same content, older mtime: the serial stays
+    first = serial(srv, "reload.test.")
+    write(path, ZONE % "192.0.2.2")
+    wait_until("the edit is served", lambda: addresses(srv, "www.reload.test.") == ["192.0.2.2"])
+    second = serial(srv, "reload.test.")
+    assert second > first
+    state = json.loads((srv.zones_dir / ".gslb-serials.json").read_text())
+    assert state["files"]["reload.yaml"]["serial"] == second
+    assert srv.stop() == 0
+    # the old version comes back from a backup with its old mtime; then a restart
+    path.write_text(ZONE % "192.0.2.1")
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    srv.start(wait_for="reload.test.")
+    assert addresses(srv, "www.reload.test.") == ["192.0.2.1"]
+    assert serial(srv, "reload.test.") == second + 1
+    # touched only, then a restart: the same serial
+    assert srv.stop() == 0
+    os.utime(path, (1_750_000_000, 1_750_000_000))
+    srv.start(wait_for="reload.test.")
+    assert serial(srv, "reload.test.") == second + 1
