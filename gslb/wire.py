@@ -14,7 +14,11 @@ Error mapping at the edge (as dnspython's nanonameserver and CoreDNS do):
 - a malformed query raises ``FormErr`` carrying a FORMERR reply (question echoed when it could
   be read);
 - other opcodes than QUERY raise ``Reject`` with NOTIMP (NOTIFY: REFUSED, gslb is no
-  secondary), and EDNS versions above 0 raise ``Reject`` with BADVERS (RFC 6891 section 6.1.3).
+  secondary), and EDNS versions above 0 raise ``Reject`` with BADVERS (RFC 6891 section 6.1.3);
+- a TSIG-signed query raises ``Reject`` with NOTAUTH and an unsigned TSIG record with error
+  BADKEY (RFC 8945 section 5.2.1: gslb has no keys, so every key is unknown).
+Every error reply to a query whose OPT record could be read carries an OPT record (RFC 6891
+section 7); an OPT record outside the additional section is a FORMERR (section 6.1.1).
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ logger = logging.getLogger(__name__)
 
 #: RCODEs (RFC 1035 4.1.1, RFC 6891 9)
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+NOTAUTH = 9
 BADVERS = 16
+#: TSIG error: the key is not known (RFC 8945 section 5.2.1)
+BADKEY = 17
 RCODE_NAMES: dict[int, str] = {
     NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
-    NOTIMP: "NOTIMP", REFUSED: "REFUSED", BADVERS: "BADVERS",
+    NOTIMP: "NOTIMP", REFUSED: "REFUSED", NOTAUTH: "NOTAUTH", BADVERS: "BADVERS",
 }
 
 #: opcodes
@@ -47,7 +54,8 @@ OPCODE_QUERY, OPCODE_NOTIFY = 0, 4
 
 #: classes and special types
 CLASS_IN = 1
-TYPE_OPT, TYPE_IXFR, TYPE_AXFR, TYPE_ANY = 41, 251, 252, 255
+CLASS_ANY = 255
+TYPE_OPT, TYPE_DS, TYPE_TSIG, TYPE_IXFR, TYPE_AXFR, TYPE_ANY = 41, 43, 250, 251, 252, 255
 
 #: EDNS option codes
 OPTION_ECS = 8
@@ -236,11 +244,83 @@ def _skip_name(data: bytes, pos: int) -> int:
         pos += 1 + length
 
 
-def _header_only(ident: int, flags: int, rcode: int, question: bytes = b"", opt: bytes = b"") -> bytes:
-    """An error reply: the header (QR set, opcode and RD/CD kept), the question if any, an OPT if any."""
+def _read_name_wire(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The name at ``pos`` as uncompressed wire bytes (pointers followed, case kept) and the offset after it."""
+    out = bytearray()
+    end = len(data)
+    after = -1
+    hops = 0
+    while True:
+        if pos >= end:
+            raise _Malformed("name runs past the end")
+        length = data[pos]
+        if length & 0xC0 == 0xC0:
+            if pos + 2 > end:
+                raise _Malformed("pointer runs past the end")
+            if after < 0:
+                after = pos + 2
+            hops += 1
+            if hops > 127:
+                raise _Malformed("compression pointer loop")
+            pos = ((length & 0x3F) << 8) | data[pos + 1]
+            continue
+        if length > 63:
+            raise _Malformed("bad label type")
+        if pos + 1 + length > end:
+            raise _Malformed("label runs past the end")
+        out += data[pos:pos + 1 + length]
+        if len(out) > 255:
+            raise _Malformed("name longer than 255 octets")
+        if length == 0:
+            return bytes(out), (after if after >= 0 else pos + 1)
+        pos += 1 + length
+
+
+class _Tsig:
+    """The parts of a query's TSIG record that an error reply echoes (RFC 8945 section 4.2)."""
+
+    __slots__ = ("key", "algorithm", "time_fudge", "original_id")
+
+    def __init__(self, key: bytes, algorithm: bytes, time_fudge: bytes, original_id: bytes) -> None:
+        self.key = key
+        self.algorithm = algorithm
+        #: Time Signed (48 bits) and Fudge as sent
+        self.time_fudge = time_fudge
+        self.original_id = original_id
+
+
+def _parse_tsig(data: bytes, start: int, rdata_at: int, end: int) -> _Tsig:
+    """The TSIG record at ``start`` (RDATA from ``rdata_at`` to ``end``), its RDATA checked for length."""
+    key, _ = _read_name_wire(data, start)
+    algorithm, pos = _read_name_wire(data, rdata_at)
+    if pos > end:
+        raise _Malformed("TSIG algorithm name runs past the record")
+    if pos + 10 > end:
+        raise _Malformed("TSIG record too short")
+    time_fudge = data[pos:pos + 8]
+    mac_size = _U16.unpack_from(data, pos + 8)[0]
+    pos += 10 + mac_size
+    if pos + 6 > end:
+        raise _Malformed("TSIG MAC runs past the record")
+    original_id = data[pos:pos + 2]
+    other_len = _U16.unpack_from(data, pos + 4)[0]
+    if pos + 6 + other_len != end:
+        raise _Malformed("TSIG other data does not end the record")
+    return _Tsig(key, algorithm, time_fudge, original_id)
+
+
+def _badkey_tsig(tsig: _Tsig) -> bytes:
+    """The unsigned TSIG record of a BADKEY reply: key and algorithm, time and fudge echoed, no MAC."""
+    rdata = tsig.algorithm + tsig.time_fudge + b"\x00\x00" + tsig.original_id + _U16.pack(BADKEY) + b"\x00\x00"
+    return tsig.key + _RR_FIXED.pack(TYPE_TSIG, CLASS_ANY, 0, len(rdata)) + rdata
+
+
+def _header_only(ident: int, flags: int, rcode: int, question: bytes = b"", opt: bytes = b"",
+                 tsig: bytes = b"") -> bytes:
+    """An error reply: the header (QR set, opcode and RD/CD kept), the question, OPT and TSIG if any."""
     reply_flags = _QR | (flags & (0x7800 | _RD | _CD)) | (rcode & 0xF)
-    return (_HEADER.pack(ident, reply_flags, 1 if question else 0, 0, 0, 1 if opt else 0)
-            + question + opt)
+    return (_HEADER.pack(ident, reply_flags, 1 if question else 0, 0, 0, (1 if opt else 0) + (1 if tsig else 0))
+            + question + opt + tsig)
 
 
 def _opt_rr(ext_rcode: int = 0, do: bool = False, options: bytes = b"") -> bytes:
@@ -310,39 +390,46 @@ def _parse(data: bytes) -> Query:
         raise FormErr(_header_only(ident, flags, FORMERR), str(e)) from None
     qtype_name = type_name(qtype) if question else ""
 
-    if opcode != OPCODE_QUERY:
-        # RFC 1996: a NOTIFY to a server that is no secondary of the zone gets REFUSED;
-        # every other opcode (IQUERY, STATUS, UPDATE, ...) is not implemented.
-        rcode = REFUSED if opcode == OPCODE_NOTIFY else NOTIMP
-        raise Reject(rcode, _header_only(ident, flags, rcode, question if qdcount == 1 else b""), qtype_name)
-    if qdcount != 1:
-        raise FormErr(_header_only(ident, flags, FORMERR), f"QDCOUNT {qdcount}, expected 1", qtype_name)
-
-    # Answer and authority records are not expected in a query; skip them if present.
+    # The rest: further questions (counted, then refused below), answer and authority records
+    # (not expected in a query: skipped, but an OPT there is malformed) and the additional
+    # section (OPT, TSIG; others ignored).
     edns = False
     version = 0
     payload = CLASSIC_UDP
     do = False
     ecs: Ecs | None = None
+    tsig: _Tsig | None = None
+    end = len(data)
     try:
+        for _ in range(qdcount - 1):
+            pos = _skip_name(data, pos) + 4
+            if pos > end:
+                raise _Malformed("question runs past the end")
         for _ in range(ancount + nscount):
             pos = _skip_name(data, pos)
-            if pos + 10 > len(data):
+            if pos + 10 > end:
                 raise _Malformed("record runs past the end")
+            if data[pos] == 0 and data[pos + 1] == TYPE_OPT:
+                raise _Malformed("OPT record outside the additional section (RFC 6891 6.1.1)")
             pos += 10 + _U16.unpack_from(data, pos + 8)[0]
         opt_seen = 0
-        for _ in range(arcount):
+        for index in range(arcount):
             start = pos
             pos = _skip_name(data, pos)
-            if pos + 10 > len(data):
+            if pos + 10 > end:
                 raise _Malformed("record runs past the end")
             rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, pos)
             rdata_at = pos + 10
             pos = rdata_at + rdlen
-            if pos > len(data):
+            if pos > end:
                 raise _Malformed("record data runs past the end")
+            if rtype == TYPE_TSIG:
+                if index != arcount - 1:
+                    raise _Malformed("TSIG record is not the last record (RFC 8945 5.1)")
+                tsig = _parse_tsig(data, start, rdata_at, pos)
+                continue
             if rtype != TYPE_OPT:
-                continue  # e.g. TSIG: not supported, ignored
+                continue
             opt_seen += 1
             if opt_seen > 1:
                 raise _Malformed("more than one OPT record (RFC 6891 6.1.1)")
@@ -353,15 +440,35 @@ def _parse(data: bytes) -> Query:
             version = (ttl >> 16) & 0xFF
             do = bool(ttl & 0x8000)
             ecs = _parse_options(data, rdata_at, pos)
-        if pos != len(data):
+        if pos != end:
             raise _Malformed("trailing bytes after the last record")
     except _Malformed as e:
+        echo = question if qdcount == 1 else b""
         opt = _opt_rr(0, do) if edns else b""
-        raise FormErr(_header_only(ident, flags, FORMERR, question, opt), str(e), qtype_name) from None
+        if opcode != OPCODE_QUERY:
+            # not a query at all: the opcode's answer rather than a judgement of a format we do not serve
+            rcode = REFUSED if opcode == OPCODE_NOTIFY else NOTIMP
+            raise Reject(rcode, _header_only(ident, flags, rcode, echo, opt),
+                         qtype_name) from None
+        raise FormErr(_header_only(ident, flags, FORMERR, echo, opt), str(e),
+                      qtype_name) from None
 
+    echo = question if qdcount == 1 else b""
+    opt = _opt_rr(0, do) if edns else b""
+    if opcode == OPCODE_QUERY and qdcount != 1:
+        raise FormErr(_header_only(ident, flags, FORMERR, b"", opt), f"QDCOUNT {qdcount}, expected 1", qtype_name)
+    if tsig is not None:
+        # RFC 8945 5.2.1: an unknown key gets NOTAUTH with an unsigned TSIG, error BADKEY (5.3.2)
+        raise Reject(NOTAUTH, _header_only(ident, flags, NOTAUTH, echo, opt,
+                                           _badkey_tsig(tsig)), qtype_name)
     if version > 0:
         # RFC 6891 6.1.3: BADVERS, with an OPT of the highest version we implement (0).
-        raise Reject(BADVERS, _header_only(ident, flags, BADVERS, question, _opt_rr(BADVERS, do)), qtype_name)
+        raise Reject(BADVERS, _header_only(ident, flags, BADVERS, echo, _opt_rr(BADVERS, do)), qtype_name)
+    if opcode != OPCODE_QUERY:
+        # RFC 1996: a NOTIFY to a server that is no secondary of the zone gets REFUSED;
+        # every other opcode (IQUERY, STATUS, UPDATE, ...) is not implemented.
+        rcode = REFUSED if opcode == OPCODE_NOTIFY else NOTIMP
+        raise Reject(rcode, _header_only(ident, flags, rcode, echo, opt), qtype_name)
 
     query = Query(ident, opcode, bool(flags & _RD), bool(flags & _CD), qname, qtype, qclass, question)
     if edns:
@@ -536,19 +643,31 @@ class _Writer:
 
     __slots__ = ("buf", "names")
 
-    def __init__(self, head: bytes, qname_lower: str) -> None:
+    def __init__(self, head: bytes, qname_lower: str, qname: str) -> None:
         self.buf = bytearray(head)
         # the question name is at offset 12: answers at the qname point there and so show the
-        # client's letter case
+        # client's letter case. Its suffixes are compression targets only where the client wrote
+        # them in lower case: other owners (a CNAME target, the apex SOA) keep the zone's case
+        # instead of picking up the client's 0x20 letters (c2.t.TEST.).
         names: dict[str, int] = {}
         if qname_lower != "." and "\\" not in qname_lower:
-            offset = 12
-            suffix = qname_lower
-            while suffix:
-                names[suffix] = offset
-                dot = suffix.find(".")
-                offset += dot + 1
-                suffix = suffix[dot + 1:]
+            names[qname_lower] = 12
+            if qname != qname_lower:
+                size = len(qname)
+                dot = qname_lower.find(".")
+                while dot < size - 1:
+                    suffix = qname_lower[dot + 1:]
+                    if qname.endswith(suffix):
+                        names[suffix] = 13 + dot
+                    dot = qname_lower.find(".", dot + 1)
+            else:
+                offset = 12
+                suffix = qname_lower
+                while suffix:
+                    names[suffix] = offset
+                    dot = suffix.find(".")
+                    offset += dot + 1
+                    suffix = suffix[dot + 1:]
         self.names = names
 
     def owner(self, name: str) -> None:
@@ -612,7 +731,7 @@ def encode_response(query: Query, response: "Response", max_size: int) -> bytes:
         flags |= _CD
     opt = _opt_rr(rcode, query.do, _ecs_option(query, response.ecs_scope)) if query.edns else b""
     ident = query.id
-    writer = _Writer(b"\x00" * 12 + query.question, query.qname_lower)
+    writer = _Writer(b"\x00" * 12 + query.question, query.qname_lower, query.qname)
     ancount = writer.records(response.answer)
     nscount = writer.records(response.authority)
     budget = max_size - len(opt)

@@ -10,11 +10,13 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
+import dns.tsig
+import dns.tsigkeyring
 import pytest
 
 from gslb.model import Record
 from gslb.resolver import Response
-from gslb.wire import (BADVERS, Drop, FormErr, Reject, encode_response, parse_query, servfail)
+from gslb.wire import (BADVERS, NOTAUTH, Drop, FormErr, Reject, encode_response, parse_query, servfail)
 
 QUERY_HEX = "12340100000100000000000003777777076578616d706c6503636f6d0000010001"
 REPLY_HEX = ("12348500000100010000000003777777076578616d706c6503636f6d0000010001"
@@ -362,3 +364,109 @@ def test_errors_are_not_cached_across_ids():
         with pytest.raises(FormErr) as info:
             parse_query(ident + bytes.fromhex("01000000000000000000"))
         assert info.value.reply[:2] == ident
+
+
+@pytest.mark.parametrize("opcode,rcode", [
+    (dns.opcode.IQUERY, dns.rcode.NOTIMP),
+    (dns.opcode.UPDATE, dns.rcode.NOTIMP),
+    (dns.opcode.NOTIFY, dns.rcode.REFUSED),
+])
+def test_other_opcodes_echo_opt(opcode, rcode):
+    q = dns.message.make_query("example.com.", "SOA", use_edns=0, want_dnssec=True)
+    q.set_opcode(opcode)
+    with pytest.raises(Reject) as info:
+        parse_query(q.to_wire())
+    reply = dns.message.from_wire(info.value.reply)
+    assert reply.rcode() == rcode and reply.opcode() == opcode
+    assert reply.edns == 0 and reply.payload == 1232 and reply.ednsflags & dns.flags.DO  # RFC 6891 7
+
+
+def test_formerr_keeps_readable_opt():
+    q = dns.message.make_query("www.example.com.", "A", use_edns=0)
+    data = bytearray(q.to_wire())
+    question = bytes(data[12:12 + 21])
+    data[4:6] = b"\x00\x02"  # two questions, the OPT after them
+    data[12 + 21:12 + 21] = question
+    reply = expect_formerr(bytes(data))
+    assert reply.edns == 0 and reply.payload == 1232
+    data = bytearray(q.to_wire())
+    data[4:6] = b"\x00\x00"  # no question, an OPT record
+    reply = expect_formerr(bytes(data[:12]) + bytes(data[12 + 21:]))
+    assert reply.edns == 0 and not reply.question
+    reply = expect_formerr(q.to_wire() + b"\x00")  # trailing byte after the OPT
+    assert reply.edns == 0
+
+
+def test_badvers_keeps_opt():
+    with pytest.raises(Reject) as info:
+        parse_query(wire_query(use_edns=1))
+    reply = dns.message.from_wire(info.value.reply)
+    assert reply.rcode() == BADVERS and reply.edns == 0
+
+
+@pytest.mark.parametrize("section", [6, 8])  # ANCOUNT, NSCOUNT
+def test_formerr_opt_outside_additional_section(section):
+    data = bytearray(wire_query())
+    data[section:section + 2] = b"\x00\x01"
+    data += b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
+    assert expect_formerr(bytes(data)).edns == -1
+
+
+KEYRING = dns.tsigkeyring.from_text({"gslb-key.example.": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"})
+
+
+@pytest.mark.parametrize("use_edns", [False, 0])
+def test_tsig_signed_query_gets_notauth_badkey(use_edns):
+    q = dns.message.make_query("WwW.example.com.", "A", use_edns=use_edns)
+    q.use_tsig(KEYRING, keyname="gslb-key.example.", algorithm="hmac-sha256")
+    with pytest.raises(Reject) as info:
+        parse_query(q.to_wire())
+    assert info.value.rcode == NOTAUTH and info.value.qtype == "A"
+    # dnspython understands the reply: the server does not know the key (RFC 8945 5.2.1)
+    with pytest.raises(dns.tsig.PeerBadKey):
+        dns.message.from_wire(info.value.reply, keyring=KEYRING, request_mac=q.mac)
+    reply = dns.message.from_wire(info.value.reply, keyring=False)
+    assert reply.id == q.id and reply.rcode() == dns.rcode.NOTAUTH and reply.flags & dns.flags.QR
+    assert reply.question[0].name.to_text() == "WwW.example.com."
+    assert reply.edns == (-1 if use_edns is False else 0)
+    sent, got = q.tsig[0], reply.tsig[0]
+    assert reply.keyname.to_text() == "gslb-key.example." and got.algorithm == sent.algorithm
+    assert (got.time_signed, got.fudge, got.original_id) == (sent.time_signed, sent.fudge, sent.original_id)
+    assert got.error == dns.rcode.BADKEY and got.mac == b"" and got.other == b""
+    assert info.value.reply.endswith(b"\x00\x11\x00\x00")  # TSIG is the last record
+
+
+def test_tsig_not_last_is_formerr():
+    q = dns.message.make_query("www.example.com.", "A")
+    q.use_tsig(KEYRING, keyname="gslb-key.example.")
+    data = bytearray(q.to_wire())
+    data[10:12] = struct.pack("!H", 2)
+    data += b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)  # an OPT after the TSIG
+    expect_formerr(bytes(data))
+
+
+def test_tsig_truncated_rdata_is_formerr():
+    q = dns.message.make_query("www.example.com.", "A")
+    q.use_tsig(KEYRING, keyname="gslb-key.example.")
+    data = bytearray(q.to_wire())
+    # cut the TSIG's RDATA short by 4 octets, RDLENGTH adjusted: other-len no longer ends it
+    rdlen_at = len(data) - len(q.tsig[0].to_wire()) - 2
+    rdlen = struct.unpack_from("!H", data, rdlen_at)[0]
+    struct.pack_into("!H", data, rdlen_at, rdlen - 4)
+    expect_formerr(bytes(data[:-4]))
+
+
+def test_cname_chain_owners_keep_zone_case_under_0x20():
+    data = wire_query("C1.T.TeSt.")
+    chain = answer(Record("c1.t.test.", "CNAME", 60, "c2.t.test."), Record("c2.t.test.", "CNAME", 60, "c3.t.test."),
+                   Record("c3.t.test.", "A", 60, "192.0.2.1"))
+    reply = roundtrip(data, chain)
+    assert [rr.name.to_text() for rr in reply.answer] == ["C1.T.TeSt.", "c2.t.test.", "c3.t.test."]
+    soa = Record("t.test.", "SOA", 60, "ns1.t.test. h.t.test. 1 2 3 4 5")
+    reply = roundtrip(wire_query("nope.T.test."), Response(3, True, (), (soa,)))
+    assert reply.authority[0].name.to_text() == "t.test."  # the client wrote T: not compressed onto it
+    wire = encode_response(parse_query(wire_query("nope.t.TEST.")), Response(3, True, (), (soa,)), 512)
+    assert dns.message.from_wire(wire).authority[0].name.to_text() == "t.test."
+    # a suffix the client wrote in lower case is still a compression target
+    wire = encode_response(parse_query(wire_query("NOPE.t.test.")), Response(3, True, (), (soa,)), 512)
+    assert wire[12 + 17:12 + 17 + 2] == struct.pack("!H", 0xC000 | (12 + 5))
