@@ -232,6 +232,29 @@ def test_every_check_of_a_site_must_pass(gslb_server, backends):
     wait_for(lambda: answer(server) == {FRA}, what="fra back")
 
 
+def test_first_round_covers_more_sites_than_the_in_flight_limit(gslb_server, backends):
+    # 150 sites in one failover pool, the first 100 on a backend that accepts and never answers:
+    # more targets than the 64 probes in flight of the regular schedule, yet the first answer
+    # already skips every hanging site
+    hang, ok = backends(), backends()
+    hang.set("hanging")
+    n, dead = 150, 100
+    sites = "".join(f"  s{i}: {{addresses: [10.0.{i // 200}.{i % 200 + 1}], checks: [c{i}]}}\n" for i in range(n))
+    checks = "".join(
+        f"  c{i}: {{type: http, target: 127.0.0.1, port: {hang.port if i < dead else ok.port}, "
+        f"interval: 5, timeout: 1, rise: 1, fall: 1}}\n" for i in range(n))
+    pool = ", ".join(f"s{i}" for i in range(n))
+    zone = (f"zone: gslb.example.com\nns: [ns1.gslb.example.com]\nrecords:\n  ns1: {{A: 192.0.2.53}}\n"
+            f"  www: {{pool: web}}\nsites:\n{sites}checks:\n{checks}"
+            f"pools:\n  web: {{policy: failover, sites: [{pool}], ttl: 5}}\n")
+    server = gslb_server({"gslb.example.com.yaml": zone}, config={"region": "lab-1"}, wait_for=ORIGIN)
+    assert answer(server) == {f"10.0.0.{dead + 1}"}
+    states = {s["site"]: s["state"] for s in get_json(server, "/api/v1/status")["sites"]}
+    assert sum(1 for i in range(dead) if states[f"s{i}"] == "down") == dead
+    assert all(states[f"s{i}"] == "up" for i in range(dead, n))
+    assert "unfinished after" not in server.log()
+
+
 def start_fall3(gslb_server, backends):
     """fra and iad (fall 3, rise 2) on healthy backends; (server, fra backend)."""
     fra, iad = backends(), backends()
