@@ -108,36 +108,41 @@ class Cluster:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.redis = RedisServer(tmp / "redis").start()
+        # also on a Unix socket (short path: sun_path holds about 100 bytes)
+        self.sock = Path("/tmp") / f"gslb-cluster-{os.getpid()}-{time.monotonic_ns()}.sock"
+        self.redis = RedisServer(tmp / "redis", unixsocket=self.sock).start()
         self.fra = Backend()
         self.fra_us = Backend()  # what us-east sees of fra
         self.iad = Backend()
         self.nodes: list[Gslb] = []
-        self.checkers: dict[str, Checker] = {}
+        self.checkers: dict[str, Checker] = {}  # by region (the latest one started)
+        self.all_checkers: list[Checker] = []
         (tmp / "token").write_text(TOKEN + "\n")
 
     def zone(self, fra_port: int) -> str:
         return ZONE.replace("FRA_PORT", str(fra_port)).replace("IAD_PORT", str(self.iad.port))
 
-    def start_node(self, index: int) -> Gslb:
-        config = {"state": self.redis.url, "checks": False, "api_token_file": str(self.tmp / "token")}
+    def start_node(self, index: int, state: str | None = None) -> Gslb:
+        config = {"state": state or self.redis.url, "checks": False, "api_token_file": str(self.tmp / "token")}
         node = Gslb(self.tmp / f"node{index}", {"test.yaml": self.zone(self.fra.port)}, config)
         self.nodes.append(node)
         return node.start(wait_for="gslb.test.")
 
     def start_checker(self, region: str) -> Checker:
         port = self.fra_us.port if region == "us-east" else self.fra.port
-        checker = Checker(self.tmp / f"checker-{region}-{len(self.checkers)}", region, self.redis.url,
+        checker = Checker(self.tmp / f"checker-{region}-{len(self.all_checkers)}", region, self.redis.url,
                           self.zone(port))
         self.checkers[region] = checker
+        self.all_checkers.append(checker)
         return checker
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-        for checker in self.checkers.values():
+        for checker in self.all_checkers:
             checker.stop()
         self.redis.stop()
+        self.sock.unlink(missing_ok=True)
         for backend in (self.fra, self.fra_us, self.iad):
             backend.stop()
 
@@ -252,3 +257,55 @@ def test_override_through_one_node_applies_on_the_other_and_survives_restart(clu
     put_override(node2, "fra", "auto")
     eventually(lambda: addresses(node1, "www.gslb.test") == [FRA], timeout=1.5, what="override removed")
     assert site(node1, "fra")["override"] is None
+
+
+def redis_keys(cluster: Cluster, pattern: str) -> list[str]:
+    import redis
+
+    with redis.Redis(port=cluster.redis.port, decode_responses=True) as client:
+        return sorted(client.scan_iter(match=pattern))
+
+
+def test_two_agents_of_one_region_share_one_vote(cluster: Cluster) -> None:
+    node1 = cluster.start_node(1)
+    cluster.start_checker("eu-west")
+    cluster.start_checker("eu-west")
+    cluster.start_checker("us-east")
+    eventually(lambda: set(site(node1, "fra")["regions"]) == {"eu-west", "us-east"}
+               and set(site(node1, "iad")["regions"]) == {"eu-west", "us-east"}, what="two regions")
+    # exactly one result per site per region in Redis, and two regions in the status
+    time.sleep(1.5)  # several rounds of all three agents
+    keys = redis_keys(cluster, "gslb:v1:result:*")
+    assert keys == [f"gslb:v1:result:gslb.test:{s}:{r}" for s in ("fra", "iad") for r in ("eu-west", "us-east")]
+    for name in ("fra", "iad"):
+        assert set(site(node1, name)["regions"]) == {"eu-west", "us-east"}
+    # fra down for us-east only: 1 of 2 regions, not 1 of 3 votes -> out with quorum 0.5
+    cluster.fra_us.status = 503
+    eventually(lambda: addresses(node1, "www.gslb.test") == [IAD], what="failover with quorum 0.5")
+    assert addresses(node1, "www4.gslb.test") == [FRA]
+    assert len(redis_keys(cluster, "gslb:v1:result:*")) == 4
+
+
+def test_node_over_a_unix_socket_survives_a_crafted_message(cluster: Cluster) -> None:
+    import redis
+
+    node1 = cluster.start_node(1, state=cluster.redis.unix_url)
+    node2 = cluster.start_node(2)
+    cluster.start_checker("eu-west")
+    eventually(lambda: site(node1, "fra")["regions"].get("eu-west", {}).get("state") == "up",
+               what="results over the Unix socket")
+    assert status(node1)["state_backend"]["connected"] is True
+    # an override through the socket node reaches the TCP node
+    put_override(node1, "fra", "drain")
+    eventually(lambda: addresses(node2, "www.gslb.test") == [IAD], timeout=1.5, what="override on node 2")
+    put_override(node1, "fra", "auto")
+    eventually(lambda: addresses(node2, "www.gslb.test") == [FRA], timeout=1.5, what="override removed")
+    # a crafted message with times out of range: ignored, the status API keeps answering
+    bomb = {"kind": "result", "zone": "gslb.test", "site": "iad", "region": "mars",
+            "result": {"state": "down", "checked_at": 1e300, "stale_after": 1e300}}
+    with redis.Redis(port=cluster.redis.port) as client:
+        client.publish("gslb:v1:events", json.dumps(bomb))
+    time.sleep(0.5)
+    for node in cluster.nodes:
+        assert "mars" not in site(node, "iad")["regions"]
+    assert addresses(node1, "www.gslb.test") == [FRA]
