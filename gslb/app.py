@@ -218,7 +218,7 @@ class Server:
         listen = ", ".join(f"{h}:{p}" for h, p in cfg.listen)
         http = f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else "off"
         logger.info("gslb: serving %d zone(s) on %s (udp+tcp), http %s, state %s, region %s, checks %s",
-                    len(zones), listen, http, cfg.state, cfg.region, "on" if cfg.checks else "off")
+                    len(zones), listen, http, self.table.backend.url, cfg.region, "on" if cfg.checks else "off")
 
     async def shutdown(self) -> None:
         """Close listeners, cancel background tasks, stop checks and the table."""

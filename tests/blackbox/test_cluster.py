@@ -309,3 +309,18 @@ def test_node_over_a_unix_socket_survives_a_crafted_message(cluster: Cluster) ->
     for node in cluster.nodes:
         assert "mars" not in site(node, "iad")["regions"]
     assert addresses(node1, "www.gslb.test") == [FRA]
+
+
+def test_password_in_the_url_query_is_never_shown(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis-auth", password="s3cret-pw").start()
+    node = Gslb(tmp_path / "node", {"test.yaml": ZONE.replace("FRA_PORT", "9").replace("IAD_PORT", "9")},
+                {"state": f"redis://127.0.0.1:{server.port}/0?password=s3cret-pw", "checks": False})
+    try:
+        node.start(wait_for="gslb.test.")
+        backend = status(node)["state_backend"]
+        assert backend["connected"] is True
+        assert backend["url"] == f"redis://127.0.0.1:{server.port}/0?password=***"
+        assert "s3cret-pw" not in node.log() and "password=***" in node.log()
+    finally:
+        node.stop()
+        server.stop()
