@@ -4,9 +4,16 @@
 bytes. UDP replies are sent from ``datagram_received`` itself (no awaits on the hot path). TCP
 connections carry 2-byte length-prefixed messages; several queries per connection are answered
 in the order they arrived (the handler is synchronous, so pipelined queries are answered one
-after the other), idle connections are closed after ``TcpLimits.idle_timeout``, and the number
-of open connections is capped in total and per client address (excess connections are closed at
-once, RFC 7766 section 6.2.2).
+after the other), and the number of open connections is capped in total and per client address
+(excess connections are closed at once, RFC 7766 section 6.2.2).
+
+Timeouts (RFC 7766 section 6.2.3), both ``TcpLimits.idle_timeout``: a connection with no bytes
+pending is closed ``idle_timeout`` after it opened or after its last complete query was
+answered; a query must be complete within ``idle_timeout`` of its first byte. Partial data
+never resets a timer, so a client trickling one byte at a time cannot hold a connection open
+(at most 2 x ``idle_timeout`` without a complete query). A connection whose client does not
+read its replies is aborted at the deadline rather than closed (a close would wait for the
+unread replies to be flushed).
 """
 
 from __future__ import annotations
@@ -80,7 +87,11 @@ class _TcpProtocol(asyncio.Protocol):
         self._client = ""
         self._counted = False
         self._paused = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # when the last complete query was answered (or the connection opened)
         self._last = 0.0
+        # when the first byte of the query now in the buffer arrived (valid while the buffer is not empty)
+        self._started = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -91,24 +102,29 @@ class _TcpProtocol(asyncio.Protocol):
             transport.abort()  # over the cap: closed at once
             return
         self._counted = True
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._last = loop.time()
         self._timer = loop.call_later(self._server.limits.idle_timeout, self._check_idle)
 
     def _check_idle(self) -> None:
         transport = self._transport
-        if transport is None or transport.is_closing():
+        loop = self._loop
+        if transport is None or loop is None or transport.is_closing():
             return
-        loop = asyncio.get_running_loop()
-        idle_for = loop.time() - self._last
         timeout = self._server.limits.idle_timeout
-        if idle_for >= timeout:
-            transport.close()  # flushes what is still to be written
+        # a partial query runs against its own deadline, an empty buffer against the idle one
+        since = self._started if self._buffer else self._last
+        left = since + timeout - loop.time()
+        if left > 0:
+            self._timer = loop.call_later(left, self._check_idle)
+        elif transport.get_write_buffer_size():
+            transport.abort()  # the client does not read: close() would wait for it forever
         else:
-            self._timer = loop.call_later(timeout - idle_for, self._check_idle)
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self._last = asyncio.get_running_loop().time()
+        if not self._buffer and self._loop is not None:
+            self._started = self._loop.time()  # the first byte of a new query
         self._buffer += data
         if not self._paused:
             self._process()
@@ -118,6 +134,7 @@ class _TcpProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
+        answered = False
         try:
             while len(buffer) >= 2 and not self._paused and not transport.is_closing():
                 length = (buffer[0] << 8) | buffer[1]
@@ -125,7 +142,7 @@ class _TcpProtocol(asyncio.Protocol):
                     transport.close()  # a garbled frame: nothing after it can be trusted
                     return
                 if len(buffer) < 2 + length:
-                    return
+                    break
                 message = bytes(buffer[2:2 + length])
                 del buffer[:2 + length]
                 reply = self._server.handle(message, self._client, True)
@@ -133,6 +150,12 @@ class _TcpProtocol(asyncio.Protocol):
                     transport.close()  # dropped (response packet, ACL, garbage): end the stream
                     return
                 transport.write(len(reply).to_bytes(2, "big") + reply)
+                answered = True
+            if answered and self._loop is not None:
+                # a complete query answered: the idle timer restarts, and what is left in the
+                # buffer (the start of the next query, or queries held back while paused)
+                # counts from now
+                self._last = self._started = self._loop.time()
         except Exception:
             logger.exception("TCP query from %s failed", self._client)
             transport.abort()

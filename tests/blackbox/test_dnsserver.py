@@ -149,6 +149,88 @@ async def test_tcp_idle_timeout_closes_connection():
         await server.close()
 
 
+async def test_tcp_trickled_query_closed_at_its_deadline():
+    # one byte every 0.1 s: the query would take 3+ s, its deadline is 0.5 s after its first byte
+    server, _ = await start(TcpLimits(idle_timeout=0.5))
+    try:
+        reader, writer = await asyncio.open_connection(*server.addresses[0])
+        data = frame(dns.message.make_query("www.example.com.", "A"))
+        assert len(data) * 0.1 > 3
+
+        async def trickle() -> None:
+            for i in range(len(data)):
+                writer.write(data[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+        sender = asyncio.create_task(trickle())
+        try:
+            assert await closed_by_peer(reader, 2.0)  # not answered, not kept open
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        assert server.tcp_connections == 0
+        writer.close()
+    finally:
+        await server.close()
+
+
+async def test_tcp_idle_timer_restarts_on_answered_queries():
+    # complete queries every 0.2 s keep a connection with a 0.5 s idle timeout open for 1.2 s,
+    # and a query split in two parts 0.2 s apart is still answered
+    server, _ = await start(TcpLimits(idle_timeout=0.5))
+    try:
+        reader, writer = await asyncio.open_connection(*server.addresses[0])
+        for _ in range(6):
+            writer.write(frame(dns.message.make_query("www.example.com.", "A")))
+            assert (await asyncio.wait_for(read_frame(reader), 2)).answer
+            await asyncio.sleep(0.2)
+        data = frame(dns.message.make_query("www.example.com.", "A"))
+        writer.write(data[:10])
+        await asyncio.sleep(0.2)
+        writer.write(data[10:])
+        assert (await asyncio.wait_for(read_frame(reader), 2)).answer
+        assert server.tcp_connections == 1
+        assert await closed_by_peer(reader, 2.0)  # and then idle: closed
+        writer.close()
+    finally:
+        await server.close()
+
+
+async def test_tcp_client_that_does_not_read_is_aborted_at_the_deadline():
+    # pipelined queries for a big answer, never read: the server stops reading (paused) and,
+    # at the deadline, drops the connection instead of waiting for the replies to be read
+    server, _ = await start(TcpLimits(idle_timeout=0.3))
+    try:
+        sock = socket.create_connection(server.addresses[0])
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        query = frame(dns.message.make_query("big.example.com.", "TXT"))
+        loop = asyncio.get_running_loop()
+        for _ in range(40):
+            if server.tcp_connections == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert server.tcp_connections == 1
+
+        async def flood() -> None:
+            for _ in range(50000):
+                await loop.sock_sendall(sock, query)
+
+        try:
+            await asyncio.wait_for(flood(), 5)  # blocks once the server stops reading
+        except (ConnectionResetError, BrokenPipeError, asyncio.TimeoutError):
+            pass
+        for _ in range(40):
+            if server.tcp_connections == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert server.tcp_connections == 0
+        sock.close()
+    finally:
+        await server.close()
+
+
 async def test_tcp_cap_per_client():
     server, _ = await start(TcpLimits(max_per_client=2, max_connections=100))
     try:
