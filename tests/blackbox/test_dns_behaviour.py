@@ -5,6 +5,7 @@ Each test is named after the SPEC sentence it covers.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import time
@@ -16,6 +17,8 @@ import dns.opcode
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.tsig
+import dns.tsigkeyring
 import pytest
 from harness import Gslb
 
@@ -49,6 +52,8 @@ records:
   "*.ent": {A: 192.0.2.66}
   sub: {NS: [ns.sub.gslb.example.com.]}
   ns.sub: {A: 192.0.2.100}
+  kid: {NS: [ns.kid.gslb.example.com.]}
+  ns.kid: {A: 192.0.2.101}
   big: {TXT: [%s]}
 
 sites:
@@ -70,11 +75,20 @@ pools:
 
 ORIGIN = "gslb.example.com."
 
+# a child zone served beside its parent (the parent delegates "kid" to it)
+KID = """
+zone: kid.gslb.example.com
+ns: [ns.kid.gslb.example.com]
+records:
+  ns: {A: 192.0.2.101}
+  www: {A: 192.0.2.102}
+"""
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One server for the whole module (the harness's Gslb; a process per test would be slow)."""
-    srv = Gslb(tmp_path_factory.mktemp("dns"), {"gslb.example.com.yaml": ZONE},
+    srv = Gslb(tmp_path_factory.mktemp("dns"), {"gslb.example.com.yaml": ZONE, "kid.gslb.example.com.yaml": KID},
                {"checks": False, "tcp": {"idle_timeout": 1, "max_connections": 1024, "max_per_client": 4}})
     srv.start(wait_for=ORIGIN)
     yield srv
@@ -386,3 +400,74 @@ def test_axfr_and_ixfr_refused(server, rdtype):
     q = dns.message.make_query(ORIGIN, rdtype)
     reply = dns.query.tcp(q, "127.0.0.1", port=server.port, timeout=2)
     assert reply.rcode() == dns.rcode.REFUSED and not reply.answer
+
+
+# --- audit follow-ups: EDNS on error replies, TSIG, OPT placement, DS at a cut, TCP deadline ---
+
+
+@pytest.mark.parametrize("opcode,rcode", [(dns.opcode.NOTIFY, dns.rcode.REFUSED),
+                                          (dns.opcode.UPDATE, dns.rcode.NOTIMP)])
+def test_opt_echoed_on_refused_notify_and_notimp(server, opcode, rcode):
+    q = dns.message.make_query(ORIGIN, "SOA", use_edns=0, payload=4096)
+    q.set_opcode(opcode)
+    reply = dns.query.udp(q, "127.0.0.1", port=server.port, timeout=2)
+    assert reply.rcode() == rcode and reply.edns == 0 and reply.payload == 1232
+
+
+def test_opt_echoed_on_formerr_when_readable(server):
+    q = dns.message.make_query("api." + ORIGIN, "A", use_edns=0)
+    data = bytearray(q.to_wire())
+    end = 12 + len(dns.name.from_text("api." + ORIGIN).to_wire()) + 4
+    data[4:6] = b"\x00\x02"
+    data[end:end] = data[12:end]  # the question twice, then the OPT
+    message = dns.message.from_wire(udp_raw(server, bytes(data)))
+    assert message.rcode() == dns.rcode.FORMERR and message.edns == 0
+
+
+@pytest.mark.parametrize("count_at", [6, 8])  # ANCOUNT, NSCOUNT
+def test_opt_outside_additional_section_is_formerr(server, count_at):
+    data = bytearray(dns.message.make_query("api." + ORIGIN, "A").to_wire())
+    data[count_at:count_at + 2] = b"\x00\x01"
+    data += b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
+    message = dns.message.from_wire(udp_raw(server, bytes(data)))
+    assert message.rcode() == dns.rcode.FORMERR
+
+
+@pytest.mark.parametrize("tcp", [False, True])
+def test_tsig_signed_query_gets_badkey(server, tcp):
+    keyring = dns.tsigkeyring.from_text({"transfer.example.": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"})
+    q = dns.message.make_query("api." + ORIGIN, "A", use_edns=0)
+    q.use_tsig(keyring, keyname="transfer.example.")
+    send = dns.query.tcp if tcp else dns.query.udp
+    # dnspython checks the reply's TSIG and reports the server's BADKEY (RFC 8945 5.2.1)
+    with pytest.raises(dns.tsig.PeerBadKey):
+        send(q, "127.0.0.1", port=server.port, timeout=2)
+
+
+def test_ds_at_a_served_child_answered_by_the_parent(server):
+    reply = server.query("kid." + ORIGIN, "DS")
+    assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA and not reply.answer
+    assert [rrset.name.to_text() for rrset in reply.authority] == [ORIGIN]  # the parent's SOA
+    soa = server.query("kid." + ORIGIN, "SOA")  # other types: the child
+    assert soa.flags & dns.flags.AA and soa.answer[0].name.to_text() == "kid." + ORIGIN
+
+
+def test_tcp_trickled_query_does_not_hold_the_connection(server):
+    # idle_timeout: 1 in the server file; one byte every 0.3 s would take 10+ s for the query;
+    # the server closes the connection 1 s after the first byte
+    data = _frame(dns.message.make_query("api." + ORIGIN, "A"))
+    assert len(data) * 0.3 > 10
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        start = time.monotonic()
+        closed = False
+        for i in range(len(data)):
+            try:
+                sock.sendall(data[i:i + 1])
+                time.sleep(0.3)
+                if select.select([sock], [], [], 0)[0]:
+                    closed = sock.recv(1) == b""
+                    break
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        assert closed and time.monotonic() - start < 4
