@@ -199,6 +199,11 @@ def decode_override(obj: Any, now: float) -> tuple[Override | None, float]:
     return state, min(set_at, now + MAX_SKEW)
 
 
+def backoff_delay(delay: float, cap: float, u: float) -> float:
+    """The wait before the next attempt: ``delay`` jittered to [0.5, 1.5) x by ``u`` in [0, 1), at most ``cap``."""
+    return min(cap, delay * (0.5 + u))
+
+
 def _raise_if_cancelling() -> None:
     """Re-raise a cancellation that a library call swallowed (redis-py does, inside commands)."""
     task = asyncio.current_task()
@@ -463,8 +468,7 @@ class RedisBackend:
                 await self._quietly(client.aclose())
             if self._closing:
                 break
-            # jitter in [0.5, 1.5) x delay, never above the cap
-            await asyncio.sleep(min(self.backoff_cap, delay * (0.5 + self._rng.random())))
+            await asyncio.sleep(backoff_delay(delay, self.backoff_cap, self._rng.random()))
             delay = min(delay * 2, self.backoff_cap)
 
     @staticmethod

@@ -21,7 +21,8 @@ from redisd import RedisServer  # noqa: E402
 
 from gslb.model import RegionResult, ZoneSet  # noqa: E402
 from gslb.redis_state import (  # noqa: E402
-    MAX_SKEW, PREFIX, TOMBSTONE_TTL, RedisBackend, decode_override, decode_result, encode_result, redact_url)
+    MAX_SKEW, PREFIX, TOMBSTONE_TTL, RedisBackend, backoff_delay, decode_override, decode_result, encode_result,
+    redact_url)
 from gslb.state import SiteStateTable  # noqa: E402
 from gslb.zones import ZoneStore  # noqa: E402
 
@@ -132,6 +133,13 @@ def test_decode_result_validates_ranges_and_clock_skew() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             decode_result(bad, now)
+
+
+def test_backoff_delay_never_exceeds_the_cap() -> None:
+    assert backoff_delay(0.1, 5.0, 0.0) == pytest.approx(0.05)
+    assert backoff_delay(0.1, 5.0, 0.999) == pytest.approx(0.1499)
+    assert backoff_delay(5.0, 5.0, 0.999) == 5.0  # not 7.5: the jittered wait is capped too
+    assert backoff_delay(5.0, 5.0, 0.0) == 2.5
 
 
 def test_decode_override() -> None:
