@@ -99,16 +99,24 @@ def _print_errors(exc: ConfigErrors) -> None:
         print(error, file=sys.stderr)
 
 
-def _config_with_zones(args: argparse.Namespace):  # -> ServerConfig | exit code
-    """The configuration, or EXIT_INVALID (errors printed) when it or its zone folder is unusable."""
+def _config_or_exit(args: argparse.Namespace, file_errors: int):  # -> ServerConfig | exit code
+    """The configuration, or an exit code with the errors printed: EXIT_USAGE for a bad flag value,
+    ``file_errors`` for errors in the server file."""
     try:
-        config = _load_config(args)
+        return _load_config(args)
     except UsageError as exc:
         _print_errors(exc)
         return EXIT_USAGE
     except ConfigErrors as exc:
         _print_errors(exc)
-        return EXIT_INVALID
+        return file_errors
+
+
+def _config_with_zones(args: argparse.Namespace):  # -> ServerConfig | exit code
+    """The configuration, or EXIT_INVALID (errors printed) when it or its zone folder is unusable."""
+    config = _config_or_exit(args, EXIT_INVALID)
+    if isinstance(config, int):
+        return config
     if not os.path.isdir(config.zones):
         print(f"{config.zones}: zone folder not found", file=sys.stderr)
         return EXIT_INVALID
@@ -118,14 +126,9 @@ def _config_with_zones(args: argparse.Namespace):  # -> ServerConfig | exit code
 def cmd_serve(args: argparse.Namespace) -> int:
     from gslb.app import run
 
-    try:
-        config = _load_config(args)
-    except UsageError as exc:  # a bad flag value: exit 2; errors in the server file: exit 3
-        _print_errors(exc)
-        return EXIT_USAGE
-    except ConfigErrors as exc:
-        _print_errors(exc)
-        return EXIT_STARTUP
+    config = _config_or_exit(args, EXIT_STARTUP)  # bad flag: 2; errors in the server file: 3
+    if isinstance(config, int):
+        return config
     if config.workers != 1:
         print("gslb: --workers: only 1 worker is supported in this version", file=sys.stderr)
         return EXIT_USAGE
@@ -198,14 +201,9 @@ def cmd_checker(args: argparse.Namespace) -> int:
 
     from gslb.checker import run_checker
 
-    try:
-        config = _load_config(args)
-    except UsageError as exc:  # a bad flag value: exit 2; errors in the server file: exit 3
-        _print_errors(exc)
-        return EXIT_USAGE
-    except ConfigErrors as exc:
-        _print_errors(exc)
-        return EXIT_STARTUP
+    config = _config_or_exit(args, EXIT_STARTUP)  # bad flag: 2; errors in the server file: 3
+    if isinstance(config, int):
+        return config
 
     async def main() -> None:
         stop = asyncio.Event()

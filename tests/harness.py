@@ -20,19 +20,20 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    """A port free on 127.0.0.1 for both UDP and TCP."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` (127.0.0.1 or ::1) for both UDP and TCP."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
+        with socket.socket(family, socket.SOCK_STREAM) as t:
+            t.bind((host, 0))
             port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            with socket.socket(family, socket.SOCK_DGRAM) as u:
                 try:
-                    u.bind(("127.0.0.1", port))
+                    u.bind((host, port))
                 except OSError:
                     continue
             return port
-    raise RuntimeError("no free port")
+    raise RuntimeError(f"no free port on {host}")
 
 
 class Gslb:

@@ -58,17 +58,7 @@ def gslb(*args: str, cwd: Path | str, timeout: float = 30.0) -> subprocess.Compl
 
 def free_port_v6() -> int:
     """A port free on ::1 for UDP and TCP."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as t:
-            t.bind(("::1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("::1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port on ::1")
+    return free_port("::1")
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
