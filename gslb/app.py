@@ -24,9 +24,10 @@ import signal
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gslb.balancer import Balancer
-from gslb.config import ServerConfig, load_server_config, usable_geoip
+from gslb.config import ServerConfig, check_state_url, load_server_config, usable_geoip
 from gslb.dnsserver import DnsServer
 from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
 from gslb.geo import GeoLocator
@@ -66,14 +67,15 @@ def _stamp_of(path: str | None) -> Stamp | None:
 
 
 def make_backend(url: str) -> Any:
-    """The state backend for a ``state:`` URL."""
-    if url.startswith("memory:"):
+    """The state backend for a ``state:`` URL (checked by :func:`gslb.config.check_state_url`)."""
+    problem = check_state_url(url)
+    if problem is not None:
+        raise StartupError(f"state: {problem}")
+    if urlsplit(url).scheme == "memory":
         return MemoryBackend(url)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from gslb.redis_state import RedisBackend
+    from gslb.redis_state import RedisBackend
 
-        return RedisBackend(url)
-    raise StartupError(f"state: unsupported URL {url!r}, expected memory:// or redis://HOST:PORT/DB")
+    return RedisBackend(url)
 
 
 def read_token(path: str | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, urlsplit
@@ -79,7 +80,11 @@ class ServerConfig:
 DEFAULT_CONFIG_NAME = "gslb.yaml"
 _TOP_KEYS = ("listen", "http", "zones", "geoip", "region", "regions", "state", "checks",
              "api_token_file", "acl", "rate_limit", "tcp", "workers")
-_STATE_SCHEMES = ("memory", "redis", "rediss", "unix")
+#: the schemes of a Redis ``state:`` URL (gslb.redis_state.RedisBackend)
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: every scheme ``state:`` accepts; :func:`check_state_url` is the one check of it
+STATE_SCHEMES = ("memory",) + REDIS_SCHEMES
+_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&#]*", re.IGNORECASE)
 _CLI = "command line"
 
 
@@ -228,29 +233,57 @@ def _networks(r: _Reader, m: LineDict, key: str, path: str, default: tuple[str, 
     return tuple(out)
 
 
+def redact_url(url: str) -> str:
+    """The URL with its passwords (``user:PASSWORD@``, ``?password=``) replaced by ``***``."""
+    base, sep, query = url.partition("?")
+    if sep:
+        query = _QUERY_PASSWORD.sub(r"\1***", query)
+    try:
+        parts = urlsplit(base)
+        password = parts.password
+    except ValueError:
+        password = None
+    if password is not None:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        base = base.replace("//" + parts.netloc, f"//{user}:***@{hostport}", 1)
+    return base + sep + query
+
+
 def check_state_url(url: str) -> str | None:
-    """Why ``url`` is not a usable state URL (memory://, redis://, rediss://, unix://), or None."""
-    parts = urlsplit(url)
-    if parts.scheme not in _STATE_SCHEMES:
-        return f"{url!r}: the scheme must be one of {', '.join(s + '://' for s in _STATE_SCHEMES)}"
+    """Why ``url`` is not a usable state URL (memory://, redis://, rediss://, unix://), or None.
+
+    The message shows the URL with its password redacted (:func:`redact_url`).
+    """
+    shown = repr(redact_url(url))
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return f"{shown}: not a URL ({exc})"
+    if parts.scheme not in STATE_SCHEMES:
+        return f"{shown}: the scheme must be one of {', '.join(s + '://' for s in STATE_SCHEMES)}"
     if parts.scheme == "memory":
         return None
     if parts.scheme == "unix":
         if not parts.path.startswith("/"):
-            return f"{url!r}: expected unix:///PATH/TO/redis.sock?db=N (an absolute socket path)"
+            return f"{shown}: expected unix:///PATH/TO/redis.sock?db=N (an absolute socket path)"
         db = [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "db"]
         if any(not v.isdigit() for v in db):
-            return f"{url!r}: the database must be a number (unix:///PATH?db=N)"
+            return f"{shown}: the database must be a number (unix:///PATH?db=N)"
         return None
-    if not parts.hostname:
-        return f"{url!r}: missing the Redis host (redis://HOST:PORT/DB)"
+    try:
+        host = parts.hostname
+    except ValueError:
+        host = None
+    if not host:
+        return f"{shown}: missing the Redis host (redis://HOST:PORT/DB)"
     try:
         parts.port
     except ValueError:
-        return f"{url!r}: the port is not a number 1..65535"
+        return f"{shown}: the port is not a number 1..65535"
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
-        return f"{url!r}: the database must be a number (redis://HOST:PORT/DB)"
+        return f"{shown}: the database must be a number (redis://HOST:PORT/DB)"
     return None
 
 

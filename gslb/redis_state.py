@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import random
-import re
 import secrets
 import time
 from dataclasses import replace
@@ -55,6 +54,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from gslb.config import REDIS_SCHEMES, check_state_url, redact_url
 from gslb.errors import StartupError
 from gslb.model import Override, RegionResult
 from gslb.state import SiteKey, expires_at
@@ -63,7 +63,6 @@ logger = logging.getLogger(__name__)
 
 #: key prefix of this layout version; a future incompatible layout uses gslb:v2:
 PREFIX = "gslb:v1:"
-SCHEMES = ("redis", "rediss", "unix")
 _OVERRIDES = ("up", "down", "drain")
 #: seconds a time read from Redis may be ahead of this node's clock
 MAX_SKEW = 60.0
@@ -115,29 +114,11 @@ end
 return 0
 """
 
-_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&#]*", re.IGNORECASE)
 
 #: errors that mean "Redis is not usable right now" (never raised to callers)
 _TRANSIENT = (RedisError, OSError, asyncio.TimeoutError, EOFError)
 
 ResultKey = tuple[SiteKey, str]
-
-
-def redact_url(url: str) -> str:
-    """The URL with its passwords (``user:PASSWORD@``, ``?password=``) replaced by ``***``."""
-    base, sep, query = url.partition("?")
-    if sep:
-        query = _QUERY_PASSWORD.sub(r"\1***", query)
-    try:
-        parts = urlsplit(base)
-        password = parts.password
-    except ValueError:
-        password = None
-    if password is not None:
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        base = base.replace("//" + parts.netloc, f"//{user}:***@{hostport}", 1)
-    return base + sep + query
 
 
 def encode_result(result: RegionResult) -> dict[str, Any]:
@@ -222,9 +203,11 @@ class RedisBackend:
                  backoff_initial: float = 0.1, backoff_cap: float = 5.0, timeout: float = 2.0,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  node_id: str | None = None) -> None:
-        scheme = urlsplit(url).scheme
-        if scheme not in SCHEMES:
-            raise StartupError(f"state: unsupported URL {redact_url(url)!r}, expected "
+        problem = check_state_url(url)  # the one scheme check (gslb.config)
+        if problem is None and urlsplit(url).scheme not in REDIS_SCHEMES:
+            problem = f"{redact_url(url)!r} is not a Redis URL"
+        if problem is not None:
+            raise StartupError(f"state: unsupported URL {problem}, expected "
                                "redis://[:PASSWORD@]HOST:PORT/DB, rediss://... or unix://PATH")
         self._url = url
         #: the URL without its password (shown in /api/v1/status)

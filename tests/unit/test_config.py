@@ -7,7 +7,8 @@ import os
 import pytest
 
 from gslb.config import (
-    Acl, RateLimit, ServerConfig, TcpLimits, find_default_config, load_server_config, parse_hostport,
+    Acl, RateLimit, ServerConfig, TcpLimits, check_state_url, find_default_config, load_server_config,
+    parse_hostport, redact_url,
 )
 from gslb.errors import ConfigErrors
 
@@ -189,3 +190,20 @@ def test_result_is_a_frozen_server_config(tmp_path, monkeypatch):
     with pytest.raises(AttributeError):
         cfg.region = "x"  # type: ignore[misc]
     assert os.path.isabs(cfg.zones)
+
+
+@pytest.mark.parametrize("url", ["redis://:s3cret@localhost:6379/x", "redis://u:s3cret@:6379/0",
+                                 "rediss://:s3cret@localhost:99999/0", "http://:s3cret@x/",
+                                 "unix:///run/r.sock?db=x&password=s3cret"])
+def test_state_url_errors_never_show_the_password(url):
+    problem = check_state_url(url)
+    assert problem is not None and "s3cret" not in problem and "***" in problem
+    with pytest.raises(ConfigErrors) as info:
+        load_server_config(None, {"state": url})
+    assert "s3cret" not in str(info.value)
+
+
+def test_redact_url():
+    assert redact_url("redis://:pw@127.0.0.1:6379/2?password=x&db=1") == \
+        "redis://:***@127.0.0.1:6379/2?password=***&db=1"
+    assert redact_url("memory://") == "memory://"
