@@ -193,10 +193,9 @@ class _TcpProtocol(asyncio.Protocol):
 class DnsServer:
     """UDP and TCP listeners on a list of addresses, answering through ``handle``."""
 
-    def __init__(self, handle: Handle, tcp: TcpLimits, reuse_port: bool = False) -> None:
+    def __init__(self, handle: Handle, tcp: TcpLimits) -> None:
         self.handle = handle
         self.limits = tcp
-        self.reuse_port = reuse_port
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.base_events.Server] = []
         self._connections: set[_TcpProtocol] = set()
@@ -214,12 +213,11 @@ class DnsServer:
                 try:
                     server = await loop.create_server(
                         lambda: _TcpProtocol(self), host, port, family=family, reuse_address=True,
-                        reuse_port=self.reuse_port or None, backlog=1024)
+                        backlog=1024)
                     self._tcp.append(server)
                     bound_port = server.sockets[0].getsockname()[1]
                     transport, _ = await loop.create_datagram_endpoint(
-                        lambda: _UdpProtocol(self.handle), local_addr=(host, bound_port), family=family,
-                        reuse_port=self.reuse_port or None)
+                        lambda: _UdpProtocol(self.handle), local_addr=(host, bound_port), family=family)
                 except OSError as e:
                     why = os.strerror(e.errno) if e.errno else str(e)
                     raise StartupError(f"cannot listen on {shown} (UDP and TCP): {why}") from e
