@@ -16,7 +16,14 @@ from gslb.model import Node, Record, Soa, Zone
 
 logger = logging.getLogger(__name__)
 
-_ADDRESS_TYPES = ("A", "AAAA")
+#: ``Zone.memo`` keys of the per-zone constants (the lookups of existing names are keyed by
+#: ``(qname, qtype)``, which these cannot collide with)
+_NEGATIVE_SOA = ("", "negative SOA")
+_NXDOMAIN = ("", "NXDOMAIN")
+_EMPTY_NODATA = ("", "NODATA")
+#: lookups of existing names memoised per zone, at most (then no more are added: a flood of
+#: random types cannot evict the hot entries, and a reload starts a fresh memo)
+MEMO_MAX = 16384
 
 
 class Outcome(Enum):
@@ -59,7 +66,10 @@ def soa_record(origin: str, soa: Soa, ttl: int) -> Record:
 
 def negative_soa(zone: Zone) -> Record:
     """The SOA for NXDOMAIN/NODATA answers: TTL = min(SOA TTL, minimum) (RFC 2308 section 5)."""
-    return soa_record(zone.origin, zone.soa, zone.soa.negative_ttl)
+    record = zone.memo.get(_NEGATIVE_SOA)
+    if record is None:
+        record = zone.memo[_NEGATIVE_SOA] = soa_record(zone.origin, zone.soa, zone.soa.negative_ttl)
+    return record
 
 
 def apex_records(zone: Zone, rtype: str) -> tuple[Record, ...]:
@@ -87,6 +97,14 @@ def in_zone_addresses(zone: Zone, target: str) -> tuple[Record, ...]:
 
 def _negative(zone: Zone, outcome: Outcome, node: Node | None = None) -> Lookup:
     return Lookup(outcome, authority=(negative_soa(zone),), node=node)
+
+
+def _zone_constant(zone: Zone, key: tuple[str, str], outcome: Outcome) -> Lookup:
+    """The zone's one NXDOMAIN (or empty non-terminal NODATA) lookup, built on first use."""
+    found = zone.memo.get(key)
+    if found is None:
+        found = zone.memo[key] = _negative(zone, outcome)
+    return found
 
 
 def _referral(zone: Zone, cut: str) -> Lookup:
@@ -136,7 +154,24 @@ def _at_node(zone: Zone, node: Node, owner: str, qtype: str, wildcard: bool) -> 
 
 
 def lookup(zone: Zone, qname: str, qtype: str) -> Lookup:
-    """Look ``qname`` (absolute, lower-case, inside ``zone``) up for ``qtype`` (e.g. ``"A"``)."""
+    """Look ``qname`` (absolute, lower-case, inside ``zone``) up for ``qtype`` (e.g. ``"A"``).
+
+    The lookups of names that exist in the zone are memoised in ``zone.memo`` (they depend on
+    the immutable zone only); names that do not exist (NXDOMAIN, wildcard synthesis) are not,
+    so random names cannot fill the memo.
+    """
+    memo = zone.memo
+    key = (qname, qtype)
+    found = memo.get(key)
+    if found is not None:
+        return found
+    found = _lookup(zone, qname, qtype)
+    if (qname in zone.nodes or qname in zone.names) and len(memo) < MEMO_MAX:
+        memo[key] = found
+    return found
+
+
+def _lookup(zone: Zone, qname: str, qtype: str) -> Lookup:
     # 1. A delegation at or above the name: refer (RFC 1034 4.3.2 step 3b). We do not sign, so
     # the parent side has no DS: a DS query for the cut itself is answered here, as NODATA
     # from the parent zone (RFC 4035 3.1.4.1), instead of referring the resolver to the child.
@@ -153,7 +188,7 @@ def lookup(zone: Zone, qname: str, qtype: str) -> Lookup:
         return _at_node(zone, node, qname, qtype, False)
     if qname in zone.names or qname == zone.origin:
         # an empty non-terminal: it exists (no NXDOMAIN), and blocks wildcards (RFC 4592 2.2.2)
-        return _negative(zone, Outcome.NODATA)
+        return _zone_constant(zone, _EMPTY_NODATA, Outcome.NODATA)
 
     # 3. The wildcard at the closest encloser (RFC 4592 section 3.3.1).
     encloser = qname
@@ -171,4 +206,4 @@ def lookup(zone: Zone, qname: str, qtype: str) -> Lookup:
     wild = zone.nodes.get(source)
     if wild is not None:
         return _at_node(zone, wild, qname, qtype, True)
-    return _negative(zone, Outcome.NXDOMAIN)
+    return _zone_constant(zone, _NXDOMAIN, Outcome.NXDOMAIN)

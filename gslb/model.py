@@ -168,11 +168,14 @@ class Zone:
     names: frozenset[str] = field(default=frozenset())
     #: delegation points: non-apex names that hold NS records
     cuts: frozenset[str] = field(default=frozenset())
+    #: derived: the zone's name without the trailing dot, as used in the API and the state table
+    key: str = field(init=False, repr=False, compare=False)
+    #: derived: the query path's per-zone cache (gslb.authority fills it; bounded there); not
+    #: part of the zone's value, dropped with the zone on reload
+    memo: dict = field(init=False, repr=False, compare=False, default_factory=dict)
 
-    @property
-    def key(self) -> str:
-        """The zone's name without the trailing dot, as used in the API and the state table."""
-        return self.origin[:-1]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.origin[:-1])
 
 
 class ZoneSet:

@@ -35,16 +35,15 @@ class Pools(Protocol):
 class Response:
     """What to answer: rcode, AA, the three sections (model ``Record``s) and the ECS scope.
 
-    ``zone`` is the key of the zone that answered ("" for REFUSED); ``pool``/``sites`` name the
-    pool and the sites of a pool answer (for statistics).
+    ``zone`` is the key of the zone that answered ("" for REFUSED), for statistics (pool and
+    site counts are kept by the ``Pools`` implementation, which sees them first).
     """
 
-    __slots__ = ("rcode", "aa", "answer", "authority", "additional", "ecs_scope", "zone", "pool", "sites")
+    __slots__ = ("rcode", "aa", "answer", "authority", "additional", "ecs_scope", "zone")
 
     def __init__(self, rcode: int, aa: bool, answer: tuple[Record, ...] = (),
                  authority: tuple[Record, ...] = (), additional: tuple[Record, ...] = (),
-                 ecs_scope: int = 0, zone: str = "", pool: str | None = None,
-                 sites: tuple[str, ...] = ()) -> None:
+                 ecs_scope: int = 0, zone: str = "") -> None:
         self.rcode = rcode
         self.aa = aa
         self.answer = answer
@@ -52,8 +51,6 @@ class Response:
         self.additional = additional
         self.ecs_scope = ecs_scope
         self.zone = zone
-        self.pool = pool
-        self.sites = sites
 
     def __repr__(self) -> str:
         return (f"Response(rcode={self.rcode}, aa={self.aa}, answer={self.answer}, "
@@ -79,31 +76,32 @@ def resolve(query: Query, client_ip: str, zones: ZoneSet, pools: Pools) -> Respo
         return Response(REFUSED, False, zone=key)  # zone transfers are not offered
     qtype_name = query.qtype_name
     is_any = qtype == TYPE_ANY
-    answer: list[Record] = []
-    seen = {name}
+    answer: tuple[Record, ...] = ()  # the CNAMEs followed so far
+    seen: set[str] | None = None
     for hop in range(MAX_CHAIN + 1):
         found = lookup(zone, name, qtype_name)
         outcome = found.outcome
         if outcome is Outcome.ANSWER:
-            answer.extend(found.records)
-            return Response(NOERROR, True, tuple(answer), (), _additional(zones, zone, qtype_name, found.records),
-                            zone=key)
+            return Response(NOERROR, True, answer + found.records if answer else found.records, (),
+                            _additional(zones, zone, qtype_name, found.records), zone=key)
         if outcome is Outcome.POOL:
             if answer and query.ecs is not None:
                 # RFC 7871 7.2.1: the chain's target depends on the client; answer the CNAME
                 # alone (scope 0), so the resolver asks for the target with ECS itself and
                 # caches each part with its own scope.
-                return Response(NOERROR, True, tuple(answer), zone=key)
+                return Response(NOERROR, True, answer, zone=key)
             return _pool_answer(query, client_ip, zone, found, pools, answer, key)
         if outcome is Outcome.CNAME:
-            answer.extend(found.records)
+            answer += found.records
             target = found.records[0].rdata.lower()
+            if seen is None:
+                seen = {name}
             if is_any or target in seen or hop == MAX_CHAIN:
-                return Response(NOERROR, True, tuple(answer), zone=key)  # minimal ANY; loop; too long
+                return Response(NOERROR, True, answer, zone=key)  # minimal ANY; loop; too long
             seen.add(target)
             next_zone = zones.find(target)
             if next_zone is None:
-                return Response(NOERROR, True, tuple(answer), zone=key)  # leaves our zones
+                return Response(NOERROR, True, answer, zone=key)  # leaves our zones
             if qtype == TYPE_DS and target == next_zone.origin:
                 next_zone = _parent_side(zones, next_zone)
             zone, name = next_zone, target
@@ -111,14 +109,14 @@ def resolve(query: Query, client_ip: str, zones: ZoneSet, pools: Pools) -> Respo
         if outcome is Outcome.NODATA:
             if is_any and found.node is not None:
                 return _any(zone, found, key)
-            return Response(NOERROR, True, tuple(answer), found.authority, zone=key)
+            return Response(NOERROR, True, answer, found.authority, zone=key)
         if outcome is Outcome.NXDOMAIN:
             # RFC 6604: the RCODE describes the last name of the chain
-            return Response(NXDOMAIN, True, tuple(answer), found.authority, zone=key)
+            return Response(NXDOMAIN, True, answer, found.authority, zone=key)
         # REFERRAL: at the start, a referral (AA=0); after a CNAME, the chain so far (the
         # resolver follows the target to the child zone itself)
         if answer:
-            return Response(NOERROR, True, tuple(answer), zone=key)
+            return Response(NOERROR, True, answer, zone=key)
         return Response(NOERROR, False, (), found.authority, found.additional, zone=key)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -133,7 +131,7 @@ def _parent_side(zones: ZoneSet, zone: Zone) -> Zone:
 
 
 def _pool_answer(query: Query, client_ip: str, zone: Zone, found: Lookup, pools: Pools,
-                 answer: list[Record], key: str) -> Response:
+                 answer: tuple[Record, ...], key: str) -> Response:
     """A/AAAA of a pool name from the balancer (after the CNAMEs in ``answer``, if any)."""
     ecs = query.ecs
     if ecs is None:
@@ -152,16 +150,30 @@ def _pool_answer(query: Query, client_ip: str, zone: Zone, found: Lookup, pools:
     result = pools.answer(zone, pool, rtype, client, source)
     scope = result.scope_prefix if source else 0
     if result.outcome == "servfail":
-        return Response(SERVFAIL, False, zone=key, ecs_scope=scope, pool=pool.name)
+        return Response(SERVFAIL, False, zone=key, ecs_scope=scope)
     if result.outcome == "nodata" or not result.addresses:
-        return Response(NOERROR, True, tuple(answer), (negative_soa(zone),), ecs_scope=scope, zone=key,
-                        pool=pool.name, sites=result.sites)
+        return Response(NOERROR, True, answer, (negative_soa(zone),), ecs_scope=scope, zone=key)
     node = found.node
     ttl = node.ttl if node is not None and node.ttl is not None else result.ttl
-    owner = found.owner
-    answer.extend(Record(owner, rtype, ttl, address) for address in result.addresses)
-    return Response(NOERROR, True, tuple(answer), ecs_scope=scope, zone=key, pool=pool.name,
-                    sites=result.sites)
+    records = pool_records(found.owner, rtype, ttl, result.addresses)
+    return Response(NOERROR, True, answer + records if answer else records, ecs_scope=scope, zone=key)
+
+
+#: the address records of pool answers by (owner, type, TTL, addresses): the balancer gives the
+#: same few answers again and again, so their records (and their cached wire form) are reused
+_POOL_RECORDS: dict[tuple[str, str, int, tuple[str, ...]], tuple[Record, ...]] = {}
+_POOL_RECORDS_MAX = 8192
+
+
+def pool_records(owner: str, rtype: str, ttl: int, addresses: tuple[str, ...]) -> tuple[Record, ...]:
+    """The ``rtype`` records of ``addresses`` at ``owner`` (cached, bounded: cleared when full)."""
+    key = (owner, rtype, ttl, addresses)
+    records = _POOL_RECORDS.get(key)
+    if records is None:
+        if len(_POOL_RECORDS) >= _POOL_RECORDS_MAX:
+            _POOL_RECORDS.clear()
+        records = _POOL_RECORDS[key] = tuple(Record(owner, rtype, ttl, address) for address in addresses)
+    return records
 
 
 def _any(zone: Zone, found: Lookup, key: str) -> Response:
