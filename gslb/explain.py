@@ -61,7 +61,7 @@ def _query(name: str, qtype: str) -> Query:
     if len(question) - 4 > 255 or any(len(label) > 63 for label in qname[:-1].split(".")) \
             or (qname != "." and "" in qname[:-1].split(".")):
         raise ValueError(f"invalid name {name!r}")
-    return Query(0, OPCODE_QUERY, False, False, qname, number, CLASS_IN, question)
+    return Query(OPCODE_QUERY, False, False, qname, number, CLASS_IN, question)
 
 
 def client_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:

@@ -89,7 +89,7 @@ class QueryHandler:
             stats.dropped["acl"] += 1
             return None
         try:
-            query = parse_query(data)
+            ident, query = parse_query(data)
         except Drop as e:
             stats.dropped[e.reason] += 1
             return None
@@ -106,14 +106,14 @@ class QueryHandler:
             return None
         try:
             response = resolve(query, client_ip, self._get_zones(), self._pools)
-            reply = encode_response(query, response, TCP_MAX if tcp else query.udp_limit)
+            reply = encode_response(ident, query, response, TCP_MAX if tcp else query.udp_limit)
         except Drop as e:  # e.g. a pool name asked before the first round of health checks
             stats.dropped[e.reason] += 1
             return None
         except Exception:
             logger.exception("SERVFAIL for %s %s from %s", query.qname, query.qtype_name, client_ip)
             stats.query("", _counted(query.qtype_name), "SERVFAIL", perf_counter() - start)
-            return servfail(query)
+            return servfail(ident, query)
         stats.query(response.zone, _counted(query.qtype_name), RCODE_NAMES.get(response.rcode, str(response.rcode)),
                     perf_counter() - start)
         return reply

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable
 
@@ -124,41 +125,80 @@ class Ecs:
         return f"Ecs({self.address}/{self.source_prefix})"
 
 
+@dataclass(frozen=True, slots=True)
 class Query:
-    """One parsed query: the header bits, the single question and the EDNS data."""
+    """One parsed question with its header bits and EDNS data; shared by every query with the same bytes.
 
-    __slots__ = ("id", "opcode", "rd", "cd", "qname", "qname_lower", "qtype", "qtype_name",
-                 "qclass", "edns", "edns_version", "payload", "do", "ecs", "question")
+    The query ID is not part of it (``parse_query`` returns it beside the ``Query``), so that a
+    repeated question is parsed once and its ``Query`` reused as is.
+    """
 
-    def __init__(self, id: int, opcode: int, rd: bool, cd: bool, qname: str, qtype: int,
-                 qclass: int, question: bytes, edns: bool = False, edns_version: int = 0,
-                 payload: int = CLASSIC_UDP, do: bool = False, ecs: Ecs | None = None) -> None:
-        self.id = id
-        self.opcode = opcode
-        self.rd = rd
-        self.cd = cd
-        #: as received (original letter case), absolute with a trailing dot
-        self.qname = qname
-        self.qname_lower = qname.lower()
-        self.qtype = qtype
-        self.qtype_name = type_name(qtype)
-        self.qclass = qclass
-        #: the raw question section (QNAME QTYPE QCLASS), echoed as is (0x20 case preserved)
-        self.question = question
-        self.edns = edns
-        self.edns_version = edns_version
-        #: the client's advertised UDP payload (>= 512)
-        self.payload = payload
-        self.do = do
-        self.ecs = ecs
+    opcode: int
+    rd: bool
+    cd: bool
+    #: as received (original letter case), absolute with a trailing dot
+    qname: str
+    qtype: int
+    qclass: int
+    #: the raw question section (QNAME QTYPE QCLASS), echoed as is (0x20 case preserved)
+    question: bytes
+    edns: bool = False
+    #: the client's advertised UDP payload (>= 512)
+    payload: int = CLASSIC_UDP
+    do: bool = False
+    ecs: Ecs | None = None
+    #: derived: ``qname`` in lower case
+    qname_lower: str = field(init=False, repr=False)
+    #: derived: the type mnemonic (``A``, ``TYPE65534``)
+    qtype_name: str = field(init=False, repr=False)
+    #: derived: the largest UDP reply this client may get: min(its payload, 1232), 512 without EDNS
+    udp_limit: int = field(init=False, repr=False)
+    #: derived: the header flags every reply to it has (QR, opcode, RD and CD echoed)
+    reply_flags: int = field(init=False, repr=False)
+    #: derived: the compression targets the question offers (name -> offset); never mutated,
+    #: each reply copies it
+    compress: dict[str, int] = field(init=False, repr=False, compare=False)
 
-    @property
-    def udp_limit(self) -> int:
-        """The largest UDP reply this client may get: min(its payload, 1232), 512 without EDNS."""
-        return min(self.payload, OUR_PAYLOAD) if self.edns else CLASSIC_UDP
+    def __post_init__(self) -> None:
+        qname_lower = self.qname.lower()
+        setattr_ = object.__setattr__
+        setattr_(self, "qname_lower", qname_lower)
+        setattr_(self, "qtype_name", type_name(self.qtype))
+        setattr_(self, "udp_limit", min(self.payload, OUR_PAYLOAD) if self.edns else CLASSIC_UDP)
+        setattr_(self, "reply_flags",
+                 _QR | (self.opcode << 11) | (_RD if self.rd else 0) | (_CD if self.cd else 0))
+        setattr_(self, "compress", _question_names(qname_lower, self.qname))
 
-    def __repr__(self) -> str:
-        return f"Query({self.id}, {self.qname} {self.qtype_name})"
+
+def _question_names(qname_lower: str, qname: str) -> dict[str, int]:
+    """The owner names a reply can point at the question for (name -> offset in the message).
+
+    The question name is at offset 12: answers at the qname point there and so show the
+    client's letter case. Its suffixes are compression targets only where the client wrote
+    them in lower case: other owners (a CNAME target, the apex SOA) keep the zone's case
+    instead of picking up the client's 0x20 letters (c2.t.TEST.).
+    """
+    names: dict[str, int] = {}
+    if qname_lower == "." or "\\" in qname_lower:
+        return names
+    names[qname_lower] = 12
+    if qname != qname_lower:
+        size = len(qname)
+        dot = qname_lower.find(".")
+        while dot < size - 1:
+            suffix = qname_lower[dot + 1:]
+            if qname.endswith(suffix):
+                names[suffix] = 13 + dot
+            dot = qname_lower.find(".", dot + 1)
+    else:
+        offset = 12
+        suffix = qname_lower
+        while suffix:
+            names[suffix] = offset
+            dot = suffix.find(".")
+            offset += dot + 1
+            suffix = suffix[dot + 1:]
+    return names
 
 
 @lru_cache(maxsize=1024)
@@ -315,11 +355,20 @@ def _badkey_tsig(tsig: _Tsig) -> bytes:
     return tsig.key + _RR_FIXED.pack(TYPE_TSIG, CLASS_ANY, 0, len(rdata)) + rdata
 
 
-def _header_only(ident: int, flags: int, rcode: int, question: bytes = b"", opt: bytes = b"",
-                 tsig: bytes = b"") -> bytes:
-    """An error reply: the header (QR set, opcode and RD/CD kept), the question, OPT and TSIG if any."""
-    reply_flags = _QR | (flags & (0x7800 | _RD | _CD)) | (rcode & 0xF)
-    return (_HEADER.pack(ident, reply_flags, 1 if question else 0, 0, 0, (1 if opt else 0) + (1 if tsig else 0))
+def _opcode_rcode(opcode: int) -> int:
+    """The RCODE an opcode other than QUERY gets (0 for QUERY).
+
+    RFC 1996: a NOTIFY to a server that is no secondary of the zone gets REFUSED; every other
+    opcode (IQUERY, STATUS, UPDATE, ...) is not implemented.
+    """
+    if opcode == OPCODE_QUERY:
+        return NOERROR
+    return REFUSED if opcode == OPCODE_NOTIFY else NOTIMP
+
+
+def _bare_reply(ident: int, flags: int, question: bytes = b"", opt: bytes = b"", tsig: bytes = b"") -> bytes:
+    """A reply without records: the header (``flags`` complete: QR, RCODE, TC...), the question, OPT and TSIG if any."""
+    return (_HEADER.pack(ident, flags, 1 if question else 0, 0, 0, (1 if opt else 0) + (1 if tsig else 0))
             + question + opt + tsig)
 
 
@@ -330,39 +379,21 @@ def _opt_rr(ext_rcode: int = 0, do: bool = False, options: bytes = b"") -> bytes
 
 
 #: parsed queries by their bytes after the ID: resolvers repeat the same questions, so most
-#: queries skip the parser and only get a copy with their own ID (cleared when full)
+#: queries skip the parser and share one immutable ``Query`` (cleared when full)
 _PARSED: dict[bytes, Query] = {}
 _PARSED_MAX = 20000
-_new_query = object.__new__
 
 
-def parse_query(data: bytes) -> Query:
-    """Parse one query; raise ``Drop`` (no reply), ``FormErr`` or ``Reject`` (prebuilt reply)."""
+def parse_query(data: bytes) -> tuple[int, Query]:
+    """The query ID and the (shared) ``Query``; raise ``Drop`` (no reply), ``FormErr`` or ``Reject`` (prebuilt reply)."""
     key = data[2:]
-    template = _PARSED.get(key)
-    if template is not None:
-        query = _new_query(Query)
-        query.id = (data[0] << 8) | data[1]
-        query.opcode = template.opcode
-        query.rd = template.rd
-        query.cd = template.cd
-        query.qname = template.qname
-        query.qname_lower = template.qname_lower
-        query.qtype = template.qtype
-        query.qtype_name = template.qtype_name
-        query.qclass = template.qclass
-        query.question = template.question
-        query.edns = template.edns
-        query.edns_version = template.edns_version
-        query.payload = template.payload
-        query.do = template.do
-        query.ecs = template.ecs
-        return query
-    query = _parse(data)
-    if len(_PARSED) >= _PARSED_MAX:
-        _PARSED.clear()
-    _PARSED[key] = query
-    return query
+    query = _PARSED.get(key)
+    if query is None:
+        query = _parse(data)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = query
+    return (data[0] << 8) | data[1], query
 
 
 def _parse(data: bytes) -> Query:
@@ -372,6 +403,8 @@ def _parse(data: bytes) -> Query:
     if flags & _QR:
         raise Drop("response")
     opcode = (flags >> 11) & 0xF
+    # every error reply: QR set, opcode and RD/CD kept
+    base = _QR | (flags & (0x7800 | _RD | _CD))
 
     # The question: exactly one (RFC 1035 4.1.2 allows more, but no server answers them).
     question = b""
@@ -387,7 +420,7 @@ def _parse(data: bytes) -> Query:
             pos = after + 4
             question = data[12:pos]
     except _Malformed as e:
-        raise FormErr(_header_only(ident, flags, FORMERR), str(e)) from None
+        raise FormErr(_bare_reply(ident, base | FORMERR), str(e)) from None
     qtype_name = type_name(qtype) if question else ""
 
     # The rest: further questions (counted, then refused below), answer and authority records
@@ -399,6 +432,7 @@ def _parse(data: bytes) -> Query:
     do = False
     ecs: Ecs | None = None
     tsig: _Tsig | None = None
+    malformed: str | None = None
     end = len(data)
     try:
         for _ in range(qdcount - 1):
@@ -443,41 +477,27 @@ def _parse(data: bytes) -> Query:
         if pos != end:
             raise _Malformed("trailing bytes after the last record")
     except _Malformed as e:
-        echo = question if qdcount == 1 else b""
-        opt = _opt_rr(0, do) if edns else b""
-        if opcode != OPCODE_QUERY:
-            # not a query at all: the opcode's answer rather than a judgement of a format we do not serve
-            rcode = REFUSED if opcode == OPCODE_NOTIFY else NOTIMP
-            raise Reject(rcode, _header_only(ident, flags, rcode, echo, opt),
-                         qtype_name) from None
-        raise FormErr(_header_only(ident, flags, FORMERR, echo, opt), str(e),
-                      qtype_name) from None
+        malformed = str(e)
 
     echo = question if qdcount == 1 else b""
     opt = _opt_rr(0, do) if edns else b""
-    if opcode == OPCODE_QUERY and qdcount != 1:
-        raise FormErr(_header_only(ident, flags, FORMERR, b"", opt), f"QDCOUNT {qdcount}, expected 1", qtype_name)
+    opcode_rcode = _opcode_rcode(opcode)
+    if malformed is not None or (qdcount != 1 and not opcode_rcode):
+        if opcode_rcode:
+            # not a query at all: the opcode's answer rather than a judgement of a format we do not serve
+            raise Reject(opcode_rcode, _bare_reply(ident, base | opcode_rcode, echo, opt), qtype_name)
+        raise FormErr(_bare_reply(ident, base | FORMERR, echo, opt),
+                      malformed or f"QDCOUNT {qdcount}, expected 1", qtype_name)
     if tsig is not None:
         # RFC 8945 5.2.1: an unknown key gets NOTAUTH with an unsigned TSIG, error BADKEY (5.3.2)
-        raise Reject(NOTAUTH, _header_only(ident, flags, NOTAUTH, echo, opt,
-                                           _badkey_tsig(tsig)), qtype_name)
+        raise Reject(NOTAUTH, _bare_reply(ident, base | NOTAUTH, echo, opt, _badkey_tsig(tsig)), qtype_name)
     if version > 0:
-        # RFC 6891 6.1.3: BADVERS, with an OPT of the highest version we implement (0).
-        raise Reject(BADVERS, _header_only(ident, flags, BADVERS, echo, _opt_rr(BADVERS, do)), qtype_name)
-    if opcode != OPCODE_QUERY:
-        # RFC 1996: a NOTIFY to a server that is no secondary of the zone gets REFUSED;
-        # every other opcode (IQUERY, STATUS, UPDATE, ...) is not implemented.
-        rcode = REFUSED if opcode == OPCODE_NOTIFY else NOTIMP
-        raise Reject(rcode, _header_only(ident, flags, rcode, echo, opt), qtype_name)
-
-    query = Query(ident, opcode, bool(flags & _RD), bool(flags & _CD), qname, qtype, qclass, question)
-    if edns:
-        query.edns = True
-        query.edns_version = version
-        query.payload = payload
-        query.do = do
-        query.ecs = ecs
-    return query
+        # RFC 6891 6.1.3: BADVERS (its upper bits in the OPT), with an OPT of the highest version we implement (0).
+        raise Reject(BADVERS, _bare_reply(ident, base | (BADVERS & 0xF), echo, _opt_rr(BADVERS, do)), qtype_name)
+    if opcode_rcode:
+        raise Reject(opcode_rcode, _bare_reply(ident, base | opcode_rcode, echo, opt), qtype_name)
+    return Query(opcode, bool(flags & _RD), bool(flags & _CD), qname, qtype, qclass, question,
+                 edns, payload, do, ecs)
 
 
 def _parse_options(data: bytes, pos: int, end: int) -> Ecs | None:
@@ -643,32 +663,10 @@ class _Writer:
 
     __slots__ = ("buf", "names")
 
-    def __init__(self, head: bytes, qname_lower: str, qname: str) -> None:
+    def __init__(self, head: bytes, names: dict[str, int]) -> None:
         self.buf = bytearray(head)
-        # the question name is at offset 12: answers at the qname point there and so show the
-        # client's letter case. Its suffixes are compression targets only where the client wrote
-        # them in lower case: other owners (a CNAME target, the apex SOA) keep the zone's case
-        # instead of picking up the client's 0x20 letters (c2.t.TEST.).
-        names: dict[str, int] = {}
-        if qname_lower != "." and "\\" not in qname_lower:
-            names[qname_lower] = 12
-            if qname != qname_lower:
-                size = len(qname)
-                dot = qname_lower.find(".")
-                while dot < size - 1:
-                    suffix = qname_lower[dot + 1:]
-                    if qname.endswith(suffix):
-                        names[suffix] = 13 + dot
-                    dot = qname_lower.find(".", dot + 1)
-            else:
-                offset = 12
-                suffix = qname_lower
-                while suffix:
-                    names[suffix] = offset
-                    dot = suffix.find(".")
-                    offset += dot + 1
-                    suffix = suffix[dot + 1:]
-        self.names = names
+        #: name -> offset of the names written so far (starts as a copy of the question's)
+        self.names = names.copy()
 
     def owner(self, name: str) -> None:
         """Append an owner name, compressed against the names written before."""
@@ -715,28 +713,23 @@ def _ecs_option(query: Query, scope: int) -> bytes:
     return struct.pack("!HH", OPTION_ECS, len(body)) + body
 
 
-def encode_response(query: Query, response: "Response", max_size: int) -> bytes:
-    """The reply bytes for ``response``; never longer than ``max_size`` (else TC=1, question and OPT kept).
+def encode_response(ident: int, query: Query, response: "Response", max_size: int) -> bytes:
+    """The reply bytes (ID ``ident``) for ``response``; never longer than ``max_size`` (else TC=1, question and OPT kept).
 
     Additional records that do not fit are left out without TC (RFC 2181 9), except the glue of
     a referral, which a resolver needs (RFC 9471): then the reply is truncated.
     """
     rcode = response.rcode
-    flags = _QR | (query.opcode << 11) | (rcode & 0xF)
+    flags = query.reply_flags | (rcode & 0xF)
     if response.aa:
         flags |= _AA
-    if query.rd:
-        flags |= _RD
-    if query.cd:
-        flags |= _CD
     opt = _opt_rr(rcode, query.do, _ecs_option(query, response.ecs_scope)) if query.edns else b""
-    ident = query.id
-    writer = _Writer(b"\x00" * 12 + query.question, query.qname_lower, query.qname)
+    writer = _Writer(b"\x00" * 12 + query.question, query.compress)
     ancount = writer.records(response.answer)
     nscount = writer.records(response.authority)
     budget = max_size - len(opt)
     if len(writer.buf) > budget:
-        return _truncated(query, flags, opt)
+        return _bare_reply(ident, flags | _TC, query.question, opt)  # the client retries over TCP (RFC 7766)
     arcount = 0
     if response.additional:
         referral = not response.aa and not response.answer and nscount > 0
@@ -745,7 +738,7 @@ def encode_response(query: Query, response: "Response", max_size: int) -> bytes:
             writer.records((record,))
             if len(writer.buf) > budget:
                 if referral:
-                    return _truncated(query, flags, opt)
+                    return _bare_reply(ident, flags | _TC, query.question, opt)
                 del writer.buf[mark:]
                 writer.names = {k: v for k, v in writer.names.items() if v < mark}
                 break
@@ -757,13 +750,7 @@ def encode_response(query: Query, response: "Response", max_size: int) -> bytes:
     return bytes(writer.buf)
 
 
-def _truncated(query: Query, flags: int, opt: bytes) -> bytes:
-    """A TC=1 reply: header, question, OPT; the client retries over TCP (RFC 7766)."""
-    return (_HEADER.pack(query.id, flags | _TC, 1, 0, 0, 1 if opt else 0) + query.question + opt)
-
-
-def servfail(query: Query) -> bytes:
-    """A bare SERVFAIL reply to ``query`` (question and OPT kept)."""
-    flags = _QR | (query.opcode << 11) | SERVFAIL | (_RD if query.rd else 0) | (_CD if query.cd else 0)
-    opt = _opt_rr(0, query.do) if query.edns else b""
-    return _HEADER.pack(query.id, flags, 1, 0, 0, 1 if opt else 0) + query.question + opt
+def servfail(ident: int, query: Query) -> bytes:
+    """A bare SERVFAIL reply (ID ``ident``) to ``query`` (question and OPT kept)."""
+    return _bare_reply(ident, query.reply_flags | SERVFAIL, query.question,
+                       _opt_rr(0, query.do) if query.edns else b"")

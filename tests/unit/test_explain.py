@@ -62,7 +62,7 @@ def dns(zones, b, view, name, qtype, client):
     ip = ipaddress.ip_address(client)
     number = type_number(qtype)
     ecs = Ecs(1 if ip.version == 4 else 2, client, ip.max_prefixlen, ip.packed)
-    q = Query(1, OPCODE_QUERY, False, False, name, number, CLASS_IN,
+    q = Query(OPCODE_QUERY, False, False, name, number, CLASS_IN,
               name_to_wire(name) + struct.pack("!HH", number, CLASS_IN), edns=True, payload=1232, ecs=ecs)
     return resolve(q, "127.0.0.1", zones, DnsPools(b, view))
 

@@ -66,7 +66,7 @@ def query(name: str, rdtype: str = "A", ecs: str | None = None, rdclass: str = "
         options = [dns.edns.ECSOption(addr, int(prefix))]
     wire = dns.message.make_query(name, rdtype, rdclass=rdclass, use_edns=0 if options else False,
                                   options=options).to_wire()
-    return parse_query(wire)
+    return parse_query(wire)[1]
 
 
 def run(name, rdtype="A", ecs=None, pools=None, client="203.0.113.9", **kw):

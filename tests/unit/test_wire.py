@@ -37,7 +37,7 @@ def answer(*records: Record, **kw) -> Response:
 
 
 def roundtrip(data: bytes, response: Response, max_size: int = 65535) -> dns.message.Message:
-    return dns.message.from_wire(encode_response(parse_query(data), response, max_size))
+    return dns.message.from_wire(encode_response(*parse_query(data), response, max_size))
 
 
 def expect_formerr(data: bytes) -> dns.message.Message:
@@ -50,8 +50,8 @@ def expect_formerr(data: bytes) -> dns.message.Message:
 
 
 def test_golden_query_parse():
-    q = parse_query(bytes.fromhex(QUERY_HEX))
-    assert (q.id, q.opcode, q.rd, q.cd) == (0x1234, 0, True, False)
+    ident, q = parse_query(bytes.fromhex(QUERY_HEX))
+    assert (ident, q.opcode, q.rd, q.cd) == (0x1234, 0, True, False)
     assert (q.qname, q.qname_lower, q.qtype, q.qtype_name, q.qclass) == (
         "www.example.com.", "www.example.com.", 1, "A", 1)
     assert not q.edns and q.ecs is None and q.udp_limit == 512
@@ -59,15 +59,15 @@ def test_golden_query_parse():
 
 
 def test_golden_reply_bytes():
-    q = parse_query(bytes.fromhex(QUERY_HEX))
-    reply = encode_response(q, answer(Record("www.example.com.", "A", 300, "192.0.2.1")), 512)
+    ident, q = parse_query(bytes.fromhex(QUERY_HEX))
+    reply = encode_response(ident, q, answer(Record("www.example.com.", "A", 300, "192.0.2.1")), 512)
     assert reply.hex() == REPLY_HEX
 
 
 def test_golden_nxdomain_with_soa_bytes():
-    q = parse_query(bytes.fromhex(QUERY_HEX))
+    ident, q = parse_query(bytes.fromhex(QUERY_HEX))
     soa = Record("example.com.", "SOA", 60, "ns1.example.com. hostmaster.example.com. 1 3600 600 1209600 60")
-    reply = encode_response(q, Response(3, True, (), (soa,)), 512)
+    reply = encode_response(ident, q, Response(3, True, (), (soa,)), 512)
     assert reply.hex() == (
         "12348503000100000001000003777777076578616d706c6503636f6d0000010001"
         "c010000600010000003c003d"          # owner compressed to example.com. in the question
@@ -78,7 +78,7 @@ def test_golden_nxdomain_with_soa_bytes():
 
 def test_case_of_question_echoed_0x20():
     data = wire_query("wWw.ExAmPlE.cOm.")
-    q = parse_query(data)
+    ident, q = parse_query(data)
     assert q.qname == "wWw.ExAmPlE.cOm." and q.qname_lower == "www.example.com."
     reply = roundtrip(data, answer(Record("www.example.com.", "A", 300, "192.0.2.1")))
     assert reply.question[0].name.to_text() == "wWw.ExAmPlE.cOm."
@@ -207,7 +207,7 @@ def test_badvers_for_edns_version_1():
 
 def test_edns_parsed_and_echoed():
     data = wire_query(use_edns=0, payload=4096, want_dnssec=True)
-    q = parse_query(data)
+    ident, q = parse_query(data)
     assert q.edns and q.payload == 4096 and q.do and q.udp_limit == 1232
     reply = roundtrip(data, answer())
     assert reply.edns == 0 and reply.payload == 1232 and reply.ednsflags & dns.flags.DO
@@ -215,14 +215,14 @@ def test_edns_parsed_and_echoed():
 
 
 def test_small_edns_payload_counts_as_512():
-    assert parse_query(wire_query(use_edns=0, payload=100)).udp_limit == 512
-    assert parse_query(wire_query(use_edns=0, payload=700)).udp_limit == 700
+    assert parse_query(wire_query(use_edns=0, payload=100))[1].udp_limit == 512
+    assert parse_query(wire_query(use_edns=0, payload=700))[1].udp_limit == 700
 
 
 def test_ecs_parsed_and_echoed_with_scope():
     q = dns.message.make_query("www.example.com.", "A", use_edns=0,
                                options=[dns.edns.ECSOption("198.51.100.0", 22)])
-    parsed = parse_query(q.to_wire())
+    _, parsed = parse_query(q.to_wire())
     assert (parsed.ecs.family, parsed.ecs.address, parsed.ecs.source_prefix) == (1, "198.51.100.0", 22)
     reply = roundtrip(q.to_wire(), answer(ecs_scope=20))
     (option,) = reply.options
@@ -233,8 +233,8 @@ def test_ecs_parsed_and_echoed_with_scope():
 def test_ecs_ipv6_and_zero_prefix():
     q = dns.message.make_query("www.example.com.", "A", use_edns=0,
                                options=[dns.edns.ECSOption("2001:db8:1::", 48)])
-    assert parse_query(q.to_wire()).ecs.address == "2001:db8:1::"
-    zero = parse_query(ecs_query(bytes.fromhex("00010000")))
+    assert parse_query(q.to_wire())[1].ecs.address == "2001:db8:1::"
+    _, zero = parse_query(ecs_query(bytes.fromhex("00010000")))
     assert zero.ecs.source_prefix == 0 and zero.ecs.address == "0.0.0.0"
     reply = roundtrip(ecs_query(bytes.fromhex("00010000")), answer(ecs_scope=0))
     assert reply.options[0].srclen == 0 and reply.options[0].scopelen == 0
@@ -256,9 +256,9 @@ def _big_answer(count: int = 40) -> Response:
 def test_truncation_sizes(use_edns, payload, limit):
     kw = {"use_edns": use_edns, "payload": payload} if use_edns is not False else {}
     data = wire_query("www.example.com.", "TXT", **kw)
-    q = parse_query(data)
+    ident, q = parse_query(data)
     assert q.udp_limit == limit
-    out = encode_response(q, _big_answer(), q.udp_limit)
+    out = encode_response(ident, q, _big_answer(), q.udp_limit)
     assert len(out) <= limit
     reply = dns.message.from_wire(out)
     assert reply.flags & dns.flags.TC and not reply.answer
@@ -268,34 +268,34 @@ def test_truncation_sizes(use_edns, payload, limit):
 
 def test_fits_within_limit_without_tc():
     data = wire_query("www.example.com.", "TXT", use_edns=0, payload=4096)
-    q = parse_query(data)
-    out = encode_response(q, _big_answer(20), q.udp_limit)
+    ident, q = parse_query(data)
+    out = encode_response(ident, q, _big_answer(20), q.udp_limit)
     assert len(out) <= 1232
     reply = dns.message.from_wire(out)
     assert not reply.flags & dns.flags.TC and len(reply.answer[0]) == 20
 
 
 def test_tcp_size_fits_everything():
-    q = parse_query(wire_query("www.example.com.", "TXT"))
-    reply = dns.message.from_wire(encode_response(q, _big_answer(200), 65535))
+    ident, q = parse_query(wire_query("www.example.com.", "TXT"))
+    reply = dns.message.from_wire(encode_response(ident, q, _big_answer(200), 65535))
     assert len(reply.answer[0]) == 200
 
 
 def test_additional_dropped_without_tc_when_not_referral():
-    q = parse_query(wire_query("example.com.", "NS"))
+    ident, q = parse_query(wire_query("example.com.", "NS"))
     ns = Record("example.com.", "NS", 300, "ns1.example.com.")
     glue = tuple(Record("ns1.example.com.", "AAAA", 300, f"2001:db8::{i}") for i in range(40))
-    reply = dns.message.from_wire(encode_response(q, Response(0, True, (ns,), (), glue), 512))
+    reply = dns.message.from_wire(encode_response(ident, q, Response(0, True, (ns,), (), glue), 512))
     assert not reply.flags & dns.flags.TC and reply.answer
     assert 0 < len(reply.additional[0]) < 40
 
 
 def test_referral_glue_that_does_not_fit_truncates():
-    q = parse_query(wire_query("a.sub.example.com.", "A"))
+    ident, q = parse_query(wire_query("a.sub.example.com.", "A"))
     ns = tuple(Record("sub.example.com.", "NS", 300, f"ns{i}.sub.example.com.") for i in range(4))
     glue = tuple(Record(f"ns{i}.sub.example.com.", "AAAA", 300, f"2001:db8::{j}")
                  for i in range(4) for j in range(10))
-    reply = dns.message.from_wire(encode_response(q, Response(0, False, (), ns, glue), 512))
+    reply = dns.message.from_wire(encode_response(ident, q, Response(0, False, (), ns, glue), 512))
     assert reply.flags & dns.flags.TC
 
 
@@ -328,23 +328,23 @@ def test_long_txt_split_into_255_octet_strings():
 
 
 def test_owner_names_compressed():
-    q = parse_query(wire_query("www.example.com.", "A"))
+    ident, q = parse_query(wire_query("www.example.com.", "A"))
     records = tuple(Record(f"h{i}.example.com.", "A", 60, "192.0.2.1") for i in range(3))
-    out = encode_response(q, answer(*records), 65535)
+    out = encode_response(ident, q, answer(*records), 65535)
     assert out.count(b"example") == 1  # every later owner points back into the question
 
 
 def test_odd_labels_escaped_and_echoed():
     data = wire_query(dns.name.Name([b"a.b", b"c d", b"example", b"com", b""]))
-    q = parse_query(data)
+    ident, q = parse_query(data)
     assert q.qname == "a\\.b.c\\032d.example.com."
     assert roundtrip(data, Response(3, True)).question[0].name == dns.name.Name(
         [b"a.b", b"c d", b"example", b"com", b""])
 
 
 def test_servfail_reply():
-    q = parse_query(wire_query(use_edns=0))
-    reply = dns.message.from_wire(servfail(q))
+    ident, q = parse_query(wire_query(use_edns=0))
+    reply = dns.message.from_wire(servfail(ident, q))
     assert reply.rcode() == dns.rcode.SERVFAIL and reply.edns == 0 and reply.question
 
 
@@ -352,11 +352,13 @@ def test_repeated_query_bytes_parse_with_their_own_id():
     first = dns.message.make_query("wWw.example.com.", "A", use_edns=0, options=[dns.edns.ECSOption("192.0.2.0", 24)])
     second = first.to_wire()
     second = b"\xbe\xef" + first.to_wire()[2:]
-    a, b = parse_query(first.to_wire()), parse_query(second)
-    assert a is not b and (a.id, b.id) == (first.id, 0xBEEF)
+    (id_a, a), (id_b, b) = parse_query(first.to_wire()), parse_query(second)
+    assert a is b and (id_a, id_b) == (first.id, 0xBEEF)  # one shared Query, the ID beside it
     assert (b.qname, b.qtype, b.ecs.address, b.payload) == ("wWw.example.com.", 1, "192.0.2.0", 1232)
-    reply = dns.message.from_wire(encode_response(b, answer(), 512))
+    reply = dns.message.from_wire(encode_response(id_b, b, answer(), 512))
     assert reply.id == 0xBEEF
+    with pytest.raises(AttributeError):
+        b.qname = "changed."  # shared, so immutable
 
 
 def test_errors_are_not_cached_across_ids():
@@ -465,8 +467,8 @@ def test_cname_chain_owners_keep_zone_case_under_0x20():
     soa = Record("t.test.", "SOA", 60, "ns1.t.test. h.t.test. 1 2 3 4 5")
     reply = roundtrip(wire_query("nope.T.test."), Response(3, True, (), (soa,)))
     assert reply.authority[0].name.to_text() == "t.test."  # the client wrote T: not compressed onto it
-    wire = encode_response(parse_query(wire_query("nope.t.TEST.")), Response(3, True, (), (soa,)), 512)
+    wire = encode_response(*parse_query(wire_query("nope.t.TEST.")), Response(3, True, (), (soa,)), 512)
     assert dns.message.from_wire(wire).authority[0].name.to_text() == "t.test."
     # a suffix the client wrote in lower case is still a compression target
-    wire = encode_response(parse_query(wire_query("NOPE.t.test.")), Response(3, True, (), (soa,)), 512)
+    wire = encode_response(*parse_query(wire_query("NOPE.t.test.")), Response(3, True, (), (soa,)), 512)
     assert wire[12 + 17:12 + 17 + 2] == struct.pack("!H", 0xC000 | (12 + 5))
