@@ -11,8 +11,8 @@ from typing import Any, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from gslb.errors import ConfigError, ConfigErrors, UsageError
-from gslb.yamlsafe import LineDict, LineList, load_yaml, type_name
-from gslb.zones import is_ip
+from gslb.yamlsafe import Errors, Fields, LineDict, LineList, check_keys, load_yaml, type_name
+from gslb.zones import check_name, display_path, is_ip, is_ipv6, parse_location
 
 logger = logging.getLogger(__name__)
 
@@ -112,16 +112,12 @@ def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
             if not rest.startswith(":"):
                 raise ValueError(f"{t!r}: expected ':PORT' after ']'")
             port_text = rest[1:]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{t!r}: {host!r} is not an IPv6 address") from None
+        if not is_ipv6(host):
+            raise ValueError(f"{t!r}: {host!r} is not an IPv6 address")
     elif t.count(":") > 1:
         host = t  # a bare IPv6 address, no port
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{t!r}: write an IPv6 address with a port as [ADDRESS]:PORT") from None
+        if not is_ipv6(host):
+            raise ValueError(f"{t!r}: write an IPv6 address with a port as [ADDRESS]:PORT")
     else:
         host, sep, port_text = t.partition(":")
         if not sep:
@@ -145,75 +141,27 @@ def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
 
 
 def _is_hostname(text: str) -> bool:
-    labels = text.rstrip(".").split(".")
-    return all(0 < len(x) <= 63 and x.replace("-", "").isalnum() and x.isascii()
-               and not x.startswith("-") and not x.endswith("-") for x in labels)
+    """A host name (zone-file rules, no wildcard), with or without its trailing dot."""
+    return "*" not in text and check_name(text.lower().rstrip(".") + ".") is None
 
 
-class _Reader:
-    """Typed access to the server file's keys, collecting located errors."""
-
-    def __init__(self, file: str, base: str) -> None:
-        self.file = file
-        self.base = base
-        self.errors: list[ConfigError] = []
-
-    def err(self, line: int | None, path: str, message: str) -> None:
-        """Record one error."""
-        self.errors.append(ConfigError(self.file, line, path, message))
-
-    def number(self, m: LineDict, key: str, path: str, default: Any, lo: float, *,
-               integer: bool = True, lo_open: bool = False, hi: float | None = None) -> Any:
-        """An int (or number) >= lo (> lo with ``lo_open``), <= hi."""
-        if key not in m:
-            return default
-        v = m[key]
-        ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-        if isinstance(v, bool) or not ok_type:
-            self.err(m.value_line(key), path, f"expected {'an integer' if integer else 'a number'}, "
-                     f"got {type_name(v)}")
-            return default
-        if v < lo or (lo_open and v == lo) or (hi is not None and v > hi):
-            rng = f"{lo}..{hi}" if hi is not None else (f"> {lo}" if lo_open else f">= {lo}")
-            self.err(m.value_line(key), path, f"{key} {v} is out of range {rng}")
-            return default
-        return v
-
-    def string(self, m: LineDict, key: str, path: str, default: Any, nullable: bool = False) -> Any:
-        """A non-empty string (or null when ``nullable``)."""
-        if key not in m:
-            return default
-        v = m[key]
-        if v is None and nullable:
-            return None
-        if not isinstance(v, str) or not v.strip():
-            self.err(m.value_line(key), path, f"expected a string{' or null' if nullable else ''}, "
-                     f"got {type_name(v)}")
-            return default
-        return v.strip()
-
-    def path(self, m: LineDict, key: str, default: Any, nullable: bool = False) -> Any:
-        """A file or folder path, made absolute relative to the server file's folder."""
-        v = self.string(m, key, key, default, nullable)
-        if v is None:
-            return None
-        return os.path.normpath(os.path.join(self.base, os.path.expanduser(v)))
-
-    def mapping(self, m: LineDict, key: str, allowed: tuple[str, ...]) -> LineDict | None:
-        """A sub-mapping whose keys are all in ``allowed``."""
-        v = m.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, LineDict):
-            self.err(m.value_line(key), key, f"expected a mapping, got {type_name(v)}")
-            return None
-        for k in v:
-            if k not in allowed:
-                self.err(v.key_line(k), f"{key}.{k}", f"unknown key {str(k)!r} (allowed: {', '.join(allowed)})")
-        return v
+def _number(f: Fields, key: str, default: Any, lo: float, hi: float | None = None, *,
+            integer: bool = True, lo_open: bool = False) -> Any:
+    """An int (or number) in range; ``default`` when absent or wrong (the error is recorded)."""
+    v = f.int(key, default, int(lo), None if hi is None else int(hi)) if integer else \
+        f.num(key, default, lo, hi, lo_open=lo_open)
+    return default if v is None else v
 
 
-def _networks(r: _Reader, m: LineDict, key: str, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
+def _path(f: Fields, base: str, key: str, default: Any, nullable: bool = False) -> Any:
+    """A file or folder path, made absolute relative to the server file's folder."""
+    v = f.str(key, default, nullable=nullable, strip=True)
+    if v is None:
+        return None if nullable and key in f.m else default
+    return os.path.normpath(os.path.join(base, os.path.expanduser(v)))
+
+
+def _networks(err: Errors, m: LineDict, key: str, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
     if key not in m:
         return default
     v = m[key]
@@ -224,12 +172,12 @@ def _networks(r: _Reader, m: LineDict, key: str, path: str, default: tuple[str, 
     for i, item in enumerate(items):
         line = v.item_line(i) if isinstance(v, LineList) else m.value_line(key)
         if not isinstance(item, str):
-            r.err(line, path, f"expected a network such as 192.0.2.0/24, got {type_name(item)}")
+            err.add(line, path, f"expected a network such as 192.0.2.0/24, got {type_name(item)}")
             continue
         try:
             out.append(str(ipaddress.ip_network(item.strip(), strict=True)))
         except ValueError as exc:
-            r.err(line, path, f"{item!r} is not a network in CIDR form ({exc})")
+            err.add(line, path, f"{item!r} is not a network in CIDR form ({exc})")
     return tuple(out)
 
 
@@ -287,14 +235,14 @@ def check_state_url(url: str) -> str | None:
     return None
 
 
-def _hostport(r: _Reader, v: Any, line: int | None, path: str, default_port: int) -> tuple[str, int] | None:
+def _hostport(err: Errors, v: Any, line: int | None, path: str, default_port: int) -> tuple[str, int] | None:
     if not isinstance(v, str):
-        r.err(line, path, f"expected HOST:PORT, got {type_name(v)}")
+        err.add(line, path, f"expected HOST:PORT, got {type_name(v)}")
         return None
     try:
         return parse_hostport(v, default_port)
     except ValueError as exc:
-        r.err(line, path, str(exc))
+        err.add(line, path, str(exc))
         return None
 
 
@@ -334,21 +282,13 @@ def usable_geoip(config: ServerConfig) -> str | None:
     path = config.geoip
     if path and config.geoip_default and not os.path.exists(path):
         logger.warning("geo: no GeoIP database at %s: client locations unknown; set geoip: or --geoip",
-                       _shown(path))
+                       display_path(path))
         return None
     return path
 
 
-def _shown(path: str) -> str:
-    """``path`` as messages show it: relative to the working directory when below it."""
-    if not os.path.isabs(path):
-        return path
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
-
-
 def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
-    shown = _shown(path)
+    shown = display_path(path)
     try:
         with open(path, "rb") as fh:
             content = fh.read()
@@ -364,18 +304,17 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
         errors.extend(exc.errors)
         return {}
     base = os.path.dirname(os.path.abspath(path))
-    r = _Reader(shown, base)
+    err = Errors(shown)
+    top = Fields(err, data, "") if isinstance(data, LineDict) else None
     out: dict[str, Any] = {"zones": os.path.join(base, "zones"),
                            "geoip": os.path.join(base, "data", "sample-city.mmdb")}
     if data is None:
         return out
-    if not isinstance(data, LineDict):
+    if top is None:
         errors.append(ConfigError(shown, getattr(data, "line", None), "",
                                   f"the top level must be a mapping, got {type_name(data)}"))
         return out
-    for k in data:
-        if k not in _TOP_KEYS:
-            r.err(data.key_line(k), str(k), f"unknown key {str(k)!r} (allowed: {', '.join(_TOP_KEYS)})")
+    check_keys(err, data, _TOP_KEYS, "")
 
     if "listen" in data:
         v = data["listen"]
@@ -383,94 +322,71 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
         listen = []
         for i, item in enumerate(items):
             line = v.item_line(i) if isinstance(v, LineList) else data.value_line("listen")
-            hp = _hostport(r, item, line, "listen", DEFAULT_LISTEN[1])
+            hp = _hostport(err, item, line, "listen", DEFAULT_LISTEN[1])
             if hp is not None and hp not in listen:
                 listen.append(hp)
         if not items:
-            r.err(data.value_line("listen"), "listen", "needs at least one HOST:PORT")
+            err.add(data.value_line("listen"), "listen", "needs at least one HOST:PORT")
         if listen:
             out["listen"] = tuple(listen)
     if "http" in data:
         v = data["http"]
-        out["http"] = None if v is None else _hostport(r, v, data.value_line("http"), "http", DEFAULT_HTTP[1])
-    out["zones"] = r.path(data, "zones", out["zones"])
-    out["geoip"] = r.path(data, "geoip", out["geoip"], nullable=True)
+        out["http"] = None if v is None else _hostport(err, v, data.value_line("http"), "http", DEFAULT_HTTP[1])
+    out["zones"] = _path(top, base, "zones", out["zones"])
+    out["geoip"] = _path(top, base, "geoip", out["geoip"], nullable=True)
     out["geoip_default"] = "geoip" not in data
-    out["region"] = r.string(data, "region", "region", "local")
-    if "regions" in data and data["regions"] is not None:
-        regions_m = data["regions"]
+    out["region"] = top.str("region", "local", strip=True) or "local"
+    regions_m = top.mapping("regions")
+    if regions_m is not None:
         regions: dict[str, tuple[float, float] | None] = {}
-        if not isinstance(regions_m, LineDict):
-            r.err(data.value_line("regions"), "regions", f"expected a mapping, got {type_name(regions_m)}")
-        else:
-            for name, spec in regions_m.items():
-                rpath = f"regions.{name}"
-                if spec is None:
-                    regions[str(name)] = None
-                    continue
-                if not isinstance(spec, LineDict):
-                    r.err(regions_m.value_line(name), rpath, f"expected a mapping, got {type_name(spec)}")
-                    continue
-                for k in spec:
-                    if k != "location":
-                        r.err(spec.key_line(k), f"{rpath}.{k}", f"unknown key {str(k)!r} (allowed: location)")
-                regions[str(name)] = _location(r, spec, rpath)
+        spec_fields = Fields(err, regions_m, "regions")
+        for name in regions_m:
+            if regions_m[name] is None:
+                regions[str(name)] = None
+                continue
+            spec = spec_fields.mapping(name, ("location",))
+            if spec is None:
+                continue
+            loc = spec.get("location")
+            regions[str(name)] = None if loc is None else parse_location(
+                err, loc, spec.value_line("location"), f"regions.{name}.location")
         out["regions"] = regions
-    state = r.string(data, "state", "state", "memory://")
+    state = top.str("state", "memory://", strip=True) or "memory://"
     problem = check_state_url(state)
     if problem:
-        r.err(data.value_line("state"), "state", problem)
+        err.add(data.value_line("state"), "state", problem)
     out["state"] = state
     if "checks" in data:
         if not isinstance(data["checks"], bool):
             v = data["checks"]
-            r.err(data.value_line("checks"), "checks",
-                  f"expected true or false, got {v!r}" if isinstance(v, str) else
-                  f"expected true or false, got {type_name(v)}")
+            err.add(data.value_line("checks"), "checks",
+                    f"expected true or false, got {v!r}" if isinstance(v, str) else
+                    f"expected true or false, got {type_name(v)}")
         else:
             out["checks"] = data["checks"]
-    token = r.path(data, "api_token_file", None, nullable=True)
+    token = _path(top, base, "api_token_file", None, nullable=True)
     if token is not None and not os.path.isfile(token):
-        r.err(data.value_line("api_token_file"), "api_token_file", f"file {token} not found")
+        err.add(data.value_line("api_token_file"), "api_token_file", f"file {token} not found")
     out["api_token_file"] = token
-    acl_m = r.mapping(data, "acl", ("allow", "deny"))
+    acl_m = top.mapping("acl", ("allow", "deny"))
     if acl_m is not None:
-        out["acl"] = Acl(allow=_networks(r, acl_m, "allow", "acl.allow", Acl().allow),
-                         deny=_networks(r, acl_m, "deny", "acl.deny", ()))
-    rl = r.mapping(data, "rate_limit", ("responses_per_second", "slip"))
-    if rl is not None:
-        out["rate_limit"] = RateLimit(
-            responses_per_second=r.number(rl, "responses_per_second", "rate_limit.responses_per_second", 0, 0),
-            slip=r.number(rl, "slip", "rate_limit.slip", 2, 0, hi=10))
-    tcp = r.mapping(data, "tcp", ("idle_timeout", "max_connections", "max_per_client"))
-    if tcp is not None:
+        out["acl"] = Acl(allow=_networks(err, acl_m, "allow", "acl.allow", Acl().allow),
+                         deny=_networks(err, acl_m, "deny", "acl.deny", ()))
+    rl_m = top.mapping("rate_limit", ("responses_per_second", "slip"))
+    if rl_m is not None:
+        rl = Fields(err, rl_m, "rate_limit")
+        out["rate_limit"] = RateLimit(responses_per_second=_number(rl, "responses_per_second", 0, 0),
+                                      slip=_number(rl, "slip", 2, 0, 10))
+    tcp_m = top.mapping("tcp", ("idle_timeout", "max_connections", "max_per_client"))
+    if tcp_m is not None:
+        tcp = Fields(err, tcp_m, "tcp")
         out["tcp"] = TcpLimits(
-            idle_timeout=float(r.number(tcp, "idle_timeout", "tcp.idle_timeout", 10.0, 0, integer=False,
-                                        lo_open=True)),
-            max_connections=r.number(tcp, "max_connections", "tcp.max_connections", 1024, 1),
-            max_per_client=r.number(tcp, "max_per_client", "tcp.max_per_client", 32, 1))
-    out["workers"] = r.number(data, "workers", "workers", 1, 1, hi=256)
-    errors.extend(sorted(r.errors, key=lambda e: e.line or 0))
+            idle_timeout=float(_number(tcp, "idle_timeout", 10.0, 0, integer=False, lo_open=True)),
+            max_connections=_number(tcp, "max_connections", 1024, 1),
+            max_per_client=_number(tcp, "max_per_client", 32, 1))
+    out["workers"] = _number(top, "workers", 1, 1, 256)
+    errors.extend(sorted(err.items, key=lambda e: e.line or 0))
     return out
-
-
-def _location(r: _Reader, spec: LineDict, path: str) -> tuple[float, float] | None:
-    v = spec.get("location")
-    line = spec.value_line("location")
-    if v is None:
-        return None
-    if not isinstance(v, LineList) or len(v) != 2 or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-        r.err(line, f"{path}.location", "expected [latitude, longitude] (two numbers)")
-        return None
-    lat, lon = float(v[0]), float(v[1])
-    if not -90 <= lat <= 90:
-        r.err(v.item_line(0), f"{path}.location", f"latitude {v[0]} is out of range -90..90")
-        return None
-    if not -180 <= lon <= 180:
-        r.err(v.item_line(1), f"{path}.location", f"longitude {v[1]} is out of range -180..180")
-        return None
-    return (lat, lon)
 
 
 def _apply_overrides(values: dict[str, Any], overrides: dict[str, Any], cwd: str) -> list[ConfigError]:

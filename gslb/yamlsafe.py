@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from yaml.constructor import ConstructorError
@@ -23,7 +23,8 @@ from gslb.errors import ConfigError, ConfigErrors
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LineDict", "LineList", "StrictLoader", "load_yaml", "type_name"]
+__all__ = ["LineDict", "LineList", "StrictLoader", "load_yaml", "type_name", "Errors", "Fields", "check_keys",
+           "range_text"]
 
 
 class LineDict(dict):
@@ -191,3 +192,166 @@ def load_yaml(text: str | bytes, filename: str) -> Any:
     if loader.duplicates:
         raise ConfigErrors([ConfigError(filename, line, "", msg) for line, msg in loader.duplicates])
     return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed reading of loaded files (the server file and zone files), with located errors
+
+
+class Errors:
+    """Collects the located errors of one file."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.items: list[ConfigError] = []
+
+    def add(self, line: int | None, path: str, message: str) -> None:
+        """Record one error: ``FILE:LINE: path: message``."""
+        self.items.append(ConfigError(self.file, line, path, message))
+
+
+def check_keys(err: Errors, m: LineDict, allowed: tuple[str, ...], path: str) -> None:
+    """Record an error for every key of ``m`` not in ``allowed``."""
+    for key in m:
+        if key not in allowed:
+            err.add(m.key_line(key), join_path(path, str(key)),
+                    f"unknown key {str(key)!r} (allowed: {', '.join(allowed)})")
+
+
+def join_path(path: str, key: str) -> str:
+    """``path.key`` (``key`` at the top level)."""
+    return f"{path}.{key}" if path else key
+
+
+def is_int(v: Any) -> bool:
+    """An integer, not a boolean."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v: Any) -> bool:
+    """An integer or a float, not a boolean."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def fmt_num(v: float) -> str:
+    """A number as messages show it (``91.0`` as ``91``)."""
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def range_text(lo: float, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> str:
+    """A range as every message words it: ``1..10``, ``>= 0``, ``> 0``, ``0..1 (1 excluded)``."""
+    if hi is None:
+        return f"> {fmt_num(lo)}" if lo_open else f">= {fmt_num(lo)}"
+    excluded = [fmt_num(b) for b, is_open in ((lo, lo_open), (hi, hi_open)) if is_open]
+    return f"{fmt_num(lo)}..{fmt_num(hi)}" + (f" ({' and '.join(excluded)} excluded)" if excluded else "")
+
+
+def as_list(v: Any) -> tuple[list, Callable[[int], int] | None]:
+    """``v`` as a list (one value or a list), with a per-item line function when known."""
+    if isinstance(v, LineList):
+        return list(v), v.item_line
+    return [v], None
+
+
+class Fields:
+    """Typed access to the keys of one mapping, recording located errors."""
+
+    def __init__(self, err: Errors, m: LineDict, path: str) -> None:
+        self.err = err
+        self.m = m
+        self.path = path
+
+    def line(self, key: str) -> int:
+        """Line of the value of ``key``."""
+        return self.m.value_line(key)
+
+    def p(self, key: str) -> str:
+        """Dotted path of ``key``."""
+        return join_path(self.path, key)
+
+    def int(self, key: str, default: int | None, lo: int, hi: int | None = None,
+            what: str | None = None) -> int | None:
+        """An integer in lo..hi (None after an error or when absent without default)."""
+        if key not in self.m:
+            return default
+        v = self.m[key]
+        if not is_int(v):
+            self.err.add(self.line(key), self.p(key), f"expected an integer, got {type_name(v)}")
+            return None
+        if v < lo or (hi is not None and v > hi):
+            self.err.add(self.line(key), self.p(key), f"{what or key} {v} is out of range {range_text(lo, hi)}")
+            return None
+        return v
+
+    def num(self, key: str, default: float | None, lo: float, hi: float | None = None, *,
+            lo_open: bool = False, hi_open: bool = False) -> float | None:
+        """A number in the range (bounds inclusive unless ``*_open``)."""
+        if key not in self.m:
+            return default
+        v = self.m[key]
+        if not is_num(v) or v != v:
+            self.err.add(self.line(key), self.p(key), f"expected a number, got {type_name(v)}")
+            return None
+        bad = v < lo or (lo_open and v == lo) or (hi is not None and (v > hi or (hi_open and v == hi)))
+        if bad:
+            self.err.add(self.line(key), self.p(key),
+                         f"{key} {fmt_num(v)} is out of range {range_text(lo, hi, lo_open, hi_open)}")
+            return None
+        return float(v)
+
+    def str(self, key: str, default: str | None, *, nullable: bool = False, strip: bool = False) -> str | None:
+        """A non-empty string (surrounding blanks removed with ``strip``); null is ``default``,
+        or None with ``nullable``."""
+        if key not in self.m:
+            return default
+        v = self.m[key]
+        if v is None:
+            return None if nullable else default
+        if isinstance(v, str) and strip:
+            v = v.strip()
+        if not isinstance(v, str) or not v:
+            self.err.add(self.line(key), self.p(key), f"expected a non-empty string{' or null' if nullable else ''}, "
+                         f"got {type_name(self.m[key])}")
+            return None
+        return v
+
+    def choice(self, key: str, default: str | None, choices: tuple[str, ...], what: str) -> str | None:
+        """One of ``choices``."""
+        if key not in self.m:
+            return default
+        v = self.m[key]
+        if v not in choices:
+            shown = repr(v) if isinstance(v, str) else type_name(v)
+            self.err.add(self.line(key), self.p(key),
+                         f"unknown {what} {shown} (one of: {', '.join(choices)})")
+            return None
+        return v
+
+    def mapping(self, key: str, allowed: tuple[str, ...] | None = None) -> LineDict | None:
+        """A mapping (None when absent, null or wrong), whose keys are all in ``allowed`` when given."""
+        v = self.m.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, LineDict):
+            self.err.add(self.line(key), self.p(key), f"expected a mapping, got {type_name(v)}")
+            return None
+        if allowed is not None:
+            check_keys(self.err, v, allowed, self.p(key))
+        return v
+
+    def names_list(self, key: str) -> list[tuple[str, int]] | None:
+        """One identifier or a list of them, each with its line."""
+        if key not in self.m:
+            return None
+        v = self.m[key]
+        items, lines = as_list(v)
+        out: list[tuple[str, int]] = []
+        ok = True
+        for i, item in enumerate(items):
+            ln = lines(i) if lines else self.line(key)
+            if not isinstance(item, str) or not item:
+                self.err.add(ln, self.p(key), f"expected a name, got {type_name(item)}")
+                ok = False
+                continue
+            out.append((item, ln))
+        return out if ok else None

@@ -42,13 +42,15 @@ import re
 import time
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any
 
 from gslb.errors import ConfigError, ConfigErrors
 from gslb.model import (
     POLICY_NAMES, STATIC_TYPES, Check, GeoRule, Node, Pool, Record, Site, Soa, Zone, ZoneSet,
 )
-from gslb.yamlsafe import LineDict, LineList, load_yaml, type_name
+from gslb.yamlsafe import (
+    Errors, Fields, LineDict, LineList, as_list, check_keys, fmt_num, is_int, is_num, load_yaml, type_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,56 +90,11 @@ _IDENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CAA_TAG = re.compile(r"^[A-Za-z0-9]{1,15}$")
 
 
-class _Errors:
-    """Collects the located errors of one file."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.items: list[ConfigError] = []
-
-    def add(self, line: int | None, path: str, message: str) -> None:
-        self.items.append(ConfigError(self.file, line, path, message))
-
-
-def _allowed(keys: tuple[str, ...]) -> str:
-    return ", ".join(keys)
-
-
-def _check_keys(err: _Errors, m: LineDict, allowed: tuple[str, ...], path: str) -> None:
-    for key in m:
-        if key not in allowed:
-            err.add(m.key_line(key), _join(path, str(key)),
-                    f"unknown key {str(key)!r} (allowed: {_allowed(allowed)})")
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _fmt_num(v: float) -> str:
-    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-
-
-def _as_list(v: Any) -> tuple[list, Callable[[int], int] | None]:
-    """``v`` as a list (one value or a list), with a per-item line function when known."""
-    if isinstance(v, LineList):
-        return list(v), v.item_line
-    return [v], None
-
-
 # ---------------------------------------------------------------------------------------------
 # Domain names
 
 
-def _check_name(name: str) -> str | None:
+def check_name(name: str) -> str | None:
     """Why ``name`` (absolute, lower-case, trailing dot) is not a valid host name, or None."""
     if name == ".":
         return None
@@ -167,7 +124,7 @@ def _in_zone(name: str, origin: str) -> bool:
 class _Names:
     """Turns the names written in a zone file into absolute ones, recording errors."""
 
-    def __init__(self, err: _Errors, origin: str) -> None:
+    def __init__(self, err: Errors, origin: str) -> None:
         self.err = err
         self.origin = origin
         self.bare = origin[:-1]
@@ -214,7 +171,7 @@ class _Names:
         return self._validate(name, text, line, path, False)
 
     def _validate(self, name: str, text: str, line: int | None, path: str, owner: bool) -> str | None:
-        problem = _check_name(name)
+        problem = check_name(name)
         if problem is None and not owner and name.startswith("*"):
             problem = "may not be a wildcard"
         if problem is not None:
@@ -270,7 +227,7 @@ def _u16(text: str) -> int | None:
 class _RecordParser:
     """Parses one value of one static type into canonical rdata (or records an error)."""
 
-    def __init__(self, err: _Errors, names: _Names) -> None:
+    def __init__(self, err: Errors, names: _Names) -> None:
         self.err = err
         self.names = names
 
@@ -297,16 +254,16 @@ class _RecordParser:
             return str(ipaddress.IPv4Address(text))
         except ValueError:
             pass
-        if _is_ipv6(text):
+        if is_ipv6(text):
             self.err.add(line, path, f"{text!r} is an IPv6 address; put it under AAAA")
         else:
             self.err.add(line, path, f"{text!r} is not an IPv4 address")
         return None
 
     def _aaaa(self, text: str, line: int | None, path: str) -> str | None:
-        if _is_ipv6(text):
+        if is_ipv6(text):
             return str(ipaddress.IPv6Address(text))
-        if _is_ipv4(text):
+        if is_ipv4(text):
             self.err.add(line, path, f"{text!r} is an IPv4 address; put it under A")
         else:
             self.err.add(line, path, f"{text!r} is not an IPv6 address")
@@ -363,7 +320,8 @@ class _RecordParser:
         return f'{int(flags)} {tag.lower()} "{value}"'
 
 
-def _is_ipv4(text: str) -> bool:
+def is_ipv4(text: str) -> bool:
+    """Whether ``text`` is an IPv4 address."""
     try:
         ipaddress.IPv4Address(text)
     except ValueError:
@@ -371,118 +329,13 @@ def _is_ipv4(text: str) -> bool:
     return True
 
 
-def _is_ipv6(text: str) -> bool:
+def is_ipv6(text: str) -> bool:
+    """Whether ``text`` is an IPv6 address."""
     try:
         ipaddress.IPv6Address(text)
     except ValueError:
         return False
     return True
-
-
-# ---------------------------------------------------------------------------------------------
-# Scalar helpers
-
-
-class _Fields:
-    """Typed access to the keys of one mapping, recording located errors."""
-
-    def __init__(self, err: _Errors, m: LineDict, path: str) -> None:
-        self.err = err
-        self.m = m
-        self.path = path
-
-    def line(self, key: str) -> int:
-        """Line of the value of ``key``."""
-        return self.m.value_line(key)
-
-    def p(self, key: str) -> str:
-        """Dotted path of ``key``."""
-        return _join(self.path, key)
-
-    def int(self, key: str, default: int | None, lo: int, hi: int | None = None,
-            what: str | None = None) -> int | None:
-        """An integer in lo..hi (None after an error or when absent without default)."""
-        if key not in self.m:
-            return default
-        v = self.m[key]
-        if not _is_int(v):
-            self.err.add(self.line(key), self.p(key), f"expected an integer, got {type_name(v)}")
-            return None
-        if v < lo or (hi is not None and v > hi):
-            rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-            self.err.add(self.line(key), self.p(key), f"{what or key} {v} is out of range {rng}")
-            return None
-        return v
-
-    def num(self, key: str, default: float | None, lo: float, hi: float | None = None, *,
-            lo_open: bool = False, hi_open: bool = False) -> float | None:
-        """A number in the range (bounds inclusive unless ``*_open``)."""
-        if key not in self.m:
-            return default
-        v = self.m[key]
-        if not _is_num(v) or v != v:
-            self.err.add(self.line(key), self.p(key), f"expected a number, got {type_name(v)}")
-            return None
-        bad = v < lo or (lo_open and v == lo) or (hi is not None and (v > hi or (hi_open and v == hi)))
-        if bad:
-            left = "(" if lo_open else "["
-            right = ")" if hi_open else "]"
-            rng = f"{left}{_fmt_num(lo)}, {_fmt_num(hi)}{right}" if hi is not None else \
-                (f"> {_fmt_num(lo)}" if lo_open else f">= {_fmt_num(lo)}")
-            self.err.add(self.line(key), self.p(key), f"{key} {_fmt_num(v)} is out of range {rng}")
-            return None
-        return float(v)
-
-    def str(self, key: str, default: str | None) -> str | None:
-        """A non-empty string."""
-        if key not in self.m:
-            return default
-        v = self.m[key]
-        if v is None:
-            return default
-        if not isinstance(v, str) or not v:
-            self.err.add(self.line(key), self.p(key), f"expected a non-empty string, got {type_name(v)}")
-            return None
-        return v
-
-    def choice(self, key: str, default: str | None, choices: tuple[str, ...], what: str) -> str | None:
-        """One of ``choices``."""
-        if key not in self.m:
-            return default
-        v = self.m[key]
-        if v not in choices:
-            shown = repr(v) if isinstance(v, str) else type_name(v)
-            self.err.add(self.line(key), self.p(key),
-                         f"unknown {what} {shown} (one of: {', '.join(choices)})")
-            return None
-        return v
-
-    def mapping(self, key: str) -> LineDict | None:
-        """A mapping (None when absent, null or wrong)."""
-        v = self.m.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, LineDict):
-            self.err.add(self.line(key), self.p(key), f"expected a mapping, got {type_name(v)}")
-            return None
-        return v
-
-    def names_list(self, key: str) -> list[tuple[str, int]] | None:
-        """One identifier or a list of them, each with its line."""
-        if key not in self.m:
-            return None
-        v = self.m[key]
-        items, lines = _as_list(v)
-        out: list[tuple[str, int]] = []
-        ok = True
-        for i, item in enumerate(items):
-            ln = lines(i) if lines else self.line(key)
-            if not isinstance(item, str) or not item:
-                self.err.add(ln, self.p(key), f"expected a name, got {type_name(item)}")
-                ok = False
-                continue
-            out.append((item, ln))
-        return out if ok else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,13 +362,13 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     ``file`` goes into Zone.file; errors name ``shown`` (default: ``file``). ``previous`` and
     ``recorded`` (digest, serial from the state file) feed serial ``auto`` (module doc).
     """
-    err = _Errors(shown or file)
+    err = Errors(shown or file)
     if not isinstance(data, LineDict):
         err.add(getattr(data, "line", 1) if data is not None else None, "",
                 f"the top level must be a mapping with zone:, ns:, records:, ..., got {type_name(data)}")
         raise ConfigErrors(err.items)
-    _check_keys(err, data, _TOP_KEYS, "")
-    top = _Fields(err, data, "")
+    check_keys(err, data, _TOP_KEYS, "")
+    top = Fields(err, data, "")
 
     # zone: the origin
     origin: str | None = None
@@ -528,7 +381,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
         else:
             name = z.strip().lower()
             name = name if name.endswith(".") else name + "."
-            problem = _check_name(name)
+            problem = check_name(name)
             if problem is None and name.startswith("*"):
                 problem = "may not be a wildcard"
             if problem:
@@ -548,7 +401,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     if "ns" not in data:
         err.add(data.line, "ns", "missing required key 'ns' (the zone's name servers)")
     else:
-        items, lines = _as_list(data["ns"])
+        items, lines = as_list(data["ns"])
         if not items:
             err.add(top.line("ns"), "ns", "needs at least one name server")
         for i, item in enumerate(items):
@@ -566,8 +419,8 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     mname = ns_names[0][0] if ns_names else origin
     rname = "hostmaster." + origin
     if soa_m is not None:
-        _check_keys(err, soa_m, _SOA_KEYS, "soa")
-        sf = _Fields(err, soa_m, "soa")
+        check_keys(err, soa_m, _SOA_KEYS, "soa")
+        sf = Fields(err, soa_m, "soa")
         if "mname" in soa_m:
             mname = names.host(soa_m["mname"], sf.line("mname"), "soa.mname") or mname
         if "rname" in soa_m:
@@ -653,7 +506,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
                 pools=MappingProxyType(pools), digest=digest, names=frozenset(all_names), cuts=cuts)
 
 
-def _serial(err: _Errors, data: LineDict, top: _Fields, digest: str, mtime: float,
+def _serial(err: Errors, data: LineDict, top: Fields, digest: str, mtime: float,
             previous: Zone | None, recorded: tuple[str, int] | None = None) -> int:
     """Serial ``auto``: mtime seconds; after a content change max(mtime, previous + 1) (module doc).
 
@@ -668,7 +521,7 @@ def _serial(err: _Errors, data: LineDict, top: _Fields, digest: str, mtime: floa
     if "serial" not in data or data["serial"] == "auto":
         return auto
     v = data["serial"]
-    if not _is_int(v):
+    if not is_int(v):
         err.add(top.line("serial"), "serial", f"expected an integer 0..{MAX_SERIAL} or 'auto', got {type_name(v)}")
         return auto
     if not 0 <= v <= MAX_SERIAL:
@@ -677,7 +530,7 @@ def _serial(err: _Errors, data: LineDict, top: _Fields, digest: str, mtime: floa
     return v
 
 
-def _parse_checks(err: _Errors, m: LineDict | None) -> dict[str, Check]:
+def _parse_checks(err: Errors, m: LineDict | None) -> dict[str, Check]:
     out: dict[str, Check] = {}
     if m is None:
         return out
@@ -689,8 +542,8 @@ def _parse_checks(err: _Errors, m: LineDict | None) -> dict[str, Check]:
         if not isinstance(spec, LineDict):
             err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
             continue
-        _check_keys(err, spec, _CHECK_KEYS, path)
-        f = _Fields(err, spec, path)
+        check_keys(err, spec, _CHECK_KEYS, path)
+        f = Fields(err, spec, path)
         before = len(err.items)
         ctype = f.choice("type", "http", CHECK_TYPES, "check type")
         default_port = {"http": 80, "https": 443}.get(ctype or "")
@@ -703,13 +556,13 @@ def _parse_checks(err: _Errors, m: LineDict | None) -> dict[str, Check]:
         host = f.str("host", None)
         status: frozenset[int] | None = None
         if "expect_status" in spec:
-            items, lines = _as_list(spec["expect_status"])
+            items, lines = as_list(spec["expect_status"])
             codes = set()
             for i, code in enumerate(items):
                 ln = lines(i) if lines else f.line("expect_status")
-                if not _is_int(code) or not 100 <= code <= 599:
+                if not is_int(code) or not 100 <= code <= 599:
                     err.add(ln, f.p("expect_status"), f"expected an HTTP status 100..599, got "
-                            f"{code if _is_int(code) else type_name(code)}")
+                            f"{code if is_int(code) else type_name(code)}")
                 else:
                     codes.add(code)
             status = frozenset(codes)
@@ -718,8 +571,8 @@ def _parse_checks(err: _Errors, m: LineDict | None) -> dict[str, Check]:
         timeout = f.num("timeout", 3.0, 0, None, lo_open=True)
         if interval is not None and timeout is not None and timeout >= interval:
             where = "timeout" if "timeout" in spec else "interval"
-            err.add(f.line(where), f.p(where), f"timeout {_fmt_num(timeout)} must be less than "
-                    f"interval {_fmt_num(interval)}")
+            err.add(f.line(where), f.p(where), f"timeout {fmt_num(timeout)} must be less than "
+                    f"interval {fmt_num(interval)}")
         rise = f.int("rise", 2, 1, 1000)
         fall = f.int("fall", 3, 1, 1000)
         target = f.str("target", None)
@@ -733,17 +586,18 @@ def _parse_checks(err: _Errors, m: LineDict | None) -> dict[str, Check]:
     return out
 
 
-def _parse_location(err: _Errors, v: Any, line: int, path: str) -> tuple[float, float] | None:
-    if not isinstance(v, LineList) or len(v) != 2 or not all(_is_num(x) for x in v):
+def parse_location(err: Errors, v: Any, line: int, path: str) -> tuple[float, float] | None:
+    """``[latitude, longitude]`` in range, or None with every problem recorded."""
+    if not isinstance(v, LineList) or len(v) != 2 or not all(is_num(x) for x in v):
         err.add(line, path, "expected [latitude, longitude] (two numbers)")
         return None
     lat, lon = float(v[0]), float(v[1])
     ok = True
     if not -90 <= lat <= 90:
-        err.add(v.item_line(0), path, f"latitude {_fmt_num(v[0])} is out of range -90..90")
+        err.add(v.item_line(0), path, f"latitude {fmt_num(v[0])} is out of range -90..90")
         ok = False
     if not -180 <= lon <= 180:
-        err.add(v.item_line(1), path, f"longitude {_fmt_num(v[1])} is out of range -180..180")
+        err.add(v.item_line(1), path, f"longitude {fmt_num(v[1])} is out of range -180..180")
         ok = False
     return (lat, lon) if ok else None
 
@@ -752,7 +606,7 @@ def _defined(m: LineDict | None) -> set[str]:
     return {k for k in m if isinstance(k, str)} if m else set()
 
 
-def _parse_sites(err: _Errors, m: LineDict | None, checks: set[str]) -> dict[str, Site]:
+def _parse_sites(err: Errors, m: LineDict | None, checks: set[str]) -> dict[str, Site]:
     out: dict[str, Site] = {}
     if m is None:
         return out
@@ -764,27 +618,27 @@ def _parse_sites(err: _Errors, m: LineDict | None, checks: set[str]) -> dict[str
         if not isinstance(spec, LineDict):
             err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
             continue
-        _check_keys(err, spec, _SITE_KEYS, path)
-        f = _Fields(err, spec, path)
+        check_keys(err, spec, _SITE_KEYS, path)
+        f = Fields(err, spec, path)
         before = len(err.items)
         location = None
         if spec.get("location") is not None:
-            location = _parse_location(err, spec["location"], f.line("location"), f.p("location"))
+            location = parse_location(err, spec["location"], f.line("location"), f.p("location"))
         v4: list[str] = []
         v6: list[str] = []
         if "addresses" not in spec:
             err.add(spec.line, f.p("addresses"), "a site needs at least one address")
         else:
-            items, lines = _as_list(spec["addresses"])
+            items, lines = as_list(spec["addresses"])
             if not items:
                 err.add(f.line("addresses"), f.p("addresses"), "a site needs at least one address")
             for i, a in enumerate(items):
                 ln = lines(i) if lines else f.line("addresses")
                 text = a if isinstance(a, str) else None
-                if text and _is_ipv4(text.strip()):
+                if text and is_ipv4(text.strip()):
                     addr = str(ipaddress.IPv4Address(text.strip()))
                     target = v4
-                elif text and _is_ipv6(text.strip()):
+                elif text and is_ipv6(text.strip()):
                     addr = str(ipaddress.IPv6Address(text.strip()))
                     target = v6
                 else:
@@ -847,7 +701,7 @@ def _geo_key(raw: str) -> tuple[str, str] | str:
             f"code ({', '.join(sorted(CONTINENTS))}), country:XX / continent:XX, or default")
 
 
-def _parse_pools(err: _Errors, m: LineDict | None, sites: dict[str, Site], all_sites: set[str]
+def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_sites: set[str]
                  ) -> dict[str, Pool]:
     out: dict[str, Pool] = {}
     if m is None:
@@ -860,8 +714,8 @@ def _parse_pools(err: _Errors, m: LineDict | None, sites: dict[str, Site], all_s
         if not isinstance(spec, LineDict):
             err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
             continue
-        _check_keys(err, spec, _POOL_KEYS, path)
-        f = _Fields(err, spec, path)
+        check_keys(err, spec, _POOL_KEYS, path)
+        f = Fields(err, spec, path)
         before = len(err.items)
         if "policy" not in spec:
             err.add(spec.line, f.p("policy"), f"missing policy (one of: {', '.join(POLICY_NAMES)})")
@@ -904,7 +758,7 @@ def _parse_pools(err: _Errors, m: LineDict | None, sites: dict[str, Site], all_s
                                 f"same key as line {seen[parsed]} ({parsed[0]} {parsed[1]})")
                         continue
                     seen[parsed] = geo.key_line(key)
-                    items, lines = _as_list(value)
+                    items, lines = as_list(value)
                     rule_sites: list[str] = []
                     for i, sname in enumerate(items):
                         ln = lines(i) if lines else geo.value_line(key)
@@ -938,7 +792,7 @@ def _parse_pools(err: _Errors, m: LineDict | None, sites: dict[str, Site], all_s
     return out
 
 
-def _parse_records(err: _Errors, m: LineDict | None, names: _Names, defined_pools: set[str]
+def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools: set[str]
                    ) -> dict[str, _PendingNode]:
     out: dict[str, _PendingNode] = {}
     if m is None:
@@ -968,8 +822,8 @@ def _parse_records(err: _Errors, m: LineDict | None, names: _Names, defined_pool
                 elif k == "SOA" or (isinstance(k, str) and k.upper() == "SOA"):
                     hint = "; the SOA comes from the top-level soa: and ns:"
                 err.add(spec.key_line(k), f"{path}.{k}",
-                        f"unknown key {str(k)!r} (allowed: {_allowed(_NODE_KEYS)}){hint}")
-        f = _Fields(err, spec, path)
+                        f"unknown key {str(k)!r} (allowed: {', '.join(_NODE_KEYS)}){hint}")
+        f = Fields(err, spec, path)
         node = _PendingNode(owner, line, path, f.int("ttl", None, 0, MAX_TTL, "ttl"), None, 0, {}, {})
         if "pool" in spec:
             pname = spec["pool"]
@@ -1029,7 +883,7 @@ def _parse_records(err: _Errors, m: LineDict | None, names: _Names, defined_pool
     return out
 
 
-def _check_tree(err: _Errors, pending: dict[str, _PendingNode], cuts: frozenset[str], origin: str) -> None:
+def _check_tree(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[str], origin: str) -> None:
     """Data at or below a delegation is not served, except glue (A/AAAA)."""
     for name, p in pending.items():
         if name == origin:
@@ -1063,7 +917,7 @@ def _cname_step(name: str, pending: dict[str, _PendingNode], existing: set[str],
     return star if star in pending and "CNAME" in pending[star].rdata else None
 
 
-def _check_cname_loops(err: _Errors, pending: dict[str, _PendingNode], cuts: frozenset[str], origin: str) -> None:
+def _check_cname_loops(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[str], origin: str) -> None:
     """A chain of in-zone CNAMEs that comes back to itself never ends: one error per loop."""
     existing: set[str] = set()
     for name in pending:
@@ -1110,7 +964,7 @@ def _cut_above(name: str, cuts: frozenset[str], origin: str) -> str | None:
     return None
 
 
-def _check_glue(err: _Errors, pending: dict[str, _PendingNode], origin: str,
+def _check_glue(err: Errors, pending: dict[str, _PendingNode], origin: str,
                 ns_names: list[tuple[str, int]]) -> None:
     """Every in-zone NS target needs A or AAAA records here (glue), and may not be a CNAME."""
     targets: list[tuple[str, int, str]] = [(n, ln, "ns") for n, ln in ns_names]
@@ -1233,7 +1087,7 @@ def read_serial_state(directory: str) -> dict[str, tuple[str, int]]:
     for name, entry in files.items():
         digest = entry.get("digest") if isinstance(entry, dict) else None
         serial = entry.get("serial") if isinstance(entry, dict) else None
-        if not isinstance(digest, str) or not _is_int(serial) or not 0 <= serial <= MAX_SERIAL:
+        if not isinstance(digest, str) or not is_int(serial) or not 0 <= serial <= MAX_SERIAL:
             logger.warning("zones: ignoring the serial state file %s: bad entry for %r", path, name)
             return {}
         out[str(name)] = (digest, serial)

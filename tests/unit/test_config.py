@@ -119,6 +119,8 @@ def test_parse_hostport(text, host, port):
     ("[nothost]:53", "is not an IPv6 address"),
     ("2001:db8::1:5300:x", "write an IPv6 address with a port as [ADDRESS]:PORT"),
     ("bad host:53", "is not an IP address or host name"),
+    ("*.example.net:53", "is not an IP address or host name"),
+    ("-dns.example.net:53", "is not an IP address or host name"),
     ("", "expected HOST:PORT"),
 ])
 def test_parse_hostport_errors(text, message):
@@ -132,7 +134,7 @@ CASES = [
     ("listen-port", "listen:\n  - 127.0.0.1:53\n  - 127.0.0.1:99999  #<\n", "listen", "port '99999' is not a number"),
     ("listen-type", "listen: [5300]  #<\n", "listen", "expected HOST:PORT, got an integer"),
     ("http-bad", "http: '[::1'  #<\n", "http", "missing ']'"),
-    ("zones-type", "zones: [a]  #<\n", "zones", "expected a string, got a list"),
+    ("zones-type", "zones: [a]  #<\n", "zones", "expected a non-empty string, got a list"),
     ("regions-latitude", "regions:\n  eu: {location: [95, 1]}  #<\n", "regions.eu.location", "latitude 95 is out of range -90..90"),
     ("regions-shape", "regions:\n  eu: {location: dublin}  #<\n", "regions.eu.location", "expected [latitude, longitude]"),
     ("regions-key", "regions:\n  eu: {loc: [1, 2]}  #<\n", "regions.eu.loc", "unknown key 'loc' (allowed: location)"),
@@ -207,3 +209,13 @@ def test_redact_url():
     assert redact_url("redis://:pw@127.0.0.1:6379/2?password=x&db=1") == \
         "redis://:***@127.0.0.1:6379/2?password=***&db=1"
     assert redact_url("memory://") == "memory://"
+
+
+def test_region_location_reports_latitude_and_longitude(tmp_path):
+    file = tmp_path / "gslb.yaml"
+    file.write_text("regions:\n  eu:\n    location:\n      - 95\n      - 200\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_server_config(str(file), {})
+    assert [str(e) for e in info.value.errors] == [
+        f"{file}:4: regions.eu.location: latitude 95 is out of range -90..90",
+        f"{file}:5: regions.eu.location: longitude 200 is out of range -180..180"]

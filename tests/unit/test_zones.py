@@ -328,8 +328,8 @@ ERROR_CASES = [
     ("fall-zero", BASE + "checks:\n  web: {fall: 0}  #<\n", "checks.web.fall", "fall 0 is out of range 1..1000"),
     ("expect-status", BASE + "checks:\n  web: {expect_status: [200, 700]}  #<\n", "checks.web.expect_status", "expected an HTTP status 100..599, got 700"),
     ("check-path", BASE + "checks:\n  web: {path: healthz}  #<\n", "checks.web.path", "path 'healthz' must start with '/'"),
-    ("quorum-one", (BASE + POOLS).replace("iad]}", "iad], quorum: 1}  #<"), "pools.web.quorum", "quorum 1 is out of range [0, 1)"),
-    ("quorum-negative", (BASE + POOLS).replace("iad]}", "iad], quorum: -0.1}  #<"), "pools.web.quorum", "quorum -0.1 is out of range [0, 1)"),
+    ("quorum-one", (BASE + POOLS).replace("iad]}", "iad], quorum: 1}  #<"), "pools.web.quorum", "quorum 1 is out of range 0..1 (1 excluded)"),
+    ("quorum-negative", (BASE + POOLS).replace("iad]}", "iad], quorum: -0.1}  #<"), "pools.web.quorum", "quorum -0.1 is out of range 0..1 (1 excluded)"),
     ("answers-zero", (BASE + POOLS).replace("iad]}", "iad], answers: 0}  #<"), "pools.web.answers", "answers 0 is out of range 1..1000"),
     ("pool-ttl", (BASE + POOLS).replace("iad]}", "iad], ttl: -3}  #<"), "pools.web.ttl", "ttl -3 is out of range"),
     ("when-all-down", (BASE + POOLS).replace("iad]}", "iad], when_all_down: refuse}  #<"), "pools.web.when_all_down", "unknown when_all_down rule 'refuse' (one of: all, servfail, nodata)"),
@@ -752,3 +752,13 @@ def test_serial_state_unwritable_folder_warns_once(tmp_path, caplog, monkeypatch
     warnings = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
     assert len(warnings) == 1 and "Permission denied" in warnings[0]
     assert store.zones.by_key("a.example").serial == 1_700_000_003  # the in-process rule still holds
+
+
+def test_range_text_is_worded_one_way():
+    from gslb.yamlsafe import range_text
+
+    assert range_text(1, 10) == "1..10"
+    assert range_text(-90, 90) == "-90..90"
+    assert range_text(0, None) == ">= 0"
+    assert range_text(0.0, None, lo_open=True) == "> 0"
+    assert range_text(0, 1.0, hi_open=True) == "0..1 (1 excluded)"
