@@ -217,8 +217,7 @@ async def _probe(check: Check, address: str, session: aiohttp.ClientSession) -> 
         return ProbeResult(False, None, None, f"HTTP error: {exc.__class__.__name__}: {exc}")
     except ssl.SSLError as exc:
         return ProbeResult(False, None, None, _tls_reason(exc))
-    except (OSError, ValueError, UnicodeError) as exc:
-        # ValueError/UnicodeError: an address the resolver cannot even parse
-        if isinstance(exc, (ValueError, UnicodeError)):
-            return ProbeResult(False, None, None, "DNS/address error")
+    except (ValueError, UnicodeError):  # an address the resolver cannot even parse
+        return ProbeResult(False, None, None, "DNS/address error")
+    except OSError as exc:
         return ProbeResult(False, None, None, _os_error(exc))
