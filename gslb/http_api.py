@@ -35,14 +35,15 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from gslb.errors import StartupError
-from gslb.metrics import make_registry, render, site_quorums, site_status
+from gslb.metrics import make_registry, render
+from gslb.state import OVERRIDE_STATES, Change
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-#: the override states the PUT endpoint accepts ("auto" removes the override)
-OVERRIDE_STATES: frozenset[str] = frozenset({"up", "down", "drain", "auto"})
+#: what the PUT endpoint's body names, for error messages
+_STATE_CHOICES = "|".join(f'"{s}"' for s in OVERRIDE_STATES)
 
 #: query types the explain endpoint accepts
 EXPLAIN_TYPES: frozenset[str] = frozenset(
@@ -93,20 +94,16 @@ def iso_time(ts: float | None) -> str | None:
         return None
 
 
-def _change(item: Any) -> dict[str, Any]:
-    """One recent verdict change as JSON (a gslb.state.Change, or a (time, zone, site, old, new) tuple)."""
-    if hasattr(item, "zone"):
-        t, zone, site, old, new = getattr(item, "at", None), item.zone, item.site, item.old, item.new
-    else:
-        t, zone, site, old, new = item
-    return {"time": iso_time(t), "zone": zone, "site": site, "old": old, "new": new}
+def _change(item: Change) -> dict[str, Any]:
+    """One recent verdict change as JSON."""
+    return {"time": iso_time(item.at), "zone": item.zone, "site": item.site, "old": item.old, "new": item.new}
 
 
 def build_status(server: Any) -> dict[str, Any]:
     """The /api/v1/status document (SPEC fields plus a few additions the dashboard uses)."""
     zones = server.zone_store.zones
-    view = server.table.view
-    quorums = site_quorums(zones)
+    table = server.table
+    view = table.view
     sites: list[dict[str, Any]] = []
     pools: list[dict[str, Any]] = []
     for zone in sorted(zones, key=lambda z: z.key):
@@ -116,11 +113,11 @@ def build_status(server: Any) -> dict[str, Any]:
                 pools_of.setdefault(name, []).append(pool.name)
         for name in sorted(zone.sites):
             site = zone.sites[name]
-            status = site_status(view, zone, name)
+            status, state = table.site_state(zone.key, name)
             sites.append({
                 "zone": zone.key,
                 "site": name,
-                "state": status.state(quorums.get((zone.key, name), 0.5)),
+                "state": state,
                 "override": status.override,
                 "regions": {
                     region: {
@@ -140,7 +137,7 @@ def build_status(server: Any) -> dict[str, Any]:
             })
         for pool in zone.pools.values():
             up = sum(1 for name in pool.sites
-                     if site_status(view, zone, name).state(pool.quorum) in ("up", "unknown"))
+                     if view.site(zone.key, name).state(pool.quorum) in ("up", "unknown"))
             pools.append({
                 "zone": zone.key, "pool": pool.name, "policy": pool.policy,
                 "up": up, "total": len(pool.sites), "sites": list(pool.sites),
@@ -236,10 +233,10 @@ async def override(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "body: expected JSON {\"state\": \"up\"|\"down\"|\"drain\"|\"auto\"}")
+        return _error(400, f"body: expected JSON {{\"state\": {_STATE_CHOICES}}}")
     state = body.get("state") if isinstance(body, dict) else None
     if not isinstance(state, str) or state not in OVERRIDE_STATES:
-        return _error(400, f"state: expected one of auto, down, drain, up, got {state!r}")
+        return _error(400, f"state: expected one of {', '.join(sorted(OVERRIDE_STATES))}, got {state!r}")
     zone = server.zone_store.zones.by_key(zone_name)
     if zone is None:
         return _error(404, f"unknown zone {zone_name!r}")
@@ -247,15 +244,14 @@ async def override(request: web.Request) -> web.Response:
         return _error(404, f"zone {zone.key!r} has no site {site_name!r}")
     try:
         await server.table.set_override(zone.key, site_name, state)
-    except KeyError as exc:
-        return _error(404, f"unknown site {zone.key}/{site_name}: {exc}")
+    except KeyError:  # the table does not know it yet (a reload in progress)
+        return _error(404, f"zone {zone.key!r} has no site {site_name!r}")
     except ValueError as exc:
         return _error(400, str(exc))
     logger.info("http: override %s/%s -> %s (from %s)", zone.key, site_name, state, request.remote)
-    status = site_status(server.table.view, zone, site_name)
-    quorum = site_quorums([zone]).get((zone.key, site_name), 0.5)
+    status, verdict = server.table.site_state(zone.key, site_name)
     return web.json_response({"zone": zone.key, "site": site_name,
-                              "override": status.override, "state": status.state(quorum)})
+                              "override": status.override, "state": verdict})
 
 
 async def dashboard(request: web.Request) -> web.FileResponse:

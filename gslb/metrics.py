@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections import Counter
-from dataclasses import replace
 from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -24,7 +23,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from gslb.model import SiteStatus
 from gslb.stats import LATENCY_BUCKETS
 
 logger = logging.getLogger(__name__)
@@ -76,15 +74,6 @@ class CheckStats:
             seconds = float(target.check.timeout)
         self.observe(target.zone, target.site, target.check_name, bool(result.ok), seconds)
 
-    def forget(self, zone: str, site: str) -> None:
-        """Drop the series of a site that no longer exists (after a reload)."""
-        for key in [k for k in self.results if k[0] == zone and k[1] == site]:
-            del self.results[key]
-        for key in [k for k in self.duration_counts if k[0] == zone and k[1] == site]:
-            del self.duration_counts[key]
-            del self.duration_sums[key]
-
-
     def retain(self, zones: Any) -> None:
         """Keep only the series of (zone, site, check) that ``zones`` still has (after a reload):
         a removed zone or site, or a check no longer used by a site, drops its series."""
@@ -107,27 +96,6 @@ def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str,
     total += counts[-1]
     out.append(("+Inf", total))
     return out
-
-
-def site_quorums(zones: Any) -> dict[tuple[str, str], float]:
-    """The quorum each site's overall state is judged with: its first pool's (0.5 when in none)."""
-    quorums: dict[tuple[str, str], float] = {}
-    for zone in zones:
-        for pool in zone.pools.values():
-            for site in pool.sites:
-                quorums.setdefault((zone.key, site), pool.quorum)
-    return quorums
-
-
-def site_status(view: Any, zone: Any, name: str) -> SiteStatus:
-    """The table's status of a site; a site without checks counts as unchecked (always up) even
-    before the table has heard of it."""
-    status = view.site(zone.key, name)
-    if not status.unchecked and not status.regions:
-        site = zone.sites.get(name)
-        if site is not None and not site.checks:
-            return replace(status, unchecked=True)
-    return status
 
 
 class GslbCollector(Collector):
@@ -201,14 +169,13 @@ class GslbCollector(Collector):
 
     def _sites(self) -> Iterator[Metric]:
         zones = self._server.zone_store.zones
-        view = self._server.table.view
-        quorums = site_quorums(zones)
+        table = self._server.table
         family = GaugeMetricFamily(
             "gslb_site_state", "Current state of each site (1 for the state it is in, 0 for the others)",
             labels=["zone", "site", "state"])
         for zone in zones:
             for name in sorted(zone.sites):
-                current = site_status(view, zone, name).state(quorums.get((zone.key, name), 0.5))
+                current = table.site_state(zone.key, name)[1]
                 for state in SITE_STATES:
                     family.add_metric([zone.key, name, state], 1 if state == current else 0)
         yield family

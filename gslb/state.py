@@ -24,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Iterable, Mapping, Protocol
+from typing import Callable, Iterable, Mapping, Protocol, get_args
 
 from gslb.model import Override, RegionResult, SiteState, SiteStatus, StateView, ZoneSet
 
@@ -33,8 +33,11 @@ logger = logging.getLogger(__name__)
 #: key of one site in the table: (zone key, site name)
 SiteKey = tuple[str, str]
 
+#: the override states (``model.Override``)
+OVERRIDES: tuple[str, ...] = get_args(Override)
+
 #: the states ``set_override`` accepts; ``auto`` removes the override
-OVERRIDE_STATES: tuple[str, ...] = ("up", "down", "drain", "auto")
+OVERRIDE_STATES: tuple[str, ...] = (*OVERRIDES, "auto")
 
 #: quorum used for the "recent changes" verdict of a site that is in no pool
 DEFAULT_QUORUM = 0.5
@@ -196,19 +199,6 @@ def build_sites(
     return out, next_expiry
 
 
-def build_view(
-    version: int,
-    sites: Mapping[SiteKey, SiteConfig],
-    results: Mapping[SiteKey, Mapping[str, RegionResult]],
-    overrides: Mapping[SiteKey, Override],
-    now: float,
-    outages: tuple[tuple[float, float], ...] = (),
-) -> StateView:
-    """The StateView of ``build_sites`` with the given version (pure)."""
-    statuses, _ = build_sites(sites, results, overrides, now, outages)
-    return StateView(version=version, sites=MappingProxyType(statuses))
-
-
 def _zone_key(zone: str) -> str:
     """A zone key as the table stores it: lower-case, no trailing dot."""
     zone = zone.lower()
@@ -234,7 +224,13 @@ class SiteStateTable:
         self._outage_start: float | None = None
         self._outages: list[tuple[float, float]] = []
         self._timer: asyncio.TimerHandle | None = None
+        #: wall time the expiry timer fires at (None: not armed)
+        self._timer_at: float | None = None
         self._started = False
+        #: the backend's results and overrides as last read (kept up to date by this table's own
+        #: writes, so one probe result rebuilds one site; used when a read fails)
+        self._results: dict[SiteKey, dict[str, RegionResult]] = {}
+        self._overrides: dict[SiteKey, Override] = {}
 
     # -- configuration and lifecycle
 
@@ -242,7 +238,7 @@ class SiteStateTable:
         """Take the set of sites from ``zones``; results of sites that stay are kept."""
         self._sites = sites_of(zones)
         self._seen &= set(self._sites)
-        self._rebuild()
+        self._rebuild()  # always publishes the new site set (last known data if a read fails)
 
     async def start(self) -> None:
         """Start the backend (it calls back on every change) and build the first view."""
@@ -253,9 +249,7 @@ class SiteStateTable:
     async def close(self) -> None:
         """Stop the expiry timer and close the backend."""
         self._started = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         await self.backend.close()
 
     def backend_status(self) -> dict:
@@ -266,6 +260,14 @@ class SiteStateTable:
     def add_listener(self, callback: Callable[[StateView, StateView], None]) -> None:
         """Call ``callback(old_view, new_view)`` after every view change."""
         self._listeners.append(callback)
+
+    def site_state(self, zone: str, site: str) -> tuple[SiteStatus, SiteState]:
+        """A site's status in the current view and its overall verdict, judged with the quorum
+        of the first pool that lists it (DEFAULT_QUORUM for a site in no pool)."""
+        key = (_zone_key(zone), site)
+        status = self.view.site(*key)
+        cfg = self._sites.get(key)
+        return status, status.state(cfg.quorum if cfg is not None else DEFAULT_QUORUM)
 
     # -- writers
 
@@ -279,7 +281,9 @@ class SiteStateTable:
             await self.backend.put_result(key, region, result)
         except Exception as exc:  # the backend keeps retrying on its own; checks go on
             logger.warning("state: cannot store result of %s/%s: %s", key[0], key[1], exc)
-        self._rebuild()
+        else:
+            self._results.setdefault(key, {})[region] = result
+        self._rebuild_site(key)
 
     async def set_override(self, zone: str, site: str, state: str) -> None:
         """Set an operator override (``up``, ``down``, ``drain``) or remove it (``auto``).
@@ -293,7 +297,11 @@ class SiteStateTable:
             raise KeyError(f"{key[0]}/{site}")
         await self.backend.put_override(key, None if state == "auto" else state)  # type: ignore[arg-type]
         logger.info("state: override of %s/%s set to %s", key[0], site, state)
-        self._rebuild()
+        if state == "auto":
+            self._overrides.pop(key, None)
+        else:
+            self._overrides[key] = state  # type: ignore[assignment]
+        self._rebuild_site(key)
 
     # -- view building
 
@@ -326,38 +334,63 @@ class SiteStateTable:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        """Rebuild the view from the backend; publish it only when something changed."""
+        """Rebuild the whole view from the backend; publish it only when something changed.
+
+        When the backend cannot be read, the last data read (plus this table's own writes) is
+        used, so a new site set is always published.
+        """
         try:
-            results = self.backend.results()
-            overrides = self.backend.overrides()
+            self._results = self.backend.results()
+            self._overrides = self.backend.overrides()
         except Exception as exc:
             logger.warning("state: cannot read backend %s: %s", self.backend.url, exc)
-            return
         now = self.connected_now()
-        outages = tuple(self._outages)
-        sites, next_expiry = build_sites(self._sites, results, overrides, now, outages)
-        self._prune_outages(results)
+        sites, next_expiry = build_sites(self._sites, self._results, self._overrides, now,
+                                         tuple(self._outages))
+        self._prune_outages(self._results)
         self._schedule(next_expiry)
         old = self.view
         if dict(old.sites) == sites:
             return
-        new = StateView(version=old.version + 1, sites=MappingProxyType(sites))
+        self._publish(old, StateView(version=old.version + 1, sites=MappingProxyType(sites)), sites)
+
+    def _rebuild_site(self, key: SiteKey) -> None:
+        """Rebuild one site after this table's own write to it; publish at once when it changed.
+
+        The other sites are copied unchanged (their expiry is the timer's business).
+        """
+        now = self.connected_now()
+        one, expiry = build_sites({key: self._sites[key]}, self._results, self._overrides, now,
+                                  tuple(self._outages))
+        if expiry is not None and self._outage_start is None and (
+                self._timer_at is None or expiry < self._timer_at):
+            self._schedule(expiry)
+        old = self.view
+        status = one[key]
+        if old.sites.get(key) == status:
+            return
+        sites = dict(old.sites)
+        sites[key] = status
+        self._publish(old, StateView(version=old.version + 1, sites=MappingProxyType(sites)), one)
+
+    def _publish(self, old: StateView, new: StateView, changed: Mapping[SiteKey, SiteStatus]) -> None:
+        """Replace the view, note verdict changes among ``changed``, tell the listeners."""
         self.view = new
-        self._note_changes(old, new)
+        self._note_changes(old, changed)
         for callback in self._listeners:
             try:
                 callback(old, new)
             except Exception:
                 logger.exception("state: listener %r failed", callback)
 
-    def _note_changes(self, old: StateView, new: StateView) -> None:
-        """Append verdict changes of sites present in both views to ``changes``.
+    def _note_changes(self, old: StateView, changed: Mapping[SiteKey, SiteStatus]) -> None:
+        """Append verdict changes of the ``changed`` sites that ``old`` has too to ``changes``.
 
         A site's first verdict "up" after "unknown" (start-up, new site) is not a change worth
         showing: unknown already counted as up. A first verdict "down" is.
         """
         at = self.clock()
-        for key, status in new.sites.items():
+        for key, status in changed.items():
             before = old.sites.get(key)
             if before is None:
                 continue
@@ -384,9 +417,7 @@ class SiteStateTable:
 
     def _schedule(self, next_expiry: float | None) -> None:
         """Arm the timer for the next expiry (none while the backend is unreachable)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         if next_expiry is None or self._outage_start is not None:
             return
         try:
@@ -395,3 +426,11 @@ class SiteStateTable:
             return
         delay = max(0.0, next_expiry - self.clock()) + 0.001
         self._timer = loop.call_later(delay, self._rebuild)
+        self._timer_at = next_expiry
+
+    def _cancel_timer(self) -> None:
+        """Disarm the expiry timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = None

@@ -26,6 +26,7 @@ from gslb.config import ServerConfig
 from gslb.http_api import create_app, iso_time, start_http, stop_http
 from gslb.errors import StartupError
 from gslb.model import Pool, RegionResult, Site, SiteStatus, Soa, StateView, Zone, ZoneSet
+from gslb.state import Change, sites_of
 from gslb.stats import QueryStats
 from gslb.status_cli import run_status
 
@@ -80,10 +81,11 @@ class DemoServer:
             (w, "sin"): SiteStatus({"eu-west": up(158.3), "us-east": up(230.1), "ap-south": up(1.9)}, override="drain"),
             (w, "syd"): SiteStatus({"eu-west": down("timeout after 3.0s"), "us-east": down("timeout after 3.0s"),
                                     "ap-south": down("timeout after 3.0s")}),
+            (w, "nrt"): SiteStatus(unchecked=True),
             (c, "fra"): SiteStatus({"eu-west": up(11.8, 12)}),
             (c, "sin"): SiteStatus({"ap-south": up(1.9, 70)}),
             (c, "nrt"): SiteStatus(unchecked=True),
-        }, now)
+        }, now, self.zone_store.zones)
         self.stats = QueryStats()
         self.check_stats = None
         self.config = ServerConfig(region="eu-west", regions={
@@ -109,13 +111,18 @@ class _Store:
 
 
 class _Table:
-    def __init__(self, sites: dict[tuple[str, str], SiteStatus], now: float) -> None:
+    def __init__(self, sites: dict[tuple[str, str], SiteStatus], now: float, zones: ZoneSet) -> None:
         self.view = StateView(1, sites)
         self.changes = deque([
-            (now - 900, "gslb.example.com", "syd", "up", "down"),
-            (now - 600, "gslb.example.com", "sin", "up", "drain"),
-            (now - 120, "gslb.example.com", "iad", "up", "down"),
+            Change(now - 900, "gslb.example.com", "syd", "up", "down"),
+            Change(now - 600, "gslb.example.com", "sin", "up", "drain"),
+            Change(now - 120, "gslb.example.com", "iad", "up", "down"),
         ])
+        self.quorums = {key: cfg.quorum for key, cfg in sites_of(zones).items()}
+
+    def site_state(self, zone: str, site: str) -> tuple[SiteStatus, str]:
+        status = self.view.site(zone, site)
+        return status, status.state(self.quorums.get((zone, site), 0.5))
 
     async def set_override(self, zone: str, site: str, state: str) -> None:
         raise KeyError(site)

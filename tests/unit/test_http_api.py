@@ -15,6 +15,7 @@ from gslb.config import ServerConfig
 from gslb.http_api import build_status, create_app, iso_time
 from gslb.metrics import CheckStats
 from gslb.model import Pool, RegionResult, Site, SiteStatus, Soa, StateView, Zone, ZoneSet
+from gslb.state import Change, sites_of
 from gslb.stats import QueryStats
 from gslb.status_cli import format_status
 
@@ -39,10 +40,15 @@ class FakeZoneStore:
 
 
 class FakeTable:
-    def __init__(self, sites: dict[tuple[str, str], SiteStatus]) -> None:
+    def __init__(self, sites: dict[tuple[str, str], SiteStatus], zones: ZoneSet) -> None:
         self.view = StateView(1, sites)
-        self.changes: deque = deque([(NOW - 60, "gslb.example.com", "iad", "up", "down")], maxlen=100)
+        self.changes: deque = deque([Change(NOW - 60, "gslb.example.com", "iad", "up", "down")], maxlen=100)
         self.overrides: list[tuple[str, str, str]] = []
+        self.quorums = {key: cfg.quorum for key, cfg in sites_of(zones).items()}
+
+    def site_state(self, zone: str, site: str) -> tuple[SiteStatus, str]:
+        status = self.view.site(zone, site)
+        return status, status.state(self.quorums.get((zone, site), 0.5))
 
     async def set_override(self, zone: str, site: str, state: str) -> None:
         if state not in ("up", "down", "drain", "auto"):
@@ -86,7 +92,8 @@ class FakeServer:
                 "us-east": RegionResult("up", NOW - 2, rtt_ms=2.0),
             }),
             (k, "sin"): SiteStatus({}, override="drain"),
-        })
+            (k, "lab"): SiteStatus(unchecked=True),  # no checks (the table publishes every site)
+        }, self.zone_store.zones)
         self.stats = QueryStats()
         self.stats.query(k, "A", "NOERROR", 0.0002)
         self.stats.query(k, "A", "NOERROR", 0.003)
@@ -157,7 +164,7 @@ async def test_status_document(api):
     assert iad["regions"]["eu-west"]["error"] == "status 503, expected 200"
     assert sites[("gslb.example.com", "sin")]["state"] == "drain"
     assert sites[("gslb.example.com", "sin")]["override"] == "drain"
-    # no checks: always up, even before the table has an entry for it
+    # no checks: always up
     assert sites[("gslb.example.com", "lab")]["state"] == "up"
     assert sites[("other.example.net", "ams")]["state"] == "unknown"  # no result yet
     pools = {(p["zone"], p["pool"]): p for p in doc["pools"]}
@@ -377,23 +384,12 @@ def test_check_stats_as_monitor_observer():
 
 
 def test_status_lists_state_change_objects():
-    from gslb.state import Change
-
     server = FakeServer()
     server.table.changes.append(Change(NOW, "gslb.example.com", "fra", "down", "up"))
     doc = build_status(server)
     assert doc["changes"][0] == {"time": iso_time(NOW), "zone": "gslb.example.com", "site": "fra",
                                  "old": "down", "new": "up"}
     assert doc["changes"][1]["site"] == "iad"
-
-
-def test_check_stats_forget():
-    stats = CheckStats()
-    stats.observe("z", "a", "web", True, 0.1)
-    stats.observe("z", "b", "web", True, 0.1)
-    stats.forget("z", "a")
-    assert list(stats.results) == [("z", "b", "web", "pass")]
-    assert list(stats.duration_counts) == [("z", "b", "web")]
 
 
 def test_check_stats_retain_keeps_only_existing_sites_and_checks():

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Callable
 
 import pytest
 
-from gslb.model import Check, Pool, RegionResult, Site, Soa, StateView, Zone, ZoneSet
+from gslb.model import Check, Pool, RegionResult, Site, Soa, Zone, ZoneSet
 from gslb.state import (
     MemoryBackend,
     SiteConfig,
     SiteStateTable,
     build_sites,
-    build_view,
     expires_at,
 )
 
@@ -120,12 +120,6 @@ def test_build_sites_ignores_unconfigured_sites():
     results = {("z", "gone"): {"eu": up(100)}, ("other", "a"): {"eu": up(100)}}
     sites, _ = build_sites(SITES, results, {("z", "gone"): "down"}, now=100)
     assert set(sites) == set(SITES)
-
-
-def test_build_view_carries_version():
-    view = build_view(7, SITES, {}, {}, now=0)
-    assert isinstance(view, StateView) and view.version == 7
-    assert view.site("z", "u").unchecked
 
 
 def test_expiry_is_pushed_by_outages_it_overlaps():
@@ -346,4 +340,60 @@ async def test_unreachable_at_start_is_no_outage():
     backend.flip(True)
     # a result met at the first connection is not kept longer than its own stale_after
     assert table.view.site("z.test", "a").state(0.5) == "unknown"
+    await table.close()
+
+
+async def test_site_state_uses_the_first_pools_quorum_and_default_for_no_pool():
+    zone = make_zone("z.test", {"a": ("web",), "b": ("web",)}, quorum=0.0)
+    zone = dataclasses.replace(zone, pools={"web": Pool("web", "failover", ("a",), quorum=0.0)})
+    table = SiteStateTable(MemoryBackend(), clock=FakeClock(1000))
+    table.configure(zoneset(zone))
+    await table.start()
+    for site in ("a", "b"):
+        await table.report("z.test", site, "eu", up(1000))
+        await table.report("z.test", site, "us", down(1000))
+    status, state = table.site_state("z.test.", "a")
+    assert set(status.regions) == {"eu", "us"} and state == "up"  # quorum 0.0: 1 of 2 is enough
+    assert table.site_state("z.test", "b")[1] == "down"  # in no pool: DEFAULT_QUORUM 0.5
+    assert table.site_state("z.test", "nowhere")[1] == "unknown"
+    await table.close()
+
+
+class UnreadableBackend(MemoryBackend):
+    """A memory backend whose reads fail when ``broken`` is set."""
+
+    broken = False
+
+    def results(self):
+        if self.broken:
+            raise ConnectionError("unreadable")
+        return super().results()
+
+
+async def test_configure_publishes_new_sites_even_when_the_backend_cannot_be_read():
+    backend = UnreadableBackend()
+    table = SiteStateTable(backend, clock=FakeClock(1000))
+    table.configure(zoneset(make_zone("z.test", {"a": ("web",)})))
+    await table.start()
+    await table.report("z.test", "a", "local", down(1000))
+    backend.broken = True
+    table.configure(zoneset(make_zone("z.test", {"a": ("web",), "lab": ()})))
+    assert table.site_state("z.test", "lab") == (table.view.site("z.test", "lab"), "up")
+    assert table.view.site("z.test", "lab").unchecked
+    assert table.site_state("z.test", "a")[1] == "down"  # last known data kept
+    await table.close()
+
+
+async def test_a_result_rebuilds_its_site_only_and_versions_grow_on_real_changes():
+    table = SiteStateTable(MemoryBackend(), clock=FakeClock(1000))
+    table.configure(zoneset(make_zone("z.test", {"a": ("web",), "b": ("web",)})))
+    await table.start()
+    await table.report("z.test", "b", "local", up(1000))
+    b = table.view.sites[("z.test", "b")]
+    version = table.view.version
+    await table.report("z.test", "a", "local", down(1000))
+    assert table.view.version == version + 1
+    assert table.view.sites[("z.test", "b")] is b  # untouched
+    await table.report("z.test", "a", "local", down(1000))
+    assert table.view.version == version + 1  # the same result again: no new view
     await table.close()
