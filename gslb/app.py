@@ -37,7 +37,7 @@ from gslb.model import Pool, PoolAnswer, Zone
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
 from gslb.wire import Drop
-from gslb.zones import Stamp, ZoneStore, file_stamp, settled
+from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, settled
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +46,6 @@ ZONE_POLL_SECONDS = 1.0
 
 #: server-file fields that only a restart applies
 RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region")
-
-
-def check_zones_folder(path: str) -> str | None:
-    """Why ``path`` cannot be the zones folder (missing, not a folder), or None."""
-    if not os.path.exists(path):
-        return f"zones: the folder {path} does not exist"
-    if not os.path.isdir(path):
-        return f"zones: {path} is not a folder"
-    return None
 
 
 def _stamp_of(path: str | None) -> Stamp | None:

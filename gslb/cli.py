@@ -117,8 +117,13 @@ def _config_with_zones(args: argparse.Namespace):  # -> ServerConfig | exit code
     config = _config_or_exit(args, EXIT_INVALID)
     if isinstance(config, int):
         return config
-    if not os.path.isdir(config.zones):
-        print(f"{config.zones}: zone folder not found", file=sys.stderr)
+    from gslb.zones import check_zones_folder
+
+    problem = check_zones_folder(config.zones, "--zones" if getattr(args, "zones", None) else "zones")
+    if problem is not None:
+        if not getattr(args, "zones", None) and config.file is None:
+            problem += " (no server file: set the folder with --zones, or zones: in gslb.yaml)"
+        print(problem, file=sys.stderr)
         return EXIT_INVALID
     return config
 

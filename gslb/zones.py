@@ -1062,6 +1062,8 @@ class _FileState:
     zone: Zone | None = None
     loaded_at: str | None = None
     error: str | None = None
+    #: the located errors of the last read (empty after a good one)
+    errors: tuple[ConfigError, ...] = ()
 
 
 #: the serial state file in the zones folder (module doc); a dotfile, so never a zone file
@@ -1195,6 +1197,7 @@ class ZoneStore:
                                                     f"zone {zone.key} is already declared in {display_path(owner)}")])
             except ConfigErrors as exc:
                 state.error = str(exc)
+                state.errors = tuple(exc.errors)
                 errors.extend(str(e) for e in exc.errors)
                 for e in exc.errors:
                     logger.debug("zones: %s", e)
@@ -1203,6 +1206,7 @@ class ZoneStore:
                                  old.key, old.serial)
                 continue
             state.error = None
+            state.errors = ()
             if old is not None and old.digest == zone.digest and old.origin == zone.origin:
                 continue
             if old is not None and old.origin != zone.origin:
@@ -1267,25 +1271,28 @@ def _zone_line(path: str) -> int | None:
     return None
 
 
+def check_zones_folder(path: str, setting: str = "zones") -> str | None:
+    """Why ``path`` cannot be the zones folder (missing, not a folder), or None.
+
+    The message starts with ``setting``, the place to fix it (``zones`` or ``--zones``).
+    """
+    if not os.path.exists(path):
+        return f"{setting}: the folder {path} does not exist"
+    if not os.path.isdir(path):
+        return f"{setting}: {path} is not a folder"
+    return None
+
+
 def check_directory(directory: str) -> list[ConfigError]:
-    """Every error of every zone file in ``directory`` (for ``gslb check``)."""
+    """Every error of every zone file in ``directory`` (for ``gslb check``), as ZoneStore finds them."""
     try:
         paths = _zone_files(directory)
     except OSError as exc:
         return [ConfigError(directory, None, "", f"cannot read the zones folder: {exc.strerror or exc}")]
     if not paths:
         return [ConfigError(directory, None, "", "no zone files (*.yaml) in this folder")]
-    errors: list[ConfigError] = []
-    owners: dict[str, str] = {}
-    for path in paths:
-        try:
-            zone = load_zone_file(path)
-        except ConfigErrors as exc:
-            errors.extend(exc.errors)
-            continue
-        if zone.origin in owners:
-            errors.append(ConfigError(display_path(path), _zone_line(path), "zone",
-                                      f"zone {zone.key} is already declared in {display_path(owners[zone.origin])}"))
-        else:
-            owners[zone.origin] = path
-    return errors
+    store = ZoneStore(directory)
+    result = store.reload(force=True)
+    errors = [e for _, state in sorted(store._files.items()) for e in state.errors]
+    # Only when the folder became unreadable since it was listed above: the store's message.
+    return errors or [ConfigError(directory, None, "", e.partition(": ")[2]) for e in result["errors"]]

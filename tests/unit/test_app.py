@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gslb.app import Server, check_zones_folder
+from gslb.app import Server
 from gslb.config import load_server_config
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -98,12 +98,6 @@ async def test_sighup_tasks_are_forgotten_when_done_and_coalesced(server, monkey
     assert server._tasks == set()
     assert len(runs) == 2
 
-
-def test_check_zones_folder(tmp_path):
-    assert check_zones_folder(str(tmp_path)) is None
-    assert "does not exist" in check_zones_folder(str(tmp_path / "nope"))
-    (tmp_path / "f").write_text("")
-    assert "is not a folder" in check_zones_folder(str(tmp_path / "f"))
 
 
 def test_acl_with_only_deny_keeps_the_default_allow(tmp_path):

@@ -18,4 +18,12 @@ def test_explain_with_a_missing_zone_folder_exits_1(tmp_path, capsys):
                  "-c", str(config)])
     out, err = capsys.readouterr()
     assert code == EXIT_INVALID and out == ""
-    assert "no-zones: zone folder not found" in err
+    assert f"zones: the folder {tmp_path / 'no-zones'} does not exist" in err
+
+
+def test_check_with_a_missing_zones_flag_folder_names_the_flag(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["--log-level", "error", "check", "--zones", "nope"])
+    _, err = capsys.readouterr()
+    assert code == EXIT_INVALID
+    assert err.startswith(f"--zones: the folder {tmp_path / 'nope'} does not exist")

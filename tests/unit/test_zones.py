@@ -762,3 +762,12 @@ def test_range_text_is_worded_one_way():
     assert range_text(0, None) == ">= 0"
     assert range_text(0.0, None, lo_open=True) == "> 0"
     assert range_text(0, 1.0, hi_open=True) == "0..1 (1 excluded)"
+
+
+def test_check_zones_folder_names_the_setting(tmp_path):
+    from gslb.zones import check_zones_folder
+
+    assert check_zones_folder(str(tmp_path)) is None
+    assert check_zones_folder(str(tmp_path / "nope")) == f"zones: the folder {tmp_path / 'nope'} does not exist"
+    (tmp_path / "f").write_text("")
+    assert check_zones_folder(str(tmp_path / "f"), "--zones") == f"--zones: {tmp_path / 'f'} is not a folder"
