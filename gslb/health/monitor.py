@@ -23,6 +23,8 @@ up target down.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import math
 import random
@@ -50,6 +52,9 @@ STALE_INTERVALS = 3.0
 
 #: probes in flight at once during the first round (capped by the open-file limit)
 FIRST_ROUND_IN_FLIGHT = 1024
+
+#: seconds the scheduling loop waits after an unexpected error before it tries again
+LOOP_RETRY = 1.0
 
 #: the next probe after the first round: one interval later, times a factor drawn from this range
 FIRST_ROUND_JITTER = (0.9, 1.1)
@@ -170,12 +175,14 @@ def fold_site(entries: Sequence[tuple[Target, TargetState, ProbeResult | None]],
 class _Run:
     """The mutable schedule and state of one target inside the monitor."""
 
-    __slots__ = ("target", "state", "next_due", "task", "last", "started")
+    __slots__ = ("target", "state", "next_due", "task", "last", "started", "queued")
 
     def __init__(self, target: Target, next_due: float) -> None:
         self.target = target
         self.state = UNKNOWN
         self.next_due = next_due
+        #: sequence number of this run's valid entry in the monitor's due heap
+        self.queued = -1
         self.task: asyncio.Task | None = None
         self.last: ProbeResult | None = None
         #: monotonic time the last probe got its slot and started (None: never)
@@ -197,6 +204,9 @@ class Monitor:
         self.rng = rng or random.Random()
         self.max_in_flight = max_in_flight
         self._runs: dict[TargetKey, _Run] = {}
+        #: (next_due, seq, run): an entry is valid while run.queued == seq and the run is current
+        self._due: list[tuple[float, int, _Run]] = []
+        self._seq = itertools.count()
         self._by_site: dict[SiteKey, list[TargetKey]] = {}
         #: per site: (state, error, monotonic time) of the last report
         self._reported: dict[SiteKey, tuple[str, str | None, float]] = {}
@@ -236,6 +246,7 @@ class Monitor:
         self._reported = {s: r for s, r in self._reported.items() if s in by_site and s not in changed}
         self._runs = runs
         self._by_site = by_site
+        self._requeue_all()
         logger.debug("health: %d target(s) in %d site(s), region %s", len(runs), len(by_site), self.region)
         self._wake.set()
         # a site that lost a target may now fold differently: report it again at once
@@ -304,6 +315,8 @@ class Monitor:
         for run in runs:
             started = run.started if run.started is not None else now
             run.next_due = started + run.target.check.interval * self.rng.uniform(lo, hi)
+        self._requeue_all()
+        self._wake.set()
         down = sum(1 for run in self._runs.values() if run.state.state == "down")
         logger.info("health: first round, region %s: %d target(s) probed, %d down, %d unfinished",
                     self.region, len(tasks), down, len(pending))
@@ -328,27 +341,66 @@ class Monitor:
         """Probe every target now (those in flight are not started twice); return their tasks."""
         return [run.task if run.task is not None else self._launch(run) for run in self._runs.values()]
 
+    def _queue(self, run: _Run) -> None:
+        """(Re)enter ``run`` in the due heap at its ``next_due``; its older entry turns invalid."""
+        seq = next(self._seq)
+        run.queued = seq
+        heapq.heappush(self._due, (run.next_due, seq, run))
+
+    def _requeue_all(self) -> None:
+        """Rebuild the due heap from the current runs (after a reconfiguration or first round)."""
+        self._due = []
+        for run in self._runs.values():
+            run.queued = seq = next(self._seq)
+            self._due.append((run.next_due, seq, run))
+        heapq.heapify(self._due)
+
+    def _valid(self, entry: tuple[float, int, _Run]) -> bool:
+        """Whether a heap entry is its run's latest and the run is still configured."""
+        _due, seq, run = entry
+        return run.queued == seq and self._runs.get(run.target.key) is run
+
+    def next_due(self) -> float | None:
+        """When the earliest target is due (monotonic clock), None when there is none."""
+        heap = self._due
+        while heap and not self._valid(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
     def run_due(self) -> list[asyncio.Task]:
         """Launch every target due by now that is not already in flight; return the new tasks."""
         now = self.clock()
         launched = []
-        for run in self._runs.values():
-            if run.next_due > now:
+        heap = self._due
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if not self._valid(entry):
                 continue
+            run = entry[2]
             interval = run.target.check.interval
             due = run.next_due + interval
             run.next_due = due if due > now else now + interval
+            self._queue(run)
             if run.task is None:  # still in flight (queued behind the limit): skip this turn
                 launched.append(self._launch(run))
         return launched
 
     async def _loop(self) -> None:
-        """Launch due targets, then sleep until the next one is due or the targets change."""
+        """Launch due targets, then sleep until the next one is due or the targets change.
+
+        An unexpected error is logged and the loop goes on: checks must never stop silently.
+        """
         while True:
-            self.run_due()
-            self._wake.clear()
-            due = min((run.next_due for run in self._runs.values()), default=None)
-            delay = None if due is None else max(0.0, due - self.clock())
+            try:
+                self.run_due()
+                self._wake.clear()
+                due = self.next_due()
+                delay = None if due is None else max(0.0, due - self.clock())
+            except Exception:
+                logger.exception("health: scheduling failed, region %s; retrying in %ss",
+                                 self.region, LOOP_RETRY)
+                self._wake.clear()
+                delay = LOOP_RETRY
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
             except TimeoutError:

@@ -447,3 +447,45 @@ async def test_a_crashing_prober_counts_as_a_failure():
     assert table.reports[-1][3].state == "down"
     assert table.reports[-1][3].error == "web 192.0.2.1: probe error: RuntimeError"
     await monitor.close()
+
+
+async def test_the_loop_logs_an_error_and_keeps_checking(monkeypatch, caplog):
+    import gslb.health.monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "LOOP_RETRY", 0.01)
+    table, prober = FakeTable(), FakeProber()
+    check = Check("web", "http", 80, interval=0.02, timeout=0.01)
+    monitor = Monitor(table, "local", prober=prober, rng=random.Random(1))
+    monitor.configure(zoneset(make_zone("z.test", {"fra": (("192.0.2.1",), ("web",))}, checks=(check,))))
+    real, failures = monitor.run_due, []
+
+    def flaky():
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("scheduler bug")
+        return real()
+
+    monitor.run_due = flaky  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="gslb.health.monitor"):
+        await monitor.start()
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if len(prober.calls) >= 2:
+                break
+    assert len(prober.calls) >= 2
+    assert any("scheduling failed" in r.getMessage() and r.exc_info for r in caplog.records)
+    await monitor.close()
+
+
+async def test_due_heap_skips_removed_targets_and_follows_reconfiguration():
+    clock, table, prober = FakeClock(100.0), FakeTable(), FakeProber()
+    monitor = Monitor(table, "local", clock=clock, prober=prober, rng=random.Random(3))
+    both = {"fra": (("192.0.2.1",), ("web",)), "iad": (("192.0.2.2",), ("web",))}
+    monitor.configure(zoneset(make_zone("z.test", both)))
+    monitor.configure(zoneset(make_zone("z.test", {"iad": both["iad"]})))
+    assert monitor.next_due() == min(monitor.schedule().values())
+    clock.now = 200.0
+    await asyncio.gather(*monitor.run_due())
+    assert [address for _check, address in prober.calls] == ["192.0.2.2"]
+    assert monitor.next_due() == monitor.schedule()[("z.test", "iad", "web", "192.0.2.2")] > 200.0
+    await monitor.close()
