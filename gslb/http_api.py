@@ -27,7 +27,6 @@ import ipaddress
 import json
 import logging
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -36,6 +35,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from gslb.errors import StartupError
 from gslb.metrics import make_registry, render
+from gslb.model import iso_time  # noqa: F401 (re-exported: the status API's time format)
 from gslb.state import OVERRIDE_STATES, Change
 
 logger = logging.getLogger(__name__)
@@ -82,16 +82,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def _server(request: web.Request) -> Any:
     return request.app[SERVER_KEY]
-
-
-def iso_time(ts: float | None) -> str | None:
-    """Wall-clock seconds as ISO 8601 UTC with milliseconds (``2026-11-27T21:33:30.123Z``)."""
-    if ts is None:
-        return None
-    try:  # never raises: a time out of datetime's range (e.g. 1e300 from a peer) shows as null
-        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    except (OverflowError, OSError, ValueError, TypeError):
-        return None
 
 
 def _change(item: Change) -> dict[str, Any]:

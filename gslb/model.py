@@ -14,6 +14,7 @@ Naming conventions used everywhere:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Literal, Mapping
 
@@ -301,3 +302,17 @@ class PoolAnswer:
     ttl: int
     scope_prefix: int
     sites: tuple[str, ...] = ()
+
+
+def iso_time(ts: float | None) -> str | None:
+    """Wall-clock seconds as ISO 8601 UTC with milliseconds (``2026-11-27T21:33:30.123Z``).
+
+    The one time format of the status API and the zone store; never raises: None, or a time out
+    of datetime's range (e.g. 1e300 from a peer), is None.
+    """
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError, TypeError):
+        return None

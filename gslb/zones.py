@@ -32,7 +32,6 @@ are never zone files. Explicit serials (``serial: N``, 0..4294967295) are served
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import ipaddress
 import json
@@ -46,7 +45,7 @@ from typing import Any
 
 from gslb.errors import ConfigError, ConfigErrors
 from gslb.model import (
-    POLICY_NAMES, STATIC_TYPES, Check, GeoRule, Node, Pool, Record, Site, Soa, Zone, ZoneSet,
+    POLICY_NAMES, STATIC_TYPES, Check, GeoRule, Node, Pool, Record, Site, Soa, Zone, ZoneSet, iso_time,
 )
 from gslb.yamlsafe import (
     Errors, Fields, LineDict, LineList, as_list, check_keys, fmt_num, is_int, is_num, load_yaml, type_name,
@@ -1029,10 +1028,6 @@ def _zone_files(directory: str) -> list[str]:
     return [os.path.join(directory, n) for n in names if os.path.isfile(os.path.join(directory, n))]
 
 
-def _now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 #: a changed file whose modification time is at least this old is applied at the first poll
 SETTLE_SECONDS = 0.5
 
@@ -1060,7 +1055,7 @@ class _FileState:
     stamp: Stamp | None = None  # the version last read
     pending: Stamp | None = None  # a changed version seen at the last poll, not read yet
     zone: Zone | None = None
-    loaded_at: str | None = None
+    loaded_at: float | None = None  # wall-clock seconds
     error: str | None = None
     #: the located errors of the last read (empty after a good one)
     errors: tuple[ConfigError, ...] = ()
@@ -1213,7 +1208,7 @@ class ZoneStore:
                 removed.append(old.key)
                 owners.pop(old.origin, None)
             state.zone = zone
-            state.loaded_at = _now_iso()
+            state.loaded_at = time.time()
             owners[zone.origin] = path
             changed.append(zone.key)
             logger.info("zones: %s loaded from %s (serial %d)", zone.key, path, zone.serial)
@@ -1254,7 +1249,7 @@ class ZoneStore:
                 "zone": s.zone.key if s.zone else None,
                 "serial": s.zone.serial if s.zone else None,
                 "file": path,
-                "loaded_at": s.loaded_at,
+                "loaded_at": iso_time(s.loaded_at),
                 "error": s.error,
             })
         return out
