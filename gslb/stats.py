@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
+from typing import Iterable
+
+from gslb.model import Zone
 
 #: upper bounds (seconds) of the answer-latency histogram buckets
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -41,3 +44,14 @@ class QueryStats:
         """Count the sites that went into one pool answer."""
         for site in sites:
             self.site_answers[(zone, pool, site)] += 1
+
+    def retain(self, zones: Iterable[Zone]) -> None:
+        """Keep only the series of zones, pools and pool sites that ``zones`` still has (after a
+        reload); queries outside every zone (zone "") are kept."""
+        live = {zone.key for zone in zones}
+        for key in [k for k in self.queries if k[0] and k[0] not in live]:
+            del self.queries[key]
+        answers = {(zone.key, pool.name, site) for zone in zones
+                   for pool in zone.pools.values() for site in pool.sites}
+        for key in [k for k in self.site_answers if k not in answers]:
+            del self.site_answers[key]

@@ -405,6 +405,20 @@ def test_check_stats_retain_keeps_only_existing_sites_and_checks():
     assert sorted(stats.duration_counts) == sorted(stats.duration_sums) == [("z", "a", "web"), ("z", "b", "tcp")]
 
 
+def test_query_stats_retain_drops_removed_zones_pools_and_sites():
+    zone = make_zone("z", {"a": Site("a", None, ("192.0.2.1",), ())},
+                     {"web": Pool("web", "failover", ("a",))})
+    stats = QueryStats()
+    for name in ("z", "gone", ""):
+        stats.query(name, "A", "NOERROR", 0.001)
+    for key in (("z", "web", "a"), ("z", "web", "b"), ("z", "old", "a"), ("gone", "web", "a")):
+        stats.answered_sites(key[0], key[1], (key[2],))
+    stats.retain(ZoneSet({zone.origin: zone}))
+    assert sorted(stats.queries) == [("", "A", "NOERROR"), ("z", "A", "NOERROR")]
+    assert list(stats.site_answers) == [("z", "web", "a")]
+    assert sum(stats.latency_counts) == 3  # the histogram has no zone label: kept whole
+
+
 def test_format_status_table():
     server = FakeServer()
     text = format_status(build_status(server), "http://127.0.0.1:8053")
