@@ -296,6 +296,7 @@ class Server:
                 if self.monitor is not None:
                     self.monitor.configure(zones)
                 self.check_stats.retain(zones)  # removed sites' and checks' series go
+                self.stats.retain(zones)  # and removed zones', pools' and sites' query series
                 for name in result.get("changed", []):
                     logger.info("zones: loaded %s", name)
             if errors:
