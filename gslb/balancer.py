@@ -1,8 +1,15 @@
 """Pool answers: client location, site states, the pool's policy, ECS scope, TTL and a decision cache.
 
-One implementation serves DNS (:meth:`Balancer.answer`, fast, cached for deterministic policies)
-and the decision trace (:meth:`Balancer.trace`, which only adds reasons and never advances the
-round-robin counter).
+One implementation serves DNS (:meth:`Balancer.answer`, fast) and the decision trace
+(:meth:`Balancer.trace`, which only adds reasons and never advances the round-robin counter).
+
+Caching, per (zone key, pool name) and view version: who may serve is computed once (except for
+``geo``, whose tiers depend on the client); policies whose order does not depend on the client
+either decide once (failover, least_load, fastest without located regions) or only draw per
+query (weighted, round_robin, p2c); the others' decisions are cached per client key (GeoIP
+network, CIDR-rule scope or hashed subnet). A new Zone object for a key (a reload) drops what
+the old one left behind. The client address comes without a zone suffix (``%eth0``): the DNS
+transport and explain strip it.
 
 Who may serve, for a pool (per tier of a ``geo`` map, most specific first):
 1. the sites that are up (``unknown`` counts as up) in the first tier that has any;
@@ -21,12 +28,12 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Mapping, Protocol
+from typing import Mapping, Protocol, Sequence
 
 from gslb.model import Location, Pool, PoolAnswer, Site, StateView, Zone
 from gslb.policies import (
-    POLICIES, Candidate, Context, GeoMap, Policy, client_address, client_subnet, distance_km, nearest_region,
-    plain_ip, site_rtt, subnet_key,
+    POLICIES, Candidate, Context, GeoMap, Policy, client_address, distance_km, nearest_region, site_rtt,
+    subnet_of, subnet_text,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,6 +78,60 @@ class Trace:
     answer: PoolAnswer
 
 
+def _family(order: Sequence[Candidate], rtype: str, answers: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(addresses, sites) for A or AAAA: the first ``answers`` sites of ``order`` having that family."""
+    addrs: list[str] = []
+    sites: list[str] = []
+    for c in order:
+        fam = c.site.ipv6 if rtype == "AAAA" else c.site.ipv4
+        if fam:
+            # RFC 2181 5: no duplicate records in an RRset (two sites may share an address)
+            addrs.extend(a for a in fam if a not in addrs)
+            sites.append(c.site.name)
+            if len(sites) >= answers:
+                break
+    return tuple(addrs), tuple(sites)
+
+
+def _eligible(pool: Pool, tiers: Sequence[tuple[str, Sequence[Candidate]]],
+              passed: dict[str, str] | None) -> tuple[str, tuple[Candidate, ...], str]:
+    """Who may serve (module docstring rules): (outcome, candidates in tier order, tier label).
+
+    ``outcome`` is "answer" or the pool's ``when_all_down`` rule; ``passed`` (explain) gets a
+    reason for every weight-0 site left out.
+    """
+    pick: list[Candidate] = []
+    tier_label = tiers[0][0]
+    for label, cands in tiers:
+        pick = [c for c in cands if c.state in _UP_STATES]
+        if pick:
+            tier_label = label
+            break
+    if not pick:
+        for label, cands in tiers:
+            pick = [c for c in cands if c.state == "drain"]
+            if pick:
+                tier_label = label
+                break
+    if not pick:
+        if pool.when_all_down != "all":
+            return pool.when_all_down, (), tier_label
+        pick = list(tiers[0][1])
+        tier_label = tiers[0][0]
+    # weight 0: a backup, used only when no site of weight > 0 may serve
+    if any(c.weight <= 0 for c in pick):
+        positive = [c for c in pick if c.weight > 0]
+        if positive:
+            if passed is not None:
+                for c in pick:
+                    if c.weight <= 0:
+                        passed[c.name] = "weight 0: used only when no weighted site is up"
+            pick = positive
+        else:
+            pick = [Candidate(c.site, c.index, c.state, c.status, c.load, 1) for c in pick]
+    return "answer", tuple(pick), tier_label
+
+
 class _Decision:
     """A cached decision: the order of sites (or an all-down outcome) and per-family addresses."""
 
@@ -91,29 +152,27 @@ class _Decision:
         """(addresses, sites) for A or AAAA: the first ``answers`` sites having that family."""
         got = self._fam.get(rtype)
         if got is None:
-            addrs: list[str] = []
-            sites: list[str] = []
-            for c in self.order:
-                fam = c.site.ipv6 if rtype == "AAAA" else c.site.ipv4
-                if fam:
-                    # RFC 2181 5: no duplicate records in an RRset (two sites may share an address)
-                    addrs.extend(a for a in fam if a not in addrs)
-                    sites.append(c.site.name)
-                    if len(sites) >= self.answers:
-                        break
-            got = self._fam[rtype] = (tuple(addrs), tuple(sites))
+            got = self._fam[rtype] = _family(self.order, rtype, self.answers)
         return got
 
 
 class _Prepared:
-    """Per (zone, pool, view version): the candidates with their states, and the compiled geo map."""
+    """Per (zone, pool, view version): candidates with states, the geo map, who may serve (not geo)."""
 
-    __slots__ = ("zone", "pool", "version", "cands", "by_name", "geomap")
+    __slots__ = ("zone", "pool", "version", "policy", "located", "client_free", "cands", "by_name",
+                 "geomap", "eligible", "decision")
 
-    def __init__(self, zone: Zone, pool: Pool, view: StateView, geomap: GeoMap | None) -> None:
+    def __init__(self, zone: Zone, pool: Pool, view: StateView, geomap: GeoMap | None, policy: Policy,
+                 located: bool) -> None:
         self.zone = zone
         self.pool = pool
         self.version = view.version
+        self.policy = policy
+        #: the order depends on the client's location (Policy.depends_on_location, precomputed)
+        self.located = located
+        #: neither who may serve nor the order depend on the client (weighted, round_robin, p2c,
+        #: failover, least_load, fastest without located regions): no location, no parse, scope 0
+        self.client_free = geomap is None and not located and not policy.uses_subnet
         cands = []
         for i, name in enumerate(pool.sites):
             site = zone.sites.get(name) or Site(name, None, (), ())
@@ -122,6 +181,10 @@ class _Prepared:
         self.cands = tuple(cands)
         self.by_name = {c.name: c for c in cands}
         self.geomap = geomap
+        #: (outcome, candidates, tier label) when the tiers do not depend on the client (not geo)
+        self.eligible = _eligible(pool, (("", self.cands),), None) if geomap is None else None
+        #: client-free deterministic policies: the one decision of this view version
+        self.decision: _Decision | None = None
 
 
 class Balancer:
@@ -133,9 +196,15 @@ class Balancer:
         self.rng = rng
         self.regions = tuple(regions)
         self.region_locations = tuple((n, tuple(loc)) for n, loc in regions.items() if loc)
+        #: Policy.depends_on_location per policy name, for these regions
+        self._located = {name: p.depends_on_location(self.region_locations) for name, p in POLICIES.items()}
+        #: the Context of client-free policies (turn 0; round_robin builds one with its turn)
+        self._free_ctx = Context(None, "", b"", "", 0, self.region_locations, self.regions)
+        #: decisions of deterministic client-dependent policies per (zone key, pool name, client key)
         self._cache: dict[tuple, tuple[Zone, _Decision]] = {}
         self._cache_version: int | None = None
-        self._prepared: dict[tuple[int, str], _Prepared] = {}
+        #: per (zone key, pool name); an entry of a replaced Zone object is rebuilt on its next use
+        self._prepared: dict[tuple[str, str], _Prepared] = {}
         #: round_robin counters per (zone key, pool name, A/AAAA): the only state mutated per query
         #: (one per family, so a client asking both does not always get the same A answer)
         self._turns: dict[tuple[str, str, str], int] = {}
@@ -144,33 +213,41 @@ class Balancer:
 
     def answer(self, zone: Zone, pool: Pool, rtype: str, client_ip: str, source_prefix: int | None,
                view: StateView) -> PoolAnswer:
-        """The pool's answer for a client (A or AAAA); cached for deterministic policies."""
-        if "%" in client_ip:
-            client_ip = plain_ip(client_ip)
-        policy = POLICIES[pool.policy]
+        """The pool's answer for a client (A or AAAA, ``client_ip`` without a zone suffix)."""
         if view.version != self._cache_version:
             self._cache.clear()
             self._cache_version = view.version
         prep = self._prepare(zone, pool, view)
-        location, key = self._client(policy, prep, client_ip)
-        decision = None
-        if policy.deterministic:
-            ckey = (id(zone), pool.name, key)
-            hit = self._cache.get(ckey)
-            if hit is not None and hit[0] is zone:
-                decision = hit[1]
-            else:
-                decision = self._decide(prep, policy, location, client_ip, 0, False)
-                if len(self._cache) >= CACHE_LIMIT:
-                    self._cache.clear()
-                self._cache[ckey] = (zone, decision)
-        else:
-            turn = 0
+        policy = prep.policy
+        if prep.client_free:
+            # only the policy's draw (if any) and the address picking run per query; scope 0
+            if policy.deterministic:
+                decision = prep.decision
+                if decision is None:
+                    decision = prep.decision = self._decide(prep, None, None, "", 0, False)
+                return self._pool_answer(decision, pool, rtype, source_prefix)
+            ctx = self._free_ctx
             if policy.name == "round_robin":
                 tkey = (zone.key, pool.name, rtype)
                 turn = self._turns.get(tkey, 0)
                 self._turns[tkey] = turn + 1
-            decision = self._decide(prep, policy, location, client_ip, turn, False)
+                ctx = Context(None, "", b"", "", turn, self.region_locations, self.regions)
+            outcome, pick, _ = prep.eligible
+            if outcome != "answer":
+                return PoolAnswer(outcome, (), pool.ttl, 0)  # type: ignore[arg-type]
+            order, _ = policy.rank(pick, ctx, self.rng, False)
+            addrs, sites = _family(order, rtype, pool.answers)
+            return PoolAnswer("answer", addrs, pool.ttl, 0, sites)
+        location, key, parsed = self._client(prep, client_ip)
+        ckey = (zone.key, pool.name, key)
+        hit = self._cache.get(ckey)
+        if hit is not None and hit[0] is zone:
+            decision = hit[1]
+        else:
+            decision = self._decide(prep, location, parsed, client_ip, 0, False)
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[ckey] = (zone, decision)
         return self._pool_answer(decision, pool, rtype, source_prefix)
 
     # -- the decision trace ------------------------------------------------------------------
@@ -178,12 +255,12 @@ class Balancer:
     def trace(self, zone: Zone, pool: Pool, rtype: str, client_ip: str, source_prefix: int | None,
               view: StateView) -> Trace:
         """The same decision as :meth:`answer`, with a reason for every site (never cached)."""
-        client_ip = plain_ip(client_ip)
-        policy = POLICIES[pool.policy]
         prep = self._prepare(zone, pool, view)
+        policy = prep.policy
         location = self.geo.locate(client_ip) if self.geo is not None else None
+        parsed = client_address(client_ip) if prep.geomap is not None or policy.uses_subnet else None
         turn = self._turns.get((zone.key, pool.name, rtype), 0)
-        decision = self._decide(prep, policy, location, client_ip, turn, True)
+        decision = self._decide(prep, location, parsed, client_ip, turn, True)
         answer = self._pool_answer(decision, pool, rtype, source_prefix)
         chosen = set(answer.sites)
         here = location.latlon if location is not None else None
@@ -206,52 +283,82 @@ class Balancer:
                 reason = decision.passed.get(name, "not a candidate")
             rows.append(CandidateTrace(name, c.state, None if dist is None else float(round(dist)),
                                        c.load, site_rtt(c.status, region), name in chosen, reason))
-        subnet = client_subnet(client_ip)[1] if policy.uses_subnet else ""
+        subnet = subnet_text(*subnet_of(*parsed)) if policy.uses_subnet else ""
         return Trace(pool.name, policy.name, location, subnet, decision.tier, tuple(rows), answer)
 
     # -- shared implementation ---------------------------------------------------------------
 
     def _prepare(self, zone: Zone, pool: Pool, view: StateView) -> _Prepared:
         """The candidates of a pool for this view (rebuilt when the zone, pool or view changes)."""
-        pkey = (id(zone), pool.name)
+        pkey = (zone.key, pool.name)
         prep = self._prepared.get(pkey)
         if prep is not None and prep.zone is zone and prep.pool is pool and prep.version == view.version:
             return prep
+        if prep is not None and prep.zone is not zone:
+            self._forget(zone)
         geomap = None
         if pool.policy == "geo":
-            geomap = prep.geomap if prep is not None and prep.pool is pool else GeoMap.from_pool(pool)
+            geomap = (prep.geomap if prep is not None and prep.pool is pool and prep.geomap is not None
+                      else GeoMap.from_pool(pool))
         if prep is None and len(self._prepared) >= 4096:
             self._prepared.clear()
-        prep = self._prepared[pkey] = _Prepared(zone, pool, view, geomap)
+        prep = self._prepared[pkey] = _Prepared(zone, pool, view, geomap, POLICIES[pool.policy],
+                                                self._located[pool.policy])
         return prep
 
-    def _client(self, policy: Policy, prep: _Prepared, client_ip: str) -> tuple[Location | None, object]:
-        """The client's location (when the policy uses it) and its decision-cache key."""
-        if policy.depends_on_location(self.region_locations):
+    def _forget(self, zone: Zone) -> None:
+        """A new Zone object for ``zone.key`` (a reload): drop what the old one's pools left behind."""
+        key = zone.key
+        for pkey in [k for k, p in self._prepared.items() if k[0] == key and p.zone is not zone]:
+            del self._prepared[pkey]
+        for tkey in [k for k in self._turns if k[0] == key and k[1] not in zone.pools]:
+            del self._turns[tkey]
+        for ckey in [k for k, (z, _) in self._cache.items() if k[0] == key and z is not zone]:
+            del self._cache[ckey]
+
+    def _client(self, prep: _Prepared,
+                client_ip: str) -> tuple[Location | None, object, tuple[int, int, int] | None]:
+        """The client's location (if the policy uses it), its cache key and parsed address (or None)."""
+        if prep.located:
             location = self.geo.locate(client_ip) if self.geo is not None else None
             if prep.geomap is not None and prep.geomap.cidrs:
                 # CIDR rules may split the GeoIP network: key by the network the match holds for
-                addr, version, offset = client_address(client_ip)
+                parsed = client_address(client_ip)
+                addr, version, offset = parsed
                 start = location.prefixlen - offset if location is not None else 0
                 scope = prep.geomap.scope(addr, version, start)
                 bits = 32 if version == 4 else 128
-                return location, (version, offset, addr >> (bits - scope), scope)
-            return location, (location.network if location is not None else None)
-        if policy.uses_subnet:
-            return None, subnet_key(client_ip)
-        return None, None
+                return location, (version, offset, addr >> (bits - scope), scope), parsed
+            return location, (location.network if location is not None else None), None
+        if prep.policy.uses_subnet:
+            parsed = client_address(client_ip)
+            return None, subnet_of(*parsed), parsed
+        return None, None, None
 
-    def _decide(self, prep: _Prepared, policy: Policy, location: Location | None, client_ip: str,
-                turn: int, explain: bool) -> _Decision:
-        """Who may serve, ranked by the policy; the ECS scope of the decision (uncapped)."""
+    def _decide(self, prep: _Prepared, location: Location | None, parsed: tuple[int, int, int] | None,
+                client_ip: str, turn: int, explain: bool) -> _Decision:
+        """Who may serve, ranked by the policy; the ECS scope of the decision (uncapped).
+
+        ``parsed`` is the client's :func:`client_address` (needed by ``geo`` and ``hash``; parsed
+        here when the caller had no need for it).
+        """
         pool = prep.pool
-        subnet, subnet_text, subnet_len = (client_subnet(client_ip) if policy.uses_subnet
-                                           else (b"", "", 0))
+        policy = prep.policy
+        subnet, subnet_len, text = b"", 0, ""
+        if policy.uses_subnet:
+            if parsed is None:
+                parsed = client_address(client_ip)
+            subnet, subnet_len = subnet_of(*parsed)
+            if explain:
+                text = subnet_text(subnet, subnet_len)
+        passed: dict[str, str] | None = {} if explain else None
         # the tiers: geo rules most specific first, else the pool's sites
         scope = 0
         if prep.geomap is not None:
+            if parsed is None:
+                parsed = client_address(client_ip)
             # a v4-mapped client matches IPv4 rules; its scope is expressed in IPv6 (offset 96)
-            addr, version, offset = client_address(client_ip)
+            addr, version, offset = parsed
             start = location.prefixlen - offset if location is not None else 0
             scope = prep.geomap.scope(addr, version, max(start, 0))
             if offset and (scope or prep.geomap.has_rules(6)):
@@ -260,48 +367,21 @@ class Balancer:
             by_name = prep.by_name
             tiers = [(label, tuple(by_name[n] for n in names if n in by_name))
                      for label, names in match.tiers]
+            outcome, pick, tier_label = _eligible(pool, tiers, passed)
         else:
-            if policy.depends_on_location(self.region_locations):
+            if prep.located:
                 scope = location.prefixlen if location is not None else 0
             elif policy.uses_subnet:
                 scope = subnet_len
             tiers = [("", prep.cands)]
+            outcome, pick, tier_label = _eligible(pool, tiers, passed) if explain else prep.eligible
 
-        passed: dict[str, str] | None = {} if explain else None
-        pick: list[Candidate] = []
-        tier_label = tiers[0][0]
-        for label, cands in tiers:
-            pick = [c for c in cands if c.state in _UP_STATES]
-            if pick:
-                tier_label = label
-                break
-        if not pick:
-            for label, cands in tiers:
-                pick = [c for c in cands if c.state == "drain"]
-                if pick:
-                    tier_label = label
-                    break
-        if not pick:
-            rule = pool.when_all_down
-            if rule != "all":
-                if explain:
-                    for c in prep.cands:
-                        passed[c.name] = f"{c.state}: no site is up (when_all_down: {rule})"
-                return _Decision(rule, (), scope, pool.answers, tier_label, {}, passed)
-            pick = list(tiers[0][1])
-            tier_label = tiers[0][0]
-        # weight 0: a backup, used only when no site of weight > 0 may serve
-        if any(c.weight <= 0 for c in pick):
-            positive = [c for c in pick if c.weight > 0]
-            if positive:
-                if explain:
-                    for c in pick:
-                        if c.weight <= 0:
-                            passed[c.name] = "weight 0: used only when no weighted site is up"
-                pick = positive
-            else:
-                pick = [Candidate(c.site, c.index, c.state, c.status, c.load, 1) for c in pick]
-        ctx = Context(location, client_ip, subnet, subnet_text, turn, self.region_locations, self.regions)
+        if outcome != "answer":
+            if explain:
+                for c in prep.cands:
+                    passed[c.name] = f"{c.state}: no site is up (when_all_down: {outcome})"
+            return _Decision(outcome, (), scope, pool.answers, tier_label, {}, passed)
+        ctx = Context(location, client_ip, subnet, text, turn, self.region_locations, self.regions)
         order, reasons = policy.rank(pick, ctx, self.rng, explain)
         if explain:
             picked = {c.name for c in pick}

@@ -86,7 +86,11 @@ class Policy:
 
     def rank(self, cands: Sequence[Candidate], ctx: Context, rng: random.Random,
              explain: bool = False) -> tuple[list[Candidate], Reasons | None]:
-        """The candidates in this policy's order, and (with explain) a reason per site."""
+        """The candidates in this policy's order, and (with explain) a reason per site.
+
+        ``cands`` come in ``sites`` order (ascending ``index``), except for ``geo`` (the matched
+        list's order): policies rely on it instead of sorting again.
+        """
         raise NotImplementedError
 
 
@@ -96,8 +100,8 @@ class Failover(Policy):
     name = "failover"
 
     def rank(self, cands, ctx, rng, explain=False):
-        """Candidates in ``sites`` order."""
-        order = sorted(cands, key=lambda c: c.index)
+        """Candidates in ``sites`` order (the order they come in)."""
+        order = list(cands)
         reasons = {c.name: f"position {c.index + 1} in sites" for c in order} if explain else None
         return order, reasons
 
@@ -112,7 +116,7 @@ class Closest(Policy):
         """Candidates by distance (sites without a location last, ties in ``sites`` order)."""
         here = ctx.location.latlon if ctx.location is not None else None
         if here is None:
-            order = sorted(cands, key=lambda c: c.index)
+            order = list(cands)
             reasons = ({c.name: f"client location unknown: position {c.index + 1} in sites"
                         for c in order} if explain else None)
             return order, reasons
@@ -140,9 +144,11 @@ class Geo(Policy):
         return order, reasons
 
 
-def _weighted_keys(cands: Sequence[Candidate], rng: random.Random) -> list[tuple[float, Candidate]]:
-    """Efraimidis-Spirakis keys u^(1/w): sorting by them descending is a weighted draw without replacement."""
-    return [(rng.random() ** (1.0 / (c.weight or 1)), c) for c in cands]
+def _weighted_order(cands: Sequence[Candidate], rng: random.Random) -> list[Candidate]:
+    """A weighted draw without replacement: Efraimidis-Spirakis keys u^(1/w), sorted descending."""
+    keyed = [(rng.random() ** (1.0 / (c.weight or 1)), c) for c in cands]
+    keyed.sort(key=lambda kc: kc[0], reverse=True)
+    return [c for _, c in keyed]
 
 
 class Weighted(Policy):
@@ -153,12 +159,7 @@ class Weighted(Policy):
 
     def rank(self, cands, ctx, rng, explain=False):
         """A random weighted order."""
-        if len(cands) <= 1:
-            order = list(cands)
-        else:
-            keyed = _weighted_keys(cands, rng)
-            keyed.sort(key=lambda kc: kc[0], reverse=True)
-            order = [c for _, c in keyed]
+        order = list(cands) if len(cands) <= 1 else _weighted_order(cands, rng)
         reasons = None
         if explain:
             total = sum(c.weight for c in cands) or 1
@@ -174,11 +175,10 @@ class RoundRobin(Policy):
     deterministic = False
 
     def rank(self, cands, ctx, rng, explain=False):
-        """The candidates rotated by the pool's turn counter."""
+        """The candidates (in ``sites`` order) rotated by the pool's turn counter."""
         n = len(cands)
-        ordered = sorted(cands, key=lambda c: c.index)
         start = ctx.turn % n if n else 0
-        order = ordered[start:] + ordered[:start]
+        order = [*cands[start:], *cands[:start]]
         reasons = ({c.name: f"turn {ctx.turn}: {i + 1} of {n} in rotation" for i, c in enumerate(order)}
                    if explain else None)
         return order, reasons
@@ -231,9 +231,7 @@ class PowerOfTwo(Policy):
             order = list(cands)
             reasons = {c.name: "only candidate" for c in order} if explain else None
             return order, reasons
-        keyed = _weighted_keys(cands, rng)
-        keyed.sort(key=lambda kc: kc[0], reverse=True)
-        first, second = keyed[0][1], keyed[1][1]
+        first, second = _weighted_order(cands, rng)[:2]
         # ties go to the first drawn, so equal loads still spread by weight
         winner, loser = (second, first) if second.load_per_weight < first.load_per_weight else (first, second)
         rest = sorted((c for c in cands if c is not winner), key=lambda c: (c.load_per_weight, c.index))
@@ -298,19 +296,14 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
 _MAPPED = b"\0" * 10 + b"\xff\xff"
 
 
-def plain_ip(ip: str) -> str:
-    """A client address without its zone suffix (``fe80::1%eth0`` -> ``fe80::1``)."""
-    return ip.split("%", 1)[0] if "%" in ip else ip
-
-
 def client_address(ip: str) -> tuple[int, int, int]:
-    """(address as int, IP version, offset) of a client for CIDR rules.
+    """(address as int, IP version, offset) of a client: the one parse of its address per decision.
 
     An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) is its IPv4 address with offset 96: a
     prefix length computed on the IPv4 address plus the offset is the same prefix in the
-    query's (IPv6) family. Other addresses have offset 0. A zone suffix is ignored.
+    query's (IPv6) family. Other addresses have offset 0. ``ip`` carries no zone suffix (the
+    DNS transport and explain strip it).
     """
-    ip = plain_ip(ip)
     if ":" in ip:
         packed = socket.inet_pton(socket.AF_INET6, ip)
         if packed[:12] == _MAPPED:
@@ -319,33 +312,30 @@ def client_address(ip: str) -> tuple[int, int, int]:
     return int.from_bytes(socket.inet_aton(ip), "big"), 4, 0
 
 
-def subnet_key(ip: str) -> bytes:
-    """The hash policy's decision-cache key of a client: its packed /24 or /48 (distinct for v4-mapped)."""
-    ip = plain_ip(ip)
-    if ":" in ip:
-        packed = socket.inet_pton(socket.AF_INET6, ip)
-        if packed[:12] == _MAPPED:
-            return b"\xff" + packed[12:15]
-        return packed[:6]
-    return socket.inet_aton(ip)[:3]
+def subnet_of(addr: int, version: int, offset: int) -> tuple[bytes, int]:
+    """The hashed subnet of a parsed client (:func:`client_address`): packed /24 or /48, its length.
+
+    A v4-mapped client hashes as its IPv4 /24; its length is given in the query's family
+    (96 + 24 = 120) so that it can serve as the ECS scope. The pair is also the hash
+    policy's decision-cache key (distinct for a v4-mapped client: the scopes differ).
+    """
+    if version == 4:
+        return (addr >> 8).to_bytes(3, "big"), 24 + offset
+    return (addr >> 80).to_bytes(6, "big"), 48
+
+
+def subnet_text(packed: bytes, prefixlen: int) -> str:
+    """A hashed subnet as text (``192.0.2.0/24``, ``::ffff:192.0.2.0/120``, ``2001:db8:1::/48``)."""
+    if len(packed) == 3:
+        v4 = f"{'.'.join(str(b) for b in packed)}.0"
+        return f"::ffff:{v4}/120" if prefixlen == 120 else f"{v4}/24"
+    return f"{ipaddress.IPv6Address(packed + bytes(10))}/48"
 
 
 def client_subnet(ip: str) -> tuple[bytes, str, int]:
-    """The hashed subnet of a client: packed /24 (IPv4) or /48 (IPv6), its text, and its prefix length.
-
-    A v4-mapped client hashes as its IPv4 /24; its length is given in the query's family
-    (96 + 24 = 120) so that it can serve as the ECS scope.
-    """
-    ip = plain_ip(ip)
-    if ":" in ip:
-        packed = socket.inet_pton(socket.AF_INET6, ip)
-        if packed[:12] == _MAPPED:
-            v4 = packed[12:15]
-            return v4, f"::ffff:{'.'.join(str(b) for b in v4)}.0/120", 120
-        packed = packed[:6]
-        return packed, f"{ipaddress.IPv6Address(packed + bytes(10))}/48", 48
-    packed = socket.inet_aton(ip)[:3]
-    return packed, f"{'.'.join(str(b) for b in packed)}.0/24", 24
+    """The hashed subnet of a client address: packed /24 or /48, its text, and its prefix length."""
+    packed, prefixlen = subnet_of(*client_address(ip))
+    return packed, subnet_text(packed, prefixlen), prefixlen
 
 
 @dataclass(frozen=True, slots=True)
