@@ -177,3 +177,18 @@ def test_wildcard_does_not_match_existing_name_of_other_type():
     # host1 exists: its missing types are NODATA, never the wildcard's data
     assert lookup(RFC4592, "host1.example.", "TXT").outcome is Outcome.NODATA
 
+
+
+def test_zone_key_and_lookups_of_existing_names_memoised():
+    zone = make_zone("memo.example", {"www": {"A": "192.0.2.1"}, "a.b": {"A": "192.0.2.2"}})
+    assert zone.key == "memo.example"
+    first = lookup(zone, "www.memo.example.", "A")
+    assert lookup(zone, "www.memo.example.", "A") is first  # built once per zone
+    assert lookup(zone, "b.memo.example.", "A").outcome is Outcome.NODATA  # empty non-terminal
+    nx = [lookup(zone, "r0.memo.example.", "A")]
+    before = len(zone.memo)
+    nx += [lookup(zone, f"r{i}.memo.example.", "A") for i in range(1, 50)]
+    # random names share the zone's one NXDOMAIN lookup and never grow the memo
+    assert all(found is nx[0] and found.outcome is Outcome.NXDOMAIN for found in nx)
+    assert len(zone.memo) == before
+    assert nx[0].authority[0].ttl == 60 and nx[0].authority[0].rtype == "SOA"

@@ -161,6 +161,8 @@ def test_pool_answer_without_ecs():
     assert texts(response.answer) == [("lb.example.com.", "A", "192.0.2.10")]
     assert response.answer[0].ttl == 30
     assert pools.calls == [("example.com", "web", "A", "203.0.113.9", None)]
+    # the same balancer answer again: the same records (built and encoded once)
+    assert run("lb.example.com.", pools=pools, client="203.0.113.9").answer is response.answer
 
 
 def test_pool_node_ttl_overrides_pool_ttl():
