@@ -57,13 +57,15 @@ from redis.exceptions import RedisError
 from gslb.config import REDIS_SCHEMES, check_state_url, redact_url
 from gslb.errors import StartupError
 from gslb.model import Override, RegionResult
-from gslb.state import SiteKey, expires_at
+from gslb.state import OVERRIDES, SiteKey, expires_at
 
 logger = logging.getLogger(__name__)
 
 #: key prefix of this layout version; a future incompatible layout uses gslb:v2:
 PREFIX = "gslb:v1:"
-_OVERRIDES = ("up", "down", "drain")
+_OVERRIDES = OVERRIDES
+#: seconds ``close`` keeps cancelling the background task before it gives up
+CLOSE_TIMEOUT = 3.0
 #: seconds a time read from Redis may be ahead of this node's clock
 MAX_SKEW = 60.0
 #: the longest stale_after accepted (longer ones are capped when written, rejected when read)
@@ -192,6 +194,22 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+async def _stop(tasks: set[asyncio.Task[Any]], timeout: float) -> set[asyncio.Task[Any]]:
+    """Cancel ``tasks`` and wait for them, cancelling again every 0.1 s (redis-py may swallow a
+    cancellation inside a command), for at most ``timeout`` seconds; return those still running."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=min(0.1, left))
+    return pending
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
@@ -279,7 +297,7 @@ class RedisBackend:
         """
         self._on_change = on_change
         self._closing = False
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._supervise(), name=f"redis-state {self.url}")
             try:
                 await asyncio.wait_for(self._first_attempt.wait(), 2 * self.timeout + 0.5)
@@ -292,14 +310,14 @@ class RedisBackend:
         if self._notify is not None:
             self._notify.cancel()
             self._notify = None
-        task, self._task = self._task, None
+        task = self._task
         if task is not None:
-            task.cancel()
-            # bounded: redis-py may swallow a cancellation inside a command; the loops below
-            # notice that, but closing must never hang the shutdown of a node
-            await asyncio.wait({task}, timeout=3.0)
-            if not task.done():
-                logger.warning("state: background task of %s did not stop in time", self.url)
+            if await _stop({task}, CLOSE_TIMEOUT):
+                # kept (not dropped): a later close() cancels it again, start() reuses it
+                logger.warning("state: background task of %s did not stop within %.0fs",
+                               self.url, CLOSE_TIMEOUT)
+            else:
+                self._task = None
         self._connected = False
 
     # writers ------------------------------------------------------------------------------
@@ -482,9 +500,7 @@ class RedisBackend:
             for task in done:
                 task.result()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=2.0)
+            await _stop(set(tasks), 2.0)
 
     async def _check_epoch(self, client: aioredis.Redis) -> None:
         """Notice a Redis that lost its data since the last check, and write back what is known.

@@ -34,3 +34,41 @@ def test_iso_time_never_raises(ts: float) -> None:
 
 def test_iso_time_in_range() -> None:
     assert iso_time(0.0) == "1970-01-01T00:00:00.000Z"
+
+
+async def test_close_cancels_again_a_task_that_swallows_its_cancellation() -> None:
+    import asyncio
+
+    from gslb.redis_state import RedisBackend
+
+    backend = RedisBackend("redis://127.0.0.1:1/0")
+    swallowed = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:  # as redis-py does inside a command, once
+                if swallowed:
+                    raise
+                swallowed.append(1)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    backend._task = task
+    await backend.close()
+    assert swallowed and task.done() and backend._task is None
+
+
+def test_override_states_follow_the_model() -> None:
+    from typing import get_args
+
+    from gslb.model import Override
+    from gslb.redis_state import decode_override
+    from gslb.state import OVERRIDE_STATES
+
+    assert OVERRIDE_STATES == (*get_args(Override), "auto")
+    for state in get_args(Override):
+        assert decode_override({"state": state, "set_at": 1.0}, now=2.0) == (state, 1.0)
+    with pytest.raises(ValueError, match="up, down, drain"):
+        decode_override({"state": "auto"}, now=2.0)
