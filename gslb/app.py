@@ -37,12 +37,9 @@ from gslb.model import Pool, PoolAnswer, Zone
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
 from gslb.wire import Drop
-from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, settled
+from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, reload_changed, settled, watch
 
 logger = logging.getLogger(__name__)
-
-#: how often zone files are polled for changes (SPEC: applied within 2 s)
-ZONE_POLL_SECONDS = 1.0
 
 #: server-file fields that only a restart applies
 RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region")
@@ -280,7 +277,7 @@ class Server:
                 if geo_error:
                     errors.append(geo_error)
             before = self.zone_store.zones
-            result = store.reload(force=force or store is not self.zone_store, settle=not force)
+            result = reload_changed(store, force=force or store is not self.zone_store)
             zone_errors = [str(e) for e in result.get("errors", [])]
             for error in zone_errors:
                 logger.error("zones: %s (keeping the last good version)", error)
@@ -414,12 +411,8 @@ class Server:
         return None
 
     async def _watch_zones(self) -> None:
-        while True:
-            await asyncio.sleep(ZONE_POLL_SECONDS)
-            try:
-                await self.reload(force=False)
-            except Exception:  # never let the watcher die
-                logger.exception("zones: reload failed")
+        """The 1 s poll of the zone files and the GeoIP file (:func:`gslb.zones.watch`)."""
+        await watch(lambda forced: self.reload(force=False), self._stop)
 
     def explain(self, name: str, qtype: str, client: str) -> dict[str, Any]:
         """The decision trace for ``name`` asked by ``client``, with the live site states."""

@@ -16,18 +16,15 @@ from typing import Any
 from gslb.config import ServerConfig
 from gslb.redis_state import RedisBackend
 from gslb.state import SiteStateTable
-from gslb.zones import ZoneStore
+from gslb.zones import ZoneStore, reload_changed, watch
 
 logger = logging.getLogger(__name__)
 
-#: seconds between two polls of the zone files
-POLL_INTERVAL = 1.0
-
 
 def _reload(store: ZoneStore, force: bool = False) -> bool:
-    """Reload the zone files; log errors; True when the set of zones changed."""
+    """Reload the zone files (changed ones once settled); log errors; True when the zones changed."""
     before = store.zones
-    result = store.reload(force=force)
+    result = reload_changed(store, force=force)
     for error in result.get("errors", []):
         logger.error("zones: %s", error)
     return store.zones is not before
@@ -65,17 +62,8 @@ async def run_checker(config: ServerConfig, region: str, state_url: str, stop: a
                     "connected" if status["connected"] else "unreachable, retrying")
         monitor.configure(store.zones)
         await monitor.start()
-        while not stop.is_set():
-            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(reload_now.wait())]
-            try:
-                await asyncio.wait(waits, timeout=POLL_INTERVAL, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
-            if stop.is_set():
-                break
-            forced = reload_now.is_set()
-            reload_now.clear()
+
+        async def tick(forced: bool) -> None:
             if forced:
                 logger.info("checker: SIGHUP, reloading zones")
             if _reload(store, force=forced):
@@ -83,6 +71,8 @@ async def run_checker(config: ServerConfig, region: str, state_url: str, stop: a
                 monitor.configure(store.zones)
                 logger.info("checker: now checking %d zone(s), %d site(s)", len(store.zones),
                             sum(len(z.sites) for z in store.zones))
+
+        await watch(tick, stop, wake=reload_now)
     finally:
         if hup:
             loop.remove_signal_handler(signal.SIGHUP)

@@ -772,3 +772,36 @@ def test_check_zones_folder_names_the_setting(tmp_path):
     assert check_zones_folder(str(tmp_path / "nope")) == f"zones: the folder {tmp_path / 'nope'} does not exist"
     (tmp_path / "f").write_text("")
     assert check_zones_folder(str(tmp_path / "f"), "--zones") == f"--zones: {tmp_path / 'f'} is not a folder"
+
+
+async def test_watch_ticks_wakes_survives_errors_and_stops():
+    import asyncio
+
+    from gslb.zones import watch
+
+    stop, wake = asyncio.Event(), asyncio.Event()
+    calls: list[bool] = []
+
+    async def tick(forced: bool) -> None:
+        calls.append(forced)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in one tick")  # logged; the watch goes on
+        if len(calls) == 2:
+            wake.set()
+        if len(calls) == 3:
+            stop.set()
+
+    await asyncio.wait_for(watch(tick, stop, wake=wake, interval=0.01), 5)
+    assert calls == [False, False, True] and not wake.is_set()
+
+
+def test_reload_changed_waits_for_a_file_to_settle(tmp_path):
+    from gslb.zones import reload_changed
+
+    store = ZoneStore(str(tmp_path))
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example", ""))
+    assert reload_changed(store)["changed"] == []  # just written: maybe still being written
+    assert reload_changed(store)["changed"] == ["a.example"]  # unchanged since the last poll
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
+    assert reload_changed(store, force=True)["changed"] == ["a.example"]  # forced: read at once
