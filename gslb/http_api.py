@@ -14,8 +14,9 @@ immutable snapshots) and never walk configuration files. Routes (SPEC "HTTP endp
 Every error is JSON ``{"error": "..."}``. Write endpoints need ``Authorization: Bearer TOKEN``;
 with no token configured they answer 403, with a wrong or missing one 401.
 
-A site's overall ``state`` in /api/v1/status (and in gslb_site_state) is judged with the quorum
-of the first pool (in zone file order) that lists the site, 0.5 for a site in no pool; each pool's
+A site's overall ``state`` in /api/v1/status (and in gslb_site_state) is the table's verdict
+(``SiteStateTable.site_state``): judged with the quorum of the first pool (in zone file order)
+that lists the site, ``state.DEFAULT_QUORUM`` (0.5) for a site in no pool; each pool's
 ``up`` count uses that pool's own quorum. ``unknown`` (no fresh result yet) counts as up, as
 it does in answers; ``drain`` does not.
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections import Counter
-from typing import Any, Iterator
+from typing import Any, Iterator, get_args
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -23,6 +23,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from gslb.model import SiteState
 from gslb.stats import LATENCY_BUCKETS
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 CHECK_DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 #: the states a site can be in, one series each in gslb_site_state
-SITE_STATES: tuple[str, ...] = ("up", "down", "drain", "unknown")
+SITE_STATES: tuple[str, ...] = get_args(SiteState)
 
 
 class CheckStats:

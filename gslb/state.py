@@ -5,7 +5,8 @@
   lock: one event loop); the view is replaced as a whole whenever anything changes, and its
   ``version`` grows, so per-(pool, client network, version) decision caches stay correct.
 - Backends store and share results/overrides; the table aggregates (staleness, which sites
-  exist, unchecked sites) and builds views. Quorum is per pool, so the view carries the fresh
+  exist, unchecked sites) and builds views. A result or override written through the table
+  rebuilds only its site at once; backend callbacks, reloads and the expiry timer rebuild all. Quorum is per pool, so the view carries the fresh
   regional results and ``SiteStatus.state(quorum)`` decides.
 
 Staleness runs on a "connected-time" clock: a result expires ``stale_after`` seconds of
