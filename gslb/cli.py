@@ -129,18 +129,21 @@ def _config_with_zones(args: argparse.Namespace):  # -> ServerConfig | exit code
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """``gslb serve``: run the server until stopped (exit 2 for a bad flag, 3 when it cannot start)."""
     from gslb.app import run
 
     config = _config_or_exit(args, EXIT_STARTUP)  # bad flag: 2; errors in the server file: 3
     if isinstance(config, int):
         return config
     if config.workers != 1:
-        print("gslb: --workers: only 1 worker is supported in this version", file=sys.stderr)
+        where = "--workers" if getattr(args, "workers", None) is not None else f"{config.file}: workers"
+        print(f"gslb serve: {where}: only 1 worker is supported in this version", file=sys.stderr)
         return EXIT_USAGE
     return run(config, _overrides(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """``gslb check``: validate the server file and every zone file (exit 1 listing every error)."""
     from gslb.zones import check_directory
 
     config = _config_with_zones(args)
@@ -157,6 +160,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    """``gslb explain``: print why ``--client`` gets the answer it gets for a name."""
     import random
 
     from gslb.balancer import Balancer
@@ -188,27 +192,36 @@ def cmd_explain(args: argparse.Namespace) -> int:
     try:
         geo = GeoLocator.open(usable_geoip(config))
     except GslbError as exc:
-        print(f"gslb explain: {exc}", file=sys.stderr)
+        where = "--geoip" if getattr(args, "geoip", None) is not None else "geoip"
+        print(f"gslb explain: {where}: {exc}", file=sys.stderr)
         return EXIT_STARTUP
     balancer = Balancer(geo, dict(config.regions), random.Random())
     try:
         trace = explain(zones, balancer, view, args.name, args.type.upper(), args.client)
     except ValueError as exc:
-        print(f"gslb explain: {exc}", file=sys.stderr)
+        where = "--client" if "client address" in str(exc) else "TYPE" if "query type" in str(exc) else "NAME"
+        print(f"gslb explain: {where}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(json.dumps(trace, indent=2) if args.json else format_text(trace))
     return EXIT_OK
 
 
 def cmd_checker(args: argparse.Namespace) -> int:
+    """``gslb checker``: run one region's health checks into the shared Redis table until stopped."""
     import asyncio
     import signal
 
     from gslb.checker import run_checker
 
+    from gslb.config import REDIS_SCHEMES
+
     config = _config_or_exit(args, EXIT_STARTUP)  # bad flag: 2; errors in the server file: 3
     if isinstance(config, int):
         return config
+    if config.state.partition("://")[0] not in REDIS_SCHEMES:
+        print(f"gslb checker: --state: expected the shared Redis table (redis://HOST:PORT/DB, rediss://... "
+              f"or unix://PATH), got {config.state!r}", file=sys.stderr)
+        return EXIT_USAGE
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -226,6 +239,7 @@ def cmd_checker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """``gslb status``: a running server's zones and site states as a table."""
     from gslb.status_cli import run_status
 
     return run_status(args.http, args.config)
