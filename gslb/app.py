@@ -31,12 +31,11 @@ from gslb.config import ServerConfig, check_state_url, load_server_config, usabl
 from gslb.dnsserver import DnsServer
 from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
 from gslb.geo import GeoLocator
-from gslb.handler import QueryHandler
+from gslb.answercache import AnswerCache
+from gslb.handler import LivePools, QueryHandler
 from gslb.metrics import CheckStats
-from gslb.model import Pool, PoolAnswer, Zone
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
-from gslb.wire import Drop
 from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, reload_changed, settled, watch
 
 logger = logging.getLogger(__name__)
@@ -77,33 +76,6 @@ def read_token(path: str | None) -> str | None:
     if not token:
         raise StartupError(f"api_token_file: {path} is empty")
     return token
-
-
-class LivePools:
-    """Answers pool names from the table's current view; the resolver's ``pools`` argument.
-
-    Until ``ready`` is set (the first round of health checks has finished) pool names get no
-    reply at all: resolvers retry a second later, which is better than an answer that sends
-    clients to a dead site or a SERVFAIL they may cache.
-    """
-
-    __slots__ = ("balancer", "table", "stats", "ready")
-
-    def __init__(self, balancer: Balancer, table: SiteStateTable, stats: QueryStats) -> None:
-        self.balancer = balancer
-        self.table = table
-        self.stats = stats
-        self.ready = False
-
-    def answer(self, zone: Zone, pool: Pool, rtype: str, client_ip: str,
-               source_prefix: int | None) -> PoolAnswer:
-        """One pool answer for one client, counted per site."""
-        if not self.ready:
-            raise Drop("starting")
-        result = self.balancer.answer(zone, pool, rtype, client_ip, source_prefix, self.table.view)
-        if result.sites:
-            self.stats.answered_sites(zone.key, pool.name, result.sites)
-        return result
 
 
 class Server:
@@ -184,9 +156,15 @@ class Server:
         self.table.configure(zones)
         await self.table.start()
         # Bind first: static names answer at once and a busy port fails fast (exit 3).
-        self.pools = LivePools(self.balancer, self.table, self.stats)
-        handler = self.handler = QueryHandler(lambda: self.zone_store.zones, self.pools, self.stats, cfg.acl)
-        self.dns = DnsServer(handler.handle, cfg.tcp)
+        table = self.table
+        pools = self.pools = LivePools(self.balancer, lambda: table.view)
+        handler = self.handler = QueryHandler(lambda: self.zone_store.zones, pools, self.stats, cfg.acl,
+                                              AnswerCache())
+        # every new view reaches the balancer at once; it drops the answers of the pools whose
+        # verdicts changed (and only those) from the answer cache
+        pools.on_change = handler.pools_changed
+        table.add_listener(lambda old, new: pools.sync(new))
+        self.dns = DnsServer(handler, cfg.tcp)
         await self.dns.start(list(cfg.listen))
         self.dns_ready = True
         if cfg.http is not None:
@@ -289,6 +267,10 @@ class Server:
             errors += zone_errors
             zones = self.zone_store.zones
             if zones is not before:
+                if self.handler is not None:
+                    self.handler.zones_changed(before, zones)
+                if self.balancer is not None:
+                    self.balancer.retain(zones)
                 self.table.configure(zones)
                 if self.monitor is not None:
                     self.monitor.configure(zones)
@@ -379,7 +361,9 @@ class Server:
         self.geo = geo
         self.balancer = balancer
         if self.pools is not None:
-            self.pools.balancer = balancer
+            self.pools.use(balancer)
+        if self.handler is not None:
+            self.handler.clear_cache()
         if old_geo is not None and old_geo is not geo:
             old_geo.close()
 

@@ -143,12 +143,12 @@ def _at_node(zone: Zone, node: Node, owner: str, qtype: str, wildcard: bool) -> 
         records = apex_records(zone, qtype)
     if records:
         if wildcard:
-            records = tuple(Record(owner, r.rtype, r.ttl, r.rdata) for r in records)
+            records = tuple(r.renamed(owner) for r in records)
         return Lookup(Outcome.ANSWER, records, node=node, owner=owner, wildcard=wildcard)
     cname = node.records.get("CNAME")
     if cname:
         if wildcard:
-            cname = tuple(Record(owner, r.rtype, r.ttl, r.rdata) for r in cname)
+            cname = tuple(r.renamed(owner) for r in cname)
         return Lookup(Outcome.CNAME, cname, node=node, owner=owner, wildcard=wildcard)
     return Lookup(Outcome.NODATA, authority=(negative_soa(zone),), node=node, owner=owner, wildcard=wildcard)
 

@@ -3,13 +3,24 @@
 One implementation serves DNS (:meth:`Balancer.answer`, fast) and the decision trace
 (:meth:`Balancer.trace`, which only adds reasons and never advances the round-robin counter).
 
-Caching, per (zone key, pool name) and view version: who may serve is computed once (except for
+What a decision reads, per (zone key, pool name): the pool's *inputs*, i.e. each site's verdict
+under the pool's quorum (up, down, drain, unknown), and, for the policies that rank by metrics,
+the metrics held for ranking: the load for ``least_load`` and ``p2c``, the round-trip times for
+``fastest``. A held metric follows the live one only when it moves by more than a band
+(hysteresis: :data:`LOAD_BAND`, :data:`RTT_BAND`), so a probe result that reports a slightly
+different load or RTT changes nothing. :meth:`Balancer.sync` is called with every new state view:
+it rebuilds the inputs of the pools prepared so far and returns (and passes to ``on_change``) the
+pools whose inputs changed; only their decisions are dropped. A probe result that changes no
+verdict and moves no held metric beyond its band drops nothing (SPEC targets: health churn is
+free).
+
+Caching, per (zone key, pool name) and inputs: who may serve is computed once (except for
 ``geo``, whose tiers depend on the client); policies whose order does not depend on the client
 either decide once (failover, least_load, fastest without located regions) or only draw per
 query (weighted, round_robin, p2c); the others' decisions are cached per client key (GeoIP
-network, CIDR-rule scope or hashed subnet). A new Zone object for a key (a reload) drops what
-the old one left behind. The client address comes without a zone suffix (``%eth0``): the DNS
-transport and explain strip it.
+network, CIDR-rule scope or hashed subnet) in a bounded two-generation cache. A new Zone object
+for a key (a reload) drops what the old one left behind. The client address comes without a zone
+suffix (``%eth0``): the DNS transport and explain strip it.
 
 Who may serve, for a pool (per tier of a ``geo`` map, most specific first):
 1. the sites that are up (``unknown`` counts as up) in the first tier that has any;
@@ -28,9 +39,9 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
-from gslb.model import Location, Pool, PoolAnswer, Site, StateView, Zone
+from gslb.model import Location, Pool, PoolAnswer, Site, SiteStatus, StateView, Zone, ZoneSet
 from gslb.policies import (
     POLICIES, Candidate, Context, GeoMap, Policy, client_address, distance_km, nearest_region, site_rtt,
     subnet_of, subnet_text,
@@ -38,8 +49,16 @@ from gslb.policies import (
 
 logger = logging.getLogger(__name__)
 
-#: the decision cache is dropped when it grows past this many entries
+#: decisions kept per generation of the decision cache (two generations: at most twice this)
 CACHE_LIMIT = 50_000
+
+#: hysteresis of held loads (least_load, p2c): a site's held load follows the reported one only
+#: when it moves by more than this fraction of the held value, or by more than LOAD_FLOOR
+LOAD_BAND = 0.10
+LOAD_FLOOR = 0.01
+#: hysteresis of held round-trip times (fastest): more than this fraction, or more than RTT_FLOOR ms
+RTT_BAND = 0.20
+RTT_FLOOR = 2.0
 
 _UP_STATES = frozenset(("up", "unknown"))
 
@@ -135,7 +154,7 @@ def _eligible(pool: Pool, tiers: Sequence[tuple[str, Sequence[Candidate]]],
 class _Decision:
     """A cached decision: the order of sites (or an all-down outcome) and per-family addresses."""
 
-    __slots__ = ("outcome", "order", "scope", "answers", "_fam", "tier", "reasons", "passed")
+    __slots__ = ("outcome", "order", "scope", "answers", "_fam", "_answers", "tier", "reasons", "passed")
 
     def __init__(self, outcome: str, order: tuple[Candidate, ...], scope: int, answers: int,
                  tier: str = "", reasons: dict | None = None, passed: dict | None = None) -> None:
@@ -147,6 +166,7 @@ class _Decision:
         self.reasons = reasons
         self.passed = passed
         self._fam: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._answers: dict[tuple[str, int | None], PoolAnswer] = {}
 
     def family(self, rtype: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(addresses, sites) for A or AAAA: the first ``answers`` sites having that family."""
@@ -155,36 +175,110 @@ class _Decision:
             got = self._fam[rtype] = _family(self.order, rtype, self.answers)
         return got
 
+    def pool_answer(self, pool: Pool, rtype: str, source_prefix: int | None, per_client: bool) -> PoolAnswer:
+        """The PoolAnswer of this decision for a family and an ECS source prefix (memoised)."""
+        key = (rtype, source_prefix)
+        got = self._answers.get(key)
+        if got is not None:
+            return got
+        scope = 0 if source_prefix is None else min(self.scope, source_prefix)
+        if self.outcome != "answer":
+            got = PoolAnswer(self.outcome, (), pool.ttl, scope, per_client=per_client)  # type: ignore[arg-type]
+        else:
+            addrs, sites = self.family(rtype)
+            if not addrs and not self.tier:
+                # no site the policy could pick has this family: the same NODATA for every client
+                scope = 0
+            got = PoolAnswer("answer", addrs, pool.ttl, scope, sites, per_client=per_client)
+        if len(self._answers) < 64:
+            self._answers[key] = got
+        return got
+
+
+def _moved(held: float | None, live: float | None, band: float, floor: float) -> bool:
+    """Whether a live metric left the band around the held one (a metric appearing or vanishing moves)."""
+    if held is None or live is None:
+        return held is not live
+    return abs(live - held) > max(band * abs(held), floor)
+
+
+def _held_load(previous: Candidate | None, live: float) -> float:
+    """The load a policy ranks by: the previous one while the live load stays within the band."""
+    if previous is not None and not _moved(previous.load, live, LOAD_BAND, LOAD_FLOOR):
+        return previous.load
+    return live
+
+
+def _held_status(previous: Candidate | None, live: SiteStatus) -> SiteStatus:
+    """The status ``fastest`` ranks by: the previous one while every region's RTT stays within the band."""
+    if previous is None:
+        return live
+    held = previous.status
+    if held.regions.keys() != live.regions.keys():
+        return live
+    for region, result in live.regions.items():
+        if _moved(held.regions[region].rtt_ms, result.rtt_ms, RTT_BAND, RTT_FLOOR):
+            return live
+    return held
+
 
 class _Prepared:
-    """Per (zone, pool, view version): candidates with states, the geo map, who may serve (not geo)."""
+    """Per (zone, pool) and inputs: candidates with verdicts and held metrics, the geo map, who may serve.
 
-    __slots__ = ("zone", "pool", "version", "policy", "located", "client_free", "cands", "by_name",
-                 "geomap", "eligible", "decision")
+    Built from a state view; ``previous`` (the same pool's preparation before this view) provides
+    the held metrics. ``same_inputs(other)`` tells whether a rebuild changed anything a decision
+    reads.
+    """
+
+    __slots__ = ("zone", "pool", "policy", "located", "client_free", "cands", "by_name", "geomap",
+                 "eligible", "decision", "generation")
 
     def __init__(self, zone: Zone, pool: Pool, view: StateView, geomap: GeoMap | None, policy: Policy,
-                 located: bool) -> None:
+                 located: bool, previous: "_Prepared | None" = None) -> None:
         self.zone = zone
         self.pool = pool
-        self.version = view.version
         self.policy = policy
         #: the order depends on the client's location (Policy.depends_on_location, precomputed)
         self.located = located
         #: neither who may serve nor the order depend on the client (weighted, round_robin, p2c,
         #: failover, least_load, fastest without located regions): no location, no parse, scope 0
         self.client_free = geomap is None and not located and not policy.uses_subnet
+        before = previous.by_name if previous is not None and previous.pool is pool else {}
         cands = []
         for i, name in enumerate(pool.sites):
             site = zone.sites.get(name) or Site(name, None, (), ())
             status = view.site(zone.key, name)
-            cands.append(Candidate(site, i, status.state(pool.quorum), status, status.load, site.weight))
+            old = before.get(name)
+            if old is not None and old.site is not site:
+                old = None
+            state = status.state(pool.quorum)
+            load = _held_load(old, status.load) if policy.reads_load else status.load
+            if policy.reads_rtt:
+                status = _held_status(old, status)
+            cands.append(Candidate(site, i, state, status, load, site.weight))
         self.cands = tuple(cands)
         self.by_name = {c.name: c for c in cands}
         self.geomap = geomap
         #: (outcome, candidates, tier label) when the tiers do not depend on the client (not geo)
         self.eligible = _eligible(pool, (("", self.cands),), None) if geomap is None else None
-        #: client-free deterministic policies: the one decision of this view version
+        #: client-free deterministic policies: the one decision of these inputs
         self.decision: _Decision | None = None
+        #: grows with every change of inputs of this pool (decision cache entries carry it)
+        self.generation = 0
+
+    def same_inputs(self, other: "_Prepared") -> bool:
+        """Whether ``other`` (a rebuild for a newer view) reads exactly what this one reads."""
+        if other.zone is not self.zone or other.pool is not self.pool:
+            return False
+        reads_load, reads_rtt = self.policy.reads_load, self.policy.reads_rtt
+        for a, b in zip(self.cands, other.cands):
+            if a.state != b.state or a.site is not b.site:
+                return False
+            if reads_load and a.load != b.load:
+                return False
+            if reads_rtt and a.status is not b.status:
+                return False
+        return True
 
 
 class Balancer:
@@ -200,23 +294,55 @@ class Balancer:
         self._located = {name: p.depends_on_location(self.region_locations) for name, p in POLICIES.items()}
         #: the Context of client-free policies (turn 0; round_robin builds one with its turn)
         self._free_ctx = Context(None, "", b"", "", 0, self.region_locations, self.regions)
-        #: decisions of deterministic client-dependent policies per (zone key, pool name, client key)
-        self._cache: dict[tuple, tuple[Zone, _Decision]] = {}
-        self._cache_version: int | None = None
+        #: decisions of deterministic client-dependent policies per (zone key, pool name, client
+        #: key) -> (the _Prepared they were made under, decision); two generations (young, old)
+        self._young: dict[tuple, tuple[_Prepared, _Decision]] = {}
+        self._old: dict[tuple, tuple[_Prepared, _Decision]] = {}
         #: per (zone key, pool name); an entry of a replaced Zone object is rebuilt on its next use
         self._prepared: dict[tuple[str, str], _Prepared] = {}
+        #: the version of the last view the preparations were synced with
+        self._synced: int | None = None
         #: round_robin counters per (zone key, pool name, A/AAAA): the only state mutated per query
         #: (one per family, so a client asking both does not always get the same A answer)
         self._turns: dict[tuple[str, str, str], int] = {}
+        #: called with the (zone key, pool name)s whose inputs changed (the answer cache listens)
+        self.on_change: Callable[[list[tuple[str, str]]], None] | None = None
+
+    # -- state changes -----------------------------------------------------------------------
+
+    def sync(self, view: StateView) -> list[tuple[str, str]]:
+        """Take a new state view: rebuild the inputs of every prepared pool; return those that changed.
+
+        A pool whose verdicts and held metrics are unchanged keeps its preparation and its cached
+        decisions. ``on_change`` (if set) is called with the changed pools.
+        """
+        if view.version == self._synced:
+            return []
+        self._synced = view.version
+        changed: list[tuple[str, str]] = []
+        for pkey, prep in list(self._prepared.items()):
+            new = _Prepared(prep.zone, prep.pool, view, prep.geomap, prep.policy, prep.located, prep)
+            if prep.same_inputs(new):
+                continue
+            new.generation = prep.generation + 1
+            self._prepared[pkey] = new
+            changed.append(pkey)
+        if changed and self.on_change is not None:
+            self.on_change(changed)
+        return changed
+
+    def retain(self, zones: ZoneSet) -> None:
+        """Forget the pools of zones no longer served (after a reload)."""
+        for pkey in [k for k, p in self._prepared.items() if zones.zones.get(p.zone.origin) is None]:
+            del self._prepared[pkey]
 
     # -- the DNS path ------------------------------------------------------------------------
 
     def answer(self, zone: Zone, pool: Pool, rtype: str, client_ip: str, source_prefix: int | None,
                view: StateView) -> PoolAnswer:
         """The pool's answer for a client (A or AAAA, ``client_ip`` without a zone suffix)."""
-        if view.version != self._cache_version:
-            self._cache.clear()
-            self._cache_version = view.version
+        if view.version != self._synced:
+            self.sync(view)
         prep = self._prepare(zone, pool, view)
         policy = prep.policy
         if prep.client_free:
@@ -225,7 +351,7 @@ class Balancer:
                 decision = prep.decision
                 if decision is None:
                     decision = prep.decision = self._decide(prep, None, None, "", 0, False)
-                return self._pool_answer(decision, pool, rtype, source_prefix)
+                return decision.pool_answer(pool, rtype, source_prefix, False)
             ctx = self._free_ctx
             if policy.name == "round_robin":
                 tkey = (zone.key, pool.name, rtype)
@@ -237,31 +363,37 @@ class Balancer:
                 return PoolAnswer(outcome, (), pool.ttl, 0)  # type: ignore[arg-type]
             order, _ = policy.rank(pick, ctx, self.rng, False)
             addrs, sites = _family(order, rtype, pool.answers)
-            return PoolAnswer("answer", addrs, pool.ttl, 0, sites)
+            return PoolAnswer("answer", addrs, pool.ttl, 0, sites, cacheable=False)
         location, key, parsed = self._client(prep, client_ip)
         ckey = (zone.key, pool.name, key)
-        hit = self._cache.get(ckey)
-        if hit is not None and hit[0] is zone:
+        hit = self._young.get(ckey)
+        if hit is None:
+            hit = self._old.get(ckey)
+        if hit is not None and hit[0] is prep:
             decision = hit[1]
         else:
             decision = self._decide(prep, location, parsed, client_ip, 0, False)
-            if len(self._cache) >= CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[ckey] = (zone, decision)
-        return self._pool_answer(decision, pool, rtype, source_prefix)
+            young = self._young
+            if len(young) >= CACHE_LIMIT:
+                self._old = young
+                young = self._young = {}
+            young[ckey] = (prep, decision)
+        return decision.pool_answer(pool, rtype, source_prefix, True)
 
     # -- the decision trace ------------------------------------------------------------------
 
     def trace(self, zone: Zone, pool: Pool, rtype: str, client_ip: str, source_prefix: int | None,
               view: StateView) -> Trace:
         """The same decision as :meth:`answer`, with a reason for every site (never cached)."""
+        if view.version != self._synced:
+            self.sync(view)
         prep = self._prepare(zone, pool, view)
         policy = prep.policy
         location = self.geo.locate(client_ip) if self.geo is not None else None
         parsed = client_address(client_ip) if prep.geomap is not None or policy.uses_subnet else None
         turn = self._turns.get((zone.key, pool.name, rtype), 0)
         decision = self._decide(prep, location, parsed, client_ip, turn, True)
-        answer = self._pool_answer(decision, pool, rtype, source_prefix)
+        answer = decision.pool_answer(pool, rtype, source_prefix, not prep.client_free)
         chosen = set(answer.sites)
         here = location.latlon if location is not None else None
         region = nearest_region(here, self.region_locations)
@@ -289,10 +421,10 @@ class Balancer:
     # -- shared implementation ---------------------------------------------------------------
 
     def _prepare(self, zone: Zone, pool: Pool, view: StateView) -> _Prepared:
-        """The candidates of a pool for this view (rebuilt when the zone, pool or view changes)."""
+        """The candidates of a pool (built on first use of the zone and pool; kept current by ``sync``)."""
         pkey = (zone.key, pool.name)
         prep = self._prepared.get(pkey)
-        if prep is not None and prep.zone is zone and prep.pool is pool and prep.version == view.version:
+        if prep is not None and prep.zone is zone and prep.pool is pool:
             return prep
         if prep is not None and prep.zone is not zone:
             self._forget(zone)
@@ -300,11 +432,11 @@ class Balancer:
         if pool.policy == "geo":
             geomap = (prep.geomap if prep is not None and prep.pool is pool and prep.geomap is not None
                       else GeoMap.from_pool(pool))
-        if prep is None and len(self._prepared) >= 4096:
-            self._prepared.clear()
-        prep = self._prepared[pkey] = _Prepared(zone, pool, view, geomap, POLICIES[pool.policy],
-                                                self._located[pool.policy])
-        return prep
+        new = _Prepared(zone, pool, view, geomap, POLICIES[pool.policy], self._located[pool.policy])
+        if prep is not None:
+            new.generation = prep.generation + 1
+        self._prepared[pkey] = new
+        return new
 
     def _forget(self, zone: Zone) -> None:
         """A new Zone object for ``zone.key`` (a reload): drop what the old one's pools left behind."""
@@ -313,8 +445,9 @@ class Balancer:
             del self._prepared[pkey]
         for tkey in [k for k in self._turns if k[0] == key and k[1] not in zone.pools]:
             del self._turns[tkey]
-        for ckey in [k for k, (z, _) in self._cache.items() if k[0] == key and z is not zone]:
-            del self._cache[ckey]
+        for cache in (self._young, self._old):
+            for ckey in [k for k, (p, _) in cache.items() if k[0] == key and p.zone is not zone]:
+                del cache[ckey]
 
     def _client(self, prep: _Prepared,
                 client_ip: str) -> tuple[Location | None, object, tuple[int, int, int] | None]:
@@ -401,14 +534,3 @@ class Balancer:
                     passed.setdefault(c.name, f"not in the matched geo lists ({', '.join(tier_names)})")
         return _Decision("answer", tuple(order), scope, pool.answers, tier_label, reasons, passed)
 
-    @staticmethod
-    def _pool_answer(decision: _Decision, pool: Pool, rtype: str, source_prefix: int | None) -> PoolAnswer:
-        """The PoolAnswer of a decision for a family and an ECS source prefix."""
-        scope = 0 if source_prefix is None else min(decision.scope, source_prefix)
-        if decision.outcome != "answer":
-            return PoolAnswer(decision.outcome, (), pool.ttl, scope)  # type: ignore[arg-type]
-        addrs, sites = decision.family(rtype)
-        if not addrs and not decision.tier:
-            # no site the policy could pick has this family: the same NODATA for every client
-            scope = 0
-        return PoolAnswer("answer", addrs, pool.ttl, scope, sites)

@@ -1,7 +1,9 @@
-"""asyncio DNS listeners: UDP and TCP (RFC 7766) around a synchronous ``handle`` function.
+"""asyncio DNS listeners: UDP and TCP (RFC 7766) around a synchronous query handler.
 
-``handle(data, client_ip, tcp) -> bytes | None`` does all the DNS work; this module only moves
-bytes. UDP replies are sent from ``datagram_received`` itself (no awaits on the hot path). TCP
+The handler (``gslb.handler.QueryHandler``) does all the DNS work; this module only moves bytes:
+``handler.udp(data, host) -> bytes | None`` per datagram (``host`` as the socket reports it; the
+handler's answer cache keys per-client answers by it), ``handler.handle(data, host, True)`` per
+TCP message. UDP replies are sent from ``datagram_received`` itself (no awaits on the hot path). TCP
 connections carry 2-byte length-prefixed messages; several queries per connection are answered
 in the order they arrived (the handler is synchronous, so pipelined queries are answered one
 after the other), and the number of open connections is capped in total and per client address
@@ -22,47 +24,49 @@ import asyncio
 import logging
 import os
 import socket
-from typing import Callable
+from typing import Protocol
 
 from gslb.config import TcpLimits
 from gslb.errors import StartupError
+from gslb.handler import client_ip
 
 logger = logging.getLogger(__name__)
 
-Handle = Callable[[bytes, str, bool], "bytes | None"]
+
+class Handler(Protocol):
+    """What the listeners call (``gslb.handler.QueryHandler``)."""
+
+    def udp(self, data: bytes, host: str) -> bytes | None:
+        """The reply to one datagram (None: no reply)."""
+
+    def handle(self, data: bytes, host: str, tcp: bool) -> bytes | None:
+        """The reply to one message (None: no reply)."""
+
 
 #: the smallest valid DNS message (a header)
 _MIN_MESSAGE = 12
 
 
-def _client_ip(addr: tuple) -> str:
-    """The client's address as text; IPv4-mapped IPv6 addresses in IPv4 form, no zone suffix (``%eth0``)."""
-    host = addr[0]
-    if "%" in host:
-        host = host.split("%", 1)[0]
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host
-
-
 class _UdpProtocol(asyncio.DatagramProtocol):
     """One UDP socket: every datagram is answered immediately."""
 
-    def __init__(self, handle: Handle) -> None:
-        self._handle = handle
+    def __init__(self, handler: Handler) -> None:
+        self._udp = handler.udp
         self._transport: asyncio.DatagramTransport | None = None
+        self._sendto = None
         # set while the socket's send buffer is full: replies are dropped rather than queued
         # without bound in the transport (the client retries, as after any UDP loss)
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._sendto = transport.sendto  # type: ignore[attr-defined]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         try:
-            reply = self._handle(data, _client_ip(addr), False)
-            if reply is not None and self._transport is not None and not self._paused:
-                self._transport.sendto(reply, addr)
+            reply = self._udp(data, addr[0])
+            if reply is not None and not self._paused:
+                self._sendto(reply, addr)  # type: ignore[misc]
         except Exception:  # never let one packet stop the listener
             logger.exception("UDP query from %s failed", addr[0])
 
@@ -97,7 +101,7 @@ class _TcpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self._client = _client_ip(peer) if peer else ""
+        self._client = client_ip(peer[0]) if peer else ""
         if not self._server._admit(self):
             transport.abort()  # over the cap: closed at once
             return
@@ -145,7 +149,7 @@ class _TcpProtocol(asyncio.Protocol):
                     break
                 message = bytes(buffer[2:2 + length])
                 del buffer[:2 + length]
-                reply = self._server.handle(message, self._client, True)
+                reply = self._server.handler.handle(message, self._client, True)
                 if reply is None:
                     transport.close()  # dropped (response packet, ACL, garbage): end the stream
                     return
@@ -193,8 +197,8 @@ class _TcpProtocol(asyncio.Protocol):
 class DnsServer:
     """UDP and TCP listeners on a list of addresses, answering through ``handle``."""
 
-    def __init__(self, handle: Handle, tcp: TcpLimits) -> None:
-        self.handle = handle
+    def __init__(self, handler: Handler, tcp: TcpLimits) -> None:
+        self.handler = handler
         self.limits = tcp
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.base_events.Server] = []
@@ -217,7 +221,7 @@ class DnsServer:
                     self._tcp.append(server)
                     bound_port = server.sockets[0].getsockname()[1]
                     transport, _ = await loop.create_datagram_endpoint(
-                        lambda: _UdpProtocol(self.handle), local_addr=(host, bound_port), family=family)
+                        lambda: _UdpProtocol(self.handler), local_addr=(host, bound_port), family=family)
                 except OSError as e:
                     why = os.strerror(e.errno) if e.errno else str(e)
                     raise StartupError(f"cannot listen on {shown} (UDP and TCP): {why}") from e

@@ -1,4 +1,25 @@
-"""The query path glue: bytes in, bytes out (ACL, parse, resolve, encode, statistics)."""
+"""The query path glue: bytes in, bytes out (ACL, answer cache, parse, resolve, encode, statistics).
+
+``QueryHandler.udp(data, host)`` is what the UDP transport calls per packet:
+
+1. the ACL (skipped entirely when it lets everybody in);
+2. the answer cache (``gslb.answercache``): a current entry for the query's bytes after the ID
+   (or for those bytes and the client's address, when the answer depends on the packet's
+   source) is the reply, with the query's ID put in front: no parse, no resolve, no encode;
+3. else the full path (:meth:`QueryHandler.compute`): parse (``gslb.wire``), resolve
+   (``gslb.resolver`` with the zones and the pools), encode, count; a cacheable reply is stored
+   under the dependencies it was computed from.
+
+``QueryHandler.handle(data, client_ip, tcp)`` is the full path alone (TCP, tests, explain-like
+callers). Every reply from the cache is byte for byte the reply the full path gives (a test
+compares both over a generated corpus).
+
+``LivePools`` is the readiness gate between the resolver and the balancer: until the first round
+of health checks has finished it answers every pool name with the ``starting`` outcome (no reply
+at all: resolvers retry a second later, which is better than sending clients to a dead site or a
+SERVFAIL they may cache). It keeps the balancer in step with the site-state table: every new view
+goes to ``Balancer.sync``, whose changed pools are dropped from the answer cache.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +28,10 @@ import logging
 from time import perf_counter
 from typing import Callable
 
+from gslb.answercache import AnswerCache
+from gslb.balancer import Balancer
 from gslb.config import Acl
-from gslb.model import ZoneSet
+from gslb.model import Pool, PoolAnswer, StateView, Zone, ZoneSet
 from gslb.resolver import Pools, resolve
 from gslb.stats import QueryStats
 from gslb.wire import RCODE_NAMES, Drop, FormErr, Reject, encode_response, parse_query, servfail
@@ -17,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 #: the largest DNS message (TCP)
 TCP_MAX = 65535
+
+#: answer kinds (statistics slots) before the registry starts over (the cache is cleared with it)
+MAX_SLOTS = 20000
 
 #: query types counted by name; any other is counted as "other", so that random types sent by
 #: a client cannot grow the statistics (and the /metrics label sets) without bound
@@ -29,7 +55,17 @@ _COUNTED_TYPES = frozenset({
 def _counted(qtype: str) -> str:
     return qtype if qtype in _COUNTED_TYPES else "other"
 
+
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_ip(host: str) -> str:
+    """A socket address's host as the client address: IPv4-mapped IPv6 in IPv4 form, no zone (``%eth0``)."""
+    if "%" in host:
+        host = host.split("%", 1)[0]
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
 
 
 class AclMatcher:
@@ -68,52 +104,167 @@ class AclMatcher:
         return any(address in n for n in self.allow if n.version == address.version)
 
 
-class QueryHandler:
-    """Turns one query packet into the reply packet (or None: no reply)."""
+#: the pool answer before the first round of health checks
+STARTING = PoolAnswer("starting", (), 0, 0, cacheable=False)
 
-    def __init__(self, get_zones: Callable[[], ZoneSet], pools: Pools, stats: QueryStats, acl: Acl) -> None:
+
+class LivePools:
+    """Answers pool names from the balancer with the table's current view; the readiness gate.
+
+    ``view()`` returns the current state view (the table's ``view`` attribute in the server, the
+    last view received in a DNS worker process). ``on_change`` is called with the pools whose
+    answers changed (the answer cache listens).
+    """
+
+    __slots__ = ("balancer", "view", "ready", "on_change")
+
+    def __init__(self, balancer: Balancer, view: Callable[[], StateView]) -> None:
+        self.balancer = balancer
+        self.view = view
+        self.ready = False
+        self.on_change: Callable[[list[tuple[str, str]]], None] | None = None
+        balancer.on_change = self._changed
+
+    def use(self, balancer: Balancer) -> None:
+        """Answer with another balancer from now on (a new GeoIP database or new regions)."""
+        balancer.on_change = self._changed
+        balancer.sync(self.view())
+        self.balancer = balancer
+
+    def sync(self, view: StateView) -> None:
+        """A new state view: only the pools whose verdicts (or held metrics) changed are dropped."""
+        self.balancer.sync(view)
+
+    def _changed(self, pools: list[tuple[str, str]]) -> None:
+        if self.on_change is not None:
+            self.on_change(pools)
+
+    def answer(self, zone: Zone, pool: Pool, rtype: str, client_ip: str,
+               source_prefix: int | None) -> PoolAnswer:
+        """One pool answer for one client (``starting`` before the first health round)."""
+        if not self.ready:
+            return STARTING
+        return self.balancer.answer(zone, pool, rtype, client_ip, source_prefix, self.view())
+
+
+class QueryHandler:
+    """Turns one query packet into the reply packet (or None: no reply); see the module docstring."""
+
+    def __init__(self, get_zones: Callable[[], ZoneSet], pools: Pools, stats: QueryStats, acl: Acl,
+                 cache: AnswerCache | None = None) -> None:
         self._get_zones = get_zones
         self._pools = pools
         self._stats = stats
         self._acl = AclMatcher(acl)
+        #: None: no answer cache (every query takes the full path)
+        self.cache = cache
 
     def set_acl(self, acl: Acl) -> None:
         """Replace the ACL (on reload); the next query uses the new one."""
         self._acl = AclMatcher(acl)
 
-    def handle(self, data: bytes, client_ip: str, tcp: bool) -> bytes | None:
-        """The reply to ``data`` from ``client_ip``; None when nothing is to be sent."""
+    # -- invalidation ----------------------------------------------------------------------------
+
+    def zones_changed(self, old: ZoneSet, new: ZoneSet) -> None:
+        """A new zone set is being served: drop the answers of changed and removed zones.
+
+        Call it after the new set is in place. When zones were added or removed, which zone holds
+        a name can change for any name: everything is dropped.
+        """
+        cache = self.cache
+        if cache is None:
+            return
+        if set(old.zones) != set(new.zones):
+            cache.clear()
+            return
+        cache.invalidate([z.key for z in old if new.zones.get(z.origin) is not z])
+
+    def pools_changed(self, pools: list[tuple[str, str]]) -> None:
+        """The verdicts (or held metrics) of these (zone key, pool name)s changed."""
+        if self.cache is not None:
+            self.cache.invalidate(pools)
+
+    def clear_cache(self) -> None:
+        """Drop every cached answer (a new GeoIP database, new regions)."""
+        if self.cache is not None:
+            self.cache.clear()
+
+    # -- the query path --------------------------------------------------------------------------
+
+    def udp(self, data: bytes, host: str) -> bytes | None:
+        """The reply to a UDP query from ``host`` (the socket address's host, as received)."""
+        acl = self._acl
+        if not acl.open and not acl.allowed(client_ip(host)):
+            self._stats.dropped["acl"] += 1
+            return None
+        cache = self.cache
+        if cache is not None:
+            key = data[2:]
+            entry = cache.young.get(key)
+            if entry is None or cache.stamps[entry[1]] != entry[2]:
+                entry = cache.lookup(key, host)
+            if entry is not None:
+                self._stats.hits[entry[3]] += 1
+                return data[:2] + entry[0]
+        return self.compute(data, host, False)
+
+    def handle(self, data: bytes, host: str, tcp: bool) -> bytes | None:
+        """The reply to ``data`` by the full path (no answer cache); None when nothing is to be sent."""
+        acl = self._acl
+        if not acl.open and not acl.allowed(client_ip(host)):
+            self._stats.dropped["acl"] += 1
+            return None
+        return self.compute(data, host, tcp, store=False)
+
+    def compute(self, data: bytes, host: str, tcp: bool, store: bool = True) -> bytes | None:
+        """Parse, resolve, encode and count (the ACL already passed); store a cacheable UDP reply
+        in the answer cache when ``store``."""
         start = perf_counter()
         stats = self._stats
-        if not self._acl.allowed(client_ip):
-            stats.dropped["acl"] += 1
-            return None
+        client = client_ip(host)
         try:
             ident, query = parse_query(data)
         except Drop as e:
             stats.dropped[e.reason] += 1
             return None
         except FormErr as e:
-            logger.debug("FORMERR to %s: %s", client_ip, e.why)
+            logger.debug("FORMERR to %s: %s", client, e.why)
             stats.query("", _counted(e.qtype), "FORMERR", perf_counter() - start)
             return e.reply
         except Reject as e:
             stats.query("", _counted(e.qtype), RCODE_NAMES.get(e.rcode, str(e.rcode)), perf_counter() - start)
             return e.reply
         except Exception:  # a parser bug must not kill the listener
-            logger.exception("cannot parse a query from %s", client_ip)
+            logger.exception("cannot parse a query from %s", client)
             stats.dropped["error"] += 1
             return None
+        cache = self.cache if store and not tcp else None
+        epoch = cache.epoch if cache is not None else 0
         try:
-            response = resolve(query, client_ip, self._get_zones(), self._pools)
+            response = resolve(query, client, self._get_zones(), self._pools)
+            if response.drop is not None:
+                stats.dropped[response.drop] += 1
+                return None
             reply = encode_response(ident, query, response, TCP_MAX if tcp else query.udp_limit)
-        except Drop as e:  # e.g. a pool name asked before the first round of health checks
-            stats.dropped[e.reason] += 1
-            return None
         except Exception:
-            logger.exception("SERVFAIL for %s %s from %s", query.qname, query.qtype_name, client_ip)
+            logger.exception("SERVFAIL for %s %s from %s", query.qname, query.qtype_name, client)
             stats.query("", _counted(query.qtype_name), "SERVFAIL", perf_counter() - start)
             return servfail(ident, query)
-        stats.query(response.zone, _counted(query.qtype_name), RCODE_NAMES.get(response.rcode, str(response.rcode)),
-                    perf_counter() - start)
+        qtype = _counted(query.qtype_name)
+        rcode = RCODE_NAMES.get(response.rcode, str(response.rcode))
+        pool = response.pool
+        if pool is not None:
+            stats.answered_sites(pool[0], pool[1], response.sites)
+        stats.query(response.zone, qtype, rcode, perf_counter() - start)
+        if cache is not None and response.deps is not None:
+            token = cache.token(response.deps)
+            # nothing this answer read changed while it was computed (else: not stored)
+            if cache.epoch == epoch:
+                if len(stats.hits) >= MAX_SLOTS:
+                    stats.fold()
+                    stats.reset_slots()
+                    cache.clear()
+                    token = cache.token(response.deps)
+                slot = stats.slot(response.zone, qtype, rcode, pool, response.sites)
+                cache.put(data[2:], host if response.per_client else None, reply[2:], token, slot)
         return reply

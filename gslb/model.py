@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Literal, Mapping
 
+from gslb.rdata import record_tail
+
 #: Record types that may be written statically in a zone file.
 STATIC_TYPES: tuple[str, ...] = ("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "CAA", "NS", "PTR")
 
@@ -47,6 +49,23 @@ class Record:
     rtype: str
     ttl: int
     rdata: str
+    #: derived: TYPE CLASS TTL RDLENGTH RDATA in wire form (gslb.rdata), encoded once here;
+    #: ValueError at construction when the data cannot be encoded or breaks an RFC limit
+    tail: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tail", record_tail(self.rtype, self.ttl, self.rdata))
+
+    def renamed(self, owner: str) -> "Record":
+        """The same record at another owner (wildcard synthesis), its wire data reused."""
+        copy = object.__new__(Record)
+        setattr_ = object.__setattr__
+        setattr_(copy, "name", owner)
+        setattr_(copy, "rtype", self.rtype)
+        setattr_(copy, "ttl", self.ttl)
+        setattr_(copy, "rdata", self.rdata)
+        setattr_(copy, "tail", self.tail)
+        return copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,14 +313,20 @@ class PoolAnswer:
     """What a pool name answers for one client: the resolver turns it into A/AAAA records.
 
     ``outcome`` is ``answer`` (addresses may still be empty: NODATA), ``nodata`` or ``servfail``
-    (the pool's when_all_down rule). ``scope_prefix`` is the ECS scope the answer holds for.
+    (the pool's when_all_down rule), or ``starting`` (pool names are not answered before the
+    first round of health checks: no reply at all). ``scope_prefix`` is the ECS scope the answer
+    holds for. ``per_client``: the answer depends on the client's address (location, CIDR rule
+    or hashed subnet); ``cacheable``: the same inputs give the same answer (False for a random
+    draw: weighted, round_robin, p2c).
     """
 
-    outcome: Literal["answer", "nodata", "servfail"]
+    outcome: Literal["answer", "nodata", "servfail", "starting"]
     addresses: tuple[str, ...]
     ttl: int
     scope_prefix: int
     sites: tuple[str, ...] = ()
+    per_client: bool = False
+    cacheable: bool = True
 
 
 def iso_time(ts: float | None) -> str | None:

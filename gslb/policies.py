@@ -79,6 +79,10 @@ class Policy:
     uses_location: bool = False
     #: the order depends on the client's /24 or /48 (ECS scope = 24 or 48)
     uses_subnet: bool = False
+    #: the order depends on the sites' loads (held with hysteresis by the balancer)
+    reads_load: bool = False
+    #: the order depends on the sites' check round-trip times (held with hysteresis by the balancer)
+    reads_rtt: bool = False
 
     def depends_on_location(self, region_locations: Sequence[tuple[str, tuple[float, float]]]) -> bool:
         """Whether the order depends on the client's location, given the located checker regions."""
@@ -210,6 +214,7 @@ class LeastLoad(Policy):
     """Lowest load / weight; ties in ``sites`` order."""
 
     name = "least_load"
+    reads_load = True
 
     def rank(self, cands, ctx, rng, explain=False):
         """Candidates by load per weight."""
@@ -224,6 +229,7 @@ class PowerOfTwo(Policy):
 
     name = "p2c"
     deterministic = False
+    reads_load = True
 
     def rank(self, cands, ctx, rng, explain=False):
         """Winner of the two drawn first, then every other candidate by load per weight."""
@@ -268,6 +274,7 @@ class Fastest(Policy):
 
     name = "fastest"
     uses_location = True
+    reads_rtt = True
 
     def depends_on_location(self, region_locations):
         """Only through the nearest checker region: without a located region the client does not matter."""

@@ -13,7 +13,7 @@ from typing import Protocol
 from gslb.authority import Lookup, Outcome, in_zone_addresses, lookup, negative_soa
 from gslb.model import PoolAnswer, Pool, Record, Zone, ZoneSet
 from gslb.wire import (CLASS_IN, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, TYPE_ANY, TYPE_AXFR, TYPE_DS,
-                       TYPE_IXFR, Query)
+                       TYPE_IXFR, Query, Response)
 
 logger = logging.getLogger(__name__)
 
@@ -32,31 +32,7 @@ class Pools(Protocol):
         """The addresses of ``pool`` for this client."""
 
 
-class Response:
-    """What to answer: rcode, AA, the three sections (model ``Record``s) and the ECS scope.
-
-    ``zone`` is the key of the zone that answered ("" for REFUSED), for statistics (pool and
-    site counts are kept by the ``Pools`` implementation, which sees them first).
-    """
-
-    __slots__ = ("rcode", "aa", "answer", "authority", "additional", "ecs_scope", "zone")
-
-    def __init__(self, rcode: int, aa: bool, answer: tuple[Record, ...] = (),
-                 authority: tuple[Record, ...] = (), additional: tuple[Record, ...] = (),
-                 ecs_scope: int = 0, zone: str = "") -> None:
-        self.rcode = rcode
-        self.aa = aa
-        self.answer = answer
-        self.authority = authority
-        self.additional = additional
-        self.ecs_scope = ecs_scope
-        self.zone = zone
-
-    def __repr__(self) -> str:
-        return (f"Response(rcode={self.rcode}, aa={self.aa}, answer={self.answer}, "
-                f"authority={self.authority}, additional={self.additional}, scope={self.ecs_scope})")
-
-
+#: names outside every served zone, and other classes than IN (depends on the set of zones only)
 REFUSED_RESPONSE = Response(REFUSED, False)
 
 
@@ -73,51 +49,57 @@ def resolve(query: Query, client_ip: str, zones: ZoneSet, pools: Pools) -> Respo
         zone = _parent_side(zones, zone)
     key = zone.key
     if qtype == TYPE_AXFR or qtype == TYPE_IXFR:
-        return Response(REFUSED, False, zone=key)  # zone transfers are not offered
+        return Response(REFUSED, False, zone=key, deps=(key,))  # zone transfers are not offered
     qtype_name = query.qtype_name
     is_any = qtype == TYPE_ANY
     answer: tuple[Record, ...] = ()  # the CNAMEs followed so far
     seen: set[str] | None = None
+    # the zones read so far (the answer cache's dependencies); the statistics count the first
+    deps: tuple = (zone.key,)
     for hop in range(MAX_CHAIN + 1):
         found = lookup(zone, name, qtype_name)
         outcome = found.outcome
         if outcome is Outcome.ANSWER:
+            extra, holders = _additional(zones, zone, qtype_name, found.records)
             return Response(NOERROR, True, answer + found.records if answer else found.records, (),
-                            _additional(zones, zone, qtype_name, found.records), zone=key)
+                            extra, zone=key, deps=deps + holders if holders else deps)
         if outcome is Outcome.POOL:
             if answer and query.ecs is not None:
                 # RFC 7871 7.2.1: the chain's target depends on the client; answer the CNAME
                 # alone (scope 0), so the resolver asks for the target with ECS itself and
                 # caches each part with its own scope.
-                return Response(NOERROR, True, answer, zone=key)
-            return _pool_answer(query, client_ip, zone, found, pools, answer, key)
+                return Response(NOERROR, True, answer, zone=key, deps=deps)
+            return _pool_answer(query, client_ip, zone, found, pools, answer, key, deps)
         if outcome is Outcome.CNAME:
             answer += found.records
             target = found.records[0].rdata.lower()
             if seen is None:
                 seen = {name}
             if is_any or target in seen or hop == MAX_CHAIN:
-                return Response(NOERROR, True, answer, zone=key)  # minimal ANY; loop; too long
+                # minimal ANY; loop; too long
+                return Response(NOERROR, True, answer, zone=key, deps=deps)
             seen.add(target)
             next_zone = zones.find(target)
             if next_zone is None:
-                return Response(NOERROR, True, answer, zone=key)  # leaves our zones
+                return Response(NOERROR, True, answer, zone=key, deps=deps)  # leaves our zones
             if qtype == TYPE_DS and target == next_zone.origin:
                 next_zone = _parent_side(zones, next_zone)
+            if next_zone is not zone:
+                deps += (next_zone.key,)
             zone, name = next_zone, target
             continue
         if outcome is Outcome.NODATA:
             if is_any and found.node is not None:
-                return _any(zone, found, key)
-            return Response(NOERROR, True, answer, found.authority, zone=key)
+                return _any(zone, found, key, deps)
+            return Response(NOERROR, True, answer, found.authority, zone=key, deps=deps)
         if outcome is Outcome.NXDOMAIN:
             # RFC 6604: the RCODE describes the last name of the chain
-            return Response(NXDOMAIN, True, answer, found.authority, zone=key)
+            return Response(NXDOMAIN, True, answer, found.authority, zone=key, deps=deps)
         # REFERRAL: at the start, a referral (AA=0); after a CNAME, the chain so far (the
         # resolver follows the target to the child zone itself)
         if answer:
-            return Response(NOERROR, True, answer, zone=key)
-        return Response(NOERROR, False, (), found.authority, found.additional, zone=key)
+            return Response(NOERROR, True, answer, zone=key, deps=deps)
+        return Response(NOERROR, False, (), found.authority, found.additional, zone=key, deps=deps)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -130,8 +112,12 @@ def _parent_side(zones: ZoneSet, zone: Zone) -> Zone:
     return parent if parent is not None else zone
 
 
+#: the response to a pool name asked before the first round of health checks: no reply
+NOT_READY = Response(NOERROR, False, deps=None, drop="starting")
+
+
 def _pool_answer(query: Query, client_ip: str, zone: Zone, found: Lookup, pools: Pools,
-                 answer: tuple[Record, ...], key: str) -> Response:
+                 answer: tuple[Record, ...], key: str, deps: tuple) -> Response:
     """A/AAAA of a pool name from the balancer (after the CNAMEs in ``answer``, if any)."""
     ecs = query.ecs
     if ecs is None:
@@ -145,18 +131,27 @@ def _pool_answer(query: Query, client_ip: str, zone: Zone, found: Lookup, pools:
     pool = zone.pools.get(found.pool or "")
     if pool is None:
         logger.error("zone %s: name %s refers to unknown pool %r", key, found.owner, found.pool)
-        return Response(SERVFAIL, False, zone=key)
+        return Response(SERVFAIL, False, zone=key, deps=deps)
     rtype = query.qtype_name
     result = pools.answer(zone, pool, rtype, client, source)
+    if result.outcome == "starting":
+        return NOT_READY
     scope = result.scope_prefix if source else 0
+    # the answer depends on the pool's verdicts; on the packet's source when the client is not
+    # given by ECS (the ECS address is part of the query's bytes)
+    pool_key = (zone.key, pool.name)
+    deps = deps + (pool_key,) if result.cacheable else None
+    per_client = result.per_client and not source
     if result.outcome == "servfail":
-        return Response(SERVFAIL, False, zone=key, ecs_scope=scope)
+        return Response(SERVFAIL, False, zone=key, ecs_scope=scope, deps=deps, per_client=per_client)
     if result.outcome == "nodata" or not result.addresses:
-        return Response(NOERROR, True, answer, (negative_soa(zone),), ecs_scope=scope, zone=key)
+        return Response(NOERROR, True, answer, (negative_soa(zone),), ecs_scope=scope, zone=key,
+                        deps=deps, per_client=per_client)
     node = found.node
     ttl = node.ttl if node is not None and node.ttl is not None else result.ttl
     records = pool_records(found.owner, rtype, ttl, result.addresses)
-    return Response(NOERROR, True, answer + records if answer else records, ecs_scope=scope, zone=key)
+    return Response(NOERROR, True, answer + records if answer else records, ecs_scope=scope, zone=key,
+                    deps=deps, per_client=per_client, pool=pool_key, sites=result.sites)
 
 
 #: the address records of pool answers by (owner, type, TTL, addresses): the balancer gives the
@@ -176,7 +171,7 @@ def pool_records(owner: str, rtype: str, ttl: int, addresses: tuple[str, ...]) -
     return records
 
 
-def _any(zone: Zone, found: Lookup, key: str) -> Response:
+def _any(zone: Zone, found: Lookup, key: str, deps: tuple) -> Response:
     """RFC 8482 minimal answer to ANY at an existing name.
 
     The name's first RRset in ``_ANY_ORDER`` (one RRset, never all of them: ANY is an
@@ -191,16 +186,18 @@ def _any(zone: Zone, found: Lookup, key: str) -> Response:
         records = node.records.get(rtype)
         if records:
             if found.wildcard:
-                records = tuple(Record(owner, r.rtype, r.ttl, r.rdata) for r in records)
-            return Response(NOERROR, True, records, zone=key)
+                records = tuple(r.renamed(owner) for r in records)
+            return Response(NOERROR, True, records, zone=key, deps=deps)
     if node.pool is not None:
         ttl = node.ttl if node.ttl is not None else zone.ttl
-        return Response(NOERROR, True, (Record(owner, "HINFO", ttl, '"RFC8482" ""'),), zone=key)
-    return Response(NOERROR, True, (), found.authority, zone=key)
+        return Response(NOERROR, True, (Record(owner, "HINFO", ttl, '"RFC8482" ""'),), zone=key, deps=deps)
+    return Response(NOERROR, True, (), found.authority, zone=key, deps=deps)
 
 
-def _additional(zones: ZoneSet, zone: Zone, qtype: str, records: tuple[Record, ...]) -> tuple[Record, ...]:
-    """In-zone addresses of the targets of NS, MX and SRV answers (RFC 1035 3.3.9, 3.3.11; RFC 2782)."""
+def _additional(zones: ZoneSet, zone: Zone, qtype: str,
+                records: tuple[Record, ...]) -> tuple[tuple[Record, ...], tuple[str, ...]]:
+    """In-zone addresses of the targets of NS, MX and SRV answers (RFC 1035 3.3.9, 3.3.11; RFC 2782),
+    and the keys of the other served zones they were read from."""
     if qtype == "NS":
         targets = [r.rdata for r in records]
     elif qtype == "MX":
@@ -208,11 +205,14 @@ def _additional(zones: ZoneSet, zone: Zone, qtype: str, records: tuple[Record, .
     elif qtype == "SRV":
         targets = [r.rdata.split()[3] for r in records]
     else:
-        return ()
+        return (), ()
     extra: list[Record] = []
+    holders: list[str] = []
     for target in targets:
         target = target.lower()
         holder = zone if target == zone.origin or target.endswith("." + zone.origin) else zones.find(target)
         if holder is not None:
             extra.extend(in_zone_addresses(holder, target))
-    return tuple(extra)
+            if holder is not zone and holder.key not in holders:
+                holders.append(holder.key)
+    return tuple(extra), tuple(holders)

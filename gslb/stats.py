@@ -19,39 +19,98 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 
 
 class QueryStats:
-    """Query, answer and latency counters of one process."""
+    """Query, answer and latency counters of one process.
 
-    __slots__ = ("queries", "site_answers", "latency_counts", "latency_sum", "dropped")
+    Answers served from the answer cache are counted with one list increment: each cache entry
+    carries a *slot* (:meth:`slot`), an index standing for (zone, qtype, rcode, pool, sites), and
+    ``hits[slot]`` grows per answer. Reading ``queries`` or ``site_answers`` folds the hits into
+    the counters first. The latency histogram covers the answers that were computed; answers from
+    the cache are counted in ``cache_hits`` (their cost is a dict probe, not worth two clock reads).
+    """
+
+    __slots__ = ("_queries", "_site_answers", "latency_counts", "latency_sum", "dropped", "hits",
+                 "cache_hits", "_slots", "_slot_keys")
 
     def __init__(self) -> None:
         #: (zone key or "", qtype name, rcode name) -> count
-        self.queries: Counter[tuple[str, str, str]] = Counter()
+        self._queries: Counter[tuple[str, str, str]] = Counter()
         #: (zone key, pool, site) -> how many answers included the site
-        self.site_answers: Counter[tuple[str, str, str]] = Counter()
+        self._site_answers: Counter[tuple[str, str, str]] = Counter()
         #: one count per LATENCY_BUCKETS entry plus the +Inf bucket (not cumulative)
         self.latency_counts: list[int] = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         #: packets dropped without a reply, by reason ("response", "short", "acl", ...)
         self.dropped: Counter[str] = Counter()
+        #: answers from the answer cache per slot, not yet folded into the counters
+        self.hits: list[int] = []
+        #: answers from the answer cache, in total
+        self.cache_hits = 0
+        self._slots: dict[tuple, int] = {}
+        self._slot_keys: list[tuple] = []
+
+    @property
+    def queries(self) -> Counter[tuple[str, str, str]]:
+        """(zone key or "", qtype name, rcode name) -> answered queries (cache hits included)."""
+        self.fold()
+        return self._queries
+
+    @property
+    def site_answers(self) -> Counter[tuple[str, str, str]]:
+        """(zone key, pool, site) -> how many answers included the site (cache hits included)."""
+        self.fold()
+        return self._site_answers
 
     def query(self, zone: str, qtype: str, rcode: str, seconds: float) -> None:
         """Count one answered query."""
-        self.queries[(zone, qtype, rcode)] += 1
+        self._queries[(zone, qtype, rcode)] += 1
         self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
 
     def answered_sites(self, zone: str, pool: str, sites: tuple[str, ...]) -> None:
         """Count the sites that went into one pool answer."""
         for site in sites:
-            self.site_answers[(zone, pool, site)] += 1
+            self._site_answers[(zone, pool, site)] += 1
+
+    def slot(self, zone: str, qtype: str, rcode: str, pool: tuple[str, str] | None,
+             sites: tuple[str, ...]) -> int:
+        """The slot standing for one kind of answer (the answer cache stores it with the reply)."""
+        key = (zone, qtype, rcode, pool, sites)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = len(self._slot_keys)
+            self._slot_keys.append(key)
+            self.hits.append(0)
+        return slot
+
+    def reset_slots(self) -> None:
+        """Start the slot registry over (after a fold; the answer cache must be cleared with it)."""
+        self.fold()
+        self._slots = {}
+        self._slot_keys = []
+        self.hits = []
+
+    def fold(self) -> None:
+        """Add the answers counted per slot to the counters (done before every read)."""
+        hits = self.hits
+        keys = self._slot_keys
+        for slot, n in enumerate(hits):
+            if n:
+                hits[slot] = 0
+                zone, qtype, rcode, pool, sites = keys[slot]
+                self._queries[(zone, qtype, rcode)] += n
+                self.cache_hits += n
+                if pool is not None:
+                    for site in sites:
+                        self._site_answers[(pool[0], pool[1], site)] += n
 
     def retain(self, zones: Iterable[Zone]) -> None:
         """Keep only the series of zones, pools and pool sites that ``zones`` still has (after a
         reload); queries outside every zone (zone "") are kept."""
+        self.fold()
         live = {zone.key for zone in zones}
-        for key in [k for k in self.queries if k[0] and k[0] not in live]:
-            del self.queries[key]
+        for key in [k for k in self._queries if k[0] and k[0] not in live]:
+            del self._queries[key]
         answers = {(zone.key, pool.name, site) for zone in zones
                    for pool in zone.pools.values() for site in pool.sites}
-        for key in [k for k in self.site_answers if k not in answers]:
-            del self.site_answers[key]
+        for key in [k for k in self._site_answers if k not in answers]:
+            del self._site_answers[key]

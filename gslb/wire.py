@@ -1,10 +1,12 @@
 """DNS wire format: query bytes -> ``Query``, ``Response`` -> reply bytes (EDNS, ECS, TC, errors).
 
 The per-query path is the limit of a Python DNS server, so the common case (a header, one
-question, at most one OPT record) is parsed by hand here, and model ``Record``s are converted
-to wire form once and cached (they are hashable frozen values). Replies are assembled from
-bytes with name compression for owner names; names inside RDATA are written uncompressed,
-which is always legal (RFC 3597 section 4) and keeps the cached RDATA position-independent.
+question, at most one OPT record) is parsed by hand here. Replies are assembled from bytes with
+name compression for owner names; names inside RDATA are written uncompressed, which is always
+legal (RFC 3597 section 4) and keeps each record's wire data position-independent.
+
+``Query`` (what was asked) and ``Response`` (what to answer) are the two values of the query
+path; record data is already in wire form (``Record.tail``, encoded once by ``gslb.rdata``).
 
 This is the only module of gslb that imports dnslib (for type names).
 
@@ -28,14 +30,15 @@ import socket
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from dnslib import QTYPE
 
 from gslb.model import Record
+from gslb.rdata import TYPE_NUMBERS, name_to_wire
 
-if TYPE_CHECKING:  # pragma: no cover
-    from gslb.resolver import Response
+__all__ = ["Query", "Response", "Ecs", "Drop", "Reject", "FormErr", "parse_query", "encode_response",
+           "servfail", "type_name", "type_number", "name_to_wire", "RCODE_NAMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +68,6 @@ OPTION_ECS = 8
 OUR_PAYLOAD = 1232
 #: the classic UDP limit without EDNS (RFC 1035 4.2.1)
 CLASSIC_UDP = 512
-
-_TYPE_NUMBERS: dict[str, int] = {
-    "A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "HINFO": 13, "MX": 15, "TXT": 16,
-    "AAAA": 28, "SRV": 33, "OPT": 41, "DS": 43, "CAA": 257,
-}
 
 _HEADER = struct.Struct("!HHHHHH")
 _U16 = struct.Struct("!H")
@@ -170,6 +168,47 @@ class Query:
         setattr_(self, "compress", _question_names(qname_lower, self.qname))
 
 
+class Response:
+    """What to answer: rcode, AA, the three sections (model ``Record``s), the ECS scope, and what
+    the answer cache and the statistics need to know about it.
+
+    - ``zone``: the key of the zone that answered ("" for REFUSED), for statistics;
+    - ``deps``: what the answer was computed from, for the answer cache (``gslb.answercache``):
+      the keys of the zones it read and ``(zone key, pool name)`` of the pool whose verdicts it
+      used; None when it must not be cached (a random draw: weighted, round_robin, p2c);
+    - ``per_client``: the answer depends on the packet's source address (a pool that locates or
+      hashes the client, asked without a usable ECS option);
+    - ``pool``/``sites``: the pool that answered and the sites in the answer (statistics);
+    - ``drop``: when set, no reply at all is sent and the packet is counted as dropped for this
+      reason (``starting``: a pool name asked before the first round of health checks).
+    """
+
+    __slots__ = ("rcode", "aa", "answer", "authority", "additional", "ecs_scope", "zone", "deps",
+                 "per_client", "pool", "sites", "drop")
+
+    def __init__(self, rcode: int, aa: bool, answer: tuple[Record, ...] = (),
+                 authority: tuple[Record, ...] = (), additional: tuple[Record, ...] = (),
+                 ecs_scope: int = 0, zone: str = "", deps: tuple | None = (), per_client: bool = False,
+                 pool: tuple[str, str] | None = None, sites: tuple[str, ...] = (),
+                 drop: str | None = None) -> None:
+        self.rcode = rcode
+        self.aa = aa
+        self.answer = answer
+        self.authority = authority
+        self.additional = additional
+        self.ecs_scope = ecs_scope
+        self.zone = zone
+        self.deps = deps
+        self.per_client = per_client
+        self.pool = pool
+        self.sites = sites
+        self.drop = drop
+
+    def __repr__(self) -> str:
+        return (f"Response(rcode={self.rcode}, aa={self.aa}, answer={self.answer}, "
+                f"authority={self.authority}, additional={self.additional}, scope={self.ecs_scope})")
+
+
 def _question_names(qname_lower: str, qname: str) -> dict[str, int]:
     """The owner names a reply can point at the question for (name -> offset in the message).
 
@@ -212,7 +251,7 @@ def type_name(qtype: int) -> str:
 
 def type_number(name: str) -> int:
     """The number of a type mnemonic (``A`` -> 1)."""
-    number = _TYPE_NUMBERS.get(name)
+    number = TYPE_NUMBERS.get(name)
     if number is not None:
         return number
     if name.startswith("TYPE"):
@@ -546,118 +585,6 @@ def _parse_ecs(opt: bytes) -> Ecs:
 # --- encoding --------------------------------------------------------------------------------
 
 
-def _name_labels(name: str) -> tuple[bytes, ...]:
-    """The labels of a text name (absolute, trailing dot), RFC 1035 escapes decoded."""
-    if name == "." or name == "":
-        return ()
-    if "\\" not in name:
-        return tuple(label.encode("ascii") for label in name[:-1].split(".")) if name.endswith(".") \
-            else tuple(label.encode("ascii") for label in name.split("."))
-    labels: list[bytes] = []
-    cur = bytearray()
-    i = 0
-    while i < len(name):
-        c = name[i]
-        if c == "\\":
-            nxt = name[i + 1:i + 4]
-            if len(nxt) == 3 and nxt.isdigit():
-                cur.append(int(nxt))
-                i += 4
-                continue
-            cur += name[i + 1].encode("latin-1")
-            i += 2
-            continue
-        if c == ".":
-            labels.append(bytes(cur))
-            cur = bytearray()
-        else:
-            cur += c.encode("latin-1")
-        i += 1
-    if cur:
-        labels.append(bytes(cur))
-    return tuple(labels)
-
-
-@lru_cache(maxsize=8192)
-def name_to_wire(name: str) -> bytes:
-    """An uncompressed wire name."""
-    return b"".join(bytes((len(label),)) + label for label in _name_labels(name)) + b"\x00"
-
-
-def _character_strings(text: str) -> list[bytes]:
-    """The <character-string>s of a presentation form: quoted or bare, with escapes."""
-    out: list[bytes] = []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i] in " \t":
-            i += 1
-            continue
-        cur = bytearray()
-        quoted = text[i] == '"'
-        if quoted:
-            i += 1
-        while i < n:
-            c = text[i]
-            if quoted and c == '"':
-                i += 1
-                break
-            if not quoted and c in " \t":
-                break
-            if c == "\\" and i + 1 < n:
-                digits = text[i + 1:i + 4]
-                if len(digits) == 3 and digits.isdigit():
-                    cur.append(int(digits))
-                    i += 4
-                    continue
-                cur += text[i + 1].encode("utf-8")
-                i += 2
-                continue
-            cur += c.encode("utf-8")
-            i += 1
-        while len(cur) > 255:  # a long string is split into 255-octet pieces
-            out.append(bytes(cur[:255]))
-            del cur[:255]
-        out.append(bytes(cur))
-    return out
-
-
-def _cstrings(text: str) -> bytes:
-    return b"".join(bytes((len(s),)) + s for s in _character_strings(text))
-
-
-def rdata_to_wire(rtype: str, rdata: str) -> bytes:
-    """The RDATA of a record in presentation form (names absolute) as uncompressed wire bytes."""
-    if rtype == "A":
-        return socket.inet_pton(socket.AF_INET, rdata)
-    if rtype == "AAAA":
-        return socket.inet_pton(socket.AF_INET6, rdata)
-    if rtype in ("CNAME", "NS", "PTR"):
-        return name_to_wire(rdata.strip())
-    if rtype in ("TXT", "HINFO"):
-        return _cstrings(rdata)
-    fields = rdata.split()
-    if rtype == "MX":
-        return _U16.pack(int(fields[0])) + name_to_wire(fields[1])
-    if rtype == "SRV":
-        return struct.pack("!HHH", int(fields[0]), int(fields[1]), int(fields[2])) + name_to_wire(fields[3])
-    if rtype == "SOA":
-        return (name_to_wire(fields[0]) + name_to_wire(fields[1])
-                + struct.pack("!IIIII", *(int(f) for f in fields[2:7])))
-    if rtype == "CAA":
-        flags, tag, value = rdata.split(None, 2)
-        tag_bytes = tag.encode("ascii")
-        strings = _character_strings(value)
-        return bytes((int(flags), len(tag_bytes))) + tag_bytes + b"".join(strings)
-    raise ValueError(f"cannot encode {rtype} records")
-
-
-@lru_cache(maxsize=65536)
-def _record_tail(record: Record) -> bytes:
-    """TYPE CLASS TTL RDLENGTH RDATA of a record (everything after the owner name), cached."""
-    rdata = rdata_to_wire(record.rtype, record.rdata)
-    return _RR_FIXED.pack(type_number(record.rtype), CLASS_IN, record.ttl, len(rdata)) + rdata
-
-
 class _Writer:
     """Builds a message with owner-name compression."""
 
@@ -699,7 +626,7 @@ class _Writer:
         count = 0
         for record in records:
             self.owner(record.name)
-            self.buf += _record_tail(record)
+            self.buf += record.tail
             count += 1
         return count
 

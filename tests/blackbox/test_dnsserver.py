@@ -14,6 +14,7 @@ import dns.rcode
 import pytest
 
 from gslb.config import Acl, TcpLimits
+from gslb.answercache import AnswerCache
 from gslb.dnsserver import DnsServer
 from gslb.errors import StartupError
 from gslb.handler import QueryHandler
@@ -43,8 +44,8 @@ class Pools:
 
 async def start(tcp: TcpLimits = TcpLimits(), acl: Acl = Acl(), pools=None, host="127.0.0.1"):
     stats = QueryStats()
-    handler = QueryHandler(lambda: ZONES, pools or Pools(), stats, acl)
-    server = DnsServer(handler.handle, tcp)
+    handler = QueryHandler(lambda: ZONES, pools or Pools(), stats, acl, AnswerCache())
+    server = DnsServer(handler, tcp)
     await server.start([(host, 0)])
     return server, stats
 
@@ -350,7 +351,7 @@ async def test_bind_failure_names_address():
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        server = DnsServer(lambda data, ip, tcp: None, TcpLimits())
+        server = DnsServer(QueryHandler(lambda: ZONES, Pools(), QueryStats(), Acl()), TcpLimits())
         with pytest.raises(StartupError, match=f"127.0.0.1:{port}"):
             await server.start([("127.0.0.1", port)])
         await server.close()

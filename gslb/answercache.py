@@ -1,0 +1,183 @@
+"""The answer cache: encoded replies keyed by the query's bytes, bounded in bytes, dropped precisely.
+
+A resolver asks the same few questions again and again; the reply to a query is a function of
+the query's bytes after the ID (question, letter case, flags, EDNS size, ECS option), of the
+zones and pool verdicts it was computed from, and, for a pool whose answer depends on where the
+client is when the query carries no ECS option, of the client's address. So the reply bytes
+after the ID are cached under
+
+- ``data[2:]`` (the query after its ID) when the reply depends on nothing else, or
+- ``(data[2:], client address)`` when it also depends on the packet's source,
+
+and the DNS transport answers a hit with ``data[:2] + tail``: one dict probe and one
+concatenation, no parse, no resolve, no encode.
+
+Dropped precisely. Every entry carries the *stamp* of the dependencies it was computed from
+(:meth:`AnswerCache.token`): the zones its answer read (by zone key) and the pools whose verdicts
+it used (``(zone key, pool name)``). :meth:`invalidate` bumps the stamps of everything that
+depended on one zone or pool; a hit whose stamp is no longer current is a miss. A probe result
+that changes no verdict invalidates nothing. Stale entries are not searched for: they are
+overwritten by the next answer or aged out.
+
+Bounded in bytes, with two generations (a cheap approximation of LRU with O(1) work per
+operation): new entries go to the young dict; when it holds half the budget, it becomes the old
+one and the previous old one is dropped; a hit in the old generation moves the entry to the young
+one. So the cache never holds more than ``max_bytes`` of keys and replies (estimated with a fixed
+per-entry overhead), and the entries that are asked for survive.
+
+Thread safety: the cache is read and written from one thread (the event loop's). Writers of the
+data an answer is computed from publish the new data first and invalidate second; a reader takes
+the token before computing; so an answer computed from old data always carries an old stamp.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Iterable
+
+#: bytes counted per entry beyond its key and reply (dict slot, tuple, the objects' headers)
+ENTRY_OVERHEAD = 200
+#: the default budget of one process's answer cache
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: queries longer than this are never cached (e.g. large EDNS padding or cookie options): they
+#: would cost more memory than they save
+MAX_KEY = 512
+#: distinct dependency sets before the stamp table starts over (every entry then misses once)
+MAX_COMBOS = 65536
+
+#: a dependency: a zone key ("gslb.example.com"), a pool ("gslb.example.com", "web"), or ""
+#: (the set of served zones itself)
+Dependency = Hashable
+#: one cache entry: (reply after the ID, stamp index, stamp value, statistics slot)
+Entry = tuple
+
+
+class AnswerCache:
+    """Encoded replies by query bytes (module docstring)."""
+
+    __slots__ = ("max_bytes", "young", "old", "young_bytes", "old_bytes", "stamps", "_combos",
+                 "_members", "_base", "evicted", "epoch")
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.young: dict = {}
+        self.old: dict = {}
+        self.young_bytes = 0
+        self.old_bytes = 0
+        #: current stamp value per dependency set (index)
+        self.stamps: list[int] = []
+        self._combos: dict[tuple, int] = {}
+        #: dependency -> indexes of the dependency sets that contain it
+        self._members: dict[Dependency, list[int]] = {}
+        #: the value new stamps start at (grows on every clear)
+        self._base = 0
+        #: entries dropped to stay within the budget
+        self.evicted = 0
+        #: grows with every invalidation: an answer computed while it changed is not stored
+        self.epoch = 0
+
+    # -- the query path
+
+    def get(self, key: object) -> Entry | None:
+        """The current entry for ``key`` (a hit in the old generation is promoted), else None."""
+        entry = self.young.get(key)
+        if entry is None:
+            entry = self.old.pop(key, None)
+            if entry is None:
+                return None
+            size = _size(key, entry)
+            self.old_bytes -= size
+            self._add(key, entry, size)
+        if self.stamps[entry[1]] != entry[2]:
+            return None
+        return entry
+
+    def lookup(self, key: bytes, host: str) -> Entry | None:
+        """The current entry for a query: under its bytes, else under its bytes and the client's address."""
+        entry = self.get(key)
+        if entry is None:
+            entry = self.get((key, host))
+        return entry
+
+    def token(self, deps: tuple) -> tuple[int, int]:
+        """(stamp index, stamp value) for an answer that depends on ``deps``; take it before computing."""
+        index = self._combos.get(deps)
+        if index is None:
+            if len(self.stamps) >= MAX_COMBOS:
+                self.clear()
+            index = self._combos[deps] = len(self.stamps)
+            self.stamps.append(self._base)
+            for dep in set(deps):
+                self._members.setdefault(dep, []).append(index)
+        return index, self.stamps[index]
+
+    def put(self, key: bytes, host: str | None, tail: bytes, token: tuple[int, int], slot: int) -> None:
+        """Store a reply (after the ID) computed under ``token``; ``host`` when it depends on the
+        client's address. Queries longer than MAX_KEY are not stored."""
+        if len(key) > MAX_KEY:
+            return
+        if host is not None:
+            # a stale entry under the bytes alone would shadow this one on every lookup
+            self._discard(key)
+            full: object = (key, host)
+        else:
+            full = key
+        self._discard(full)
+        entry = (tail, token[0], token[1], slot)
+        self._add(full, entry, _size(full, entry))
+
+    def _discard(self, key: object) -> None:
+        entry = self.young.pop(key, None)
+        if entry is not None:
+            self.young_bytes -= _size(key, entry)
+        entry = self.old.pop(key, None)
+        if entry is not None:
+            self.old_bytes -= _size(key, entry)
+
+    def _add(self, key: object, entry: Entry, size: int) -> None:
+        if self.young_bytes + size > self.max_bytes // 2:
+            self.evicted += len(self.old)
+            self.old = self.young
+            self.old_bytes = self.young_bytes
+            self.young = {}
+            self.young_bytes = 0
+        self.young[key] = entry
+        self.young_bytes += size
+
+    # -- invalidation
+
+    def invalidate(self, deps: Iterable[Dependency]) -> None:
+        """Every entry that depended on one of ``deps`` is stale from now on."""
+        stamps = self.stamps
+        for dep in deps:
+            for index in self._members.get(dep, ()):
+                stamps[index] += 1
+        self.epoch += 1
+
+    def clear(self) -> None:
+        """Drop everything (a new GeoIP database, new regions, a new set of zones)."""
+        self.young = {}
+        self.old = {}
+        self.young_bytes = self.old_bytes = 0
+        # A fresh stamp table whose values all exceed every value handed out so far: a token
+        # taken before the clear can never match again.
+        self._base = max(self.stamps, default=self._base) + 1
+        self.stamps = []
+        self._combos = {}
+        self._members = {}
+        self.epoch += 1
+
+    # -- introspection
+
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
+
+    @property
+    def bytes(self) -> int:
+        """Estimated bytes held (keys, replies and per-entry overhead)."""
+        return self.young_bytes + self.old_bytes
+
+
+def _size(key: object, entry: Entry) -> int:
+    if isinstance(key, bytes):
+        return len(key) + len(entry[0]) + ENTRY_OVERHEAD
+    return len(key[0]) + len(key[1]) + len(entry[0]) + ENTRY_OVERHEAD + 64  # type: ignore[index]
