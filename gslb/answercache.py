@@ -113,8 +113,9 @@ class AnswerCache:
     def put(self, key: bytes, host: str | None, tail: bytes, token: tuple[int, int], slot: int) -> None:
         """Store a reply (after the ID) computed under ``token``; ``host`` when it depends on the
         client's address. Queries longer than MAX_KEY are not stored."""
-        if len(key) > MAX_KEY:
-            return
+        index, value = token
+        if len(key) > MAX_KEY or index >= len(self.stamps) or self.stamps[index] != value:
+            return  # too long, or computed from data that changed since (a stale token)
         if host is not None:
             # a stale entry under the bytes alone would shadow this one on every lookup
             self._discard(key)
@@ -122,7 +123,7 @@ class AnswerCache:
         else:
             full = key
         self._discard(full)
-        entry = (tail, token[0], token[1], slot)
+        entry = (tail, index, value, slot)
         self._add(full, entry, _size(full, entry))
 
     def _discard(self, key: object) -> None:

@@ -1,0 +1,320 @@
+"""The answer cache: every cached reply equals the full path's reply, and only changes drop entries.
+
+The equivalence test runs a generated corpus (names, letter case, types, EDNS sizes and DO, ECS
+v4/v6 with every prefix length, no ECS, several packet sources, CNAME chains, wildcards,
+referrals, NXDOMAIN, truncation) through ``QueryHandler.udp`` twice (computed, then from the
+cache, with another query ID) and compares the second reply byte for byte with the full path
+(``QueryHandler.handle``, which never reads the cache) for the same packet.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from types import MappingProxyType
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import pytest
+
+from gslb.answercache import ENTRY_OVERHEAD, MAX_KEY, AnswerCache
+from gslb.balancer import Balancer
+from gslb.config import Acl
+from gslb.geo import GeoLocator
+from gslb.handler import LivePools, QueryHandler
+from gslb.model import RegionResult, SiteStatus, StateView, ZoneSet
+from gslb.stats import QueryStats
+from gslb.zones import load_zone_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SECOND = """
+zone: second.test
+ns: [ns1.second.test]
+records:
+  ns1: {A: 192.0.2.1}
+  big:
+    TXT: ["%s", "%s", "%s", "%s", "%s"]
+  many:
+    A: [%s]
+  hop: {CNAME: www.gslb.example.com.}
+  chain1: {CNAME: chain2}
+  chain2: {CNAME: chain3}
+  chain3: {CNAME: www}
+  www: {pool: near}
+  mx: {MX: ["10 api.gslb.example.com."]}
+sites:
+  a: {location: [50.0, 8.0], addresses: [192.0.2.100, "2001:db8::100"]}
+  b: {location: [1.0, 103.0], addresses: [192.0.2.101]}
+pools:
+  near: {policy: closest, sites: [a, b], ttl: 20}
+  ll: {policy: least_load, sites: [a, b]}
+""" % (tuple(c * 200 for c in "vwxyz") + (", ".join(f"198.18.{i // 250}.{i % 250 + 1}" for i in range(80)),))
+
+NAMES = [
+    "gslb.example.com.", "api.gslb.example.com.", "www.gslb.example.com.", "docs.gslb.example.com.",
+    "x.cdn.gslb.example.com.", "a.b.cdn.gslb.example.com.", "eu.gslb.example.com.", "db.gslb.example.com.",
+    "login.gslb.example.com.", "_sip._udp.gslb.example.com.", "sub.gslb.example.com.",
+    "deep.sub.gslb.example.com.", "ns.sub.gslb.example.com.", "nope.gslb.example.com.", "ns1.gslb.example.com.",
+    "second.test.", "big.second.test.", "many.second.test.", "hop.second.test.", "chain1.second.test.",
+    "www.second.test.", "mx.second.test.", "nothere.second.test.", "example.net.",
+]
+TYPES = ["A", "AAAA", "MX", "TXT", "SRV", "NS", "SOA", "CAA", "ANY", "DS", "CNAME", "TYPE65000"]
+HOSTS = ["127.0.0.1", "81.2.69.160", "203.0.113.9", "198.51.100.7", "2001:db8::1", "::ffff:81.2.69.160"]
+
+
+def located_addresses(rng: random.Random, family: int) -> str:
+    if family == 4:
+        base = rng.choice(["81.2.69", "192.0.2", "198.51.100", "203.0.113", "5.9.1", "10.1.2"])
+        return f"{base}.{rng.randrange(256)}"
+    return f"2001:db8:{rng.randrange(0x10000):x}::{rng.randrange(0x10000):x}"
+
+
+def masked(address: str, prefix: int, family: int) -> str:
+    import ipaddress
+
+    net = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+    return str(net.network_address)
+
+
+def corpus(seed: int = 7, count: int = 1500) -> list[bytes]:
+    """Query packets: names in random letter case, types, EDNS/DO/sizes, ECS of every prefix length."""
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    ecs_cases = [(4, p) for p in range(33)] + [(6, p) for p in range(129)]
+    for i in range(count):
+        name = rng.choice(NAMES)
+        name = "".join(c.upper() if rng.random() < 0.3 else c for c in name)
+        rdtype = rng.choice(TYPES)
+        edns = rng.random() < 0.8
+        options = []
+        if edns and (i < len(ecs_cases) or rng.random() < 0.5):
+            family, prefix = ecs_cases[i] if i < len(ecs_cases) else rng.choice(ecs_cases)
+            address = masked(located_addresses(rng, family), prefix, family)
+            options.append(dns.edns.ECSOption(address, prefix))
+        q = dns.message.make_query(name, rdtype, use_edns=0 if edns else None,
+                                   payload=rng.choice([512, 600, 1232, 4096]) if edns else 512,
+                                   options=options or None, want_dnssec=edns and rng.random() < 0.3)
+        q.id = rng.randrange(65536)
+        if rng.random() < 0.2:
+            q.flags &= ~dns.flags.RD
+        out.append(q.to_wire())
+    return out
+
+
+class Env:
+    """A handler over the example zone and a second zone, with a GeoIP database and a view."""
+
+    def __init__(self, tmp: Path) -> None:
+        (tmp / "second.yaml").write_text(SECOND)
+        zones = [load_zone_file(str(ROOT / "zones" / "example.yaml")), load_zone_file(str(tmp / "second.yaml"))]
+        self.zones = ZoneSet({z.origin: z for z in zones})
+        self.geo = GeoLocator.open(str(ROOT / "data" / "sample-city.mmdb"))
+        self.view = StateView()
+        self.balancer = Balancer(self.geo, {}, random.Random(1))
+        self.pools = LivePools(self.balancer, lambda: self.view)
+        self.pools.ready = True
+        self.stats = QueryStats()
+        self.cache = AnswerCache()
+        self.handler = QueryHandler(lambda: self.zones, self.pools, self.stats, Acl(), self.cache)
+        self.pools.on_change = self.handler.pools_changed
+
+    def set_view(self, sites: dict) -> None:
+        """Publish a new view (as the table's listener does)."""
+        self.view = StateView(self.view.version + 1, MappingProxyType(sites))
+        self.pools.sync(self.view)
+
+    def close(self) -> None:
+        self.geo.close()
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env(tmp_path)
+    yield e
+    e.close()
+
+
+def with_id(packet: bytes, ident: int) -> bytes:
+    return ident.to_bytes(2, "big") + packet[2:]
+
+
+def check_corpus(env: Env, packets: list[bytes], hosts=HOSTS) -> int:
+    """Each packet from each host: computed, then cached; the cached reply equals the full path's."""
+    rng = random.Random(3)
+    compared = 0
+    for packet in packets:
+        host = rng.choice(hosts)
+        first = env.handler.udp(packet, host)
+        again = with_id(packet, rng.randrange(65536))
+        cached = env.handler.udp(again, host)
+        full = env.handler.handle(again, host, False)
+        assert cached == full, (dns.message.from_wire(packet), host)
+        if first is not None:
+            assert first[2:] == full[2:]
+            compared += 1
+        # the same bytes from another source: from the cache only where the source does not matter
+        other = rng.choice(hosts)
+        assert env.handler.udp(again, other) == env.handler.handle(again, other, False), (
+            dns.message.from_wire(packet), host, other)
+    return compared
+
+
+def test_cached_replies_equal_the_full_path_over_a_generated_corpus(env):
+    packets = corpus()
+    assert check_corpus(env, packets) > 1000
+    assert env.stats.fold() is None and env.stats.cache_hits > 1000  # the cache answered most of them
+    # truncation was exercised: some replies have TC set (the big TXT and the 80 addresses)
+    replies = [env.handler.handle(p, "127.0.0.1", False) for p in packets]
+    assert any(r is not None and r[2] & 0x02 for r in replies)
+
+
+def test_answers_that_depend_on_the_source_are_cached_per_source(env):
+    q = dns.message.make_query("www.gslb.example.com.", "A").to_wire()
+    london = env.handler.udp(q, "81.2.69.160")
+    singapore = env.handler.udp(q, "203.0.113.9")
+    assert london[2:] != singapore[2:]
+    for _ in range(3):
+        assert env.handler.udp(q, "81.2.69.160") == env.handler.handle(q, "81.2.69.160", False) == london
+        assert env.handler.udp(q, "203.0.113.9") == singapore
+    env.stats.fold()
+    assert env.stats.cache_hits == 6
+
+
+def test_random_policies_draw_per_query_and_are_never_cached(env):
+    q = dns.message.make_query("shop.gslb.example.com.", "A").to_wire()
+    seen = {env.handler.udp(q, "127.0.0.1")[2:] for _ in range(200)}
+    env.stats.fold()
+    assert env.stats.cache_hits == 0
+    assert len(seen) > 1  # weighted: the order of the two answers varies
+
+
+def up(t: float = 1000.0, **kw) -> SiteStatus:
+    return SiteStatus(MappingProxyType({"local": RegionResult("up", t, **kw)}))
+
+
+def down(t: float = 1000.0) -> SiteStatus:
+    return SiteStatus(MappingProxyType({"local": RegionResult("down", t)}))
+
+
+def test_a_verdict_change_drops_exactly_the_pools_that_list_the_site(env):
+    london = dns.message.make_query("www.gslb.example.com.", "A").to_wire()  # closest: fra
+    api = dns.message.make_query("api.gslb.example.com.", "A").to_wire()  # static
+    second = dns.message.make_query("www.second.test.", "A").to_wire()  # another zone's pool
+    before = env.handler.udp(london, "81.2.69.160")
+    env.handler.udp(api, "81.2.69.160")
+    env.handler.udp(second, "81.2.69.160")
+    env.set_view({("gslb.example.com", "fra"): down()})
+    after = env.handler.udp(london, "81.2.69.160")
+    assert before[2:] != after[2:]  # fra is down: London now gets the next closest site
+    assert after == env.handler.handle(london, "81.2.69.160", False)
+    env.stats.fold()
+    hits = env.stats.cache_hits
+    env.handler.udp(api, "81.2.69.160")
+    env.handler.udp(second, "81.2.69.160")
+    env.stats.fold()
+    assert env.stats.cache_hits == hits + 2  # the static name and the other zone's pool stayed cached
+
+
+def test_probe_results_that_change_no_verdict_drop_nothing(env):
+    q = dns.message.make_query("www.gslb.example.com.", "A", use_edns=0,
+                               options=[dns.edns.ECSOption("81.2.69.0", 24)]).to_wire()
+    env.set_view({("gslb.example.com", s): up(999.0) for s in ("fra", "iad", "sin", "syd", "gru")})
+    env.handler.udp(q, "127.0.0.1")
+    epoch = env.cache.epoch
+    for t in range(50):  # fresh results every "second", same verdicts, RTT and load moving
+        env.set_view({("gslb.example.com", s): up(1000.0 + t, rtt_ms=10 + t % 3, load=t)
+                      for s in ("fra", "iad", "sin", "syd", "gru")})
+        env.handler.udp(q, "127.0.0.1")
+    assert env.cache.epoch == epoch
+    env.stats.fold()
+    assert env.stats.cache_hits == 50
+
+
+def test_least_load_reranks_only_beyond_the_band(env):
+    q = dns.message.make_query("x.second.test.", "A").to_wire()
+    zone = env.zones.by_key("second.test")
+    pool = zone.pools["ll"]
+
+    def ask():
+        return env.balancer.answer(zone, pool, "A", "127.0.0.1", None, env.view).sites
+
+    env.set_view({("second.test", "a"): up(load=10.0), ("second.test", "b"): up(load=10.5)})
+    assert ask() == ("a",)
+    # b drops to 9.8, a rises to 10.4: both within 10 % of what is held: no re-rank
+    env.set_view({("second.test", "a"): up(load=10.4), ("second.test", "b"): up(load=9.8)})
+    assert ask() == ("a",)
+    # b drops beyond the band: re-ranked
+    env.set_view({("second.test", "a"): up(load=10.4), ("second.test", "b"): up(load=8.0)})
+    assert ask() == ("b",)
+    del q
+
+
+def test_a_zone_reload_drops_that_zones_answers_only(env, tmp_path):
+    api = dns.message.make_query("api.gslb.example.com.", "A").to_wire()
+    other = dns.message.make_query("ns1.second.test.", "A").to_wire()
+    env.handler.udp(api, "127.0.0.1")
+    env.handler.udp(other, "127.0.0.1")
+    (tmp_path / "second.yaml").write_text(SECOND.replace("ns1: {A: 192.0.2.1}", "ns1: {A: 192.0.2.2}"))
+    old = env.zones
+    new_second = load_zone_file(str(tmp_path / "second.yaml"))
+    env.zones = ZoneSet({**old.zones, new_second.origin: new_second})
+    env.handler.zones_changed(old, env.zones)
+    reply = dns.message.from_wire(env.handler.udp(other, "127.0.0.1"))
+    assert reply.answer[0][0].address == "192.0.2.2"
+    env.stats.fold()
+    hits = env.stats.cache_hits
+    env.handler.udp(api, "127.0.0.1")
+    env.stats.fold()
+    assert env.stats.cache_hits == hits + 1
+
+
+# -- the cache itself ---------------------------------------------------------------------------
+
+
+def test_entries_are_current_until_a_dependency_is_invalidated():
+    cache = AnswerCache()
+    token = cache.token(("z", ("z", "web")))
+    cache.put(b"q1", None, b"reply", token, 0)
+    assert cache.get(b"q1")[0] == b"reply"
+    cache.invalidate([("z", "other")])
+    assert cache.get(b"q1") is not None
+    cache.invalidate([("z", "web")])
+    assert cache.get(b"q1") is None
+    # a token taken before a clear never matches again
+    token = cache.token(("z",))
+    cache.clear()
+    cache.put(b"q2", None, b"r", token, 0)
+    assert cache.get(b"q2") is None
+
+
+def test_per_client_entries_replace_a_stale_entry_under_the_bytes_alone():
+    cache = AnswerCache()
+    token = cache.token(("z",))
+    cache.put(b"q", None, b"shared", token, 0)
+    cache.invalidate(["z"])
+    token = cache.token(("z",))
+    cache.put(b"q", "192.0.2.1", b"mine", token, 0)
+    assert cache.lookup(b"q", "192.0.2.1")[0] == b"mine"
+    assert cache.lookup(b"q", "192.0.2.2") is None
+
+
+def test_the_cache_stays_within_its_byte_budget_and_keeps_what_is_asked():
+    cache = AnswerCache(max_bytes=100_000)
+    token = cache.token(("z",))
+    hot = b"hot-query"
+    cache.put(hot, None, b"x" * 50, token, 0)
+    for i in range(20_000):
+        cache.put(b"q%d" % i, None, b"y" * 100, token, 0)
+        assert cache.bytes <= 100_000
+        if i % 50 == 0:
+            assert cache.get(hot) is not None  # asked often: survives every generation change
+    assert len(cache) * (ENTRY_OVERHEAD + 100) <= 100_000 + ENTRY_OVERHEAD + 200
+
+
+def test_long_queries_are_not_stored():
+    cache = AnswerCache()
+    cache.put(b"x" * (MAX_KEY + 1), None, b"r", cache.token(()), 0)
+    assert len(cache) == 0
