@@ -25,9 +25,10 @@ one and the previous old one is dropped; a hit in the old generation moves the e
 one. So the cache never holds more than ``max_bytes`` of keys and replies (estimated with a fixed
 per-entry overhead), and the entries that are asked for survive.
 
-Thread safety: the cache is read and written from one thread (the event loop's). Writers of the
-data an answer is computed from publish the new data first and invalidate second; a reader takes
-the token before computing; so an answer computed from old data always carries an old stamp.
+Threads: writes (``put``, ``get`` with its promotion, ``invalidate``, ``clear``) happen under the
+query handler's lock; a cache hit reads ``young`` and ``stamps`` without it. Those are only
+replaced or grown, never shrunk in place, so a concurrent write can only make a hit a miss.
+An answer is stored only when no invalidation happened while it was computed (``epoch``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 #: queries longer than this are never cached (e.g. large EDNS padding or cookie options): they
 #: would cost more memory than they save
 MAX_KEY = 512
-#: distinct dependency sets before the stamp table starts over (every entry then misses once)
+#: distinct dependency sets one cache registers (then its owner starts a new cache)
 MAX_COMBOS = 65536
 
 #: a dependency: a zone key ("gslb.example.com"), a pool ("gslb.example.com", "web"), or ""
@@ -55,7 +56,7 @@ class AnswerCache:
     """Encoded replies by query bytes (module docstring)."""
 
     __slots__ = ("max_bytes", "young", "old", "young_bytes", "old_bytes", "stamps", "_combos",
-                 "_members", "_base", "evicted", "epoch")
+                 "_members", "evicted", "epoch")
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -68,8 +69,6 @@ class AnswerCache:
         self._combos: dict[tuple, int] = {}
         #: dependency -> indexes of the dependency sets that contain it
         self._members: dict[Dependency, list[int]] = {}
-        #: the value new stamps start at (grows on every clear)
-        self._base = 0
         #: entries dropped to stay within the budget
         self.evicted = 0
         #: grows with every invalidation: an answer computed while it changed is not stored
@@ -99,16 +98,19 @@ class AnswerCache:
         return entry
 
     def token(self, deps: tuple) -> tuple[int, int]:
-        """(stamp index, stamp value) for an answer that depends on ``deps``; take it before computing."""
+        """(stamp index, stamp value) for an answer that depends on ``deps``."""
         index = self._combos.get(deps)
         if index is None:
-            if len(self.stamps) >= MAX_COMBOS:
-                self.clear()
             index = self._combos[deps] = len(self.stamps)
-            self.stamps.append(self._base)
+            self.stamps.append(0)
             for dep in set(deps):
                 self._members.setdefault(dep, []).append(index)
         return index, self.stamps[index]
+
+    @property
+    def full(self) -> bool:
+        """Whether the stamp table reached MAX_COMBOS (the owner then starts a new cache)."""
+        return len(self.stamps) >= MAX_COMBOS
 
     def put(self, key: bytes, host: str | None, tail: bytes, token: tuple[int, int], slot: int) -> None:
         """Store a reply (after the ID) computed under ``token``; ``host`` when it depends on the
@@ -159,12 +161,9 @@ class AnswerCache:
         self.young = {}
         self.old = {}
         self.young_bytes = self.old_bytes = 0
-        # A fresh stamp table whose values all exceed every value handed out so far: a token
-        # taken before the clear can never match again.
-        self._base = max(self.stamps, default=self._base) + 1
-        self.stamps = []
-        self._combos = {}
-        self._members = {}
+        # every stamp moves on (a new list of the same length: a concurrent reader indexing the
+        # old or the new list stays in range): a token taken before never matches again
+        self.stamps = [value + 1 for value in self.stamps]
         self.epoch += 1
 
     # -- introspection

@@ -36,6 +36,7 @@ from gslb.handler import LivePools, QueryHandler
 from gslb.metrics import CheckStats
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
+from gslb.workers import WorkerPool, changed_zones, init_payload
 from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, reload_changed, settled, watch
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class Server:
         self.pools: LivePools | None = None
         self.handler: QueryHandler | None = None
         self.check_stats = CheckStats()
+        #: the DNS worker processes (``workers:`` above 1), else None
+        self.workers: WorkerPool | None = None
         self.http_runner: Any = None
         self.dns_ready = False
         self.reloads = {"ok": 0, "error": 0}
@@ -163,9 +166,13 @@ class Server:
         # every new view reaches the balancer at once; it drops the answers of the pools whose
         # verdicts changed (and only those) from the answer cache
         pools.on_change = handler.pools_changed
-        table.add_listener(lambda old, new: pools.sync(new))
+        table.add_listener(lambda old, new: handler.locked(pools.sync, new))
         self.dns = DnsServer(handler, cfg.tcp)
-        await self.dns.start(list(cfg.listen))
+        await self.dns.start(list(cfg.listen), reuse_port=cfg.workers > 1)
+        if cfg.workers > 1:
+            self.workers = WorkerPool(cfg.workers - 1, self._worker_init)
+            table.add_listener(lambda old, new: self.workers.send_view(new))  # type: ignore[union-attr]
+            await self.workers.start()
         self.dns_ready = True
         if cfg.http is not None:
             from gslb.http_api import create_app, start_http
@@ -182,6 +189,8 @@ class Server:
             await self.monitor.first_round()
             await self.monitor.start()
         self.pools.ready = True
+        if self.workers is not None:
+            self.workers.send("ready", True)
         self._spawn(self._watch_zones(), "zone-watch")
         listen = ", ".join(f"{h}:{p}" for h, p in cfg.listen)
         http = f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else "off"
@@ -199,6 +208,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.workers is not None:
+            await self.workers.close()
         if self.dns is not None:
             await self.dns.close()
         if self.http_runner is not None:
@@ -268,9 +279,9 @@ class Server:
             zones = self.zone_store.zones
             if zones is not before:
                 if self.handler is not None:
-                    self.handler.zones_changed(before, zones)
-                if self.balancer is not None:
-                    self.balancer.retain(zones)
+                    self.handler.locked(self._zones_changed, before, zones)
+                if self.workers is not None:
+                    self.workers.send("zones", changed_zones(before, zones))
                 self.table.configure(zones)
                 if self.monitor is not None:
                     self.monitor.configure(zones)
@@ -338,6 +349,8 @@ class Server:
         self.api_token = token
         if new.acl != old.acl and self.handler is not None:
             self.handler.set_acl(new.acl)
+            if self.workers is not None:
+                self.workers.send("acl", new.acl)
             logger.info("config: acl applied (allow %s; deny %s)", ", ".join(new.acl.allow),
                         ", ".join(new.acl.deny) or "none")
         if new.tcp != old.tcp and self.dns is not None:
@@ -354,8 +367,23 @@ class Server:
         self.config = live
         return [], store
 
+    def _zones_changed(self, before: Any, zones: Any) -> None:
+        """A new zone set is in place: drop its changed answers and forget removed pools (under the lock)."""
+        assert self.handler is not None
+        self.handler.zones_changed(before, zones)
+        if self.balancer is not None:
+            self.balancer.retain(zones)
+
     def _use_geo(self, geo: GeoLocator | None, regions: Any) -> None:
         """Answer pools with ``geo`` and ``regions`` from the next query on (a new Balancer)."""
+        if self.handler is None:
+            self._swap_geo(geo, regions)
+        else:
+            self.handler.locked(self._swap_geo, geo, regions)
+        if self.workers is not None:
+            self.workers.send("geo", (geo.path if geo is not None else None, dict(regions)))
+
+    def _swap_geo(self, geo: GeoLocator | None, regions: Any) -> None:
         old_geo = self.geo
         balancer = Balancer(geo, {name: loc for name, loc in regions.items()}, random.Random())
         self.geo = geo
@@ -398,12 +426,29 @@ class Server:
         """The 1 s poll of the zone files and the GeoIP file (:func:`gslb.zones.watch`)."""
         await watch(lambda forced: self.reload(force=False), self._stop)
 
+    def _worker_init(self) -> dict[str, Any]:
+        """What a DNS worker process starts from: the state of this moment."""
+        assert self.dns is not None and self.pools is not None
+        return init_payload(self.zone_store.zones, self.table.view, self.pools.ready,
+                            self.geo.path if self.geo is not None else None, dict(self.config.regions),
+                            self.config.acl, self.dns.addresses, logging.getLogger().level)
+
+    def query_stats(self) -> QueryStats:
+        """The query counters of every DNS process (this one, the workers, the workers that exited)."""
+        own = self.handler.stats_snapshot() if self.handler is not None else self.stats.snapshot()
+        if self.workers is None:
+            return QueryStats.total([own])
+        return QueryStats.total([own, self.workers.retired, *self.workers.snapshots()])
+
     def explain(self, name: str, qtype: str, client: str) -> dict[str, Any]:
         """The decision trace for ``name`` asked by ``client``, with the live site states."""
         from gslb.explain import explain
 
         assert self.balancer is not None
-        return explain(self.zone_store.zones, self.balancer, self.table.view, name, qtype, client)
+        if self.handler is None:
+            return explain(self.zone_store.zones, self.balancer, self.table.view, name, qtype, client)
+        with self.handler.lock:  # the balancer's caches are shared with the DNS threads
+            return explain(self.zone_store.zones, self.balancer, self.table.view, name, qtype, client)
 
 
 def _shown(value: Any) -> str:

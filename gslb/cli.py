@@ -135,10 +135,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _config_or_exit(args, EXIT_STARTUP)  # bad flag: 2; errors in the server file: 3
     if isinstance(config, int):
         return config
-    if config.workers != 1:
-        where = "--workers" if getattr(args, "workers", None) is not None else f"{config.file}: workers"
-        print(f"gslb serve: {where}: only 1 worker is supported in this version", file=sys.stderr)
-        return EXIT_USAGE
     return run(config, _overrides(args))
 
 

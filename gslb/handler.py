@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 from time import perf_counter
-from typing import Callable
+from typing import Any, Callable
 
 from gslb.answercache import AnswerCache
 from gslb.balancer import Balancer
@@ -148,7 +149,15 @@ class LivePools:
 
 
 class QueryHandler:
-    """Turns one query packet into the reply packet (or None: no reply); see the module docstring."""
+    """Turns one query packet into the reply packet (or None: no reply); see the module docstring.
+
+    Threads: the UDP transport calls :meth:`udp` from its own threads, the event loop calls
+    :meth:`handle` (TCP) and changes the data answers are computed from. A cache hit reads a
+    few attributes and takes no lock (the cache's dicts and stamp lists are only ever replaced
+    or grown, never shrunk in place, so a concurrent change can only turn a hit into a miss).
+    Everything else (computing an answer, invalidating, swapping the balancer, reading the
+    counters) happens under ``lock``; the server takes it around its changes (:meth:`locked`).
+    """
 
     def __init__(self, get_zones: Callable[[], ZoneSet], pools: Pools, stats: QueryStats, acl: Acl,
                  cache: AnswerCache | None = None) -> None:
@@ -158,12 +167,19 @@ class QueryHandler:
         self._acl = AclMatcher(acl)
         #: None: no answer cache (every query takes the full path)
         self.cache = cache
+        #: held while an answer is computed and while the data it reads changes
+        self.lock = threading.RLock()
+
+    def locked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` under the lock (the event loop's changes to the query path's data)."""
+        with self.lock:
+            return fn(*args)
 
     def set_acl(self, acl: Acl) -> None:
         """Replace the ACL (on reload); the next query uses the new one."""
         self._acl = AclMatcher(acl)
 
-    # -- invalidation ----------------------------------------------------------------------------
+    # -- invalidation (callers hold the lock) ----------------------------------------------------
 
     def zones_changed(self, old: ZoneSet, new: ZoneSet) -> None:
         """A new zone set is being served: drop the answers of changed and removed zones.
@@ -189,6 +205,11 @@ class QueryHandler:
         if self.cache is not None:
             self.cache.clear()
 
+    def stats_snapshot(self) -> dict:
+        """This process's counters as plain values (a consistent copy)."""
+        with self.lock:
+            return self._stats.snapshot()
+
     # -- the query path --------------------------------------------------------------------------
 
     def udp(self, data: bytes, host: str) -> bytes | None:
@@ -200,13 +221,19 @@ class QueryHandler:
         cache = self.cache
         if cache is not None:
             key = data[2:]
-            entry = cache.young.get(key)
-            if entry is None or cache.stamps[entry[1]] != entry[2]:
-                entry = cache.lookup(key, host)
+            young = cache.young
+            entry = young.get(key)
+            if entry is None:
+                entry = young.get((key, host))
             if entry is not None:
-                self._stats.hits[entry[3]] += 1
-                return data[:2] + entry[0]
-        return self.compute(data, host, False)
+                try:
+                    if cache.stamps[entry[1]] == entry[2]:
+                        self._stats.hits[entry[3]] += 1
+                        return data[:2] + entry[0]
+                except IndexError:  # the statistics slots started over meanwhile
+                    pass
+        with self.lock:
+            return self.compute(data, host, False)
 
     def handle(self, data: bytes, host: str, tcp: bool) -> bytes | None:
         """The reply to ``data`` by the full path (no answer cache); None when nothing is to be sent."""
@@ -214,7 +241,8 @@ class QueryHandler:
         if not acl.open and not acl.allowed(client_ip(host)):
             self._stats.dropped["acl"] += 1
             return None
-        return self.compute(data, host, tcp, store=False)
+        with self.lock:
+            return self.compute(data, host, tcp, store=False)
 
     def compute(self, data: bytes, host: str, tcp: bool, store: bool = True) -> bytes | None:
         """Parse, resolve, encode and count (the ACL already passed); store a cacheable UDP reply
@@ -239,6 +267,12 @@ class QueryHandler:
             stats.dropped["error"] += 1
             return None
         cache = self.cache if store and not tcp else None
+        if cache is not None:
+            # an entry of the old generation (or a stale one): promoted, or replaced below
+            entry = cache.lookup(data[2:], host)
+            if entry is not None:
+                stats.hits[entry[3]] += 1
+                return data[:2] + entry[0]
         epoch = cache.epoch if cache is not None else 0
         try:
             response = resolve(query, client, self._get_zones(), self._pools)
@@ -257,14 +291,13 @@ class QueryHandler:
             stats.answered_sites(pool[0], pool[1], response.sites)
         stats.query(response.zone, qtype, rcode, perf_counter() - start)
         if cache is not None and response.deps is not None:
+            if len(stats.hits) >= MAX_SLOTS or cache.full:
+                # start both over: a new cache, so no entry points at a slot of the old registry
+                stats.reset_slots()
+                cache = self.cache = AnswerCache(cache.max_bytes)
             token = cache.token(response.deps)
             # nothing this answer read changed while it was computed (else: not stored)
             if cache.epoch == epoch:
-                if len(stats.hits) >= MAX_SLOTS:
-                    stats.fold()
-                    stats.reset_slots()
-                    cache.clear()
-                    token = cache.token(response.deps)
                 slot = stats.slot(response.zone, qtype, rcode, pool, response.sites)
                 cache.put(data[2:], host if response.per_client else None, reply[2:], token, slot)
         return reply

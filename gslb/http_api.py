@@ -27,6 +27,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -146,7 +147,17 @@ def build_status(server: Any) -> dict[str, Any]:
                     for name, loc in sorted(config.regions.items())},
         "changes": [_change(c) for c in reversed(changes)],
         "dns_ready": bool(server.dns_ready),
+        "workers": _workers(server),
     }
+
+
+def _workers(server: Any) -> list[dict[str, Any]]:
+    """The DNS processes: this one (worker 0) and the worker processes (``workers:`` above 1)."""
+    rows = [{"worker": 0, "pid": os.getpid(), "ready": bool(server.dns_ready), "restarts": 0}]
+    pool = getattr(server, "workers", None)
+    if pool is not None:
+        rows += pool.status()
+    return rows
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -108,7 +108,9 @@ class GslbCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Yield every gslb metric family."""
         server = self._server
-        stats = server.stats
+        # every DNS process's counters (gslb.workers), or the one process's
+        totals = getattr(server, "query_stats", None)
+        stats = totals() if callable(totals) else server.stats
 
         queries = CounterMetricFamily(
             "gslb_queries", "DNS queries answered, by zone, query type and rcode",

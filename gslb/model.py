@@ -197,6 +197,12 @@ class Zone:
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", self.origin[:-1])
 
+    def __getstate__(self) -> dict:
+        """Pickled (sent to DNS worker processes) without the query path's memo."""
+        state = dict(self.__dict__)
+        state["memo"] = {}
+        return state
+
 
 class ZoneSet:
     """The zones being served, looked up by longest matching suffix. Immutable once built."""

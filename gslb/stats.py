@@ -29,7 +29,7 @@ class QueryStats:
     """
 
     __slots__ = ("_queries", "_site_answers", "latency_counts", "latency_sum", "dropped", "hits",
-                 "cache_hits", "_slots", "_slot_keys")
+                 "cache_hits", "_slots", "_slot_keys", "_folded")
 
     def __init__(self) -> None:
         #: (zone key or "", qtype name, rcode name) -> count
@@ -47,6 +47,8 @@ class QueryStats:
         self.cache_hits = 0
         self._slots: dict[tuple, int] = {}
         self._slot_keys: list[tuple] = []
+        #: per slot, the hits already added to the counters
+        self._folded: list[int] = []
 
     @property
     def queries(self) -> Counter[tuple[str, str, str]]:
@@ -80,28 +82,61 @@ class QueryStats:
             slot = self._slots[key] = len(self._slot_keys)
             self._slot_keys.append(key)
             self.hits.append(0)
+            self._folded.append(0)
         return slot
 
     def reset_slots(self) -> None:
-        """Start the slot registry over (after a fold; the answer cache must be cleared with it)."""
+        """Start the slot registry over (after a fold; the answer cache must start over with it)."""
         self.fold()
         self._slots = {}
         self._slot_keys = []
         self.hits = []
+        self._folded = []
 
     def fold(self) -> None:
-        """Add the answers counted per slot to the counters (done before every read)."""
+        """Add the answers counted per slot since the last fold to the counters (done before every
+        read). ``hits`` only grows (the UDP threads increment it without a lock); what was folded
+        is remembered per slot instead of zeroing it, so no concurrent increment is lost."""
         hits = self.hits
+        folded = self._folded
         keys = self._slot_keys
-        for slot, n in enumerate(hits):
-            if n:
-                hits[slot] = 0
+        for slot in range(len(folded)):
+            n = hits[slot]
+            new = n - folded[slot]
+            if new:
+                folded[slot] = n
                 zone, qtype, rcode, pool, sites = keys[slot]
-                self._queries[(zone, qtype, rcode)] += n
-                self.cache_hits += n
+                self._queries[(zone, qtype, rcode)] += new
+                self.cache_hits += new
                 if pool is not None:
                     for site in sites:
-                        self._site_answers[(pool[0], pool[1], site)] += n
+                        self._site_answers[(pool[0], pool[1], site)] += new
+
+    def snapshot(self) -> dict:
+        """The cumulative counters as plain values (what a DNS worker process reports)."""
+        self.fold()
+        return {"queries": dict(self._queries), "site_answers": dict(self._site_answers),
+                "latency_counts": list(self.latency_counts), "latency_sum": self.latency_sum,
+                "dropped": dict(self.dropped), "cache_hits": self.cache_hits}
+
+    def absorb(self, snapshot: dict) -> None:
+        """Add another process's counters (a :meth:`snapshot`) to these."""
+        self.fold()
+        self._queries.update(snapshot["queries"])
+        self._site_answers.update(snapshot["site_answers"])
+        for i, n in enumerate(snapshot["latency_counts"][:len(self.latency_counts)]):
+            self.latency_counts[i] += n
+        self.latency_sum += snapshot["latency_sum"]
+        self.dropped.update(snapshot["dropped"])
+        self.cache_hits += snapshot["cache_hits"]
+
+    @classmethod
+    def total(cls, parts: Iterable["QueryStats | dict"]) -> "QueryStats":
+        """A new QueryStats holding the sum of ``parts`` (QueryStats objects or snapshots)."""
+        out = cls()
+        for part in parts:
+            out.absorb(part.snapshot() if isinstance(part, QueryStats) else part)
+        return out
 
     def retain(self, zones: Iterable[Zone]) -> None:
         """Keep only the series of zones, pools and pool sites that ``zones`` still has (after a

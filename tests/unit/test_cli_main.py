@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from gslb.cli import EXIT_INVALID, EXIT_USAGE, main
+from gslb.cli import EXIT_INVALID, EXIT_STARTUP, EXIT_USAGE, main
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -29,11 +29,11 @@ def test_check_with_a_missing_zones_flag_folder_names_the_flag(tmp_path, capsys,
     assert err.startswith(f"--zones: the folder {tmp_path / 'nope'} does not exist")
 
 
-def test_workers_from_the_server_file_names_the_file(tmp_path, capsys):
+def test_workers_out_of_range_in_the_server_file_names_file_line_and_field(tmp_path, capsys):
     config = tmp_path / "gslb.yaml"
-    config.write_text("workers: 2\n")
-    assert main(["--log-level", "error", "serve", "-c", str(config)]) == EXIT_USAGE
-    assert f"gslb serve: {config}: workers: only 1 worker is supported" in capsys.readouterr()[1]
+    config.write_text("zones: .\nworkers: 0\n")
+    assert main(["--log-level", "error", "serve", "-c", str(config)]) == EXIT_STARTUP
+    assert f"{config}:2: workers:" in capsys.readouterr()[1]
 
 
 def test_checker_needs_a_redis_state_url(tmp_path, capsys, monkeypatch):
