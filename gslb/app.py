@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import random
@@ -191,6 +192,10 @@ class Server:
         self.pools.ready = True
         if self.workers is not None:
             self.workers.send("ready", True)
+        # Everything loaded so far (modules, zones, the GeoIP index) lives as long as the process:
+        # out of every future collection, so a full collection's pause stays short.
+        gc.collect()
+        gc.freeze()
         self._spawn(self._watch_zones(), "zone-watch")
         listen = ", ".join(f"{h}:{p}" for h, p in cfg.listen)
         http = f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else "off"
@@ -278,6 +283,7 @@ class Server:
             errors += zone_errors
             zones = self.zone_store.zones
             if zones is not before:
+                gc.freeze()  # the new zones are long-lived: keep them out of collections too
                 if self.handler is not None:
                     self.handler.locked(self._zones_changed, before, zones)
                 if self.workers is not None:

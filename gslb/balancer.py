@@ -18,9 +18,12 @@ Caching, per (zone key, pool name) and inputs: who may serve is computed once (e
 ``geo``, whose tiers depend on the client); policies whose order does not depend on the client
 either decide once (failover, least_load, fastest without located regions) or only draw per
 query (weighted, round_robin, p2c); the others' decisions are cached per client key (GeoIP
-network, CIDR-rule scope or hashed subnet) in a bounded two-generation cache. A new Zone object
-for a key (a reload) drops what the old one left behind. The client address comes without a zone
-suffix (``%eth0``): the DNS transport and explain strip it.
+network, CIDR-rule scope or hashed subnet) in a bounded two-generation cache. Its entries are
+plain tuples of numbers and strings (the preparation's serial number and the index of the
+decision among the preparation's distinct decisions), which CPython's garbage collector stops
+tracking, so a large cache adds nothing to a collection's pause. A new Zone object for a key (a
+reload) drops what the old one left behind. The client address comes without a zone suffix
+(``%eth0``): the DNS transport and explain strip it.
 
 Who may serve, for a pool (per tier of a ``geo`` map, most specific first):
 1. the sites that are up (``unknown`` counts as up) in the first tier that has any;
@@ -36,6 +39,7 @@ each with all its addresses of that family (no site with one: an empty answer, N
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from dataclasses import dataclass
@@ -48,6 +52,9 @@ from gslb.policies import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: serial numbers of preparations
+_SERIALS = itertools.count(1)
 
 #: decisions kept per generation of the decision cache (two generations: at most twice this)
 CACHE_LIMIT = 50_000
@@ -231,7 +238,7 @@ class _Prepared:
     """
 
     __slots__ = ("zone", "pool", "policy", "located", "client_free", "cands", "by_name", "geomap",
-                 "eligible", "decision", "generation")
+                 "eligible", "decision", "serial", "decisions", "_interned")
 
     def __init__(self, zone: Zone, pool: Pool, view: StateView, geomap: GeoMap | None, policy: Policy,
                  located: bool, previous: "_Prepared | None" = None) -> None:
@@ -263,8 +270,20 @@ class _Prepared:
         self.eligible = _eligible(pool, (("", self.cands),), None) if geomap is None else None
         #: client-free deterministic policies: the one decision of these inputs
         self.decision: _Decision | None = None
-        #: grows with every change of inputs of this pool (decision cache entries carry it)
-        self.generation = 0
+        #: unique per preparation (the decision cache's entries name it)
+        self.serial = next(_SERIALS)
+        #: the distinct decisions made under these inputs; the cache stores indexes into it
+        self.decisions: list[_Decision] = []
+        self._interned: dict[tuple, int] = {}
+
+    def intern(self, decision: "_Decision") -> int:
+        """The index of ``decision`` (or of an equal one made before) in ``decisions``."""
+        key = (decision.outcome, tuple(c.name for c in decision.order), decision.scope, decision.tier)
+        index = self._interned.get(key)
+        if index is None:
+            index = self._interned[key] = len(self.decisions)
+            self.decisions.append(decision)
+        return index
 
     def same_inputs(self, other: "_Prepared") -> bool:
         """Whether ``other`` (a rebuild for a newer view) reads exactly what this one reads."""
@@ -295,9 +314,10 @@ class Balancer:
         #: the Context of client-free policies (turn 0; round_robin builds one with its turn)
         self._free_ctx = Context(None, "", b"", "", 0, self.region_locations, self.regions)
         #: decisions of deterministic client-dependent policies per (zone key, pool name, client
-        #: key) -> (the _Prepared they were made under, decision); two generations (young, old)
-        self._young: dict[tuple, tuple[_Prepared, _Decision]] = {}
-        self._old: dict[tuple, tuple[_Prepared, _Decision]] = {}
+        #: key) -> (serial of the _Prepared they were made under, index in its decisions); two
+        #: generations (young, old)
+        self._young: dict[tuple, tuple[int, int]] = {}
+        self._old: dict[tuple, tuple[int, int]] = {}
         #: per (zone key, pool name); an entry of a replaced Zone object is rebuilt on its next use
         self._prepared: dict[tuple[str, str], _Prepared] = {}
         #: the version of the last view the preparations were synced with
@@ -324,7 +344,6 @@ class Balancer:
             new = _Prepared(prep.zone, prep.pool, view, prep.geomap, prep.policy, prep.located, prep)
             if prep.same_inputs(new):
                 continue
-            new.generation = prep.generation + 1
             self._prepared[pkey] = new
             changed.append(pkey)
         if changed and self.on_change is not None:
@@ -369,15 +388,15 @@ class Balancer:
         hit = self._young.get(ckey)
         if hit is None:
             hit = self._old.get(ckey)
-        if hit is not None and hit[0] is prep:
-            decision = hit[1]
+        if hit is not None and hit[0] == prep.serial:
+            decision = prep.decisions[hit[1]]
         else:
             decision = self._decide(prep, location, parsed, client_ip, 0, False)
             young = self._young
             if len(young) >= CACHE_LIMIT:
                 self._old = young
                 young = self._young = {}
-            young[ckey] = (prep, decision)
+            young[ckey] = (prep.serial, prep.intern(decision))
         return decision.pool_answer(pool, rtype, source_prefix, True)
 
     # -- the decision trace ------------------------------------------------------------------
@@ -432,10 +451,8 @@ class Balancer:
         if pool.policy == "geo":
             geomap = (prep.geomap if prep is not None and prep.pool is pool and prep.geomap is not None
                       else GeoMap.from_pool(pool))
-        new = _Prepared(zone, pool, view, geomap, POLICIES[pool.policy], self._located[pool.policy])
-        if prep is not None:
-            new.generation = prep.generation + 1
-        self._prepared[pkey] = new
+        new = self._prepared[pkey] = _Prepared(zone, pool, view, geomap, POLICIES[pool.policy],
+                                               self._located[pool.policy])
         return new
 
     def _forget(self, zone: Zone) -> None:
@@ -445,8 +462,9 @@ class Balancer:
             del self._prepared[pkey]
         for tkey in [k for k in self._turns if k[0] == key and k[1] not in zone.pools]:
             del self._turns[tkey]
+        live = {p.serial for p in self._prepared.values()}
         for cache in (self._young, self._old):
-            for ckey in [k for k, (p, _) in cache.items() if k[0] == key and p.zone is not zone]:
+            for ckey in [k for k, (serial, _) in cache.items() if k[0] == key and serial not in live]:
                 del cache[ckey]
 
     def _client(self, prep: _Prepared,

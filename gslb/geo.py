@@ -13,19 +13,19 @@ country's approximate centroid from ``gslb/data/country-centroids.csv`` (Country
 records with a country but no coordinates); a record with only a continent has no coordinates.
 
 Caching. The database never changes while open (a new file means a new locator), so results are
-cached in two layers, both exact:
-- by address text (an LRU): a repeated client costs one dict probe;
-- by database network: the first lookup of an address returns its network N/p; any other address
-  whose first p bits equal N's walks the same path of the search tree and gets the same record.
-  Networks are disjoint, so probing the prefix lengths seen so far (most common first) finds the
-  one cached network that may hold a new address, however long or short the networks are (a /24
-  key would be wrong for a database with /26 or /27 networks inside one /24).
+cached by database network, exactly: the first lookup of an address returns its network N/p; any
+other address whose first p bits equal N's walks the same path of the search tree and gets the
+same record. Networks are disjoint, so probing the prefix lengths seen so far (most common first)
+finds the one cached network that may hold a new address, however long or short the networks are
+(a /24 key would be wrong for a database with /26 or /27 networks inside one /24). The entries are
+plain tuples of strings and numbers, which CPython's garbage collector stops tracking: a cache of
+a hundred thousand networks adds nothing to a collection's pause. (Repeated clients are answered
+from the DNS answer cache before they get here, so there is no per-address cache.)
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import logging
 import math
 import os
@@ -49,6 +49,7 @@ EARTH_RADIUS_KM = 6371.0
 
 GeoKind = Literal["city", "country", "none"]
 
+#: networks cached per IP version: half of the cache (it starts over when twice this is reached)
 _DEFAULT_IP_CACHE = 65536
 
 
@@ -133,9 +134,6 @@ class GeoLocator:
         self._plen_counts: dict[int, dict[int, int]] = {4: {}, 6: {}}
         self._net_limit = 2 * cache_size  # networks kept per IP version before starting over
         self._cached = cache_size > 0
-        if self._cached:
-            # The per-address LRU shadows the method on this instance (C-implemented, ~0.1 us a hit).
-            self.locate = functools.lru_cache(maxsize=cache_size)(self._locate)  # type: ignore[method-assign]
 
     @classmethod
     def open(cls, path: str | None, centroids: str | os.PathLike[str] | None = None,
@@ -176,16 +174,13 @@ class GeoLocator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def locate(self, ip: str) -> Location:  # noqa: F811 - shadowed per instance by the LRU
+    def locate(self, ip: str) -> Location:
         """Where ``ip`` is: the database network holding it and its coordinates, country, continent.
 
         Raises ValueError when ``ip`` is not an IP address. An IPv4-mapped IPv6 address
         (``::ffff:a.b.c.d``) is located as its IPv4 address; its network is reported in IPv6 form
         (``::ffff:a.b.c.0/120``) so that the prefix length is right for an IPv6 ECS option.
         """
-        return self._locate(ip)
-
-    def _locate(self, ip: str) -> Location:
         version, packed = _parse(ip)
         mapped = version == 6 and packed[:12] == _MAPPED_PREFIX
         if mapped:

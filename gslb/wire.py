@@ -417,10 +417,12 @@ def _opt_rr(ext_rcode: int = 0, do: bool = False, options: bytes = b"") -> bytes
     return _OPT_FIXED.pack(0, TYPE_OPT, OUR_PAYLOAD, ttl, len(options)) + options
 
 
-#: parsed queries by their bytes after the ID: resolvers repeat the same questions, so most
-#: queries skip the parser and share one immutable ``Query`` (cleared when full)
+#: parsed queries by their bytes after the ID: a question the answer cache cannot hold (a
+#: random policy's, or one asked from many sources) skips the parser and shares one immutable
+#: ``Query`` (cleared when full; queries longer than _PARSED_KEY are not kept)
 _PARSED: dict[bytes, Query] = {}
-_PARSED_MAX = 20000
+_PARSED_MAX = 4096
+_PARSED_KEY = 512
 
 
 def parse_query(data: bytes) -> tuple[int, Query]:
@@ -429,9 +431,10 @@ def parse_query(data: bytes) -> tuple[int, Query]:
     query = _PARSED.get(key)
     if query is None:
         query = _parse(data)
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()
-        _PARSED[key] = query
+        if len(key) <= _PARSED_KEY:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[key] = query
     return (data[0] << 8) | data[1], query
 
 

@@ -7,7 +7,7 @@ Usage (from the repository root)::
     python tools/bench_geo.py --db GeoLite2-City.mmdb
     python tools/bench_geo.py --synthetic 20000     # a temporary DB with MaxMind-sized records
 
-Workloads: ``repeat`` (1000 clients asking again and again: the per-address LRU), ``spread``
+Workloads: ``repeat`` (1000 clients asking again and again: the per-network cache), ``spread``
 (a new address every time, inside the located networks: the per-network cache) and ``geoip2``
 (``geoip2.database.Reader.city()`` model objects, for comparison).
 """
