@@ -446,6 +446,16 @@ class Server:
             return QueryStats.total([own])
         return QueryStats.total([own, self.workers.retired, *self.workers.snapshots()])
 
+    def dns_processes(self) -> list[dict[str, Any]]:
+        """The DNS processes for the status API: this one (worker 0) and the worker processes,
+        each with the queries it answered."""
+        own = self.handler.stats_snapshot() if self.handler is not None else self.stats.snapshot()
+        rows = [{"worker": 0, "pid": os.getpid(), "ready": bool(self.dns_ready), "restarts": 0,
+                 "queries": sum(own["queries"].values())}]
+        if self.workers is not None:
+            rows += self.workers.status()
+        return rows
+
     def explain(self, name: str, qtype: str, client: str) -> dict[str, Any]:
         """The decision trace for ``name`` asked by ``client``, with the live site states."""
         from gslb.explain import explain

@@ -153,11 +153,10 @@ def build_status(server: Any) -> dict[str, Any]:
 
 def _workers(server: Any) -> list[dict[str, Any]]:
     """The DNS processes: this one (worker 0) and the worker processes (``workers:`` above 1)."""
-    rows = [{"worker": 0, "pid": os.getpid(), "ready": bool(server.dns_ready), "restarts": 0}]
-    pool = getattr(server, "workers", None)
-    if pool is not None:
-        rows += pool.status()
-    return rows
+    rows = getattr(server, "dns_processes", None)
+    if callable(rows):
+        return rows()
+    return [{"worker": 0, "pid": os.getpid(), "ready": bool(server.dns_ready), "restarts": 0}]
 
 
 async def healthz(request: web.Request) -> web.Response:

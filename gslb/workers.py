@@ -178,8 +178,9 @@ class WorkerPool:
     # -- introspection
 
     def status(self) -> list[dict[str, Any]]:
-        """One row per worker: index, pid, ready, restarts."""
-        return [{"worker": w.index, "pid": w.pid, "ready": w.ready, "restarts": w.restarts}
+        """One row per worker: index, pid, ready, restarts, queries answered (as last reported)."""
+        return [{"worker": w.index, "pid": w.pid, "ready": w.ready, "restarts": w.restarts,
+                 "queries": sum(w.stats["queries"].values()) if w.stats else 0}
                 for w in self._workers]
 
     def snapshots(self) -> list[dict[str, Any]]:

@@ -124,3 +124,19 @@ class Gslb:
         if tcp:
             return dns.query.tcp(q, "127.0.0.1", port=self.port, timeout=timeout)
         return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=timeout)
+
+
+def eventually(predicate: Any, timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``predicate()`` until it returns something true (returned), or fail after ``timeout`` seconds.
+
+    The timeout is a ceiling for a slow machine, not a measurement: a passing test returns as
+    soon as the condition holds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout}s (last: {result!r})")
+        time.sleep(interval)
