@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -49,8 +50,8 @@ EARTH_RADIUS_KM = 6371.0
 
 GeoKind = Literal["city", "country", "none"]
 
-#: networks cached per IP version: half of the cache (it starts over when twice this is reached)
-_DEFAULT_IP_CACHE = 65536
+#: networks cached per IP version: the cache starts over when twice this is reached
+_DEFAULT_IP_CACHE = 32768
 
 
 def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -255,8 +256,9 @@ class GeoLocator:
 
 
 def _code(sub: object, key: str) -> str | None:
+    """A country or continent code, upper-case and interned (one string object per code)."""
     if isinstance(sub, dict):
         value = sub.get(key)
         if isinstance(value, str) and value:
-            return value.upper()
+            return sys.intern(value.upper())
     return None
