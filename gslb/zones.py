@@ -88,6 +88,11 @@ _POOL_KEYS = ("policy", "sites", "answers", "ttl", "quorum", "when_all_down", "g
 _LABEL = re.compile(r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)$")
 _IDENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CAA_TAG = re.compile(r"^[A-Za-z0-9]{1,15}$")
+#: an absolute host name check_name accepts, in one match (the common case; check_name says why not)
+_VALID_NAME = re.compile(r"(?:\*\.)?(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)+")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+#: an IPv4 address written as ipaddress writes it (no leading zeros): kept as written
+_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +101,7 @@ _CAA_TAG = re.compile(r"^[A-Za-z0-9]{1,15}$")
 
 def check_name(name: str) -> str | None:
     """Why ``name`` (absolute, lower-case, trailing dot) is not a valid host name, or None."""
-    if name == ".":
+    if name == "." or (len(name) <= 254 and _VALID_NAME.fullmatch(name)):
         return None
     if len(name) > 254:
         return "is longer than 253 characters"
@@ -128,6 +133,8 @@ class _Names:
         self.err = err
         self.origin = origin
         self.bare = origin[:-1]
+        self.dot_bare = "." + self.bare
+        self.suffix = "." + origin if origin != "." else "."
 
     def relative(self, text: Any, line: int | None, path: str, *, owner: bool = False,
                  allow_root: bool = False) -> str | None:
@@ -143,12 +150,12 @@ class _Names:
         if t.endswith("."):
             name = t
         else:
-            if self.bare and (t == self.bare or t.endswith("." + self.bare)):
+            if self.bare and (t == self.bare or t.endswith(self.dot_bare)):
                 self.err.add(line, path, f"name {text!r} is relative and would become "
                              f"{t + '.' + self.origin!r}; add a trailing dot or write it relative "
                              "to the zone")
                 return None
-            name = t + "." + self.origin if self.origin != "." else t + "."
+            name = t + self.suffix
         return self._validate(name, text, line, path, owner)
 
     def host(self, text: Any, line: int | None, path: str) -> str | None:
@@ -230,9 +237,14 @@ class _RecordParser:
     def __init__(self, err: Errors, names: _Names) -> None:
         self.err = err
         self.names = names
+        #: record type -> the method that parses its (stripped) text
+        self.by_type: dict[str, Callable[[str, int | None, str], str | None]] = {
+            rtype: getattr(self, "_" + rtype.lower()) for rtype in STATIC_TYPES if rtype != "TXT"}
 
     def parse(self, rtype: str, value: Any, raw: str | None, line: int | None, path: str) -> str | None:
         """The canonical presentation of one value, or None after recording an error."""
+        if type(value) is str and rtype != "TXT":  # the common case
+            return self.by_type[rtype](value.strip(), line, path)
         if rtype == "TXT":
             if isinstance(value, LineList):
                 if not value or not all(isinstance(v, str) for v in value):
@@ -247,9 +259,11 @@ class _RecordParser:
             self.err.add(line, path, f"expected {rtype} data, got {type_name(value)}")
             return None
         text = value if isinstance(value, str) else (raw if raw is not None else str(value))
-        return getattr(self, "_" + rtype.lower())(text.strip(), line, path)
+        return self.by_type[rtype](text.strip(), line, path)
 
     def _a(self, text: str, line: int | None, path: str) -> str | None:
+        if _IPV4.fullmatch(text):
+            return text  # as str(IPv4Address(text)) would write it
         try:
             return str(ipaddress.IPv4Address(text))
         except ValueError:
@@ -261,8 +275,10 @@ class _RecordParser:
         return None
 
     def _aaaa(self, text: str, line: int | None, path: str) -> str | None:
-        if is_ipv6(text):
+        try:
             return str(ipaddress.IPv6Address(text))
+        except ValueError:
+            pass
         if is_ipv4(text):
             self.err.add(line, path, f"{text!r} is an IPv4 address; put it under A")
         else:
@@ -322,6 +338,8 @@ class _RecordParser:
 
 def is_ipv4(text: str) -> bool:
     """Whether ``text`` is an IPv4 address."""
+    if _IPV4.fullmatch(text):
+        return True
     try:
         ipaddress.IPv4Address(text)
     except ValueError:
@@ -474,36 +492,47 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     cuts = frozenset(n for n, p in pending.items() if n != origin and "NS" in p.rdata)
     _check_tree(err, pending, cuts, origin)
     _check_glue(err, pending, origin, ns_names)
-    _check_cname_loops(err, pending, cuts, origin)
+    all_names = _existing_names(pending, origin)
+    _check_cname_loops(err, pending, cuts, origin, all_names)
 
     if err.items:
         raise ConfigErrors(sorted(err.items, key=lambda e: (e.line or 0)))
 
+    nodes = _build_nodes(pending, origin, zone_ttl)
+    return Zone(origin=origin, file=file, serial=serial, ttl=zone_ttl, soa=soa,
+                ns=tuple(n for n, _ in ns_names), nodes=MappingProxyType(nodes),
+                sites=MappingProxyType(sites), checks=MappingProxyType(checks),
+                pools=MappingProxyType(pools), digest=digest, names=all_names, cuts=cuts)
+
+
+def _build_nodes(pending: dict[str, _PendingNode], origin: str, zone_ttl: int) -> dict[str, Node]:
+    """The zone's immutable nodes: each type's records with the name's TTL (apex SOA/NS: the zone's)."""
     nodes: dict[str, Node] = {}
     for name, p in pending.items():
         rec_ttl = p.ttl if p.ttl is not None else zone_ttl
         records = {}
         for rtype, values in p.rdata.items():
-            if rtype == "SOA":
-                records[rtype] = (Record(name, rtype, zone_ttl, values[0]),)
-            elif rtype == "NS" and name == origin:
-                records[rtype] = tuple(Record(name, rtype, zone_ttl, v) for v in values)
+            ttl = zone_ttl if rtype == "SOA" or (rtype == "NS" and name == origin) else rec_ttl
+            if len(values) == 1:
+                records[rtype] = (Record(name, rtype, ttl, values[0]),)
             else:
-                records[rtype] = tuple(Record(name, rtype, rec_ttl, v) for v in values)
-        nodes[name] = Node(name=name, records=MappingProxyType(records), pool=p.pool, ttl=p.ttl,
-                           line=p.line)
-    all_names: set[str] = set()
-    for name in nodes:
+                records[rtype] = tuple([Record(name, rtype, ttl, v) for v in values])
+        nodes[name] = Node(name, MappingProxyType(records), p.pool, p.ttl, p.line)
+    return nodes
+
+
+def _existing_names(pending: dict[str, _PendingNode], origin: str) -> frozenset[str]:
+    """Every name that exists: the owner names and the empty non-terminals up to the apex."""
+    names: set[str] = set()
+    below = "." + origin
+    for name in pending:
         n = name
-        while n not in all_names:
-            all_names.add(n)
-            if n == origin:
+        while n not in names:
+            names.add(n)
+            if n == origin or not n.endswith(below):
                 break
             n = n.split(".", 1)[1]
-    return Zone(origin=origin, file=file, serial=serial, ttl=zone_ttl, soa=soa,
-                ns=tuple(n for n, _ in ns_names), nodes=MappingProxyType(nodes),
-                sites=MappingProxyType(sites), checks=MappingProxyType(checks),
-                pools=MappingProxyType(pools), digest=digest, names=frozenset(all_names), cuts=cuts)
+    return frozenset(names)
 
 
 def _serial(err: Errors, data: LineDict, top: Fields, digest: str, mtime: float,
@@ -794,6 +823,7 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
 
 def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools: set[str]
                    ) -> dict[str, _PendingNode]:
+    """``records:``: absolute owner name -> its parsed node, every problem recorded."""
     out: dict[str, _PendingNode] = {}
     if m is None:
         return out
@@ -802,7 +832,7 @@ def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools
         raw = m.raw_key(key)
         path = f"records.{raw}"
         line = m.key_line(key)
-        owner = names.relative(raw if isinstance(raw, str) else str(raw), line, path, owner=True)
+        owner = names.relative(raw, line, path, owner=True)
         if owner is None:
             continue
         if not _in_zone(owner, names.origin):
@@ -814,8 +844,19 @@ def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools
         if not isinstance(spec, LineDict):
             err.add(m.value_line(key), path, f"expected a mapping of record types, got {type_name(spec)}")
             continue
+        out[owner] = _parse_node(err, parser, spec, owner, line, path, defined_pools)
+    return out
+
+
+_NODE_KEY_SET = frozenset(_NODE_KEYS)
+
+
+def _parse_node(err: Errors, parser: _RecordParser, spec: LineDict, owner: str, line: int, path: str,
+                defined_pools: set[str]) -> _PendingNode:
+    """One owner name's mapping (ttl, pool, record types) and the rules between its types."""
+    if not spec.keys() <= _NODE_KEY_SET:
         for k in spec:
-            if k not in _NODE_KEYS:
+            if k not in _NODE_KEY_SET:
                 hint = ""
                 if isinstance(k, str) and k.upper() in STATIC_TYPES:
                     hint = f"; record types are upper-case: {k.upper()}"
@@ -823,68 +864,76 @@ def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools
                     hint = "; the SOA comes from the top-level soa: and ns:"
                 err.add(spec.key_line(k), f"{path}.{k}",
                         f"unknown key {str(k)!r} (allowed: {', '.join(_NODE_KEYS)}){hint}")
-        f = Fields(err, spec, path)
-        node = _PendingNode(owner, line, path, f.int("ttl", None, 0, MAX_TTL, "ttl"), None, 0, {}, {})
-        if "pool" in spec:
-            pname = spec["pool"]
-            if not isinstance(pname, str):
-                err.add(f.line("pool"), f.p("pool"), f"expected a pool name, got {type_name(pname)}")
-            elif pname not in defined_pools:
-                err.add(f.line("pool"), f.p("pool"), f"unknown pool {pname!r} (defined: "
-                        f"{', '.join(sorted(defined_pools)) or 'none'})")
-            else:
-                node.pool = pname
-                node.pool_line = f.line("pool")
-        for rtype in STATIC_TYPES:
-            if rtype not in spec:
-                continue
-            value = spec[rtype]
-            tpath = f"{path}.{rtype}"
-            if isinstance(value, LineList):
-                items = list(value)
-                lines = value.item_line
-                raws = value.raw_items
-            else:
-                items, lines, raws = [value], None, [spec.raw_value(rtype)]
-            if not items:
-                err.add(f.line(rtype), tpath, "needs at least one value")
-                continue
-            values: list[str] = []
-            for i, item in enumerate(items):
-                ln = lines(i) if lines else f.line(rtype)
-                rd = parser.parse(rtype, item, raws[i] if i < len(raws) else None, ln, tpath)
-                if rd is None:
-                    continue
-                if rd in values:
-                    err.add(ln, tpath, f"duplicate value {rd!r}")
-                    continue
-                values.append(rd)
-            if values:
-                node.rdata[rtype] = values
-                node.type_lines[rtype] = f.line(rtype) if lines is None else lines(0)
-            elif rtype in spec:
-                node.type_lines[rtype] = f.line(rtype)
-        # CNAME rules (RFC 1034 3.6.2, RFC 2181 10.1)
-        if "CNAME" in spec:
-            others = [t for t in STATIC_TYPES if t in spec and t != "CNAME"] + (["pool"] if "pool" in spec else [])
-            if others:
-                err.add(spec.key_line("CNAME"), f"{path}.CNAME",
-                        f"a CNAME cannot be beside other data (also here: {', '.join(others)})")
-            if len(node.rdata.get("CNAME", [])) > 1:
-                err.add(spec.key_line("CNAME"), f"{path}.CNAME", "a name can have only one CNAME")
-        if "pool" in spec:
-            clash = [t for t in ("A", "AAAA") if t in spec]
-            if clash:
-                err.add(spec.key_line(clash[0]), f"{path}.{clash[0]}",
-                        f"a pool name answers A and AAAA from pool; remove the static {'/'.join(clash)}")
-        if "NS" in spec and owner.startswith("*"):
-            err.add(spec.key_line("NS"), f"{path}.NS", "a wildcard cannot be a delegation (RFC 4592 4.2)")
-        out[owner] = node
-    return out
+    ttl = Fields(err, spec, path).int("ttl", None, 0, MAX_TTL, "ttl") if "ttl" in spec else None
+    node = _PendingNode(owner, line, path, ttl, None, 0, {}, {})
+    if "pool" in spec:
+        pname = spec["pool"]
+        pool_line = spec.value_line("pool")
+        if not isinstance(pname, str):
+            err.add(pool_line, f"{path}.pool", f"expected a pool name, got {type_name(pname)}")
+        elif pname not in defined_pools:
+            err.add(pool_line, f"{path}.pool", f"unknown pool {pname!r} (defined: "
+                    f"{', '.join(sorted(defined_pools)) or 'none'})")
+        else:
+            node.pool = pname
+            node.pool_line = pool_line
+    for rtype in STATIC_TYPES:
+        if rtype in spec:
+            _parse_type(err, parser, spec, rtype, f"{path}.{rtype}", node)
+    # CNAME rules (RFC 1034 3.6.2, RFC 2181 10.1)
+    if "CNAME" in spec:
+        others = [t for t in STATIC_TYPES if t in spec and t != "CNAME"] + (["pool"] if "pool" in spec else [])
+        if others:
+            err.add(spec.key_line("CNAME"), f"{path}.CNAME",
+                    f"a CNAME cannot be beside other data (also here: {', '.join(others)})")
+        if len(node.rdata.get("CNAME", [])) > 1:
+            err.add(spec.key_line("CNAME"), f"{path}.CNAME", "a name can have only one CNAME")
+    if "pool" in spec:
+        clash = [t for t in ("A", "AAAA") if t in spec]
+        if clash:
+            err.add(spec.key_line(clash[0]), f"{path}.{clash[0]}",
+                    f"a pool name answers A and AAAA from pool; remove the static {'/'.join(clash)}")
+    if "NS" in spec and owner.startswith("*"):
+        err.add(spec.key_line("NS"), f"{path}.NS", "a wildcard cannot be a delegation (RFC 4592 4.2)")
+    return node
+
+
+def _parse_type(err: Errors, parser: _RecordParser, spec: LineDict, rtype: str, tpath: str,
+                node: _PendingNode) -> None:
+    """The values of one record type (one value or a list) into ``node``: canonical, no duplicates."""
+    value = spec[rtype]
+    if not isinstance(value, LineList):  # one value, the common case
+        ln = spec.value_line(rtype)
+        rd = parser.parse(rtype, value, spec.raw_value(rtype), ln, tpath)
+        if rd is not None:
+            node.rdata[rtype] = [rd]
+        node.type_lines[rtype] = ln
+        return
+    if not value:
+        err.add(spec.value_line(rtype), tpath, "needs at least one value")
+        return
+    values: list[str] = []
+    raws = value.raw_items
+    for i, item in enumerate(value):
+        ln = value.item_line(i)
+        rd = parser.parse(rtype, item, raws[i] if i < len(raws) else None, ln, tpath)
+        if rd is None:
+            continue
+        if rd in values:
+            err.add(ln, tpath, f"duplicate value {rd!r}")
+            continue
+        values.append(rd)
+    if values:
+        node.rdata[rtype] = values
+        node.type_lines[rtype] = value.item_line(0)
+    else:
+        node.type_lines[rtype] = spec.value_line(rtype)
 
 
 def _check_tree(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[str], origin: str) -> None:
     """Data at or below a delegation is not served, except glue (A/AAAA)."""
+    if not cuts:
+        return
     for name, p in pending.items():
         if name == origin:
             continue
@@ -917,16 +966,12 @@ def _cname_step(name: str, pending: dict[str, _PendingNode], existing: set[str],
     return star if star in pending and "CNAME" in pending[star].rdata else None
 
 
-def _check_cname_loops(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[str], origin: str) -> None:
-    """A chain of in-zone CNAMEs that comes back to itself never ends: one error per loop."""
-    existing: set[str] = set()
-    for name in pending:
-        n = name
-        while n not in existing:
-            existing.add(n)
-            if n == origin or not _in_zone(n, origin):
-                break
-            n = n.split(".", 1)[1]
+def _check_cname_loops(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[str], origin: str,
+                       existing: frozenset[str]) -> None:
+    """A chain of in-zone CNAMEs that comes back to itself never ends: one error per loop.
+
+    ``existing`` is every name of the zone (:func:`_existing_names`).
+    """
     done: set[str] = set()
     for start in pending:
         if "CNAME" not in pending[start].rdata or start in done:
