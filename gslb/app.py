@@ -38,7 +38,7 @@ from gslb.metrics import CheckStats
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
 from gslb.workers import WorkerPool, changed_zones, init_payload
-from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, reload_changed, settled, watch
+from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, reload_in_thread, settled, watch
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +271,8 @@ class Server:
                 if geo_error:
                     errors.append(geo_error)
             before = self.zone_store.zones
-            result = reload_changed(store, force=force or store is not self.zone_store)
+            # Read and built in a worker thread: DNS goes on answering; applied here, on the loop.
+            result = await reload_in_thread(store, force=force or store is not self.zone_store)
             zone_errors = [str(e) for e in result.get("errors", [])]
             for error in zone_errors:
                 logger.error("zones: %s (keeping the last good version)", error)

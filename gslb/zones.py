@@ -33,14 +33,17 @@ are never zone files. Explicit serials (``serial: N``, 0..4294967295) are served
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import hashlib
 import ipaddress
 import json
 import logging
 import os
 import re
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Awaitable, Callable
 
@@ -54,7 +57,8 @@ from gslb.yamlsafe import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_zone_file", "parse_zone", "ZoneStore", "check_directory", "CONTINENTS", "COUNTRIES"]
+__all__ = ["load_zone_file", "parse_zone", "ZoneStore", "ZoneUpdate", "check_directory", "reload_in_thread",
+           "CONTINENTS", "COUNTRIES"]
 
 MAX_TTL = 2147483647  # RFC 2181 section 8
 MAX_SERIAL = 4294967295
@@ -1053,9 +1057,41 @@ def load_zone_bytes(content: bytes, path: str, mtime: float, previous: Zone | No
     except UnicodeDecodeError as exc:
         line = content[:exc.start].count(b"\n") + 1
         raise ConfigErrors([ConfigError(shown, line, "", "the file is not valid UTF-8")]) from None
-    data = load_yaml(text, shown)
-    return parse_zone(data, path, digest=digest, mtime=mtime, previous=previous, shown=shown,
-                      recorded=recorded)
+    with gc_paused() if len(content) >= BULK_BYTES else contextlib.nullcontext():
+        data = load_yaml(text, shown)
+        return parse_zone(data, path, digest=digest, mtime=mtime, previous=previous, shown=shown,
+                          recorded=recorded)
+
+
+#: a zone file at least this big is loaded with the cyclic garbage collector paused
+BULK_BYTES = 256 * 1024
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_resume = False
+
+
+@contextlib.contextmanager
+def gc_paused() -> Any:
+    """The cyclic garbage collector off while the block runs (any thread; nested blocks count).
+
+    A big load allocates hundreds of thousands of objects that all stay alive until it ends:
+    every collection meanwhile scans the growing tree for nothing (it more than doubled the load
+    time of a 100,000-record file) and holds the GIL while it does, so DNS answers pause.
+    """
+    global _gc_pausers, _gc_resume
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_resume = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_resume:
+                gc.enable()
 
 
 def display_path(path: str) -> str:
@@ -1159,11 +1195,37 @@ def write_serial_state(directory: str, entries: dict[str, tuple[str, int]]) -> N
         raise
 
 
+@dataclass(slots=True)
+class ZoneUpdate:
+    """What one :meth:`ZoneStore.read` found, for :meth:`ZoneStore.apply` to put in place."""
+
+    changed: list[str]
+    errors: list[str]
+    removed: list[str]
+    #: every file's state after the read; None when the folder could not be listed (no change)
+    files: dict[str, _FileState] | None
+    #: the zones to serve from now on; None when they did not change
+    zones: ZoneSet | None
+    dir_error: str | None
+    recorded: dict[str, tuple[str, int]] | None
+    serial_state: bool
+
+    def result(self) -> dict:
+        """changed/errors/removed, as :meth:`ZoneStore.reload` returns them."""
+        return {"changed": self.changed, "errors": self.errors, "removed": self.removed}
+
+
 class ZoneStore:
     """The zone files of one folder: reloads changed files and keeps each file's last good zone.
 
     With ``serial_state`` (``gslb serve`` only) serial ``auto`` continues across restarts through
     the folder's ``.gslb-serials.json`` (module doc).
+
+    A reload has two steps: :meth:`read` reads and validates the changed files and builds the new
+    zones without changing anything that readers of the store see (``zones``, ``status()``), so
+    it may run in a worker thread while another thread serves; :meth:`apply` then puts the result
+    in place with plain assignments (``zones`` in one). One reload at a time: the caller
+    serialises them (``gslb serve`` holds its reload lock).
     """
 
     def __init__(self, directory: str, serial_state: bool = False) -> None:
@@ -1183,38 +1245,58 @@ class ZoneStore:
         a file replaced by rename is always seen. With ``settle`` (the file watch) a changed file
         is read only once it has settled (see :func:`settled`): the same at the previous call, or
         modified at least SETTLE_SECONDS before ``now_ns`` (wall clock, ns; default now). With a
-        1 s poll a change is applied within 2 s.
+        1 s poll a change is applied within 2 s. The same as ``apply(read(...))``.
+        """
+        return self.apply(self.read(force, settle, now_ns))
+
+    def apply(self, update: ZoneUpdate) -> dict:
+        """Put in place what :meth:`read` found (``zones`` by one assignment); changed/errors/removed."""
+        self._dir_error = update.dir_error
+        self._recorded = update.recorded
+        self._serial_state = update.serial_state
+        if update.files is not None:
+            self._files = update.files
+        if update.zones is not None:
+            self.zones = update.zones
+        return update.result()
+
+    def read(self, force: bool = False, settle: bool = False, now_ns: int | None = None) -> ZoneUpdate:
+        """Read and validate new and changed files, as :meth:`reload` does, for :meth:`apply`.
+
+        Changes nothing that readers of the store see (it works on copies of the files' states);
+        it does write the serial state file, when a served serial changes.
         """
         if now_ns is None:
             now_ns = time.time_ns()
         changed: list[str] = []
         errors: list[str] = []
         removed: list[str] = []
+        recorded, serial_state = self._recorded, self._serial_state
         try:
             paths = _zone_files(self.directory)
-            self._dir_error = None
         except OSError as exc:
             msg = f"{self.directory}: cannot read the zones folder: {exc.strerror or exc}"
             repeated = msg == self._dir_error
             if not repeated:
                 logger.error("zones: %s", msg)
-            self._dir_error = msg
             # Like a broken file, a lasting folder error is reported once, not on every poll.
-            return {"changed": [], "errors": [] if repeated and not force else [msg], "removed": []}
+            return ZoneUpdate([], [] if repeated and not force else [msg], [], None, None, msg,
+                              recorded, serial_state)
 
-        for path in list(self._files):
+        files = {path: replace(state) for path, state in self._files.items()}  # copies: see the doc
+        for path in list(files):
             if path not in paths:
-                state = self._files.pop(path)
+                state = files.pop(path)
                 if state.zone is not None:
                     removed.append(state.zone.key)
                     logger.info("zones: %s removed (file %s deleted)", state.zone.key, path)
 
-        if self._serial_state and self._recorded is None:
-            self._recorded = read_serial_state(self.directory)
-        recorded = self._recorded if self._recorded is not None else {}
-        owners = {s.zone.origin: p for p, s in self._files.items() if s.zone is not None}
+        if serial_state and recorded is None:
+            recorded = read_serial_state(self.directory)
+        known = recorded if recorded is not None else {}
+        owners = {s.zone.origin: p for p, s in files.items() if s.zone is not None}
         for path in paths:
-            state = self._files.setdefault(path, _FileState(path))
+            state = files.setdefault(path, _FileState(path))
             try:
                 st = os.stat(path)
             except OSError:
@@ -1233,7 +1315,7 @@ class ZoneStore:
             state.pending = None
             old = state.zone
             try:
-                zone = load_zone_file(path, previous=old, recorded=recorded.get(os.path.basename(path)))
+                zone = load_zone_file(path, previous=old, recorded=known.get(os.path.basename(path)))
                 owner = owners.get(zone.origin)
                 if owner is not None and owner != path:
                     raise ConfigErrors([ConfigError(display_path(path), _zone_line(path), "zone",
@@ -1262,32 +1344,36 @@ class ZoneStore:
             logger.info("zones: %s loaded from %s (serial %d)", zone.key, path, zone.serial)
 
         removed = [k for k in removed if k not in changed]  # re-declared by another file
-        if changed and self._serial_state:
-            self._record_serials()
+        if changed and serial_state:
+            recorded, serial_state = self._record_serials(files, recorded)
+        zones = None
         if changed or removed:
-            self.zones = ZoneSet({s.zone.origin: s.zone for p, s in sorted(self._files.items())
-                                  if s.zone is not None and owners.get(s.zone.origin) == p})
-        return {"changed": changed, "errors": errors, "removed": removed}
+            zones = ZoneSet({s.zone.origin: s.zone for p, s in sorted(files.items())
+                             if s.zone is not None and owners.get(s.zone.origin) == p})
+        return ZoneUpdate(changed, errors, removed, files, zones, None, recorded, serial_state)
 
-    def _record_serials(self) -> None:
-        """Keep the served (digest, serial) of every file in the state file (best effort)."""
-        if self._recorded is None:
-            return
-        entries = dict(self._recorded)
-        for path, st in self._files.items():
+    def _record_serials(self, files: dict[str, _FileState], recorded: dict[str, tuple[str, int]] | None
+                        ) -> tuple[dict[str, tuple[str, int]] | None, bool]:
+        """Keep the served (digest, serial) of every file in the state file (best effort).
+
+        Returns what is recorded now and whether to go on recording (False after a failed write).
+        """
+        if recorded is None:
+            return recorded, True
+        entries = dict(recorded)
+        for path, st in files.items():
             if st.zone is not None:
                 entries[os.path.basename(path)] = (st.zone.digest, st.zone.serial)
-        if entries == self._recorded:
-            return
+        if entries == recorded:
+            return recorded, True
         try:
             write_serial_state(self.directory, entries)
         except OSError as exc:
             logger.warning("zones: cannot write %s (%s): after a restart serial auto is the files' "
                            "modification time again", os.path.join(self.directory, SERIAL_STATE_NAME),
                            exc.strerror or exc)
-            self._serial_state = False  # warned once; the in-memory rule still holds
-            return
-        self._recorded = entries
+            return recorded, False  # warned once; the in-memory rule still holds
+        return entries, True
 
     def status(self) -> list[dict]:
         """One entry per zone file: zone, serial, file, loaded_at (ISO 8601 UTC), error."""
@@ -1336,6 +1422,17 @@ async def watch(tick: Callable[[bool], Awaitable[Any]], stop: asyncio.Event, *,
 def reload_changed(store: ZoneStore, force: bool = False) -> dict:
     """``store.reload`` as the watch does it: changed files once settled, every file with ``force``."""
     return store.reload(force=force, settle=not force)
+
+
+async def reload_in_thread(store: ZoneStore, force: bool = False) -> dict:
+    """:func:`reload_changed` for a server: the files are read, validated and built in a worker
+    thread, so the event loop goes on answering meanwhile, and the result is applied on the
+    calling thread (the event loop): ``store.zones`` changes between two of its callbacks.
+
+    Cancelled while the thread reads, it applies nothing (the next reload reads the files again).
+    """
+    update = await asyncio.to_thread(store.read, force, not force)
+    return store.apply(update)
 
 
 def _zone_line(path: str) -> int | None:
