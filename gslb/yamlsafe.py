@@ -46,7 +46,7 @@ from gslb.errors import ConfigError, ConfigErrors
 logger = logging.getLogger(__name__)
 
 __all__ = ["LineDict", "LineList", "StrictLoader", "load_yaml", "type_name", "Errors", "Fields", "check_keys",
-           "range_text", "LIBYAML", "build_document"]
+           "range_text", "LIBYAML", "build_document", "release"]
 
 #: whether PyYAML has its libyaml (C) parser; without it the pure-Python parser is used
 LIBYAML: bool = bool(getattr(yaml, "__with_libyaml__", False))
@@ -384,6 +384,28 @@ def _read(text: str | bytes, c: bool) -> tuple[Any, list[tuple[int, str]]]:
         return loader.get_single_data(), loader.duplicates
     finally:
         loader.dispose()
+
+
+def release(data: Any, chunk: int = 256) -> None:
+    """Free a loaded document a piece at a time (call it when done with ``data``; it empties it).
+
+    Dropping the last reference to a big tree frees it in one go, and CPython holds the GIL until
+    the last object is freed (~0.1 s for a 100,000-record zone file): every other thread, DNS
+    answers included, waits. Here the values of a container are freed ``chunk`` at a time, other
+    threads running in between; a value holding more than ``chunk`` items is emptied so first.
+    """
+    if isinstance(data, dict):
+        values = list(data.values())
+    elif isinstance(data, list):
+        values = list(data)
+    else:
+        return
+    data.clear()  # the values live on in ``values``
+    for value in values:
+        if isinstance(value, (dict, list)) and len(value) > chunk:
+            release(value, chunk)
+    while values:
+        del values[-chunk:]
 
 
 def type_name(value: Any) -> str:

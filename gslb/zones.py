@@ -43,16 +43,18 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, replace
+import weakref
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 from gslb.errors import ConfigError, ConfigErrors
 from gslb.model import (
     POLICY_NAMES, STATIC_TYPES, Check, GeoRule, Node, Pool, Record, Site, Soa, Zone, ZoneSet, iso_time,
 )
 from gslb.yamlsafe import (
-    Errors, Fields, LineDict, LineList, as_list, check_keys, fmt_num, is_int, is_num, load_yaml, type_name,
+    Errors, Fields, LineDict, LineList, as_list, check_keys, fmt_num, is_int, is_num, load_yaml, release,
+    type_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -500,9 +502,11 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     _check_cname_loops(err, pending, cuts, origin, all_names)
 
     if err.items:
+        release(pending)
         raise ConfigErrors(sorted(err.items, key=lambda e: (e.line or 0)))
 
     nodes = _build_nodes(pending, origin, zone_ttl)
+    release(pending)  # piecewise: see yamlsafe.release
     return Zone(origin=origin, file=file, serial=serial, ttl=zone_ttl, soa=soa,
                 ns=tuple(n for n, _ in ns_names), nodes=MappingProxyType(nodes),
                 sites=MappingProxyType(sites), checks=MappingProxyType(checks),
@@ -1057,40 +1061,52 @@ def load_zone_bytes(content: bytes, path: str, mtime: float, previous: Zone | No
     except UnicodeDecodeError as exc:
         line = content[:exc.start].count(b"\n") + 1
         raise ConfigErrors([ConfigError(shown, line, "", "the file is not valid UTF-8")]) from None
-    with gc_paused() if len(content) >= BULK_BYTES else contextlib.nullcontext():
+    with bulk_build() if len(content) >= BULK_BYTES else contextlib.nullcontext():
         data = load_yaml(text, shown)
-        return parse_zone(data, path, digest=digest, mtime=mtime, previous=previous, shown=shown,
-                          recorded=recorded)
+        try:
+            return parse_zone(data, path, digest=digest, mtime=mtime, previous=previous, shown=shown,
+                              recorded=recorded)
+        finally:
+            release(data)
 
 
-#: a zone file at least this big is loaded with the cyclic garbage collector paused
+#: a zone file at least this big is built under :func:`bulk_build`
 BULK_BYTES = 256 * 1024
 
 _gc_lock = threading.Lock()
-_gc_pausers = 0
+_gc_builds = 0
 _gc_resume = False
 
 
 @contextlib.contextmanager
-def gc_paused() -> Any:
-    """The cyclic garbage collector off while the block runs (any thread; nested blocks count).
+def bulk_build() -> Iterator[None]:
+    """Build a big zone with the cyclic garbage collector paused, then keep it out of collections.
 
-    A big load allocates hundreds of thousands of objects that all stay alive until it ends:
-    every collection meanwhile scans the growing tree for nothing (it more than doubled the load
-    time of a 100,000-record file) and holds the GIL while it does, so DNS answers pause.
+    A big load allocates hundreds of thousands of objects that all stay alive: each collection
+    meanwhile would scan the growing tree for nothing (it more than doubled the load time of a
+    100,000-record file) and hold the GIL as it does, so DNS answers would pause. When the
+    outermost block ends (blocks may nest and run in several threads) and the collector was on,
+    ``gc.freeze()`` moves every object alive, the new zone among them, to the permanent
+    generation, which collections never scan, before the collector is turned on again: without
+    it the next collection would scan the whole zone at once (~0.1-0.3 s for 100,000 records
+    here, a pause for every thread), and every full collection after it again. Reference
+    counting still frees those objects when the zone is replaced. The price: garbage cycles
+    alive at that moment are never collected (a server has few; ``gc.unfreeze()`` hands
+    everything back to the collector).
     """
-    global _gc_pausers, _gc_resume
+    global _gc_builds, _gc_resume
     with _gc_lock:
-        if _gc_pausers == 0:
+        if _gc_builds == 0:
             _gc_resume = gc.isenabled()
             gc.disable()
-        _gc_pausers += 1
+        _gc_builds += 1
     try:
         yield
     finally:
         with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_resume:
+            _gc_builds -= 1
+            if _gc_builds == 0 and _gc_resume:
+                gc.freeze()
                 gc.enable()
 
 
@@ -1209,6 +1225,8 @@ class ZoneUpdate:
     dir_error: str | None
     recorded: dict[str, tuple[str, int]] | None
     serial_state: bool
+    #: the zones this update replaces or removes, with their nodes (see ZoneStore._release_retired)
+    retired: list[tuple[Any, list[Node]]] = field(default_factory=list)
 
     def result(self) -> dict:
         """changed/errors/removed, as :meth:`ZoneStore.reload` returns them."""
@@ -1237,6 +1255,8 @@ class ZoneStore:
         self._serial_state = serial_state
         #: file name -> (digest, serial) as last recorded; None until read
         self._recorded: dict[str, tuple[str, int]] | None = None
+        #: replaced zones (weak references) and their nodes, to free piecewise once unused
+        self._retired: list[tuple[Any, list[Node]]] = []
 
     def reload(self, force: bool = False, settle: bool = False, now_ns: int | None = None) -> dict:
         """Re-read new and changed files (all with ``force``); returns changed/errors/removed.
@@ -1254,6 +1274,7 @@ class ZoneStore:
         self._dir_error = update.dir_error
         self._recorded = update.recorded
         self._serial_state = update.serial_state
+        self._retired.extend(update.retired)
         if update.files is not None:
             self._files = update.files
         if update.zones is not None:
@@ -1268,6 +1289,7 @@ class ZoneStore:
         """
         if now_ns is None:
             now_ns = time.time_ns()
+        self._release_retired()
         changed: list[str] = []
         errors: list[str] = []
         removed: list[str] = []
@@ -1284,10 +1306,12 @@ class ZoneStore:
                               recorded, serial_state)
 
         files = {path: replace(state) for path, state in self._files.items()}  # copies: see the doc
+        replaced: list[Zone] = []
         for path in list(files):
             if path not in paths:
                 state = files.pop(path)
                 if state.zone is not None:
+                    replaced.append(state.zone)
                     removed.append(state.zone.key)
                     logger.info("zones: %s removed (file %s deleted)", state.zone.key, path)
 
@@ -1333,10 +1357,13 @@ class ZoneStore:
             state.error = None
             state.errors = ()
             if old is not None and old.digest == zone.digest and old.origin == zone.origin:
+                replaced.append(zone)  # the same content again: this copy is not used
                 continue
             if old is not None and old.origin != zone.origin:
                 removed.append(old.key)
                 owners.pop(old.origin, None)
+            if old is not None:
+                replaced.append(old)
             state.zone = zone
             state.loaded_at = time.time()
             owners[zone.origin] = path
@@ -1350,7 +1377,26 @@ class ZoneStore:
         if changed or removed:
             zones = ZoneSet({s.zone.origin: s.zone for p, s in sorted(files.items())
                              if s.zone is not None and owners.get(s.zone.origin) == p})
-        return ZoneUpdate(changed, errors, removed, files, zones, None, recorded, serial_state)
+        return ZoneUpdate(changed, errors, removed, files, zones, None, recorded, serial_state,
+                          [_retire(zone) for zone in replaced])
+
+    def _release_retired(self) -> None:
+        """Free the nodes of replaced zones nobody uses any more, a few at a time.
+
+        A zone freed in one go (the last reference dropped, wherever that is: often the event
+        loop) holds the GIL until its last record is freed, ~0.1 s for 100,000 records. So the
+        store keeps each replaced zone's nodes and a weak reference to the zone: once the zone
+        is gone (freeing it then only drops references), the nodes are freed here, in chunks,
+        at the next read (the worker thread of the next poll in a server).
+        """
+        kept = []
+        for ref, nodes in self._retired:
+            if ref is None or ref() is None:
+                while nodes:
+                    del nodes[-256:]
+            else:
+                kept.append((ref, nodes))
+        self._retired = kept
 
     def _record_serials(self, files: dict[str, _FileState], recorded: dict[str, tuple[str, int]] | None
                         ) -> tuple[dict[str, tuple[str, int]] | None, bool]:
@@ -1433,6 +1479,15 @@ async def reload_in_thread(store: ZoneStore, force: bool = False) -> dict:
     """
     update = await asyncio.to_thread(store.read, force, not force)
     return store.apply(update)
+
+
+def _retire(zone: Zone) -> tuple[Any, list[Node]]:
+    """(weak reference to ``zone`` or None, its nodes) for ZoneStore._release_retired."""
+    try:
+        ref = weakref.ref(zone)
+    except TypeError:  # a Zone without weak references: nothing to wait for
+        return None, []
+    return ref, list(zone.nodes.values())
 
 
 def _zone_line(path: str) -> int | None:

@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Time loading a large zone file, and measure how long DNS answers pause while a server loads it.
+
+Generates, in a temporary folder, a zone of ``--records`` owner names (default 100,000): mostly
+``hN: {A: 192.0.2.x}`` lines, plus every 50th name with a TTL, a list of A and an AAAA, every
+200th a TXT beside an A, every 500th an MX list, every 100th a CNAME to an earlier name.
+
+Load time (default): the median wall time of ``--repeat`` runs of ``load_zone_file`` and of a
+fresh ``ZoneStore.reload``, in seconds, and the process CPU time of the same runs.
+
+    .venv/bin/python tools/bench_zone_load.py [--records 100000] [--repeat 3] [--profile]
+
+``--profile`` prints a cProfile summary (top functions by cumulative and by own time) of one
+``load_zone_file`` instead.
+
+Pause (``--pause``): starts ``gslb serve`` (this Python, checks off, no GeoIP) on a folder with a
+small zone, sends a UDP query for a static name of it every 10 ms from one socket, and notes when
+each answer arrives while the server loads the big zone three times: dropped into the zones
+folder (the file watch), re-read by ``POST /api/v1/reload`` (with a token), and edited (one
+record changed; the watch again). For each it prints the load time as seen from outside and
+the longest gap between two answers (target: at most 50 ms), the slowest answer and the
+queries left unanswered. ``--root DIR`` runs the server of another checkout (its ``gslb``
+package first on the path), to compare before and after.
+
+    .venv/bin/python tools/bench_zone_load.py --pause [--records 100000] [--root ../main]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gslb.zones import ZoneStore, load_zone_file  # noqa: E402
+
+ORIGIN = "big.test"
+
+
+def zone_text(records: int, origin: str = ORIGIN, variant: int = 0) -> str:
+    """The generated zone file (``records`` owner names, the apex included); ``variant``
+    changes one address (an edit)."""
+    lines = [f"zone: {origin}", "serial: auto", "ttl: 300", f"ns: [ns1.{origin}]", "records:",
+             f"  ns1: {{A: 192.0.2.{53 + variant}}}",
+             '  "@": {MX: ["10 mail"], TXT: ["v=spf1 -all"]}',
+             "  mail: {A: 192.0.2.25}"]
+    for i in range(records - 3):
+        a = f"192.0.{2 + (i >> 8) % 200}.{i & 255}"
+        if i % 100 == 99:
+            lines.append(f"  c{i}: {{CNAME: h{i - 1}}}")
+        elif i % 500 == 7:
+            lines.append(f"  m{i}:\n    MX: [\"10 mail\", \"20 h{i - 1}.{origin}.\"]")
+        elif i % 200 == 3:
+            lines.append(f"  t{i}: {{TXT: \"host {i} text\", A: {a}}}")
+        elif i % 50 == 1:
+            lines.append(f"  h{i}:\n    ttl: 60\n    A: [{a}, 198.51.100.{i & 255}]\n"
+                         f"    AAAA: \"2001:db8::{i >> 16:x}:{i & 0xffff:x}\"")
+        else:
+            lines.append(f"  h{i}: {{A: {a}}}")
+    return "\n".join(lines) + "\n"
+
+
+def timed(fn, repeat: int) -> tuple[float, float]:
+    """(median wall time, median process CPU time) of ``repeat`` calls of ``fn``."""
+    wall, cpu = [], []
+    for _ in range(repeat):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def load_times(records: int, repeat: int, profile: bool) -> int:
+    """The default mode: time load_zone_file and ZoneStore.reload (or profile one load)."""
+    with tempfile.TemporaryDirectory(prefix="gslb-bench-") as tmp:
+        folder = Path(tmp) / "zones"
+        folder.mkdir()
+        path = folder / "big.yaml"
+        path.write_text(zone_text(records))
+        zone = load_zone_file(str(path))
+        print(f"zone: {len(zone.nodes)} names, {path.stat().st_size / 1e6:.1f} MB")
+        del zone
+        if profile:
+            prof = cProfile.Profile()
+            prof.runcall(load_zone_file, str(path))
+            stats = pstats.Stats(prof)
+            stats.sort_stats("cumulative").print_stats(25)
+            stats.sort_stats("tottime").print_stats(25)
+            return 0
+        wall, cpu = timed(lambda: load_zone_file(str(path)), repeat)
+        print(f"load_zone_file: {wall:.3f} s wall, {cpu:.3f} s CPU (median of {repeat})")
+
+        def reload() -> None:
+            result = ZoneStore(str(folder)).reload(force=True)
+            assert result["changed"] and not result["errors"], result
+
+        wall, cpu = timed(reload, repeat)
+        print(f"ZoneStore.reload: {wall:.3f} s wall, {cpu:.3f} s CPU (median of {repeat})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# --pause
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+
+
+def dns_query(qname: str, qid: int = 0, rtype: int = 1) -> bytes:
+    """A minimal query (one question, class IN, RD clear) in wire format."""
+    name = b"".join(bytes([len(label)]) + label.encode() for label in qname.rstrip(".").split(".")) + b"\0"
+    return qid.to_bytes(2, "big") + b"\0\0\0\1\0\0\0\0\0\0" + name + rtype.to_bytes(2, "big") + b"\0\1"
+
+
+def rcode_of(port: int, qname: str, timeout: float = 0.5) -> int | None:
+    """The rcode of one A query for ``qname`` (None: no answer within ``timeout``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(dns_query(qname, 4242), ("127.0.0.1", port))
+        try:
+            reply = s.recv(4096)
+        except OSError:
+            return None
+    return reply[3] & 0x0F
+
+
+class Prober:
+    """Sends one query every ``interval`` seconds from one UDP socket; notes when answers arrive."""
+
+    def __init__(self, port: int, qname: str, interval: float = 0.01) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.settimeout(0.2)
+        self.query = dns_query(qname)
+        self.interval = interval
+        self.sent: dict[int, float] = {}
+        #: (sent, answered) monotonic times
+        self.answers: list[tuple[float, float]] = []
+        self.sent_times: list[float] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._send, daemon=True),
+                        threading.Thread(target=self._receive, daemon=True)]
+
+    def start(self) -> "Prober":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(2)
+        self.sock.close()
+
+    def _send(self) -> None:
+        n = 0
+        due = time.monotonic()
+        while not self.stop.is_set():
+            qid = n & 0xFFFF
+            now = time.monotonic()
+            self.sent[qid] = now
+            self.sent_times.append(now)
+            try:
+                self.sock.send(qid.to_bytes(2, "big") + self.query[2:])
+            except OSError:
+                pass
+            n += 1
+            due += self.interval
+            time.sleep(max(0.0, due - time.monotonic()))
+
+    def _receive(self) -> None:
+        while not self.stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                continue
+            now = time.monotonic()
+            sent = self.sent.pop(int.from_bytes(data[:2], "big"), None)
+            if sent is not None and (data[3] & 0x0F) == 0:
+                self.answers.append((sent, now))
+
+    def window(self, start: float, end: float) -> "Window":
+        """What happened to the queries sent between ``start`` and ``end``."""
+        answered = sorted(a for s, a in self.answers if start <= s <= end)
+        before = [a for s, a in self.answers if a < start]
+        times = ([max(before)] if before else []) + answered
+        gap = max((b - a for a, b in zip(times, times[1:])), default=end - start)
+        slowest = max((a - s for s, a in self.answers if start <= s <= end), default=0.0)
+        sent = sum(1 for s in self.sent_times if start <= s <= end)
+        return Window(sent, len(answered), gap, slowest)
+
+
+@dataclass
+class Window:
+    sent: int
+    answered: int
+    longest_gap: float
+    slowest: float
+
+    def text(self) -> str:
+        return (f"{self.sent} queries, {self.answered} answered, longest gap between answers "
+                f"{self.longest_gap * 1000:.0f} ms, slowest answer {self.slowest * 1000:.0f} ms")
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` the way editors and deploy tools do: a new file renamed over."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def wait_for(predicate, deadline: float) -> float:
+    """Poll until ``predicate()``; the monotonic time it became true (raises after ``deadline`` s)."""
+    end = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > end:
+            raise SystemExit(f"not within {deadline} s")
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+def pause_check(records: int, root: Path | None, deadline: float, verbose: bool = False) -> int:
+    """The ``--pause`` mode (module doc)."""
+    with tempfile.TemporaryDirectory(prefix="gslb-pause-") as tmp:
+        work = Path(tmp)
+        zones = work / "zones"
+        zones.mkdir()
+        (zones / "small.yaml").write_text(
+            "zone: small.test\nns: [ns1.small.test]\nrecords:\n  ns1: {A: 192.0.2.53}\n  www: {A: 192.0.2.80}\n")
+        (work / "token").write_text("bench-token\n")
+        port, http_port = free_port(), free_port()
+        (work / "gslb.yaml").write_text(json.dumps({
+            "listen": [f"127.0.0.1:{port}"], "http": f"127.0.0.1:{http_port}", "zones": "zones",
+            "checks": False, "api_token_file": str(work / "token")}))
+        big = zone_text(records)
+        env = dict(os.environ)
+        if root is not None:
+            env["PYTHONPATH"] = str(root.resolve()) + os.pathsep + env.get("PYTHONPATH", "")
+        log = open(work / "gslb.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "gslb", "serve", "-c", str(work / "gslb.yaml"),
+                                 "--geoip", "none"],
+                                cwd=work, stdout=log, stderr=subprocess.STDOUT, env=env)
+        prober = None
+        try:
+            wait_for(lambda: rcode_of(port, "www.small.test") == 0, 30)
+            prober = Prober(port, "www.small.test").start()
+            time.sleep(1.0)
+            qname = f"h0.{ORIGIN}"
+
+            t0 = time.monotonic()
+            replace_file(zones / "big.yaml", big)
+            t1 = wait_for(lambda: rcode_of(port, qname) == 0, deadline)
+            time.sleep(0.5)
+            print(f"file watch, new {records}-record zone: answered {t1 - t0:.2f} s after the write "
+                  f"(includes the watch's 1 s poll and settle); {prober.window(t0, t1 + 0.5).text()}")
+
+            t0 = time.monotonic()
+            request = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/v1/reload", data=b"",
+                                             method="POST", headers={"Authorization": "Bearer bench-token"})
+            with urllib.request.urlopen(request, timeout=deadline) as resp:
+                body = json.loads(resp.read())
+            t1 = time.monotonic()
+            assert body["ok"], body
+            time.sleep(0.5)
+            print(f"POST /api/v1/reload (every file read again): {t1 - t0:.2f} s; "
+                  f"{prober.window(t0, t1 + 0.5).text()}")
+
+            t0 = time.monotonic()
+            replace_file(zones / "big.yaml", zone_text(records, variant=1))
+            t1 = wait_for(lambda: _address(port, f"ns1.{ORIGIN}") == "192.0.2.54", deadline)
+            time.sleep(0.5)
+            print(f"file watch, one record edited: answered {t1 - t0:.2f} s after the write; "
+                  f"{prober.window(t0, t1 + 0.5).text()}")
+        finally:
+            if prober is not None:
+                prober.close()
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+            if verbose:
+                print((work / "gslb.log").read_text(), end="")
+    return 0
+
+
+def _address(port: int, qname: str) -> str | None:
+    """The first A address in the answer to ``qname`` (None when there is none)."""
+    import dns.message
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+        s.sendto(dns_query(qname, 4343), ("127.0.0.1", port))
+        try:
+            reply = dns.message.from_wire(s.recv(4096))
+        except OSError:
+            return None
+    return next((r.address for rrset in reply.answer for r in rrset if hasattr(r, "address")), None)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="print a cProfile summary of one load")
+    ap.add_argument("--pause", action="store_true", help="measure DNS answer gaps in a server while it loads")
+    ap.add_argument("--root", type=Path, help="with --pause: run the gslb package of this checkout")
+    ap.add_argument("--deadline", type=float, default=120.0, help="with --pause: give up after this many s")
+    ap.add_argument("--verbose", action="store_true", help="with --pause: print the server's log")
+    args = ap.parse_args()
+    if args.pause:
+        return pause_check(args.records, args.root, args.deadline, args.verbose)
+    return load_times(args.records, args.repeat, args.profile)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
