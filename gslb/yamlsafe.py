@@ -292,12 +292,16 @@ def _mapping(get: Callable[[], Any], start: MappingStartEvent, dups: list[tuple[
             if type(kev) is MappingEndEvent:
                 break
             raise _Unusual  # a mapping or a list as a key
-        key = _scalar(kev)
+        key = kev.value
+        if kev.tag is not None or kev.anchor is not None or (kev.implicit[0] and key[:1] in _RESOLVERS):
+            key = _scalar(kev)  # else a plain string, the common case
         key_line = kev.start_mark.line + 1
         vev = get()
         before = len(dups)
         if type(vev) is ScalarEvent:
-            value = _scalar(vev)
+            value = vev.value
+            if vev.tag is not None or vev.anchor is not None or (vev.implicit[0] and value[:1] in _RESOLVERS):
+                value = _scalar(vev)
         else:
             value = _collection(get, vev, dups)
         if key in data:

@@ -96,6 +96,8 @@ _IDENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CAA_TAG = re.compile(r"^[A-Za-z0-9]{1,15}$")
 #: an absolute host name check_name accepts, in one match (the common case; check_name says why not)
 _VALID_NAME = re.compile(r"(?:\*\.)?(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)+")
+#: a relative name as written that needs no rewriting: lower-case valid labels, no trailing dot
+_PLAIN_RELATIVE = re.compile(r"(?:\*\.)?[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 #: an IPv4 address written as ipaddress writes it (no leading zeros): kept as written
 _IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
@@ -145,6 +147,11 @@ class _Names:
     def relative(self, text: Any, line: int | None, path: str, *, owner: bool = False,
                  allow_root: bool = False) -> str | None:
         """A record name or target: ``@`` is the apex, ``x.`` absolute, anything else relative."""
+        if type(text) is str and _PLAIN_RELATIVE.fullmatch(text):  # the common case, in one match
+            name = text + self.suffix
+            if (len(name) <= 254 and (owner or text[0] != "*")
+                    and not (text == self.bare or text.endswith(self.dot_bare))):
+                return name
         if not isinstance(text, str) or text == "":
             self.err.add(line, path, f"expected a domain name, got {type_name(text)}")
             return None
@@ -195,6 +202,8 @@ class _Names:
 
 def is_ip(text: str) -> bool:
     """Whether ``text`` is an IPv4 or IPv6 address."""
+    if ":" not in text:  # not IPv6; IPv4 is exactly what _IPV4 matches
+        return _IPV4.fullmatch(text) is not None
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -343,18 +352,14 @@ class _RecordParser:
 
 
 def is_ipv4(text: str) -> bool:
-    """Whether ``text`` is an IPv4 address."""
-    if _IPV4.fullmatch(text):
-        return True
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
+    """Whether ``text`` is an IPv4 address (ipaddress accepts exactly what _IPV4 matches)."""
+    return _IPV4.fullmatch(text) is not None
 
 
 def is_ipv6(text: str) -> bool:
     """Whether ``text`` is an IPv6 address."""
+    if ":" not in text:
+        return False
     try:
         ipaddress.IPv6Address(text)
     except ValueError:
@@ -1053,9 +1058,16 @@ def load_zone_file(path: str, previous: Zone | None = None, recorded: tuple[str,
 
 def load_zone_bytes(content: bytes, path: str, mtime: float, previous: Zone | None = None,
                     recorded: tuple[str, int] | None = None) -> Zone:
-    """Validate zone file content already read (``path`` goes into Zone.file and messages)."""
+    """Validate zone file content already read (``path`` goes into Zone.file and messages).
+
+    Content identical to ``previous``'s (same digest, same file) gives ``previous`` itself: the
+    zone would come out the same, serial ``auto`` included, and a forced reload of a big
+    unchanged file costs a read and a hash.
+    """
     shown = display_path(path)
     digest = hashlib.sha256(content).hexdigest()
+    if previous is not None and previous.digest == digest and previous.file == path:
+        return previous
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -1357,7 +1369,8 @@ class ZoneStore:
             state.error = None
             state.errors = ()
             if old is not None and old.digest == zone.digest and old.origin == zone.origin:
-                replaced.append(zone)  # the same content again: this copy is not used
+                if zone is not old:
+                    replaced.append(zone)  # the same content again: this copy is not used
                 continue
             if old is not None and old.origin != zone.origin:
                 removed.append(old.key)
