@@ -269,14 +269,14 @@ def _scalar(ev: ScalarEvent) -> Any:
 
 def _collection(get: Callable[[], Any], ev: Any, dups: list[tuple[int, str]]) -> Any:
     """The mapping or sequence that starts with event ``ev``."""
+    kind = type(ev)
+    if kind is not MappingStartEvent and kind is not SequenceStartEvent:
+        raise _Unusual  # an alias
     if ev.tag is not None or ev.anchor is not None:
         raise _Unusual
-    kind = type(ev)
     if kind is MappingStartEvent:
         return _mapping(get, ev, dups)
-    if kind is SequenceStartEvent:
-        return _sequence(get, ev, dups)
-    raise _Unusual  # an alias
+    return _sequence(get, ev, dups)
 
 
 def _mapping(get: Callable[[], Any], start: MappingStartEvent, dups: list[tuple[int, str]]) -> LineDict:
