@@ -470,3 +470,41 @@ def test_serial_auto_never_goes_down_across_restarts(gslb_server):
     os.utime(path, (1_750_000_000, 1_750_000_000))
     srv.start(wait_for="reload.test.")
     assert serial(srv, "reload.test.") == second + 1
+
+
+def big_zone(records: int, ns_address: str) -> str:
+    """A zone file of ``records`` static names (a few MB), to keep a reload busy for a while."""
+    return (f"zone: big.test\nns: [ns1.big.test]\nrecords:\n  ns1: {{A: {ns_address}}}\n"
+            + "".join(f"  h{i}: {{A: 192.0.{2 + (i >> 8) % 200}.{i & 255}}}\n" for i in range(records)))
+
+
+def test_dns_answers_while_a_big_zone_is_reloaded(gslb_server, tmp_path):
+    """Zone files are read and built off the event loop: other names are answered meanwhile.
+
+    Checked by answers arriving while the reload request is still pending, not by durations
+    (a reload on the event loop answers nothing until it is done).
+    """
+    token_file = tmp_path / "token"
+    token_file.write_text("big")
+    srv: Gslb = gslb_server({"reload.yaml": ZONE % "192.0.2.1", "big.yaml": big_zone(60000, "192.0.2.53")},
+                            {"checks": False, "api_token_file": str(token_file)}, wait_for="reload.test.")
+    assert addresses(srv, "ns1.big.test.") == ["192.0.2.53"]
+    write_unnoticed(srv.zones_dir / "big.yaml", big_zone(60000, "192.0.2.54"))  # only a forced reload sees it
+    reply: dict = {}
+
+    def post() -> None:
+        req = urllib.request.Request(srv.http + "/api/v1/reload", method="POST", data=b"",
+                                     headers={"Authorization": "Bearer big"})
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            reply.update(json.loads(resp.read()))
+
+    reloading = threading.Thread(target=post)
+    reloading.start()
+    answered_meanwhile = 0
+    while reloading.is_alive():
+        if addresses(srv, "www.reload.test.") == ["192.0.2.1"] and reloading.is_alive():
+            answered_meanwhile += 1
+    reloading.join()
+    assert reply["ok"] and reply["changed"] == ["big.test"], reply
+    assert addresses(srv, "ns1.big.test.") == ["192.0.2.54"]
+    assert answered_meanwhile >= 20, answered_meanwhile

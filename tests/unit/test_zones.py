@@ -12,6 +12,7 @@ import pytest
 from gslb.errors import ConfigErrors
 from gslb.model import POLICY_NAMES, ZoneSet
 import gslb.zones as zones_module
+from gslb.yamlsafe import LIBYAML
 from gslb.zones import ZoneStore, check_directory, load_zone_file, settled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -805,3 +806,184 @@ def test_reload_changed_waits_for_a_file_to_settle(tmp_path):
     assert reload_changed(store)["changed"] == ["a.example"]  # unchanged since the last poll
     path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
     assert reload_changed(store, force=True)["changed"] == ["a.example"]  # forced: read at once
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast loading: libyaml or not, big files, reloads read off the event loop
+
+
+def big_zone_text(records: int, origin: str = "big.example", variant: int = 0) -> str:
+    """A generated zone: mostly ``hN: {A: ...}``, with lists, AAAA, TXT, MX and CNAMEs mixed in."""
+    lines = [f"zone: {origin}", "ttl: 300", f"ns: [ns1.{origin}]", "records:",
+             f"  ns1: {{A: 192.0.2.{53 + variant}}}", '  "@": {MX: ["10 mail"], TXT: ["v=spf1 -all"]}',
+             "  mail: {A: 192.0.2.25}"]
+    for i in range(records):
+        a = f"192.0.{2 + (i >> 8) % 200}.{i & 255}"
+        if i % 100 == 99:
+            lines.append(f"  c{i}: {{CNAME: h{i - 1}}}")
+        elif i % 50 == 1:
+            lines.append(f"  h{i}:\n    ttl: 60\n    A: [{a}, 198.51.100.{i & 255}]\n    AAAA: \"2001:db8::{i:x}\"")
+        elif i % 200 == 3:
+            lines.append(f"  t{i}: {{TXT: \"host {i}\", A: {a}}}")
+        elif i % 500 == 7:
+            lines.append(f"  m{i}: {{MX: [\"10 mail\", \"20 h{i - 1}.{origin}.\"]}}")
+        else:
+            lines.append(f"  h{i}: {{A: {a}}}")
+    return "\n".join(lines) + "\n"
+
+
+def zone_corpus() -> dict[str, str]:
+    """Good and bad zone files: every error class, the example zone, generated ones, broken ones."""
+    corpus = {name: text for name, text, *_ in ERROR_CASES}
+    corpus["example"] = (ROOT / "zones" / "example.yaml").read_text()
+    corpus["sites-pools"] = BASE + POOLS
+    big = big_zone_text(600)
+    corpus["generated"] = big
+    lines = big.splitlines()
+    for i, bad in enumerate(["  x: {A: 1.2.3.4", "  y: [a, b", "  z: {A: 300.1.1.1}", "  h5: {A: 192.0.2.9}",
+                             "\tt: tab", "  w: {CNAME: h1, A: 1.2.3.4}", "  &a s: {A: 1.2.3.4}", "  u: !!str 5",
+                             "  k: {TXT: yes, A: 010}", "  '010': {A: 1.2.3.4}", "  d: {A: 1.2.3.4, A: 1.2.3.5}",
+                             "  o: {A: 0x10}", "  e: {}", "  i: {CNAME: '2001:db8::1'}"]):
+        corpus[f"generated-{i}"] = "\n".join(lines[:40 + 37 * i] + [bad] + lines[40 + 37 * i:]) + "\n"
+    return corpus
+
+
+def load_outcome(path: Path, text: str) -> object:
+    path.write_text(text)
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    try:
+        return load_zone_file(str(path))
+    except ConfigErrors as exc:
+        return [str(e) for e in exc.errors]
+
+
+@pytest.mark.skipif(not LIBYAML, reason="PyYAML built without libyaml")
+def test_libyaml_and_pure_loaders_give_identical_zones_and_errors(tmp_path, monkeypatch):
+    import gslb.yamlsafe as yamlsafe
+
+    corpus = zone_corpus()
+    fast = {name: load_outcome(tmp_path / "z.yaml", text) for name, text in corpus.items()}
+    monkeypatch.setattr(yamlsafe, "LIBYAML", False)
+    pure = {name: load_outcome(tmp_path / "z.yaml", text) for name, text in corpus.items()}
+    assert fast == pure
+    assert sum(1 for v in fast.values() if isinstance(v, list)) > len(ERROR_CASES)  # errors were compared
+
+
+def test_big_files_load_the_same_under_bulk_build(tmp_path, monkeypatch):
+    import gc
+
+    text = big_zone_text(10000)
+    assert len(text.encode()) >= zones_module.BULK_BYTES
+    path = tmp_path / "big.yaml"
+    enabled = gc.isenabled()
+    frozen = gc.get_freeze_count()
+    try:
+        bulk = load_outcome(path, text)
+        assert gc.isenabled() == enabled and (not enabled or gc.get_freeze_count() > frozen)
+    finally:
+        gc.unfreeze()
+    monkeypatch.setattr(zones_module, "BULK_BYTES", 1 << 60)
+    assert load_outcome(path, text) == bulk
+    assert len(bulk.nodes) == 10000 + 3  # and ns1, mail, the apex
+
+
+def test_bulk_build_pauses_the_collector_and_nests():
+    import gc
+
+    assert gc.isenabled()
+    try:
+        with zones_module.bulk_build():
+            assert not gc.isenabled()
+            with zones_module.bulk_build():
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+        gc.unfreeze()
+        gc.disable()  # someone else's pause: left alone, nothing frozen
+        with zones_module.bulk_build():
+            pass
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def test_relative_names_in_one_match_equal_the_long_way(monkeypatch):
+    from gslb.yamlsafe import Errors
+
+    texts = ["www", "a.b", "*.cdn", "*", "_sip._udp", "x-y", "-x", "x-", "WWW", " www ", "@", ".", "a.", "a..b",
+             "example.org", "www.example.org", "a" * 63, "a" * 64, ".".join(["a" * 60] * 4), "é", "a.*.b",
+             "a_b", "10", "1.2.3.4", "b.c" * 80]
+
+    def all_of(names: "zones_module._Names") -> list:
+        return [(names.relative(t, 1, "p", owner=owner), names.relative(t, 1, "p", allow_root=True))
+                for t in texts for owner in (True, False)] + [str(e) for e in names.err.items]
+
+    fast = all_of(zones_module._Names(Errors("f"), "example.org."))
+    monkeypatch.setattr(zones_module, "_PLAIN_RELATIVE", re.compile(r"(?!)"))
+    assert all_of(zones_module._Names(Errors("f"), "example.org.")) == fast
+
+
+def test_store_read_changes_nothing_until_apply(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    store = ZoneStore(str(tmp_path))
+    store.reload()
+    zones, status = store.zones, store.status()
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
+    update = store.read(force=True)
+    assert update.changed == ["a.example"]
+    assert store.zones is zones and store.status() == status  # readers see the old version ...
+    assert store.apply(update) == {"changed": ["a.example"], "errors": [], "removed": []}
+    assert store.zones is not zones and "www.a.example." in store.zones.by_key("a.example").nodes  # ... then the new
+
+
+def test_identical_content_is_not_parsed_again(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    first = load_zone_file(str(path))
+    path.write_text(zone_text("a.example"))  # same content, new mtime
+    assert load_zone_file(str(path), previous=first) is first
+
+
+def test_replaced_zones_are_freed_at_a_later_read_once_unused(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    store = ZoneStore(str(tmp_path))
+    store.reload()
+    old = store.zones.by_key("a.example")
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
+    store.reload(force=True)
+    assert len(store._retired) == 1
+    store.reload()
+    assert len(store._retired) == 1  # still used (by ``old``)
+    del old
+    store.reload()
+    assert store._retired == []
+
+
+async def test_reload_in_thread_reads_off_the_event_loop(tmp_path, monkeypatch):
+    import asyncio
+    import threading
+
+    from gslb.zones import reload_in_thread
+
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    store = ZoneStore(str(tmp_path))
+    loop_thread = threading.current_thread()
+    go = threading.Event()
+    read = store.read
+
+    def blocked_read(*args: object) -> object:
+        assert threading.current_thread() is not loop_thread
+        assert go.wait(30), "the event loop did not run while the files were read"
+        return read(*args)
+
+    monkeypatch.setattr(store, "read", blocked_read)
+    reload = asyncio.ensure_future(reload_in_thread(store, force=True))
+    await asyncio.sleep(0)
+    assert not reload.done() and len(store.zones) == 0
+    go.set()  # only a running event loop gets here while the read waits
+    assert (await reload)["changed"] == ["a.example"]
+    assert store.zones.by_key("a.example") is not None
