@@ -234,12 +234,26 @@ class _Unusual(Exception):
 _STR = "tag:yaml.org,2002:str"
 _NULL = "tag:yaml.org,2002:null"
 _BOOL = "tag:yaml.org,2002:bool"
-#: first character of a plain scalar -> the (tag, regexp) that may resolve it, in order
-_RESOLVERS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
-    first: tuple(resolvers) + tuple(StrictLoader.yaml_implicit_resolvers.get(None, ()))
-    for first, resolvers in StrictLoader.yaml_implicit_resolvers.items() if first is not None
+if None in StrictLoader.yaml_implicit_resolvers:  # pragma: no cover - not in any PyYAML so far
+    raise ImportError("gslb.yamlsafe expects no implicit resolver for every first character")
+
+
+def _one_regex(resolvers: list[tuple[str, re.Pattern[str]]]) -> tuple[re.Pattern[str], dict[str, str]]:
+    """One regex trying ``resolvers`` in order (the first that matches wins, as in PyYAML's
+    resolver), and the tag of each of its groups: ``tags[match.lastgroup]``."""
+    parts, tags = [], {}
+    for i, (tag, regexp) in enumerate(resolvers):
+        flags = "".join(f for f, bit in (("i", re.I), ("m", re.M), ("s", re.S), ("x", re.X)) if regexp.flags & bit)
+        parts.append(f"(?P<r{i}>(?{flags}:{regexp.pattern}))" if flags else f"(?P<r{i}>{regexp.pattern})")
+        tags[f"r{i}"] = tag
+    return re.compile("|".join(parts)), tags
+
+
+#: first character of a plain scalar -> the regex and tags of the resolvers that may apply
+_RESOLVERS: dict[str, tuple[re.Pattern[str], dict[str, str]]] = {
+    first: _one_regex(resolvers)
+    for first, resolvers in StrictLoader.yaml_implicit_resolvers.items() if resolvers
 }
-_WILDCARD: tuple[tuple[str, re.Pattern[str]], ...] = tuple(StrictLoader.yaml_implicit_resolvers.get(None, ()))
 #: numbers are built by StrictLoader's own constructors (few of them in a file)
 _NUMBERS = {tag: StrictLoader.yaml_constructors[tag] for tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")}
 _SCALARS = SafeConstructor()
@@ -252,11 +266,11 @@ def _scalar(ev: ScalarEvent) -> Any:
     value = ev.value
     if not ev.implicit[0]:
         return value  # quoted or block scalar: a string
-    for tag, regexp in _RESOLVERS.get(value[:1], _WILDCARD):
-        if regexp.match(value):
-            break
-    else:
+    resolvers = _RESOLVERS.get(value[:1])
+    match = resolvers[0].match(value) if resolvers is not None else None
+    if match is None:
         return value
+    tag = resolvers[1][match.lastgroup]  # type: ignore[index]
     if tag == _NULL:
         return None
     if tag == _BOOL:

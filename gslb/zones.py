@@ -841,6 +841,7 @@ def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools
     if m is None:
         return out
     parser = _RecordParser(err, names)
+    origin, below = names.origin, "." + names.origin
     for key, spec in m.items():
         raw = m.raw_key(key)
         path = f"records.{raw}"
@@ -848,7 +849,7 @@ def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools
         owner = names.relative(raw, line, path, owner=True)
         if owner is None:
             continue
-        if not _in_zone(owner, names.origin):
+        if not owner.endswith(below) and owner != origin:  # _in_zone
             err.add(line, path, f"name {owner!r} is outside the zone {names.origin!r}")
             continue
         if owner in out:
@@ -862,6 +863,15 @@ def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools
 
 
 _NODE_KEY_SET = frozenset(_NODE_KEYS)
+_TYPE_ORDER = {rtype: i for i, rtype in enumerate(STATIC_TYPES)}
+
+
+def _types_in(spec: LineDict) -> list[str]:
+    """The record types written in ``spec``, in STATIC_TYPES order (the order their errors come in)."""
+    types = [k for k in spec if k in _TYPE_ORDER]
+    if len(types) > 1:
+        types.sort(key=_TYPE_ORDER.__getitem__)
+    return types
 
 
 def _parse_node(err: Errors, parser: _RecordParser, spec: LineDict, owner: str, line: int, path: str,
@@ -890,9 +900,8 @@ def _parse_node(err: Errors, parser: _RecordParser, spec: LineDict, owner: str, 
         else:
             node.pool = pname
             node.pool_line = pool_line
-    for rtype in STATIC_TYPES:
-        if rtype in spec:
-            _parse_type(err, parser, spec, rtype, f"{path}.{rtype}", node)
+    for rtype in _types_in(spec):
+        _parse_type(err, parser, spec, rtype, f"{path}.{rtype}", node)
     # CNAME rules (RFC 1034 3.6.2, RFC 2181 10.1)
     if "CNAME" in spec:
         others = [t for t in STATIC_TYPES if t in spec and t != "CNAME"] + (["pool"] if "pool" in spec else [])
@@ -917,7 +926,7 @@ def _parse_type(err: Errors, parser: _RecordParser, spec: LineDict, rtype: str, 
     value = spec[rtype]
     if not isinstance(value, LineList):  # one value, the common case
         ln = spec.value_line(rtype)
-        rd = parser.parse(rtype, value, spec.raw_value(rtype), ln, tpath)
+        rd = parser.parse(rtype, value, None if type(value) is str else spec.raw_value(rtype), ln, tpath)
         if rd is not None:
             node.rdata[rtype] = [rd]
         node.type_lines[rtype] = ln
