@@ -311,17 +311,19 @@ def _mapping(get: Callable[[], Any], start: MappingStartEvent, dups: list[tuple[
             key = _scalar(kev)  # else a plain string, the common case
         key_line = kev.start_mark.line + 1
         vev = get()
-        before = len(dups)
+        if key in data:  # PyYAML reports the key and does not read its value
+            _scalar(vev) if type(vev) is ScalarEvent else _collection(get, vev, [])
+            dups.append((key_line, f"duplicate key {kev.value!r} (first at line {key_lines.get(key, line)})"))
+            continue
+        raw = None
         if type(vev) is ScalarEvent:
             value = vev.value
             if vev.tag is not None or vev.anchor is not None or (vev.implicit[0] and value[:1] in _RESOLVERS):
                 value = _scalar(vev)
+                if type(value) is not str:
+                    raw = vev.value
         else:
             value = _collection(get, vev, dups)
-        if key in data:
-            del dups[before:]  # PyYAML does not read the value of a duplicate key
-            dups.append((key_line, f"duplicate key {kev.value!r} (first at line {key_lines.get(key, line)})"))
-            continue
         data[key] = value
         if key_line != line:
             if key_lines is _NONE:
@@ -336,10 +338,10 @@ def _mapping(get: Callable[[], Any], start: MappingStartEvent, dups: list[tuple[
             if raw_keys is _NONE:
                 raw_keys = {}
             raw_keys[key] = kev.value
-        if type(value) is not str and type(vev) is ScalarEvent:
+        if raw is not None:
             if raw_values is _NONE:
                 raw_values = {}
-            raw_values[key] = vev.value
+            raw_values[key] = raw
     data.key_lines = key_lines
     data.value_lines = value_lines
     data.raw_keys = raw_keys
