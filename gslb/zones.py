@@ -506,30 +506,36 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     all_names = _existing_names(pending, origin)
     _check_cname_loops(err, pending, cuts, origin, all_names)
 
-    if err.items:
-        release(pending)
-        raise ConfigErrors(sorted(err.items, key=lambda e: (e.line or 0)))
-
-    nodes = _build_nodes(pending, origin, zone_ttl)
+    nodes = _build_nodes(err, pending, origin, zone_ttl)
     release(pending)  # piecewise: see yamlsafe.release
+    if err.items:
+        release(nodes)
+        raise ConfigErrors(sorted(err.items, key=lambda e: (e.line or 0)))
     return Zone(origin=origin, file=file, serial=serial, ttl=zone_ttl, soa=soa,
                 ns=tuple(n for n, _ in ns_names), nodes=MappingProxyType(nodes),
                 sites=MappingProxyType(sites), checks=MappingProxyType(checks),
                 pools=MappingProxyType(pools), digest=digest, names=all_names, cuts=cuts)
 
 
-def _build_nodes(pending: dict[str, _PendingNode], origin: str, zone_ttl: int) -> dict[str, Node]:
-    """The zone's immutable nodes: each type's records with the name's TTL (apex SOA/NS: the zone's)."""
+def _build_nodes(err: Errors, pending: dict[str, _PendingNode], origin: str, zone_ttl: int) -> dict[str, Node]:
+    """The zone's immutable nodes: each type's records with the name's TTL (apex SOA/NS: the zone's).
+
+    Data the wire format cannot hold (a TXT record of more than 65535 octets) is an error at the
+    type's line (the message of :func:`gslb.rdata.record_tail`).
+    """
     nodes: dict[str, Node] = {}
     for name, p in pending.items():
         rec_ttl = p.ttl if p.ttl is not None else zone_ttl
         records = {}
         for rtype, values in p.rdata.items():
             ttl = zone_ttl if rtype == "SOA" or (rtype == "NS" and name == origin) else rec_ttl
-            if len(values) == 1:
-                records[rtype] = (Record(name, rtype, ttl, values[0]),)
-            else:
-                records[rtype] = tuple([Record(name, rtype, ttl, v) for v in values])
+            try:
+                if len(values) == 1:
+                    records[rtype] = (Record(name, rtype, ttl, values[0]),)
+                else:
+                    records[rtype] = tuple([Record(name, rtype, ttl, v) for v in values])
+            except ValueError as exc:
+                err.add(p.type_lines.get(rtype, p.line), f"{p.path}.{rtype}", str(exc))
         nodes[name] = Node(name, MappingProxyType(records), p.pool, p.ttl, p.line)
     return nodes
 

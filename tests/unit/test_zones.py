@@ -987,3 +987,11 @@ async def test_reload_in_thread_reads_off_the_event_loop(tmp_path, monkeypatch):
     go.set()  # only a running event loop gets here while the read waits
     assert (await reload)["changed"] == ["a.example"]
     assert store.zones.by_key("a.example") is not None
+
+
+def test_data_the_wire_format_cannot_hold_is_a_located_error(tmp_path):
+    file = str(tmp_path / "z.yaml")
+    long_txt = "x" * 70000  # 70000 octets in 275 character-strings: RDATA over 65535
+    errors = errors_of(tmp_path, BASE + f"  www: {{A: 192.0.2.300}}\n  txt: {{TXT: {long_txt}}}\n")
+    assert errors == [f"{file}:5: records.www.A: '192.0.2.300' is not an IPv4 address",
+                      f"{file}:6: records.txt.TXT: TXT data is 70275 octets in wire form, at most 65535"]
