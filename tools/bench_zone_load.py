@@ -151,10 +151,12 @@ def rcode_of(port: int, qname: str, timeout: float = 0.5) -> int | None:
 
 
 class Prober:
-    """Sends one query every ``interval`` seconds from one UDP socket; notes when answers arrive."""
+    """Sends one query every ``interval`` seconds over one UDP socket or one TCP connection
+    (RFC 7766: queries pipelined, each with its 2-byte length); notes when the answers arrive."""
 
-    def __init__(self, port: int, qname: str, interval: float = 0.01) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def __init__(self, port: int, qname: str, tcp: bool = False, interval: float = 0.01) -> None:
+        self.tcp = tcp
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
         self.sock.connect(("127.0.0.1", port))
         self.sock.settimeout(0.2)
         self.query = dns_query(qname)
@@ -183,22 +185,43 @@ class Prober:
         due = time.monotonic()
         while not self.stop.is_set():
             qid = n & 0xFFFF
+            packet = qid.to_bytes(2, "big") + self.query[2:]
+            if self.tcp:
+                packet = len(packet).to_bytes(2, "big") + packet
             now = time.monotonic()
             self.sent[qid] = now
             self.sent_times.append(now)
             try:
-                self.sock.send(qid.to_bytes(2, "big") + self.query[2:])
+                self.sock.sendall(packet)
             except OSError:
                 pass
             n += 1
             due += self.interval
             time.sleep(max(0.0, due - time.monotonic()))
 
-    def _receive(self) -> None:
+    def _messages(self):
+        """The replies as they arrive (None after each read timeout, to check ``stop``)."""
+        buffer = b""
         while not self.stop.is_set():
             try:
-                data = self.sock.recv(4096)
+                data = self.sock.recv(65536)
             except OSError:
+                yield None
+                continue
+            if not self.tcp:
+                yield data
+                continue
+            if not data:
+                return  # the server closed the connection
+            buffer += data
+            while len(buffer) >= 2 and len(buffer) >= 2 + int.from_bytes(buffer[:2], "big"):
+                size = int.from_bytes(buffer[:2], "big")
+                yield buffer[2:2 + size]
+                buffer = buffer[2 + size:]
+
+    def _receive(self) -> None:
+        for data in self._messages():
+            if data is None or len(data) < 4:
                 continue
             now = time.monotonic()
             sent = self.sent.pop(int.from_bytes(data[:2], "big"), None)
@@ -214,6 +237,11 @@ class Prober:
         slowest = max((a - s for s, a in self.answers if start <= s <= end), default=0.0)
         sent = sum(1 for s in self.sent_times if start <= s <= end)
         return Window(sent, len(answered), gap, slowest)
+
+
+def windows(probers: list[Prober], start: float, end: float) -> str:
+    """What each prober saw between ``start`` and ``end``, one line each."""
+    return "".join(f"\n  {'TCP' if p.tcp else 'UDP'}: {p.window(start, end).text()}" for p in probers)
 
 
 @dataclass
@@ -268,7 +296,8 @@ def pause_check(records: int, root: Path | None, deadline: float, verbose: bool 
         (work / "gslb.yaml").write_text(json.dumps({
             "listen": [f"127.0.0.1:{port}"], "http": f"127.0.0.1:{http_port}", "zones": "zones",
             "checks": False, "api_token_file": str(work / "token")}))
-        big = zone_text(records)
+        # all generated before the clock starts: the probers share this process
+        big, changed, edited = (zone_text(records, variant=v) for v in (0, 2, 1))
         env = dict(os.environ)
         if root is not None:
             env["PYTHONPATH"] = str(root.resolve()) + os.pathsep + env.get("PYTHONPATH", "")
@@ -276,11 +305,13 @@ def pause_check(records: int, root: Path | None, deadline: float, verbose: bool 
         proc = subprocess.Popen([sys.executable, "-m", "gslb", "serve", "-c", str(work / "gslb.yaml"),
                                  "--geoip", "none"],
                                 cwd=work, stdout=log, stderr=subprocess.STDOUT, env=env)
-        prober = None
+        probers: list[Prober] = []
         try:
             wait_for(lambda: rcode_of(port, "www.small.test") == 0, 30)
-            prober = Prober(port, "www.small.test").start()
-            time.sleep(1.0)
+            probers = [Prober(port, "www.small.test").start(), Prober(port, "www.small.test", tcp=True).start()]
+            t0 = time.monotonic()
+            time.sleep(2.0)
+            print(f"idle (the noise floor of this machine), 2 s: {windows(probers, t0 + 0.2, time.monotonic() - 0.2)}")
             qname = f"h0.{ORIGIN}"
 
             t0 = time.monotonic()
@@ -288,10 +319,10 @@ def pause_check(records: int, root: Path | None, deadline: float, verbose: bool 
             t1 = wait_for(lambda: rcode_of(port, qname) == 0, deadline)
             time.sleep(0.5)
             print(f"file watch, new {records}-record zone: answered {t1 - t0:.2f} s after the write "
-                  f"(includes the watch's 1 s poll and settle); {prober.window(t0, t1 + 0.5).text()}")
+                  f"(includes the watch's 1 s poll and settle); {windows(probers, t0, t1 + 0.5)}")
 
             # changed in place with the same size and mtime: only a forced reload sees it
-            write_unnoticed(zones / "big.yaml", zone_text(records, variant=2))
+            write_unnoticed(zones / "big.yaml", changed)
             t0 = time.monotonic()
             request = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/v1/reload", data=b"",
                                              method="POST", headers={"Authorization": "Bearer bench-token"})
@@ -302,16 +333,16 @@ def pause_check(records: int, root: Path | None, deadline: float, verbose: bool 
             assert _address(port, f"ns1.{ORIGIN}") == "192.0.2.55"
             time.sleep(0.5)
             print(f"POST /api/v1/reload (the big file changed unseen by the watch): {t1 - t0:.2f} s; "
-                  f"{prober.window(t0, t1 + 0.5).text()}")
+                  f"{windows(probers, t0, t1 + 0.5)}")
 
             t0 = time.monotonic()
-            replace_file(zones / "big.yaml", zone_text(records, variant=1))
+            replace_file(zones / "big.yaml", edited)
             t1 = wait_for(lambda: _address(port, f"ns1.{ORIGIN}") == "192.0.2.54", deadline)
             time.sleep(0.5)
             print(f"file watch, one record edited: answered {t1 - t0:.2f} s after the write; "
-                  f"{prober.window(t0, t1 + 0.5).text()}")
+                  f"{windows(probers, t0, t1 + 0.5)}")
         finally:
-            if prober is not None:
+            for prober in probers:
                 prober.close()
             proc.terminate()
             try:

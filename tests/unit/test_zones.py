@@ -995,3 +995,17 @@ def test_data_the_wire_format_cannot_hold_is_a_located_error(tmp_path):
     errors = errors_of(tmp_path, BASE + f"  www: {{A: 192.0.2.300}}\n  txt: {{TXT: {long_txt}}}\n")
     assert errors == [f"{file}:5: records.www.A: '192.0.2.300' is not an IPv4 address",
                       f"{file}:6: records.txt.TXT: TXT data is 70275 octets in wire form, at most 65535"]
+
+
+def test_bulk_build_shortens_the_switch_interval_meanwhile():
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        with zones_module.bulk_build():
+            assert sys.getswitchinterval() == min(before, zones_module.BULK_SWITCH_INTERVAL)
+        assert sys.getswitchinterval() == before
+    finally:
+        import gc
+
+        gc.unfreeze()
