@@ -14,13 +14,16 @@ fresh ``ZoneStore.reload``, in seconds, and the process CPU time of the same run
 ``load_zone_file`` instead.
 
 Pause (``--pause``): starts ``gslb serve`` (this Python, checks off, no GeoIP) on a folder with a
-small zone, sends a UDP query for a static name of it every 10 ms from one socket, and notes when
-each answer arrives while the server loads the big zone three times: dropped into the zones
-folder (the file watch), changed in place unseen by the watch (same size and mtime) and re-read
-by ``POST /api/v1/reload`` (with a token), and edited again (one record changed; the watch). For each it prints the load time as seen from outside and
-the longest gap between two answers (target: at most 50 ms), the slowest answer and the
-queries left unanswered. ``--root DIR`` runs the server of another checkout (its ``gslb``
-package first on the path), to compare before and after.
+small zone and queries a static name of it every 10 ms over UDP (one socket) and over TCP (one
+connection, pipelined): UDP is answered by the server's UDP threads, TCP on its event loop. It
+notes when each answer arrives, first for 2 s of idling (the noise floor), then while the
+server loads the big zone three times: dropped into the zones folder (the file watch), changed
+in place unseen by the watch (same size and mtime) and re-read by ``POST /api/v1/reload`` (with
+a token), and edited again (one record changed; the watch). For each it prints the load time
+as seen from outside, the longest gap between two answers (target: at most 50 ms; it also
+counts stalls of this process or the OS), the slowest answer and how many were answered.
+``--workers N`` runs the server with N DNS processes; ``--root DIR`` runs the ``gslb`` package
+of another checkout (first on the path), to compare before and after.
 
     .venv/bin/python tools/bench_zone_load.py --pause [--records 100000] [--root ../main]
 """
@@ -283,7 +286,8 @@ def wait_for(predicate, deadline: float) -> float:
     return time.monotonic()
 
 
-def pause_check(records: int, root: Path | None, deadline: float, verbose: bool = False) -> int:
+def pause_check(records: int, root: Path | None, deadline: float, verbose: bool = False,
+                workers: int = 1) -> int:
     """The ``--pause`` mode (module doc)."""
     with tempfile.TemporaryDirectory(prefix="gslb-pause-") as tmp:
         work = Path(tmp)
@@ -303,7 +307,7 @@ def pause_check(records: int, root: Path | None, deadline: float, verbose: bool 
             env["PYTHONPATH"] = str(root.resolve()) + os.pathsep + env.get("PYTHONPATH", "")
         log = open(work / "gslb.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "gslb", "serve", "-c", str(work / "gslb.yaml"),
-                                 "--geoip", "none"],
+                                 "--geoip", "none", "--workers", str(workers)],
                                 cwd=work, stdout=log, stderr=subprocess.STDOUT, env=env)
         probers: list[Prober] = []
         try:
@@ -378,9 +382,10 @@ def main() -> int:
     ap.add_argument("--root", type=Path, help="with --pause: run the gslb package of this checkout")
     ap.add_argument("--deadline", type=float, default=120.0, help="with --pause: give up after this many s")
     ap.add_argument("--verbose", action="store_true", help="with --pause: print the server's log")
+    ap.add_argument("--workers", type=int, default=1, help="with --pause: gslb serve --workers N")
     args = ap.parse_args()
     if args.pause:
-        return pause_check(args.records, args.root, args.deadline, args.verbose)
+        return pause_check(args.records, args.root, args.deadline, args.verbose, args.workers)
     return load_times(args.records, args.repeat, args.profile)
 
 
