@@ -859,7 +859,7 @@ def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools
     parser = _RecordParser(err, names)
     origin, below = names.origin, "." + names.origin
     for key, spec in m.items():
-        raw = m.raw_key(key)
+        raw = key if type(key) is str else m.raw_key(key)
         path = f"records.{raw}"
         line = m.key_line(key)
         owner = names.relative(raw, line, path, owner=True)
@@ -874,6 +874,14 @@ def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools
         if not isinstance(spec, LineDict):
             err.add(m.value_line(key), path, f"expected a mapping of record types, got {type_name(spec)}")
             continue
+        if len(spec) == 1:
+            address = spec.get("A")
+            if type(address) is str and _IPV4.fullmatch(address):
+                # One address as ipaddress writes it and nothing else, most names of a big zone:
+                # nothing that _parse_node checks can fail.
+                out[owner] = _PendingNode(owner, line, path, None, None, 0, {"A": [address]},
+                                          {"A": spec.value_line("A")})
+                continue
         out[owner] = _parse_node(err, parser, spec, owner, line, path, defined_pools)
     return out
 
