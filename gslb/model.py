@@ -188,6 +188,10 @@ class Zone:
     names: frozenset[str] = field(default=frozenset())
     #: delegation points: non-apex names that hold NS records
     cuts: frozenset[str] = field(default=frozenset())
+    #: the file's modification time and bytes as loaded: a DNS worker process rebuilds the same
+    #: zone from them (``gslb.workers``; with ``(digest, serial)`` the serial comes out the same)
+    mtime: float = field(default=0.0, repr=False, compare=False)
+    source: bytes = field(default=b"", repr=False, compare=False)
     #: derived: the zone's name without the trailing dot, as used in the API and the state table
     key: str = field(init=False, repr=False, compare=False)
     #: derived: the query path's per-zone cache (gslb.authority fills it; bounded there); not
@@ -196,12 +200,6 @@ class Zone:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", self.origin[:-1])
-
-    def __getstate__(self) -> dict:
-        """Pickled (sent to DNS worker processes) without the query path's memo."""
-        state = dict(self.__dict__)
-        state["memo"] = {}
-        return state
 
 
 class ZoneSet:

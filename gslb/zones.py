@@ -395,11 +395,12 @@ class _PendingNode:
 
 def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
                previous: Zone | None = None, shown: str | None = None,
-               recorded: tuple[str, int] | None = None) -> Zone:
+               recorded: tuple[str, int] | None = None, source: bytes = b"") -> Zone:
     """Build a Zone from loaded YAML (a LineDict); raises ConfigErrors with every problem.
 
     ``file`` goes into Zone.file; errors name ``shown`` (default: ``file``). ``previous`` and
     ``recorded`` (digest, serial from the state file) feed serial ``auto`` (module doc).
+    ``source`` (the file's bytes) is kept in Zone.source.
     """
     err = Errors(shown or file)
     if not isinstance(data, LineDict):
@@ -524,7 +525,8 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     return Zone(origin=origin, file=file, serial=serial, ttl=zone_ttl, soa=soa,
                 ns=tuple(n for n, _ in ns_names), nodes=MappingProxyType(nodes),
                 sites=MappingProxyType(sites), checks=MappingProxyType(checks),
-                pools=MappingProxyType(pools), digest=digest, names=all_names, cuts=cuts)
+                pools=MappingProxyType(pools), digest=digest, names=all_names, cuts=cuts,
+                mtime=mtime, source=source)
 
 
 def _build_nodes(err: Errors, pending: dict[str, _PendingNode], origin: str, zone_ttl: int) -> dict[str, Node]:
@@ -1110,7 +1112,7 @@ def load_zone_bytes(content: bytes, path: str, mtime: float, previous: Zone | No
         data = load_yaml(text, shown)
         try:
             return parse_zone(data, path, digest=digest, mtime=mtime, previous=previous, shown=shown,
-                              recorded=recorded)
+                              recorded=recorded, source=content)
         finally:
             release(data)
 
