@@ -131,6 +131,10 @@ class GslbCollector(Collector):
             answers.add_metric([zone, pool, site], n)
         yield answers
 
+        yield CounterMetricFamily(
+            "gslb_answer_cache_hits", "DNS queries answered from the answer cache (also counted in gslb_queries)",
+            value=stats.cache_hits)
+
         dropped = CounterMetricFamily(
             "gslb_dropped", "Packets dropped without a reply, by reason", labels=["reason"])
         for reason, n in sorted(stats.dropped.items()):
