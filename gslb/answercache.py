@@ -19,6 +19,10 @@ depended on one zone or pool; a hit whose stamp is no longer current is a miss. 
 that changes no verdict invalidates nothing. Stale entries are not searched for: they are
 overwritten by the next answer or aged out.
 
+What is not stored: replies that depend on a random draw (weighted, round_robin, p2c), NXDOMAIN
+and REFUSED (a flood of random names would otherwise push every useful answer out; resolvers
+cache negative answers themselves), and queries longer than MAX_KEY.
+
 Bounded in bytes, with two generations (a cheap approximation of LRU with O(1) work per
 operation): new entries go to the young dict; when it holds half the budget, it becomes the old
 one and the previous old one is dropped; a hit in the old generation moves the entry to the young

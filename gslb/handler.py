@@ -35,12 +35,16 @@ from gslb.config import Acl
 from gslb.model import Pool, PoolAnswer, StateView, Zone, ZoneSet
 from gslb.resolver import Pools, resolve
 from gslb.stats import QueryStats
-from gslb.wire import RCODE_NAMES, Drop, FormErr, Reject, encode_response, parse_query, servfail
+from gslb.wire import (NXDOMAIN, RCODE_NAMES, REFUSED, Drop, FormErr, Reject, encode_response, parse_query,
+                       servfail)
 
 logger = logging.getLogger(__name__)
 
 #: the largest DNS message (TCP)
 TCP_MAX = 65535
+
+#: rcodes whose replies the answer cache does not keep (see QueryHandler.compute)
+_NOT_STORED = frozenset((NXDOMAIN, REFUSED))
 
 #: answer kinds (statistics slots) before the registry starts over (the cache is cleared with it)
 MAX_SLOTS = 20000
@@ -290,7 +294,9 @@ class QueryHandler:
         if pool is not None:
             stats.answered_sites(pool[0], pool[1], response.sites)
         stats.query(response.zone, qtype, rcode, perf_counter() - start)
-        if cache is not None and response.deps is not None:
+        # NXDOMAIN and REFUSED are not stored: resolvers cache them themselves (RFC 2308), so a
+        # repeat is rare, while a flood of random names would push every useful answer out
+        if cache is not None and response.deps is not None and response.rcode not in _NOT_STORED:
             if len(stats.hits) >= MAX_SLOTS or cache.full:
                 # start both over: a new cache, so no entry points at a slot of the old registry
                 stats.reset_slots()

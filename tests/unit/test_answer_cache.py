@@ -17,6 +17,7 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.name
+import dns.rcode
 import pytest
 
 from gslb.answercache import ENTRY_OVERHEAD, MAX_KEY, AnswerCache
@@ -318,3 +319,14 @@ def test_long_queries_are_not_stored():
     cache = AnswerCache()
     cache.put(b"x" * (MAX_KEY + 1), None, b"r", cache.token(()), 0)
     assert len(cache) == 0
+
+
+def test_random_names_do_not_fill_the_cache(env):
+    """A flood of names that do not exist (NXDOMAIN) or are not ours (REFUSED) is answered, not stored."""
+    for i in range(500):
+        for name in (f"r{i}.gslb.example.com.", f"r{i}.example.net."):
+            reply = env.handler.udp(dns.message.make_query(name, "A").to_wire(), "127.0.0.1")
+            assert dns.message.from_wire(reply).rcode() in (dns.rcode.NXDOMAIN, dns.rcode.REFUSED)
+    assert len(env.cache) == 0
+    env.handler.udp(dns.message.make_query("api.gslb.example.com.", "AAAA").to_wire(), "127.0.0.1")
+    assert len(env.cache) == 1  # NODATA of a name that exists is stored
