@@ -17,8 +17,12 @@ with ``urllib.parse.quote(part, safe="")`` so a ``:`` inside a name cannot split
   every resync; when it changes the Redis lost its data (restart without persistence,
   FLUSHALL) and every node writes back the overrides, tombstones and fresh results it still
   knows (through the same compare scripts, so the newest of each wins).
-- ``P events`` -- pub/sub channel; one compact JSON message per change:
-  ``{"kind": "result", "zone", "site", "region", "result": {...}, "node"}``,
+- ``P events`` -- pub/sub channel; compact JSON messages:
+  ``{"kind": "results", "items": [{"zone", "site", "region", "result": {...}}, ...], "node"}``
+  (the results one flush stored: a writer gathers results for up to ``RESULT_BATCH`` seconds,
+  so a checker probing 50 sites a second sends about ten messages a second, not fifty, and
+  every node reads that much less), ``{"kind": "result", "zone", "site", "region", "result",
+  "node"}`` (one result: what earlier versions send; still understood),
   ``{"kind": "override", "zone", "site", "state": "down" | null, "set_at", "node"}`` and
   ``{"kind": "resync"}`` (ask every node for a full resynchronisation now).
 
@@ -39,6 +43,7 @@ ahead of the clock by more than that is clamped (the override applies, it only o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -73,23 +78,26 @@ MAX_STALE_AFTER = 86400.0
 #: seconds a removed override is remembered (tombstone) so that no stale copy revives it
 TOMBSTONE_TTL = 7 * 86400.0
 
-#: store a result only when it is not older than the stored one, then announce it (atomic);
-#: a stored time beyond the writer's clock + MAX_SKEW (ARGV[5]) never blocks a write
+#: store a result only when it is not older than the stored one (the flush announces the stored
+#: ones in one message); a stored time beyond the writer's clock + MAX_SKEW (ARGV[4]) never
+#: blocks a write
 _PUT_RESULT_LUA = """
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local ok, old = pcall(cjson.decode, cur)
   if ok and type(old) == 'table' then
     local t = tonumber(old['checked_at'])
-    if t and t > tonumber(ARGV[2]) and t <= tonumber(ARGV[5]) then
+    if t and t > tonumber(ARGV[2]) and t <= tonumber(ARGV[4]) then
       return 0
     end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-redis.call('PUBLISH', KEYS[2], ARGV[4])
 return 1
 """
+
+#: seconds a writer gathers results before it stores and announces them together
+RESULT_BATCH = 0.1
 
 #: last-writer-wins by set_at for an override or a tombstone (same rules as results)
 _PUT_OVERRIDE_LUA = """
@@ -534,14 +542,14 @@ class RedisBackend:
             overrides, self._pending_overrides = self._pending_overrides, {}
             ceiling = repr(self._clock() + MAX_SKEW)
             try:
+                items = []
                 async with client.pipeline(transaction=False) as pipe:
                     for (key, region), (result, ttl) in results.items():
                         body = encode_result(result)
-                        msg = self._message(kind="result", zone=key[0], site=key[1], region=region,
-                                            result=body)
-                        pipe.eval(_PUT_RESULT_LUA, 2, self.result_key(key, region), self.channel,
+                        items.append({"zone": key[0], "site": key[1], "region": region, "result": body})
+                        pipe.eval(_PUT_RESULT_LUA, 1, self.result_key(key, region),
                                   json.dumps(body, separators=(",", ":")), repr(result.checked_at),
-                                  max(1, int(ttl * 1000)), msg, ceiling)
+                                  max(1, int(ttl * 1000)), ceiling)
                     for key, (state, set_at) in overrides.items():
                         msg = self._message(kind="override", zone=key[0], site=key[1], state=state,
                                             set_at=set_at)
@@ -550,6 +558,9 @@ class RedisBackend:
                                   json.dumps({"state": state, "set_at": set_at}, separators=(",", ":")),
                                   repr(set_at), ceiling, msg)
                     written = await pipe.execute()
+                stored = [item for item, ok in zip(items, written) if ok]
+                if stored:
+                    await client.publish(self.channel, self._message(kind="results", items=stored))
                 if not all(written):
                     # Redis holds something newer than this write: take it over at once.
                     self._resync_now.set()
@@ -567,6 +578,12 @@ class RedisBackend:
         next_resync = loop.time() + self.resync_interval
         while True:
             _raise_if_cancelling()
+            if self._pending_results and not self._pending_overrides and not self._closing:
+                # gather the results of the next RESULT_BATCH seconds into this flush (an
+                # override goes out at once: it wakes the wait)
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), RESULT_BATCH)
             self._wake.clear()
             await self._flush(client)
             if self._resync_now.is_set() or loop.time() >= next_resync:
@@ -599,16 +616,15 @@ class RedisBackend:
         try:
             msg = json.loads(data)
             kind = msg.get("kind") if isinstance(msg, dict) else None
-            if kind == "result":
-                key: SiteKey = (str(msg["zone"]), str(msg["site"]))
-                region = str(msg["region"])
-                result = decode_result(msg["result"], self._clock())
-                current = self._results.get(key, {}).get(region)
-                if current == result or (current is not None and current.checked_at > result.checked_at):
+            if kind == "results":
+                items = msg["items"]
+                if not isinstance(items, list):
+                    raise ValueError("items: expected a list")
+                if not any([self._apply_result(item) for item in items]):
                     return
-                self._seq += 1
-                self._touched_results[(key, region)] = self._seq
-                self._results.setdefault(key, {})[region] = result
+            elif kind == "result":
+                if not self._apply_result(msg):
+                    return
             elif kind == "override":
                 key = (str(msg["zone"]), str(msg["site"]))
                 state, set_at = decode_override(msg, self._clock())
@@ -631,6 +647,19 @@ class RedisBackend:
             self._log_bad(where, f"state: ignoring a malformed message on {self.channel}: {exc}: {data:.200}")
             return
         self._changed_soon()
+
+    def _apply_result(self, item: Any) -> bool:
+        """One announced result (``zone``, ``site``, ``region``, ``result``); True when it is news."""
+        key: SiteKey = (str(item["zone"]), str(item["site"]))
+        region = str(item["region"])
+        result = decode_result(item["result"], self._clock())
+        current = self._results.get(key, {}).get(region)
+        if current == result or (current is not None and current.checked_at > result.checked_at):
+            return False
+        self._seq += 1
+        self._touched_results[(key, region)] = self._seq
+        self._results.setdefault(key, {})[region] = result
+        return True
 
     async def _resync(self, client: aioredis.Redis) -> None:
         """Reread every result and override, replacing this node's copy (changes newer than the snapshot stay)."""

@@ -187,6 +187,36 @@ async def test_round_trip_between_two_backends(redis_server: RedisServer, backen
     assert_alive(a, b)
 
 
+async def test_results_of_one_flush_are_announced_in_one_message(redis_server: RedisServer, backends,
+                                                                   raw) -> None:
+    """A checker's results gathered within RESULT_BATCH go out as one ``results`` message; the
+    one-result messages of earlier versions are still applied."""
+    a = await backends(redis_server.url)
+    b = await backends(redis_server.url)
+    await eventually(lambda: a.connected and b.connected)
+    pubsub = raw.pubsub()
+    await pubsub.subscribe(f"{PREFIX}events")
+    assert (await pubsub.get_message(timeout=2.0))["type"] == "subscribe"
+    sites = [(KEY[0], f"s{i}") for i in range(10)]
+    for key in sites:
+        await a.put_result(key, "eu-west", result("up"))
+    await eventually(lambda: all(key in b.results() for key in sites))
+    messages = []
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # None also stands for the subscription's confirmation
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if msg is not None:
+            messages.append(json.loads(msg["data"]))
+    assert [m["kind"] for m in messages] == ["results"]
+    assert sorted(item["site"] for item in messages[0]["items"]) == sorted(site for _, site in sites)
+    await pubsub.aclose()
+    old = result("down")
+    await raw.publish(f"{PREFIX}events", json.dumps({"kind": "result", "zone": KEY[0], "site": KEY[1],
+                                                     "region": "us-east", "result": encode_result(old)}))
+    await eventually(lambda: b.results().get(KEY, {}).get("us-east") == old)
+    assert_alive(a, b)
+
+
 async def test_results_expire_and_overrides_do_not(redis_server: RedisServer, backends, raw) -> None:
     a = await backends(redis_server.url)
     b = await backends(redis_server.url)
