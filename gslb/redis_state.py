@@ -578,12 +578,17 @@ class RedisBackend:
         next_resync = loop.time() + self.resync_interval
         while True:
             _raise_if_cancelling()
-            if self._pending_results and not self._pending_overrides and not self._closing:
-                # gather the results of the next RESULT_BATCH seconds into this flush (an
-                # override goes out at once: it wakes the wait)
-                self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), RESULT_BATCH)
+            if self._pending_results and not self._pending_overrides:
+                # gather the results of the next RESULT_BATCH seconds into this flush; an
+                # override (or closing) ends the wait at once
+                deadline = loop.time() + RESULT_BATCH
+                while not self._pending_overrides and not self._closing:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    self._wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), left)
             self._wake.clear()
             await self._flush(client)
             if self._resync_now.is_set() or loop.time() >= next_resync:
