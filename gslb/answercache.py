@@ -23,20 +23,23 @@ What is not stored: replies that depend on a random draw (weighted, round_robin,
 and REFUSED (a flood of random names would otherwise push every useful answer out; resolvers
 cache negative answers themselves), and queries longer than MAX_KEY.
 
-Bounded in bytes, with two generations (a cheap approximation of LRU with O(1) work per
-operation): new entries go to the young dict; when it holds half the budget, it becomes the old
-one and the previous old one is dropped; a hit in the old generation moves the entry to the young
-one. So the cache never holds more than ``max_bytes`` of keys and replies (estimated with a fixed
-per-entry overhead), and the entries that are asked for survive.
+Bounded in bytes, least recently used first out: the entries live in one ``OrderedDict``; a
+hit moves its entry to the end (``move_to_end``, C, O(1)), a store evicts from the front until
+the estimated bytes of keys, replies and a fixed per-entry overhead are within ``max_bytes``.
+One entry at a time: no half of the cache is ever dropped at once (a big dict freed in one go
+pauses every thread, and a working set a little above half the budget would be recomputed over
+and over).
 
-Threads: writes (``put``, ``get`` with its promotion, ``invalidate``, ``clear``) happen under the
-query handler's lock; a cache hit reads ``young`` and ``stamps`` without it. Those are only
-replaced or grown, never shrunk in place, so a concurrent write can only make a hit a miss.
-An answer is stored only when no invalidation happened while it was computed (``epoch``).
+Threads: writes (``put``, ``invalidate``, ``clear``) happen under the query handler's lock; a
+cache hit reads ``entries`` and ``stamps`` and moves its entry to the end without it (each of
+those is one atomic operation under the GIL; a concurrent eviction can only make a hit a miss,
+and ``stamps`` is only replaced or grown, never shrunk in place). An answer is stored only when
+no invalidation happened while it was computed (``epoch``).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Hashable, Iterable
 
 #: bytes counted per entry beyond its key and reply (dict slot, tuple, the objects' headers)
@@ -59,15 +62,14 @@ Entry = tuple
 class AnswerCache:
     """Encoded replies by query bytes (module docstring)."""
 
-    __slots__ = ("max_bytes", "young", "old", "young_bytes", "old_bytes", "stamps", "_combos",
-                 "_members", "evicted", "epoch")
+    __slots__ = ("max_bytes", "entries", "bytes", "stamps", "_combos", "_members", "evicted", "epoch")
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
-        self.young: dict = {}
-        self.old: dict = {}
-        self.young_bytes = 0
-        self.old_bytes = 0
+        #: key -> entry, least recently used first
+        self.entries: OrderedDict = OrderedDict()
+        #: estimated bytes held (keys, replies and per-entry overhead)
+        self.bytes = 0
         #: current stamp value per dependency set (index)
         self.stamps: list[int] = []
         self._combos: dict[tuple, int] = {}
@@ -81,17 +83,14 @@ class AnswerCache:
     # -- the query path
 
     def get(self, key: object) -> Entry | None:
-        """The current entry for ``key`` (a hit in the old generation is promoted), else None."""
-        entry = self.young.get(key)
-        if entry is None:
-            entry = self.old.pop(key, None)
-            if entry is None:
-                return None
-            size = _size(key, entry)
-            self.old_bytes -= size
-            self._add(key, entry, size)
-        if self.stamps[entry[1]] != entry[2]:
+        """The current entry for ``key`` (moved to the most recently used end), else None."""
+        entry = self.entries.get(key)
+        if entry is None or self.stamps[entry[1]] != entry[2]:
             return None
+        try:
+            self.entries.move_to_end(key)
+        except KeyError:  # evicted meanwhile
+            pass
         return entry
 
     def lookup(self, key: bytes, host: str) -> Entry | None:
@@ -122,6 +121,7 @@ class AnswerCache:
         index, value = token
         if len(key) > MAX_KEY or index >= len(self.stamps) or self.stamps[index] != value:
             return  # too long, or computed from data that changed since (a stale token)
+        entries = self.entries
         if host is not None:
             # a stale entry under the bytes alone would shadow this one on every lookup
             self._discard(key)
@@ -130,25 +130,17 @@ class AnswerCache:
             full = key
         self._discard(full)
         entry = (tail, index, value, slot)
-        self._add(full, entry, _size(full, entry))
+        entries[full] = entry
+        self.bytes += _size(full, entry)
+        while self.bytes > self.max_bytes and entries:
+            old_key, old = entries.popitem(last=False)
+            self.bytes -= _size(old_key, old)
+            self.evicted += 1
 
     def _discard(self, key: object) -> None:
-        entry = self.young.pop(key, None)
+        entry = self.entries.pop(key, None)
         if entry is not None:
-            self.young_bytes -= _size(key, entry)
-        entry = self.old.pop(key, None)
-        if entry is not None:
-            self.old_bytes -= _size(key, entry)
-
-    def _add(self, key: object, entry: Entry, size: int) -> None:
-        if self.young_bytes + size > self.max_bytes // 2:
-            self.evicted += len(self.old)
-            self.old = self.young
-            self.old_bytes = self.young_bytes
-            self.young = {}
-            self.young_bytes = 0
-        self.young[key] = entry
-        self.young_bytes += size
+            self.bytes -= _size(key, entry)
 
     # -- invalidation
 
@@ -162,9 +154,8 @@ class AnswerCache:
 
     def clear(self) -> None:
         """Drop everything (a new GeoIP database, new regions, a new set of zones)."""
-        self.young = {}
-        self.old = {}
-        self.young_bytes = self.old_bytes = 0
+        self.entries = OrderedDict()
+        self.bytes = 0
         # every stamp moves on (a new list of the same length: a concurrent reader indexing the
         # old or the new list stays in range): a token taken before never matches again
         self.stamps = [value + 1 for value in self.stamps]
@@ -173,12 +164,7 @@ class AnswerCache:
     # -- introspection
 
     def __len__(self) -> int:
-        return len(self.young) + len(self.old)
-
-    @property
-    def bytes(self) -> int:
-        """Estimated bytes held (keys, replies and per-entry overhead)."""
-        return self.young_bytes + self.old_bytes
+        return len(self.entries)
 
 
 def _size(key: object, entry: Entry) -> int:

@@ -225,16 +225,18 @@ class QueryHandler:
         cache = self.cache
         if cache is not None:
             key = data[2:]
-            young = cache.young
-            entry = young.get(key)
+            entries = cache.entries
+            entry = entries.get(key)
             if entry is None:
-                entry = young.get((key, host))
+                key = (key, host)
+                entry = entries.get(key)
             if entry is not None:
                 try:
                     if cache.stamps[entry[1]] == entry[2]:
                         self._stats.hits[entry[3]] += 1
+                        entries.move_to_end(key)
                         return data[:2] + entry[0]
-                except IndexError:  # the statistics slots started over meanwhile
+                except (IndexError, KeyError):  # the slots started over, or it was just evicted
                     pass
         with self.lock:
             return self.compute(data, host, False)
@@ -272,7 +274,7 @@ class QueryHandler:
             return None
         cache = self.cache if store and not tcp else None
         if cache is not None:
-            # an entry of the old generation (or a stale one): promoted, or replaced below
+            # stored by another thread meanwhile, or evicted and stored again: answered from it
             entry = cache.lookup(data[2:], host)
             if entry is not None:
                 stats.hits[entry[3]] += 1

@@ -311,8 +311,13 @@ def test_the_cache_stays_within_its_byte_budget_and_keeps_what_is_asked():
         cache.put(b"q%d" % i, None, b"y" * 100, token, 0)
         assert cache.bytes <= 100_000
         if i % 50 == 0:
-            assert cache.get(hot) is not None  # asked often: survives every generation change
+            assert cache.get(hot) is not None  # asked often: never the least recently used
+    # least recently used first out, one entry at a time: the newest entries are all there
+    newest = [b"q%d" % i for i in range(20_000 - 100, 20_000)]
+    assert all(cache.get(k) is not None for k in newest)
+    assert cache.get(b"q0") is None
     assert len(cache) * (ENTRY_OVERHEAD + 100) <= 100_000 + ENTRY_OVERHEAD + 200
+    assert cache.evicted > 19_000
 
 
 def test_long_queries_are_not_stored():
