@@ -13,11 +13,13 @@ and the DNS transport answers a hit with ``data[:2] + tail``: one dict probe and
 concatenation, no parse, no resolve, no encode.
 
 Dropped precisely. Every entry carries the *stamp* of the dependencies it was computed from
-(:meth:`AnswerCache.token`): the zones its answer read (by zone key) and the pools whose verdicts
-it used (``(zone key, pool name)``). :meth:`invalidate` bumps the stamps of everything that
-depended on one zone or pool; a hit whose stamp is no longer current is a miss. A probe result
-that changes no verdict invalidates nothing. Stale entries are not searched for: they are
-overwritten by the next answer or aged out.
+(:meth:`AnswerCache.token`): the zones its answer read (by zone key), the pools whose verdicts it
+used (``(zone key, pool name)``) and each site in a pool answer (``(zone key, pool name,
+site)``). :meth:`invalidate` bumps the stamps of everything that depended on one of them; a hit
+whose stamp is no longer current is a miss. A probe result that changes no verdict invalidates
+nothing; a site going down or draining drops only the answers that held it (the others cannot
+change, see ``gslb.balancer``); a site coming back drops the pool's answers. Stale entries are
+not searched for: they are overwritten by the next answer or evicted.
 
 What is not stored: replies that depend on a random draw (weighted, round_robin, p2c), NXDOMAIN
 and REFUSED (a flood of random names would otherwise push every useful answer out; resolvers
@@ -52,8 +54,8 @@ MAX_KEY = 512
 #: distinct dependency sets one cache registers (then its owner starts a new cache)
 MAX_COMBOS = 65536
 
-#: a dependency: a zone key ("gslb.example.com"), a pool ("gslb.example.com", "web"), or ""
-#: (the set of served zones itself)
+#: a dependency: a zone key ("gslb.example.com"), a pool ("gslb.example.com", "web") or a site
+#: of a pool ("gslb.example.com", "web", "fra")
 Dependency = Hashable
 #: one cache entry: (reply after the ID, stamp index, stamp value, statistics slot)
 Entry = tuple

@@ -10,9 +10,10 @@ the metrics held for ranking: the load for ``least_load`` and ``p2c``, the round
 (hysteresis: :data:`LOAD_BAND`, :data:`RTT_BAND`), so a probe result that reports a slightly
 different load or RTT changes nothing. :meth:`Balancer.sync` is called with every new state view:
 it rebuilds the inputs of the pools prepared so far and returns (and passes to ``on_change``) the
-pools whose inputs changed; only their decisions are dropped. A probe result that changes no
-verdict and moves no held metric beyond its band drops nothing (SPEC targets: health churn is
-free).
+pools whose answers may have changed; only their decisions are dropped, and when the only change
+is sites leaving (up to down or drain), the answer cache drops only the answers that held one of
+them. A probe result that changes no verdict and moves no held metric beyond its band drops
+nothing (SPEC targets: health churn is free).
 
 Caching, per (zone key, pool name) and inputs: who may serve is computed once (except for
 ``geo``, whose tiers depend on the client); policies whose order does not depend on the client
@@ -233,8 +234,7 @@ class _Prepared:
     """Per (zone, pool) and inputs: candidates with verdicts and held metrics, the geo map, who may serve.
 
     Built from a state view; ``previous`` (the same pool's preparation before this view) provides
-    the held metrics. ``same_inputs(other)`` tells whether a rebuild changed anything a decision
-    reads.
+    the held metrics. ``changes(other)`` tells what a rebuild changes in the answers.
     """
 
     __slots__ = ("zone", "pool", "policy", "located", "client_free", "cands", "by_name", "geomap",
@@ -285,19 +285,45 @@ class _Prepared:
             self.decisions.append(decision)
         return index
 
-    def same_inputs(self, other: "_Prepared") -> bool:
-        """Whether ``other`` (a rebuild for a newer view) reads exactly what this one reads."""
+    def changes(self, other: "_Prepared") -> tuple[str, ...] | None:
+        """What a rebuild for a newer view (``other``) changes in the answers.
+
+        ``()``: nothing any answer depends on (same verdicts, up and unknown being the same
+        verdict to a policy, same held metrics); a tuple of site names: only those sites left
+        (up or unknown before, down or drain now), so only answers that held one of them
+        change: removing a candidate never reorders the others (closest, geo, failover and
+        hash rank each site on its own; who may serve only shrinks) and the sites in an answer
+        stay up. That holds for sites with addresses of both families only: a site without IPv4
+        (or IPv6) addresses is in no A (or AAAA) answer, yet if it was the last site up, its
+        leaving lets drained sites (or weight-0 ones) answer, or the next geo tier. So then, as
+        in every other case (a site came back, held metrics moved, the zone or pool changed):
+        None, anything may change.
+        """
         if other.zone is not self.zone or other.pool is not self.pool:
-            return False
+            return None
         reads_load, reads_rtt = self.policy.reads_load, self.policy.reads_rtt
+        removed: list[str] = []
         for a, b in zip(self.cands, other.cands):
-            if a.state != b.state or a.site is not b.site:
-                return False
+            if a.site is not b.site:
+                return None
             if reads_load and a.load != b.load:
-                return False
+                return None
             if reads_rtt and a.status is not b.status:
-                return False
-        return True
+                return None
+            if a.state == b.state or (a.state in _UP_STATES and b.state in _UP_STATES):
+                continue
+            if a.state not in _UP_STATES:
+                return None  # a site came back, or moved between down and drain
+            if not (a.site.ipv4 and a.site.ipv6):
+                # it may have been the last site up while an answer of the family it lacks came
+                # from others (or was NODATA): its leaving can change answers without it
+                return None
+            removed.append(a.name)  # up or unknown -> down or drain
+        return tuple(removed)
+
+
+#: what changed in a pool's answers: ((zone key, pool name), None for everything or the sites that left)
+PoolChange = tuple[tuple[str, str], "tuple[str, ...] | None"]
 
 
 class Balancer:
@@ -325,27 +351,33 @@ class Balancer:
         #: round_robin counters per (zone key, pool name, A/AAAA): the only state mutated per query
         #: (one per family, so a client asking both does not always get the same A answer)
         self._turns: dict[tuple[str, str, str], int] = {}
-        #: called with the (zone key, pool name)s whose inputs changed (the answer cache listens)
-        self.on_change: Callable[[list[tuple[str, str]]], None] | None = None
+        #: called with the pools whose answers may have changed (PoolChange; the answer cache listens)
+        self.on_change: Callable[[list[PoolChange]], None] | None = None
 
     # -- state changes -----------------------------------------------------------------------
 
-    def sync(self, view: StateView) -> list[tuple[str, str]]:
-        """Take a new state view: rebuild the inputs of every prepared pool; return those that changed.
+    def sync(self, view: StateView) -> list[PoolChange]:
+        """Take a new state view: rebuild the inputs of every prepared pool; return what changed.
 
         A pool whose verdicts and held metrics are unchanged keeps its preparation and its cached
-        decisions. ``on_change`` (if set) is called with the changed pools.
+        decisions. For each pool whose answers may change: ``((zone key, pool), sites)`` where
+        ``sites`` are the sites that left (only answers holding one of them change, see
+        ``_Prepared.changes``) or None (any answer may change). ``on_change`` (if set) is called
+        with that list.
         """
         if view.version == self._synced:
             return []
         self._synced = view.version
-        changed: list[tuple[str, str]] = []
+        changed: list[PoolChange] = []
         for pkey, prep in list(self._prepared.items()):
             new = _Prepared(prep.zone, prep.pool, view, prep.geomap, prep.policy, prep.located, prep)
-            if prep.same_inputs(new):
+            change = prep.changes(new)
+            if change == ():
+                if any(a.state != b.state for a, b in zip(prep.cands, new.cands)):
+                    self._prepared[pkey] = new  # up <-> unknown: the same answers, the states shown anew
                 continue
             self._prepared[pkey] = new
-            changed.append(pkey)
+            changed.append((pkey, change))
         if changed and self.on_change is not None:
             self.on_change(changed)
         return changed

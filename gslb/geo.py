@@ -225,9 +225,12 @@ class GeoLocator:
         plen = entry[0]
         nets[(value >> (bits - plen)) << 8 | plen] = entry
         counts = self._plen_counts[version]
-        counts[plen] = counts.get(plen, 0) + 1
-        # Probe the most common prefix lengths first; ties: longer first (deterministic).
-        self._plens[version] = sorted(counts, key=lambda p: (-counts[p], -p))
+        seen = counts.get(plen, 0)
+        counts[plen] = seen + 1
+        # Probe the most common prefix lengths first (ties: longer first, deterministic); the
+        # order is brought up to date when a new length appears and every 1024 networks after.
+        if not seen or len(nets) % 1024 == 0:
+            self._plens[version] = sorted(counts, key=lambda p: (-counts[p], -p))
 
     def _lookup(self, version: int, packed: bytes, value: int) -> tuple:
         """One database lookup (no cache)."""

@@ -30,7 +30,7 @@ from time import perf_counter
 from typing import Any, Callable
 
 from gslb.answercache import AnswerCache
-from gslb.balancer import Balancer
+from gslb.balancer import Balancer, PoolChange
 from gslb.config import Acl
 from gslb.model import Pool, PoolAnswer, StateView, Zone, ZoneSet
 from gslb.resolver import Pools, resolve
@@ -118,7 +118,7 @@ class LivePools:
 
     ``view()`` returns the current state view (the table's ``view`` attribute in the server, the
     last view received in a DNS worker process). ``on_change`` is called with the pools whose
-    answers changed (the answer cache listens).
+    answers may have changed (``Balancer.sync``; the answer cache listens).
     """
 
     __slots__ = ("balancer", "view", "ready", "on_change")
@@ -127,7 +127,7 @@ class LivePools:
         self.balancer = balancer
         self.view = view
         self.ready = False
-        self.on_change: Callable[[list[tuple[str, str]]], None] | None = None
+        self.on_change: Callable[[list[PoolChange]], None] | None = None
         balancer.on_change = self._changed
 
     def use(self, balancer: Balancer) -> None:
@@ -140,9 +140,9 @@ class LivePools:
         """A new state view: only the pools whose verdicts (or held metrics) changed are dropped."""
         self.balancer.sync(view)
 
-    def _changed(self, pools: list[tuple[str, str]]) -> None:
+    def _changed(self, changes: list[PoolChange]) -> None:
         if self.on_change is not None:
-            self.on_change(pools)
+            self.on_change(changes)
 
     def answer(self, zone: Zone, pool: Pool, rtype: str, client_ip: str,
                source_prefix: int | None) -> PoolAnswer:
@@ -199,10 +199,18 @@ class QueryHandler:
             return
         cache.invalidate([z.key for z in old if new.zones.get(z.origin) is not z])
 
-    def pools_changed(self, pools: list[tuple[str, str]]) -> None:
-        """The verdicts (or held metrics) of these (zone key, pool name)s changed."""
-        if self.cache is not None:
-            self.cache.invalidate(pools)
+    def pools_changed(self, changes: list[PoolChange]) -> None:
+        """The answers of these pools may have changed (``Balancer.sync``): drop every answer of a
+        pool, or only those that held a site that left."""
+        if self.cache is None:
+            return
+        deps: list[object] = []
+        for pool, left in changes:
+            if left is None:
+                deps.append(pool)
+            else:
+                deps.extend((pool[0], pool[1], site) for site in left)
+        self.cache.invalidate(deps)
 
     def clear_cache(self) -> None:
         """Drop every cached answer (a new GeoIP database, new regions)."""

@@ -137,10 +137,12 @@ def _pool_answer(query: Query, client_ip: str, zone: Zone, found: Lookup, pools:
     if result.outcome == "starting":
         return NOT_READY
     scope = result.scope_prefix if source else 0
-    # the answer depends on the pool's verdicts; on the packet's source when the client is not
-    # given by ECS (the ECS address is part of the query's bytes)
+    # the answer depends on the pool's verdicts, and on each site in it staying up (a site that
+    # leaves drops only the answers holding it: gslb.balancer); on the packet's source when the
+    # client is not given by ECS (the ECS address is part of the query's bytes)
     pool_key = (zone.key, pool.name)
-    deps = deps + (pool_key,) if result.cacheable else None
+    deps = deps + (pool_key,) + tuple((zone.key, pool.name, site) for site in result.sites) \
+        if result.cacheable else None
     per_client = result.per_client and not source
     if result.outcome == "servfail":
         return Response(SERVFAIL, False, zone=key, ecs_scope=scope, deps=deps, per_client=per_client)

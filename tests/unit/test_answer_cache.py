@@ -45,13 +45,22 @@ records:
   chain2: {CNAME: chain3}
   chain3: {CNAME: www}
   www: {pool: near}
+  two: {pool: two}
+  map: {pool: map}
   mx: {MX: ["10 api.gslb.example.com."]}
 sites:
   a: {location: [50.0, 8.0], addresses: [192.0.2.100, "2001:db8::100"]}
   b: {location: [1.0, 103.0], addresses: [192.0.2.101]}
+  c: {location: [40.0, -75.0], addresses: [192.0.2.102, "2001:db8::102"], weight: 0}
+  d: {location: [-33.0, 151.0], addresses: [192.0.2.103, "2001:db8::103"], weight: 2}
 pools:
   near: {policy: closest, sites: [a, b], ttl: 20}
   ll: {policy: least_load, sites: [a, b]}
+  two: {policy: hash, sites: [a, d, c, b], answers: 2}
+  map:
+    policy: geo
+    sites: [a, b, c, d]
+    geo: {"81.2.69.0/24": [d, a], EU: [a, c], AS: [b, d], default: [c, d]}
 """ % (tuple(c * 200 for c in "vwxyz") + (", ".join(f"198.18.{i // 250}.{i % 250 + 1}" for i in range(80)),))
 
 NAMES = [
@@ -61,6 +70,7 @@ NAMES = [
     "deep.sub.gslb.example.com.", "ns.sub.gslb.example.com.", "nope.gslb.example.com.", "ns1.gslb.example.com.",
     "second.test.", "big.second.test.", "many.second.test.", "hop.second.test.", "chain1.second.test.",
     "www.second.test.", "mx.second.test.", "nothere.second.test.", "example.net.",
+    "two.second.test.", "map.second.test.",
 ]
 TYPES = ["A", "AAAA", "MX", "TXT", "SRV", "NS", "SOA", "CAA", "ANY", "DS", "CNAME", "TYPE65000"]
 HOSTS = ["127.0.0.1", "81.2.69.160", "203.0.113.9", "198.51.100.7", "2001:db8::1", "::ffff:81.2.69.160"]
@@ -335,3 +345,58 @@ def test_random_names_do_not_fill_the_cache(env):
     assert len(env.cache) == 0
     env.handler.udp(dns.message.make_query("api.gslb.example.com.", "AAAA").to_wire(), "127.0.0.1")
     assert len(env.cache) == 1  # NODATA of a name that exists is stored
+
+
+def test_a_site_that_leaves_drops_only_the_answers_that_held_it(env):
+    sites = ("fra", "iad", "sin", "syd", "gru")
+    env.set_view({("gslb.example.com", s): up() for s in sites})
+    london = dns.message.make_query("www.gslb.example.com.", "A", use_edns=0,
+                                    options=[dns.edns.ECSOption("81.2.69.0", 24)]).to_wire()
+    singapore = dns.message.make_query("www.gslb.example.com.", "A", use_edns=0,
+                                       options=[dns.edns.ECSOption("203.0.113.0", 25)]).to_wire()
+    first = {q: env.handler.udp(q, "127.0.0.1") for q in (london, singapore)}
+
+    def hits() -> int:
+        env.stats.fold()
+        return env.stats.cache_hits
+
+    before = hits()
+    env.set_view({("gslb.example.com", s): (down() if s == "iad" else up()) for s in sites})
+    assert env.handler.udp(london, "127.0.0.1") == first[london]
+    assert env.handler.udp(singapore, "127.0.0.1") == first[singapore]
+    assert hits() == before + 2  # neither answer held iad: both still from the cache
+    env.set_view({("gslb.example.com", s): (down() if s in ("iad", "fra") else up()) for s in sites})
+    moved = env.handler.udp(london, "127.0.0.1")
+    assert moved[2:] != first[london][2:] and moved == env.handler.handle(london, "127.0.0.1", False)
+    assert env.handler.udp(singapore, "127.0.0.1") == first[singapore]
+    assert hits() == before + 3  # London held fra: recomputed; Singapore did not
+    env.set_view({("gslb.example.com", s): up() for s in sites})  # back up: the pool's answers go
+    assert env.handler.udp(singapore, "127.0.0.1") == first[singapore]
+    assert env.handler.udp(london, "127.0.0.1") == first[london]
+    assert hits() == before + 3
+
+
+def test_cached_replies_equal_the_full_path_through_random_verdict_changes(env):
+    """Sites of every pool go down, drain, come back, in random order; after each change every
+    cached reply still equals the full path's."""
+    rng = random.Random(5)
+    packets = corpus(seed=11, count=400)
+    states = {"up": up, "down": down,
+              "drain": lambda: SiteStatus(MappingProxyType({"local": RegionResult("up", 1000.0)}), override="drain"),
+              "unknown": SiteStatus}
+    sites = [("gslb.example.com", s) for s in ("fra", "iad", "sin", "syd", "gru")] + \
+        [("second.test", s) for s in ("a", "b", "c", "d")]
+    current = {key: up() for key in sites}
+    env.set_view(dict(current))
+    for step in range(40):
+        for packet in packets[step * 10 % 400:step * 10 % 400 + 40]:
+            env.handler.udp(packet, rng.choice(HOSTS))  # fill the cache under this view
+        key = rng.choice(sites)
+        current[key] = states[rng.choice(list(states))]()
+        env.set_view(dict(current))
+        for packet in packets:
+            host = rng.choice(HOSTS)
+            assert env.handler.udp(packet, host) == env.handler.handle(packet, host, False), (
+                step, key, dns.message.from_wire(packet))
+    env.stats.fold()
+    assert env.stats.cache_hits > 5000
