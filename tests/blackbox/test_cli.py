@@ -679,7 +679,8 @@ def test_readme_run_command_answers_dig(tmp_path, serve):
     assert not busy, (f"the README's default ports {busy} are busy on 127.0.0.1: stop whatever holds "
                       "them (another gslb serve?) to run this test")
     shutil.copytree(ROOT / "zones", tmp_path / "zones")
-    shutil.copytree(ROOT / "data", tmp_path / "data")
+    # the data the defaults use (not data/bench/, the benchmark's caches and runs)
+    shutil.copytree(ROOT / "data", tmp_path / "data", ignore=shutil.ignore_patterns("bench"))
     s = serve(tmp_path, []).wait_serving(5300, "gslb.example.com.", timeout=30)
     r = subprocess.run(["dig", "@127.0.0.1", "-p", "5300", "gslb.example.com", "SOA", "+norecurse",
                         "+time=2", "+tries=2"], capture_output=True, text=True, timeout=20)
