@@ -73,7 +73,7 @@ class Policy:
     """Base of the policies: ``rank`` orders candidates; the class attributes drive caching and scope."""
 
     name: str = ""
-    #: same inputs (client key, view version) -> same order: the balancer may cache the order
+    #: same inputs (client key, the pool's verdicts and held metrics) -> same order: the balancer may cache the order
     deterministic: bool = True
     #: the order depends on the client's GeoIP location (ECS scope = GeoIP network)
     uses_location: bool = False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+
 import json
 import os
 import re
@@ -812,24 +815,14 @@ def test_reload_changed_waits_for_a_file_to_settle(tmp_path):
 # Fast loading: libyaml or not, big files, reloads read off the event loop
 
 
-def big_zone_text(records: int, origin: str = "big.example", variant: int = 0) -> str:
-    """A generated zone: mostly ``hN: {A: ...}``, with lists, AAAA, TXT, MX and CNAMEs mixed in."""
-    lines = [f"zone: {origin}", "ttl: 300", f"ns: [ns1.{origin}]", "records:",
-             f"  ns1: {{A: 192.0.2.{53 + variant}}}", '  "@": {MX: ["10 mail"], TXT: ["v=spf1 -all"]}',
-             "  mail: {A: 192.0.2.25}"]
-    for i in range(records):
-        a = f"192.0.{2 + (i >> 8) % 200}.{i & 255}"
-        if i % 100 == 99:
-            lines.append(f"  c{i}: {{CNAME: h{i - 1}}}")
-        elif i % 50 == 1:
-            lines.append(f"  h{i}:\n    ttl: 60\n    A: [{a}, 198.51.100.{i & 255}]\n    AAAA: \"2001:db8::{i:x}\"")
-        elif i % 200 == 3:
-            lines.append(f"  t{i}: {{TXT: \"host {i}\", A: {a}}}")
-        elif i % 500 == 7:
-            lines.append(f"  m{i}: {{MX: [\"10 mail\", \"20 h{i - 1}.{origin}.\"]}}")
-        else:
-            lines.append(f"  h{i}: {{A: {a}}}")
-    return "\n".join(lines) + "\n"
+def big_zone_text(records: int) -> str:
+    """A generated zone of ``records`` owner names (mostly ``hN: {A: ...}``, with lists, AAAA,
+    TXT, MX and CNAMEs mixed in): the generator of ``tools/bench_zone_load.py``."""
+    loader = importlib.machinery.SourceFileLoader("gslb_bench_zone_load", str(ROOT / "tools" / "bench_zone_load.py"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module.zone_text(records, "big.example")
 
 
 def zone_corpus() -> dict[str, str]:
@@ -872,7 +865,7 @@ def test_libyaml_and_pure_loaders_give_identical_zones_and_errors(tmp_path, monk
 def test_big_files_load_the_same_under_bulk_build(tmp_path, monkeypatch):
     import gc
 
-    text = big_zone_text(10000)
+    text = big_zone_text(10003)
     assert len(text.encode()) >= zones_module.BULK_BYTES
     path = tmp_path / "big.yaml"
     enabled = gc.isenabled()
