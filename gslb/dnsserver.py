@@ -14,15 +14,10 @@ computed answer, on the handler's lock. A reply that does not fit the socket's s
 dropped (``MSG_DONTWAIT``): the client retries, as after any UDP loss. ``close`` shuts the
 sockets down, which wakes the blocked ``recvfrom``, and joins the threads.
 
-Wake-ups, not packets, are what a moderately loaded Python server pays for: at 20,000 queries a
-second every datagram arrives alone, and each blocking ``recvfrom`` costs a sleep and a wake of
-the thread. So after answering, the thread reads on without blocking; when the queue is empty it
-naps ``UDP_NAP`` (0.2 ms) and looks once more, and only if it is still empty goes back to a
-blocking read. Datagrams that arrive during the nap are answered together after it (at most
-~0.25 ms later, the timer's slack included); a lone query is answered at once, as before (the
-nap comes after its reply). Measured at a fixed 20,000 q/s (ECS from 10,000 /24s, pinned, see
-README "Performance"): the server's CPU falls by about a fifth; under saturation the queue is
-never empty and nothing changes. The same trade as interrupt coalescing in network drivers.
+Tried and left out: napping 0.2 ms when the queue runs dry (so that, at a moderate rate, one
+wake-up answers several datagrams) saved about a fifth of the CPU at a fixed 20,000 q/s, but cost
+15-25 % of the throughput of a closed-loop client (a resolver or dnsperf waiting for its
+answers) and added up to a quarter millisecond to replies: latency and throughput come first.
 
 TCP connections carry 2-byte length-prefixed messages; several queries per connection are answered
 in the order they arrived (the handler is synchronous, so pipelined queries are answered one
@@ -45,7 +40,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from typing import Protocol
 
 from gslb.config import TcpLimits
@@ -64,10 +58,6 @@ class Handler(Protocol):
     def handle(self, data: bytes, host: str, tcp: bool) -> bytes | None:
         """The reply to one message (None: no reply)."""
 
-
-#: seconds a UDP thread naps when its queue runs dry in a burst before it looks once more and
-#: then blocks (module docstring)
-UDP_NAP = 0.0002
 
 #: the smallest valid DNS message (a header)
 _MIN_MESSAGE = 12
@@ -90,25 +80,9 @@ class _UdpListener:
         sendto = self.sock.sendto
         udp = self._handler.udp
         dontwait = socket.MSG_DONTWAIT
-        sleep = time.sleep
-        nap = UDP_NAP
-        blocking = True  # waiting for the first datagram of a burst
-        napped = False   # the queue was found empty once in this burst
         while True:
             try:
-                if blocking:
-                    data, addr = recvfrom(65535)
-                else:
-                    data, addr = recvfrom(65535, dontwait)
-            except BlockingIOError:
-                if self._stopping:
-                    return
-                if napped:
-                    blocking, napped = True, False
-                else:
-                    napped = True
-                    sleep(nap)
-                continue
+                data, addr = recvfrom(65535)
             except OSError as exc:
                 if self._stopping:
                     return
@@ -116,7 +90,6 @@ class _UdpListener:
                 continue
             if self._stopping:
                 return
-            blocking = napped = False
             if not data:
                 continue
             try:
