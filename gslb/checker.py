@@ -36,7 +36,7 @@ async def run_checker(config: ServerConfig, region: str, state_url: str, stop: a
 
     ``backend`` replaces the RedisBackend built from ``state_url`` (tests).
     """
-    store = ZoneStore(config.zones)
+    store = ZoneStore(config.zones, max_file_bytes=config.max_zone_file_bytes)
     _reload(store, force=True)
     if not len(store.zones):
         logger.warning("zones: no zone loaded from %s; checking nothing until one appears", config.zones)
