@@ -171,3 +171,258 @@ def test_the_api_still_works_after_the_hostile_requests(server):
                              {"Authorization": f"Bearer {TOKEN}"}))
     with urllib.request.urlopen(server.http + "/api/v1/status", timeout=5) as resp:
         assert json.loads(resp.read())["zones"][0]["zone"] == "hostile.test"
+
+
+# -- zone files (items 1, 2, 3, 7, 9) --------------------------------------------------------
+
+def status_of(server: Gslb) -> dict[str, Any]:
+    with urllib.request.urlopen(server.http + "/api/v1/status", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def zone_errors(server: Gslb) -> dict[str, str | None]:
+    return {os.path.basename(z["file"]): z["error"] for z in status_of(server)["zones"]}
+
+
+def post_reload(server: Gslb, timeout: float = 60) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(server.http + "/api/v1/reload", method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def replace_file(path: Path, data: str | bytes) -> None:
+    """Write a copy and rename it over ``path`` (the README's way to edit a zone file)."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+CONTROL = zone("192.0.2.9").replace("records:", "records:\n  bad: {TXT: \"a\x01b\"}", 1)
+
+
+def test_a_control_byte_is_one_located_error_in_check(tmp_path):
+    import subprocess
+    import sys
+
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "hostile.yaml").write_text(CONTROL)
+    (zones / "nul.yaml").write_bytes(zone().replace("hostile.test", "nul.test").encode() + b"  x: \x00\n")
+    proc = subprocess.run([sys.executable, "-m", "gslb", "check", "--zones", str(zones)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc
+    assert "Traceback" not in proc.stderr and "ReaderError" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].endswith("hostile.yaml:5: the control character U+0001 is not allowed in YAML (only tab, "
+                             "line breaks and printable characters; write it as an escape in a double-quoted "
+                             "string, e.g. \"\\x01\")"), lines
+    assert lines[1].endswith("nul.yaml:7: the control character U+0000 is not allowed in YAML (only tab, "
+                             "line breaks and printable characters; write it as an escape in a double-quoted "
+                             "string, e.g. \"\\x01\")"), lines
+    assert lines[2] == "gslb check: 2 error(s)"
+
+
+def test_a_control_byte_at_start_and_live_is_a_located_error(gslb_server, tmp_path):
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    # at start: the server starts (as with any broken file) and reports it
+    server = gslb_server({"hostile.yaml": CONTROL, "other.yaml": zone().replace("hostile.test", "other.test")},
+                         config={"api_token_file": str(token), "checks": False}, wait_for="www.other.test")
+    error = zone_errors(server)["hostile.yaml"]
+    assert error is not None and error.endswith("hostile.yaml:5: the control character U+0001 is not allowed "
+                                                "in YAML (only tab, line breaks and printable characters; write "
+                                                "it as an escape in a double-quoted string, e.g. \"\\x01\")")
+    assert a_of(server) == "REFUSED"  # no good version of it yet
+    # fixed: served
+    replace_file(server.zones_dir / "hostile.yaml", zone("192.0.2.7"))
+    eventually(lambda: a_of(server) == {"192.0.2.7"}, what="the fixed file served")
+    # broken live (the watch): the last good version stays, the error shows
+    replace_file(server.zones_dir / "hostile.yaml", CONTROL)
+    eventually(lambda: zone_errors(server)["hostile.yaml"], what="the error in /api/v1/status")
+    assert "hostile.yaml:5: the control character U+0001" in zone_errors(server)["hostile.yaml"]
+    assert a_of(server) == {"192.0.2.7"}
+    # and through POST /api/v1/reload: 200 with the located error
+    status, body = post_reload(server)
+    assert status == 200 and body["ok"] is False
+    assert [e for e in body["errors"] if "hostile.yaml:5: the control character U+0001" in e], body
+    assert "Traceback" not in server.log()
+    assert "hostile.yaml:5: the control character U+0001" in server.log()
+
+
+def test_an_oversized_zone_file_is_refused_and_dns_goes_on(gslb_server, tmp_path):
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    server = gslb_server({"hostile.yaml": zone()}, config={"api_token_file": str(token), "checks": False,
+                                                          "max_zone_file_bytes": 100_000})
+    # a 200 KB TXT value: refused by its size before it is read
+    big = zone("192.0.2.8").replace("records:", "records:\n  big: {TXT: \"" + "x" * 200_000 + "\"}", 1)
+    replace_file(server.zones_dir / "hostile.yaml", big)
+    size = len(big.encode())
+    eventually(lambda: zone_errors(server)["hostile.yaml"], what="the size error in /api/v1/status")
+    assert zone_errors(server)["hostile.yaml"].endswith(
+        f"hostile.yaml: file is {size} bytes, larger than the limit 100000 (max_zone_file_bytes in the server file)")
+    assert a_of(server) == {"192.0.2.1"}  # the last good version
+    status, body = post_reload(server)
+    assert status == 200 and body["ok"] is False and "larger than the limit 100000" in body["errors"][0]
+
+
+def test_a_txt_value_over_65535_octets_is_refused_at_its_line(gslb_server):
+    server = gslb_server({"hostile.yaml": zone()}, config={"checks": False})
+    text = zone("192.0.2.8").replace("records:", "records:\n  big: {TXT: \"" + "x" * 70_000 + "\"}", 1)
+    replace_file(server.zones_dir / "hostile.yaml", text)
+    eventually(lambda: zone_errors(server)["hostile.yaml"], what="the RDATA error")
+    assert zone_errors(server)["hostile.yaml"].endswith(
+        "hostile.yaml:5: records.big.TXT: TXT data is 70275 octets in wire form, at most 65535")
+    assert a_of(server) == {"192.0.2.1"}
+
+
+def _bench_module() -> Any:
+    """tools/bench_zone_load.py as a module (its zone generator)."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    name = "gslb_bench_zone_load"
+    module = sys.modules.get(name)
+    if module is None:
+        path = Path(__file__).resolve().parents[2] / "tools" / "bench_zone_load.py"
+        loader = importlib.machinery.SourceFileLoader(name, str(path))
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+        sys.modules[name] = module  # its dataclasses look their module up while the class is built
+        loader.exec_module(module)
+    return module
+
+
+def test_dns_answers_all_along_while_a_big_zone_loads(gslb_server, tmp_path):
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    server = gslb_server({"hostile.yaml": zone()}, config={"api_token_file": str(token), "checks": False})
+    text = _bench_module().zone_text(30_000, "big.test")
+    answered, lost = [], []
+    done = threading.Event()
+
+    def probe() -> None:
+        query = dns.message.make_query("www.hostile.test", "A")
+        while not done.is_set():
+            sent = time.monotonic()
+            try:
+                dns.query.udp(query, "127.0.0.1", port=server.port, timeout=2.0)
+                answered.append(sent)
+            except dns.exception.Timeout:
+                lost.append(sent)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        eventually(lambda: len(answered) >= 3, what="probes answered before the load")
+        (server.zones_dir / "big.yaml").write_text(text)  # the file watch loads it
+        eventually(lambda: a_of(server, "h5.big.test") == {"192.0.2.5"}, timeout=60, what="the big zone served")
+        replace_file(server.zones_dir / "big.yaml", text.replace("192.0.2.5}", "192.0.2.6}", 1))
+        start = time.monotonic()
+        status, body = post_reload(server)  # a forced reload re-reads every file
+        end = time.monotonic()
+        assert status == 200 and body["ok"] is True, body
+        assert a_of(server, "h5.big.test") == {"192.0.2.6"}
+    finally:
+        done.set()
+        thread.join(5)
+    assert lost == []  # no query went unanswered (2 s each) through two loads
+    assert [t for t in answered if start <= t <= end] or end - start < 0.1, (start, end)
+
+
+def test_dangling_and_looping_links_are_logged_and_in_status(gslb_server):
+    server = gslb_server({"hostile.yaml": zone()}, config={"checks": False})
+    folder = server.zones_dir
+    os.symlink(folder / "gone.yaml.orig", folder / "dangling.yaml")
+    os.symlink(folder / "loop-b.yaml", folder / "loop-a.yaml")
+    os.symlink(folder / "loop-a.yaml", folder / "loop-b.yaml")
+    eventually(lambda: len([e for e in zone_errors(server).values() if e]) == 3, what="three errors in status")
+    errors = zone_errors(server)
+    assert errors["dangling.yaml"].endswith(
+        f"dangling.yaml: cannot read: No such file or directory (a symbolic link to {folder}/gone.yaml.orig, "
+        "which does not exist)")
+    assert errors["loop-a.yaml"].endswith(
+        f"loop-a.yaml: cannot read: Too many levels of symbolic links (a symbolic link to {folder}/loop-b.yaml "
+        "that loops)")
+    assert errors["hostile.yaml"] is None
+    log = server.log()
+    assert log.count("dangling.yaml: cannot read") == 1  # once, not at every poll
+    assert "loop-a.yaml: cannot read" in log and "loop-b.yaml: cannot read" in log
+    # a link that breaks keeps its zone's last good version
+    (folder / "real.yml").write_text(zone("192.0.2.3").replace("hostile.test", "linked.test"))
+    os.symlink(folder / "real.yml", folder / "linked.yaml")
+    eventually(lambda: a_of(server, "www.linked.test") == {"192.0.2.3"}, what="the linked zone served")
+    (folder / "real.yml").unlink()
+    eventually(lambda: zone_errors(server)["linked.yaml"], what="the broken link in status")
+    assert a_of(server, "www.linked.test") == {"192.0.2.3"}
+    assert "Traceback" not in server.log()
+
+
+def test_reload_manual_applies_only_on_sighup_and_post(gslb_server, tmp_path):
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    server = gslb_server({"hostile.yaml": zone()}, config={"api_token_file": str(token), "checks": False,
+                                                          "reload": "manual"})
+    path = server.zones_dir / "hostile.yaml"
+    # rewritten in place, half written (valid YAML without www): the watch notices, applies nothing
+    with open(path, "w") as fh:
+        fh.write(zone("192.0.2.2").split("  www:")[0])
+    eventually(lambda: "hostile.yaml changed on disk; reload: manual" in server.log(), what="the watch noticed")
+    assert a_of(server) == {"192.0.2.1"}
+    with open(path, "a") as fh:
+        fh.write("  www: {A: 192.0.2.2}\n")
+    eventually(lambda: server.log().count("hostile.yaml changed on disk; reload: manual") == 2,
+               what="the second version noticed")
+    assert a_of(server) == {"192.0.2.1"}
+    server.signal(signal.SIGHUP)
+    eventually(lambda: a_of(server) == {"192.0.2.2"}, what="applied on SIGHUP")
+    replace_file(path, zone("192.0.2.4"))
+    eventually(lambda: server.log().count("hostile.yaml changed on disk; reload: manual") == 3,
+               what="the third version noticed")
+    assert a_of(server) == {"192.0.2.2"}
+    status, body = post_reload(server)
+    assert status == 200 and body["ok"] is True and body["changed"] == ["hostile.test"]
+    assert a_of(server) == {"192.0.2.4"}
+    # back to auto through the server file (applied by a reload): the watch applies changes again
+    config = server.config_file.read_text().replace("reload: manual", "reload: auto")
+    server.config_file.write_text(config)
+    assert post_reload(server)[0] == 200
+    replace_file(path, zone("192.0.2.5"))
+    eventually(lambda: a_of(server) == {"192.0.2.5"}, what="applied by the watch after reload: auto")
+
+
+# -- the open-file limit (item 8) ------------------------------------------------------------
+
+def open_file_limit(server: Gslb) -> int:
+    assert server.proc is not None
+    for line in Path(f"/proc/{server.proc.pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open-file limit in /proc/PID/limits")
+
+
+def test_the_soft_open_file_limit_is_raised_to_the_hard_one(tmp_path):
+    server = Gslb(tmp_path / "srv", {"hostile.yaml": zone()}, {"checks": False}, rlimit_nofile=(1024, 4096))
+    try:
+        server.start()
+        assert open_file_limit(server) == 4096
+        assert "open file limit raised from 1024 to 4096" in server.log()
+        assert "tcp.max_connections" not in server.log()
+    finally:
+        server.stop()
+
+
+def test_a_warning_when_max_connections_cannot_fit_the_limit(tmp_path):
+    server = Gslb(tmp_path / "srv", {"hostile.yaml": zone()}, {"checks": False}, rlimit_nofile=(1024, 1024))
+    try:
+        server.start()
+        assert open_file_limit(server) == 1024
+        assert ("tcp.max_connections 1024 plus 256 files for the rest need 1280 open files, but the limit "
+                "is 1024 (hard limit 1024)") in server.log()
+        assert a_of(server) == {"192.0.2.1"}
+    finally:
+        server.stop()
