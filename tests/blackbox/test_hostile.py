@@ -426,3 +426,74 @@ def test_a_warning_when_max_connections_cannot_fit_the_limit(tmp_path):
         assert a_of(server) == {"192.0.2.1"}
     finally:
         server.stop()
+
+
+def test_1100_tcp_connections_are_all_served_from_a_1024_soft_limit(tmp_path):
+    import struct
+
+    config = {"checks": False, "tcp": {"max_connections": 1100, "max_per_client": 1100, "idle_timeout": 60}}
+    server = Gslb(tmp_path / "srv", {"hostile.yaml": zone()}, config, rlimit_nofile=(1024, 4096))
+    conns: list[socket.socket] = []
+    try:
+        server.start()
+        wire = dns.message.make_query("www.hostile.test", "A").to_wire()
+        for _ in range(1100):
+            conns.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+        answered = 0
+        for s in conns:  # every connection is accepted and answered
+            s.sendall(struct.pack("!H", len(wire)) + wire)
+        for s in conns:
+            head = b""
+            while len(head) < 2:
+                head += s.recv(2 - len(head))
+            (length,) = struct.unpack("!H", head)
+            body = b""
+            while len(body) < length:
+                body += s.recv(length - len(body))
+            answered += dns.message.from_wire(body).rcode() == dns.rcode.NOERROR
+        assert answered == 1100
+        assert "Too many open files" not in server.log()
+    finally:
+        for s in conns:
+            s.close()
+        server.stop()
+
+
+# -- memory (item 6) -------------------------------------------------------------------------
+
+def rss_bytes(server: Gslb) -> int:
+    assert server.proc is not None
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/PID/status")
+
+
+def test_distinct_queries_with_60k_padding_do_not_grow_memory(gslb_server):
+    import struct
+
+    server = gslb_server({"hostile.yaml": zone()}, config={"checks": False})
+    # an OPT record (payload 1232) holding one 60,000-byte padding option (RFC 7830, code 12)
+    opt = b"\0" + struct.pack("!HHIH", 41, 1232, 0, 60_004) + struct.pack("!HH", 12, 60_000) + b"\0" * 60_000
+
+    def ask_many(count: int, first: int) -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            for i in range(first, first + count):
+                wire = bytearray(dns.message.make_query(f"n{i}.hostile.test", "A").to_wire())
+                wire[11] = 1  # ARCOUNT
+                wire += opt
+                s.sendall(struct.pack("!H", len(wire)) + wire)
+                head = b""
+                while len(head) < 2:
+                    head += s.recv(2 - len(head))
+                (length,) = struct.unpack("!H", head)
+                body = b""
+                while len(body) < length:
+                    body += s.recv(length - len(body))
+                assert dns.message.from_wire(body).rcode() == dns.rcode.NXDOMAIN
+
+    ask_many(200, 0)  # warm up: the allocator's pools, the code paths
+    before = rss_bytes(server)
+    ask_many(2000, 1000)  # 2,000 distinct queries of ~60 KB: 120 MB if each were kept
+    grown = rss_bytes(server) - before
+    assert grown < 50 * 1024 * 1024, f"RSS grew by {grown / 2**20:.1f} MiB"
