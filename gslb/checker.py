@@ -66,6 +66,8 @@ async def run_checker(config: ServerConfig, region: str, state_url: str, stop: a
         async def tick(forced: bool) -> None:
             if forced:
                 logger.info("checker: SIGHUP, reloading zones")
+            elif config.reload == "manual":
+                return  # reload: manual: zone changes apply on SIGHUP only
             if _reload(store, force=forced):
                 table.configure(store.zones)
                 monitor.configure(store.zones)
