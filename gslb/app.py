@@ -21,6 +21,7 @@ import gc
 import logging
 import os
 import random
+import resource
 import signal
 import time
 from pathlib import Path
@@ -44,6 +45,45 @@ logger = logging.getLogger(__name__)
 
 #: server-file fields that only a restart applies
 RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region")
+
+
+#: open files kept for everything but TCP clients: listeners, HTTP clients, health probes (64 in
+#: flight), zone and GeoIP files, worker pipes, logs
+FD_RESERVE = 256
+
+
+def fd_limit_plan(soft: int, hard: int, max_connections: int, reserve: int = FD_RESERVE
+                  ) -> tuple[int, str | None]:
+    """(the soft open-file limit to set, a warning or None) at start-up.
+
+    The soft limit goes up to the hard one (``RLIM_INFINITY``: at least 1048576, Linux's usual
+    ceiling); the warning says when ``max_connections`` TCP clients plus ``reserve`` cannot fit.
+    """
+    infinite = hard == resource.RLIM_INFINITY
+    target = max(soft, 1 << 20) if infinite else max(soft, hard)
+    need = max_connections + reserve
+    if infinite or need <= target:
+        return target, None
+    return target, (f"tcp.max_connections {max_connections} plus {reserve} files for the rest need "
+                    f"{need} open files, but the limit is {target} (hard limit {hard}): connections "
+                    f"beyond about {max(target - reserve, 0)} fail; raise the hard limit (ulimit -Hn, "
+                    f"systemd LimitNOFILE=) or lower tcp.max_connections")
+
+
+def raise_fd_limit(max_connections: int) -> str | None:
+    """Raise the soft open-file limit to the hard one; log and return a warning when the caps do not fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target, warning = fd_limit_plan(soft, hard, max_connections)
+    if target != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            logger.info("gslb: open file limit raised from %d to %d", soft, target)
+        except (ValueError, OSError) as exc:
+            logger.info("gslb: cannot raise the open file limit from %d to %d: %s", soft, target, exc)
+            _, warning = fd_limit_plan(soft, soft, max_connections)
+    if warning:
+        logger.warning("gslb: %s", warning)
+    return warning
 
 
 def _stamp_of(path: str | None) -> Stamp | None:
@@ -88,7 +128,7 @@ class Server:
         #: the command line's flags, put over the server file again on every reload
         self.overrides = dict(overrides or {})
         self.stats = QueryStats()
-        self.zone_store = ZoneStore(config.zones, serial_state=True)
+        self.zone_store = ZoneStore(config.zones, serial_state=True, max_file_bytes=config.max_zone_file_bytes)
         self.table = SiteStateTable(make_backend(config.state))
         self.api_token = read_token(config.api_token_file)
         self.geo: GeoLocator | None = None
@@ -144,6 +184,7 @@ class Server:
         problem = check_zones_folder(cfg.zones)
         if problem is not None:
             raise StartupError(problem)
+        raise_fd_limit(cfg.tcp.max_connections)
         if cfg.rate_limit.responses_per_second:
             logger.warning("rate_limit: response rate limiting is not implemented in this version; "
                            "responses_per_second is ignored")
@@ -330,7 +371,7 @@ class Server:
             if problem is not None:
                 errors.append(problem)
             else:
-                store = ZoneStore(new.zones, serial_state=True)
+                store = ZoneStore(new.zones, serial_state=True, max_file_bytes=new.max_zone_file_bytes)
         geo: GeoLocator | None = None
         geo_stamp = _stamp_of(new.geoip)
         if new.geoip != old.geoip or geo_stamp != self._geo_stamp:
@@ -363,6 +404,8 @@ class Server:
         if new.tcp != old.tcp and self.dns is not None:
             self.dns.limits = new.tcp  # read when a connection opens and by its idle timer
             logger.info("config: tcp limits applied")
+            if new.tcp.max_connections > old.tcp.max_connections:
+                raise_fd_limit(new.tcp.max_connections)
         if geo is not None:
             self._geo_stamp, self._geo_pending, self._geo_failed = geo_stamp, None, None
         if geo is not None or dict(new.regions) != dict(old.regions):
@@ -371,6 +414,9 @@ class Server:
                 logger.info("config: regions applied (%s)", ", ".join(new.regions) or "none")
         if store is not self.zone_store:
             logger.info("config: zones folder is now %s", new.zones)
+        store.max_file_bytes = new.max_zone_file_bytes  # before this reload reads the files
+        if new.reload != old.reload:
+            logger.info("config: reload: %s applied", new.reload)
         self.config = live
         return [], store
 
@@ -430,8 +476,37 @@ class Server:
         return None
 
     async def _watch_zones(self) -> None:
-        """The 1 s poll of the zone files and the GeoIP file (:func:`gslb.zones.watch`)."""
-        await watch(lambda forced: self.reload(force=False), self._stop)
+        """The 1 s poll of the zone files and the GeoIP file (:func:`gslb.zones.watch`).
+
+        With ``reload: manual`` it applies nothing: it logs, once per version, that a file changed.
+        """
+        noticed: dict[str, Stamp | None] = {}
+
+        async def tick(forced: bool) -> Any:
+            if self.config.reload == "manual":
+                self._notice_changes(noticed)
+                return None
+            noticed.clear()
+            return await self.reload(force=False)
+
+        await watch(tick, self._stop)
+
+    def _notice_changes(self, noticed: dict[str, Stamp | None]) -> None:
+        """``reload: manual``: log each zone or GeoIP file version changed on disk once."""
+        changed = self.zone_store.changed_on_disk()
+        geo = self.config.geoip
+        if geo and _stamp_of(geo) not in (self._geo_stamp, None):
+            changed.append(geo)
+        for path in list(noticed):
+            if path not in changed:
+                del noticed[path]
+        for path in changed:
+            stamp = _stamp_of(path)
+            if path in noticed and noticed[path] == stamp:
+                continue
+            noticed[path] = stamp
+            logger.info("zones: %s changed on disk; reload: manual, so it applies on SIGHUP or "
+                        "POST /api/v1/reload", path)
 
     def _worker_init(self) -> dict[str, Any]:
         """What a DNS worker process starts from: the state of this moment."""

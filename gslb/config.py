@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from gslb.errors import ConfigError, ConfigErrors, UsageError
 from gslb.yamlsafe import Errors, Fields, LineDict, LineList, check_keys, load_yaml, type_name
-from gslb.zones import check_name, display_path, is_ip, is_ipv6, parse_location
+from gslb.zones import MAX_ZONE_FILE_BYTES, check_name, display_path, is_ip, is_ipv6, parse_location
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ class ServerConfig:
     rate_limit: RateLimit = RateLimit()
     tcp: TcpLimits = TcpLimits()
     workers: int = 1
+    #: ``auto``: the file watch applies zone file changes; ``manual``: only SIGHUP and
+    #: POST /api/v1/reload do (the watch logs that a file changed)
+    reload: str = "auto"
+    #: zone files bigger than this are refused before they are read
+    max_zone_file_bytes: int = MAX_ZONE_FILE_BYTES
     #: the server file this came from, None when there was none
     file: str | None = None
     #: geoip is the built-in default path (given neither in the file nor by a flag)
@@ -79,7 +84,11 @@ class ServerConfig:
 
 DEFAULT_CONFIG_NAME = "gslb.yaml"
 _TOP_KEYS = ("listen", "http", "zones", "geoip", "region", "regions", "state", "checks",
-             "api_token_file", "acl", "rate_limit", "tcp", "workers")
+             "api_token_file", "acl", "rate_limit", "tcp", "workers", "reload", "max_zone_file_bytes")
+#: the values of ``reload:``
+RELOAD_MODES = ("auto", "manual")
+#: the smallest ``max_zone_file_bytes``
+MIN_ZONE_FILE_BYTES = 1024
 #: the schemes of a Redis ``state:`` URL (gslb.redis_state.RedisBackend)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 #: every scheme ``state:`` accepts; :func:`check_state_url` is the one check of it
@@ -385,6 +394,8 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
             max_connections=_number(tcp, "max_connections", 1024, 1),
             max_per_client=_number(tcp, "max_per_client", 32, 1))
     out["workers"] = _number(top, "workers", 1, 1, 256)
+    out["reload"] = top.choice("reload", "auto", RELOAD_MODES, "reload mode") or "auto"
+    out["max_zone_file_bytes"] = _number(top, "max_zone_file_bytes", MAX_ZONE_FILE_BYTES, MIN_ZONE_FILE_BYTES)
     errors.extend(sorted(err.items, key=lambda e: e.line or 0))
     return out
 

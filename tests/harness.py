@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -40,7 +41,7 @@ class Gslb:
     """A running ``gslb serve`` in its own folder; stopped by ``stop()`` (or the fixture)."""
 
     def __init__(self, workdir: Path, zones: dict[str, str], config: dict[str, Any] | None = None,
-                 args: list[str] | None = None) -> None:
+                 args: list[str] | None = None, rlimit_nofile: tuple[int, int] | None = None) -> None:
         self.workdir = workdir
         self.zones_dir = workdir / "zones"
         self.zones_dir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +59,8 @@ class Gslb:
         self.config_file = workdir / "gslb.yaml"
         self.config_file.write_text(yaml.safe_dump(cfg))
         self.args = args or []
+        #: (soft, hard) open-file limit the server starts with; None: this process's
+        self.rlimit_nofile = rlimit_nofile
         self.proc: subprocess.Popen[str] | None = None
         self.log_file = workdir / "gslb.log"
 
@@ -69,9 +72,11 @@ class Gslb:
         """Start the server and wait until it answers DNS (and HTTP when enabled)."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log = open(self.log_file, "w")
+        limits = self.rlimit_nofile
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gslb", "serve", "-c", str(self.config_file), *self.args],
             cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT, text=True, env=env,
+            preexec_fn=None if limits is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits),
         )
         deadline = time.monotonic() + timeout
         qname = wait_for or "invalid."

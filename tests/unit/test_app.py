@@ -105,3 +105,24 @@ def test_acl_with_only_deny_keeps_the_default_allow(tmp_path):
     cfg.write_text("acl: {deny: [10.0.0.0/8]}\n")
     acl = load_server_config(str(cfg)).acl
     assert acl.allow == ("0.0.0.0/0", "::/0") and acl.deny == ("10.0.0.0/8",)
+
+
+# -- the open-file limit (issue 9, item 8) ------------------------------------------------------
+
+def test_fd_limit_plan_raises_the_soft_limit_to_the_hard_one():
+    import resource
+
+    from gslb.app import FD_RESERVE, fd_limit_plan
+
+    assert fd_limit_plan(1024, 4096, 1024) == (4096, None)
+    assert fd_limit_plan(1024, 1024 + FD_RESERVE, 1024) == (1024 + FD_RESERVE, None)
+    assert fd_limit_plan(8192, 8192, 1024) == (8192, None)
+    assert fd_limit_plan(1024, resource.RLIM_INFINITY, 100_000) == (1 << 20, None)
+    target, warning = fd_limit_plan(1024, 1024, 1024)
+    assert target == 1024
+    assert warning == (f"tcp.max_connections 1024 plus {FD_RESERVE} files for the rest need "
+                       f"{1024 + FD_RESERVE} open files, but the limit is 1024 (hard limit 1024): "
+                       f"connections beyond about {1024 - FD_RESERVE} fail; raise the hard limit "
+                       "(ulimit -Hn, systemd LimitNOFILE=) or lower tcp.max_connections")
+    assert fd_limit_plan(1024, 1024, 1024 - FD_RESERVE) == (1024, None)
+    assert fd_limit_plan(1024, 1024, 1025 - FD_RESERVE)[1] is not None

@@ -22,6 +22,7 @@ def test_defaults_without_file_or_flags(tmp_path, monkeypatch):
     assert (cfg.region, cfg.state, cfg.checks, cfg.workers, cfg.file) == ("local", "memory://", True, 1, None)
     assert cfg.acl == Acl() and cfg.rate_limit == RateLimit() and cfg.tcp == TcpLimits()
     assert cfg.api_token_file is None and dict(cfg.regions) == {}
+    assert cfg.reload == "auto" and cfg.max_zone_file_bytes == 16 * 1024 * 1024
 
 
 def test_find_default_config(tmp_path):
@@ -55,6 +56,8 @@ acl:
 rate_limit: {responses_per_second: 20, slip: 3}
 tcp: {idle_timeout: 2.5, max_connections: 100, max_per_client: 4}
 workers: 2
+reload: manual
+max_zone_file_bytes: 1048576
 """)
     cfg = load_server_config(str(path), {})
     assert cfg.listen == (("127.0.0.1", 5300), ("::1", 5301), ("localhost", 5300))
@@ -67,6 +70,7 @@ workers: 2
     assert cfg.acl == Acl(allow=("192.0.2.0/24", "2001:db8::/32"), deny=("192.0.2.128/25",))
     assert cfg.rate_limit == RateLimit(20, 3) and cfg.tcp == TcpLimits(2.5, 100, 4)
     assert cfg.workers == 2 and cfg.file == str(path)
+    assert cfg.reload == "manual" and cfg.max_zone_file_bytes == 1048576
 
 
 def test_file_defaults_are_relative_to_the_file_and_http_null(tmp_path):
@@ -151,6 +155,10 @@ CASES = [
     ("tcp-max", "tcp: {max_connections: 0}  #<\n", "tcp.max_connections", "max_connections 0 is out of range >= 1"),
     ("tcp-type", "tcp: 5  #<\n", "tcp", "expected a mapping, got an integer"),
     ("workers", "workers: 0  #<\n", "workers", "workers 0 is out of range 1..256"),
+    ("reload-mode", "reload: sometimes  #<\n", "reload", "unknown reload mode 'sometimes' (one of: auto, manual)"),
+    ("reload-type", "reload: true  #<\n", "reload", "unknown reload mode a boolean (one of: auto, manual)"),
+    ("max-zone-small", "max_zone_file_bytes: 100  #<\n", "max_zone_file_bytes", "max_zone_file_bytes 100 is out of range >= 1024"),
+    ("max-zone-type", "max_zone_file_bytes: 64MiB  #<\n", "max_zone_file_bytes", "expected an integer, got a string"),
     ("duplicate", "region: a\nregion: b  #<\n", "", "duplicate key 'region' (first at line 1)"),
     ("syntax", "listen: [a\nhttp: x  #<\n", "", "YAML syntax error"),
     ("top-list", "- a  #<\n", "", "the top level must be a mapping, got a list"),

@@ -472,3 +472,24 @@ def test_cname_chain_owners_keep_zone_case_under_0x20():
     # a suffix the client wrote in lower case is still a compression target
     wire = encode_response(*parse_query(wire_query("NOPE.t.test.")), Response(3, True, (), (soa,)), 512)
     assert wire[12 + 17:12 + 17 + 2] == struct.pack("!H", 0xC000 | (12 + 5))
+
+
+def test_the_parsed_query_cache_is_bounded_in_bytes():
+    """Issue 9 item 6: distinct queries with a big EDNS option are parsed but never kept, so the
+    cache holds at most _PARSED_MAX keys of at most _PARSED_KEY bytes."""
+    import gslb.wire as wire
+
+    wire._PARSED.clear()
+    for i in range(50):
+        q = dns.message.make_query(f"n{i}.example.com.", "A", use_edns=0,
+                                   options=[dns.edns.GenericOption(12, b"\0" * 1000)])
+        assert parse_query(q.to_wire())[1].qname == f"n{i}.example.com."
+    assert wire._PARSED == {}
+    small = dns.message.make_query("www.example.com.", "A").to_wire()
+    parse_query(small)
+    assert list(wire._PARSED) == [small[2:]]
+    for i in range(wire._PARSED_MAX + 10):
+        parse_query(dns.message.make_query(f"a{i}.example.com.", "A").to_wire())
+    assert len(wire._PARSED) <= wire._PARSED_MAX
+    assert sum(len(k) for k in wire._PARSED) <= wire._PARSED_MAX * wire._PARSED_KEY
+    wire._PARSED.clear()
