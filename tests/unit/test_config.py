@@ -229,3 +229,15 @@ def test_region_location_reports_latitude_and_longitude(tmp_path):
     assert [str(e) for e in info.value.errors] == [
         f"{file}:4: regions.eu.location: latitude 95 is out of range -90..90",
         f"{file}:5: regions.eu.location: longitude 200 is out of range -180..180"]
+
+
+def test_readme_rate_limit_example_loads_with_the_documented_defaults(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Response rate limiting", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    file = tmp_path / "gslb.yaml"
+    file.write_text(block)
+    assert load_server_config(str(file), {}).rate_limit == RateLimit()
