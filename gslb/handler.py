@@ -342,9 +342,9 @@ class QueryHandler:
         qtype = _counted(query.qtype_name)
         rcode = RCODE_NAMES.get(response.rcode, str(response.rcode))
         pool = response.pool
-        # the identity is computed whenever a limiter exists (also for replies that are not
-        # limited here) so that every cache entry carries it
-        rrl_id = identity(query, response, zones) if self.rrl is not None else None
+        # with a limiter, every reply limited here or stored in the cache gets its identity
+        rrl_id = identity(query, response, zones) \
+            if self.rrl is not None and (rrl is not None or cache is not None) else None
         verdict = rrl.check(host, rrl_id, self.clock()) if rrl is not None else 0
         if not verdict:
             if pool is not None:
