@@ -15,8 +15,8 @@
    costs the hit path one attribute test.
 
 ``QueryHandler.handle(data, client_ip, tcp)`` is the full path alone (TCP, tests, explain-like
-callers), never rate limited. Every reply from the cache is byte for byte the reply the full path gives (a test
-compares both over a generated corpus).
+callers), never rate limited. Every reply from the cache is byte for byte the reply the full
+path gives (a test compares both over a generated corpus).
 
 ``LivePools`` is the readiness gate between the resolver and the balancer: until the first round
 of health checks has finished it answers every pool name with the ``starting`` outcome (no reply

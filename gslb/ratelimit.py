@@ -30,8 +30,11 @@ real client whose address is being forged retries over TCP and still gets its an
 0: drop all; 1: truncate all. TCP is never limited (its source cannot be forged); the ``exempt``
 networks are never limited.
 
-Memory. At most ``max_buckets`` buckets (least recently used first out: a flooded bucket is in
-constant use and stays; a bucket evicted and seen again starts full, as a new one). A bucket
+Memory. At most ``max_buckets`` buckets. A new bucket beyond that evicts one of the
+``EVICT_TRIES`` oldest (by creation): the first that has been idle for a window (its credit is
+full again, so forgetting it changes nothing), else the least recently used of them; the others
+go to the newest end. So a hit pays no reordering (no exact LRU list), and a bucket in constant
+use, like a flooded one, stays; an evicted bucket that comes back starts full. A bucket
 costs about :data:`BUCKET_BYTES` bytes (the ordered-dict slot, the (network, identity) key
 tuple, the network int and a three-item list; identities are shared with the answer cache), so
 the default table is at most about 20 MB. The client address -> network memo holds at most
@@ -63,13 +66,15 @@ SEND, DROP, SLIP = 0, 1, 2
 #: the identity of every error reply (one bucket per client network)
 ERROR = "!error"
 
-#: buckets one limiter keeps at most (least recently used first out)
+#: buckets one limiter keeps at most (module docstring: Memory)
 DEFAULT_MAX_BUCKETS = 65536
 #: bytes one bucket costs, measured with tracemalloc (tests/unit/test_ratelimit.py checks it):
 #: key tuple 56, network int 28-36, list 72, float 24, ordered-dict slot ~100, address memo ~60
 BUCKET_BYTES = 350
 #: client addresses whose network is remembered (cleared when full)
 MAX_HOSTS = 16384
+#: buckets looked at per eviction for one that has been idle for a window
+EVICT_TRIES = 4
 
 #: the network key of an exempt client
 _EXEMPT = object()
@@ -111,8 +116,8 @@ def _address(host: str) -> tuple[int, int] | None:
 class RateLimiter:
     """The buckets of one process (module docstring); :meth:`check` per UDP reply."""
 
-    __slots__ = ("config", "max_buckets", "buckets", "evicted", "_rate", "_cap", "_slip", "_shift4",
-                 "_shift6", "_exempt", "_nets")
+    __slots__ = ("config", "max_buckets", "buckets", "evicted", "_rate", "_cap", "_window", "_slip",
+                 "_shift4", "_shift6", "_exempt", "_nets")
 
     def __init__(self, config: RateLimit, max_buckets: int = DEFAULT_MAX_BUCKETS) -> None:
         if config.responses_per_second <= 0:
@@ -125,6 +130,7 @@ class RateLimiter:
         self.evicted = 0
         self._rate = float(config.responses_per_second)
         self._cap = float(config.responses_per_second * config.window)
+        self._window = float(config.window)
         self._slip = config.slip
         self._shift4 = 32 - config.ipv4_prefix
         self._shift6 = 128 - config.ipv6_prefix
@@ -154,32 +160,13 @@ class RateLimiter:
 
     def check(self, host: str, identity: Hashable, now: float) -> int:
         """SEND, DROP or SLIP for one reply of ``identity`` to ``host`` at ``now`` (seconds)."""
-        net = self._nets.get(host)
-        if net is None:
-            net = self.network(host)
-            nets = self._nets
-            if len(nets) >= MAX_HOSTS:
-                self._nets = nets = {}
-            nets[host] = net
-        if net is _EXEMPT:
-            return SEND
-        key = (net, identity)
-        buckets = self.buckets
-        bucket = buckets.get(key)
-        if bucket is None:
-            # a new bucket starts with the full window of credit, and this reply spends one
-            buckets[key] = [self._cap - 1.0, now, 0]
-            if len(buckets) > self.max_buckets:
-                try:
-                    buckets.popitem(last=False)
-                    self.evicted += 1
-                except KeyError:  # emptied by another thread meanwhile
-                    pass
-            return SEND
         try:
-            buckets.move_to_end(key)
-        except KeyError:  # evicted by another thread meanwhile
-            pass
+            key = (self._nets[host], identity)
+        except KeyError:
+            key = (self._remember(host), identity)
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            return self._new(key, now)
         credit = bucket[0] + (now - bucket[1]) * self._rate
         if credit > self._cap:
             credit = self._cap  # window seconds' worth at most
@@ -196,6 +183,51 @@ class RateLimiter:
                 return SLIP
             bucket[2] = limited
         return DROP
+
+    def _remember(self, host: str) -> object:
+        """The network of ``host``, remembered (the memo starts over when full)."""
+        net = self.network(host)
+        nets = self._nets
+        if len(nets) >= MAX_HOSTS:
+            self._nets = nets = {}
+        nets[host] = net
+        return net
+
+    def _new(self, key: tuple[object, Hashable], now: float) -> int:
+        """The first reply of a bucket (or of an exempt client, which gets no bucket)."""
+        if key[0] is _EXEMPT:
+            return SEND
+        buckets = self.buckets
+        # a new bucket starts with the full window of credit, and this reply spends one
+        buckets[key] = [self._cap - 1.0, now, 0]
+        if len(buckets) > self.max_buckets:
+            self._evict(now)
+        return SEND
+
+    def _evict(self, now: float) -> None:
+        """Drop one bucket: of the EVICT_TRIES oldest, the first that has been idle for a window
+        (its credit is full again: forgetting it changes nothing), else the least recently used
+        of them; the others move to the newest end (so a hit pays no reordering, and a bucket in
+        constant use, like a flooded one, stays)."""
+        buckets = self.buckets
+        window = self._window
+        taken: list[tuple[tuple, list]] = []
+        tries = min(EVICT_TRIES, len(buckets) - 1)  # never the bucket just made (the newest)
+        if tries <= 0:
+            return
+        try:
+            for _ in range(tries):
+                item = buckets.popitem(last=False)
+                if now - item[1][1] >= window:
+                    break
+                taken.append(item)
+            else:
+                taken.remove(min(taken, key=lambda kv: kv[1][1]))
+        except KeyError:  # emptied by another thread meanwhile
+            pass
+        self.evicted += 1
+        for key, bucket in taken:
+            buckets[key] = bucket
 
     def __len__(self) -> int:
         return len(self.buckets)

@@ -148,16 +148,38 @@ def test_an_address_that_does_not_parse_is_its_own_network():
     assert run(rl, [0.0], "192.0.2.1") == [SEND]
 
 
-def test_memory_is_bounded_least_recently_used_first_out():
+def test_memory_is_bounded_and_a_busy_bucket_stays():
     rl = RateLimiter(RateLimit(responses_per_second=1, window=1, slip=0), max_buckets=100)
     assert rl.check("192.0.2.1", "hot", 0.0) == SEND
     for i in range(1000):
-        rl.check(f"10.{i // 256}.{i % 256}.1", "x", 0.0)
-        assert rl.check("192.0.2.1", "hot", 0.0) == DROP  # in constant use: never evicted
+        now = i * 0.0001
+        assert rl.check(f"10.{i // 256}.{i % 256}.1", "x", now) == SEND
+        assert rl.check("192.0.2.1", "hot", now) == DROP  # in constant use: never evicted
         assert len(rl) <= 100
     assert rl.evicted == 1000 - 99
     # an evicted bucket starts over, full
-    assert rl.check("10.0.0.1", "x", 0.0) == SEND
+    assert rl.check("10.0.0.1", "x", 0.1) == SEND
+
+
+def test_eviction_prefers_a_bucket_idle_for_a_window():
+    rl = RateLimiter(RateLimit(responses_per_second=1, window=1, slip=0), max_buckets=3)
+    for host in ("10.0.1.1", "10.0.2.1", "10.0.3.1"):
+        rl.check(host, "x", 0.0)
+    rl.check("10.0.1.1", "x", 0.5)  # the oldest, but used since
+    rl.check("10.0.4.1", "x", 1.2)  # 10.0.2.1 has been idle for a window: it goes
+    kept = {key[0] for key in rl.buckets}
+    assert kept == {rl.network(h) for h in ("10.0.1.1", "10.0.3.1", "10.0.4.1")}
+    # none idle: the least recently used of the oldest goes
+    rl.check("10.0.1.1", "x", 1.3)
+    rl.check("10.0.3.1", "x", 1.4)
+    rl.check("10.0.4.1", "x", 1.5)
+    rl.check("10.0.5.1", "x", 1.6)
+    assert {key[0] for key in rl.buckets} == {rl.network(h) for h in ("10.0.3.1", "10.0.4.1", "10.0.5.1")}
+    assert rl.evicted == 2
+    one = RateLimiter(RateLimit(responses_per_second=1, window=1), max_buckets=1)
+    one.check("10.0.1.1", "x", 0.0)
+    one.check("10.0.2.1", "x", 0.0)
+    assert len(one) == 1 and one.check("10.0.2.1", "x", 0.0) == DROP  # the new one stayed (no credit left)
 
 
 def test_bytes_per_bucket_within_the_documented_figure():
