@@ -54,6 +54,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections import OrderedDict
+from sys import intern
 from typing import Hashable
 
 from gslb.config import RateLimit
@@ -81,7 +82,13 @@ _EXEMPT = object()
 
 
 def identity(query: Query, response: Response, zones: ZoneSet) -> str:
-    """What ``response`` is accounted as (module docstring): one string per kind of reply."""
+    """What ``response`` is accounted as (module docstring): one string per kind of reply, interned
+    (the cache entries of one answer share one object: a bucket lookup compares by identity, and
+    its hash is computed once)."""
+    return intern(_identity(query, response, zones))
+
+
+def _identity(query: Query, response: Response, zones: ZoneSet) -> str:
     rcode = response.rcode
     if rcode == NXDOMAIN:
         return "nx " + response.zone  # the imputed name: every name that does not exist in the zone
