@@ -57,7 +57,8 @@ MAX_COMBOS = 65536
 #: a dependency: a zone key ("gslb.example.com"), a pool ("gslb.example.com", "web") or a site
 #: of a pool ("gslb.example.com", "web", "fra")
 Dependency = Hashable
-#: one cache entry: (reply after the ID, stamp index, stamp value, statistics slot)
+#: one cache entry: (reply after the ID, stamp index, stamp value, statistics slot, rate-limit
+#: identity or None: ``gslb.ratelimit.identity``, computed once so that a hit is limited without a parse)
 Entry = tuple
 
 
@@ -117,9 +118,11 @@ class AnswerCache:
         """Whether the stamp table reached MAX_COMBOS (the owner then starts a new cache)."""
         return len(self.stamps) >= MAX_COMBOS
 
-    def put(self, key: bytes, host: str | None, tail: bytes, token: tuple[int, int], slot: int) -> None:
+    def put(self, key: bytes, host: str | None, tail: bytes, token: tuple[int, int], slot: int,
+            rrl: object = None) -> None:
         """Store a reply (after the ID) computed under ``token``; ``host`` when it depends on the
-        client's address. Queries longer than MAX_KEY are not stored."""
+        client's address; ``rrl`` its rate-limit identity (None when rate limiting is off).
+        Queries longer than MAX_KEY are not stored."""
         index, value = token
         if len(key) > MAX_KEY or index >= len(self.stamps) or self.stamps[index] != value:
             return  # too long, or computed from data that changed since (a stale token)
@@ -131,7 +134,7 @@ class AnswerCache:
         else:
             full = key
         self._discard(full)
-        entry = (tail, index, value, slot)
+        entry = (tail, index, value, slot, rrl)
         entries[full] = entry
         self.bytes += _size(full, entry)
         while self.bytes > self.max_bytes and entries:

@@ -5,7 +5,7 @@ health checks, DNS listeners, HTTP), then it waits for a stop signal, then ``shu
 
 Reload (SIGHUP, ``POST /api/v1/reload``) re-reads the server file with the command line's flags
 over it, then every zone file. What can change live is applied: ``api_token_file`` (the token is
-re-read), ``acl``, ``regions``, ``tcp`` limits, ``geoip`` (re-opened when its path or file
+re-read), ``acl``, ``rate_limit`` (with new, empty buckets), ``regions``, ``tcp`` limits, ``geoip`` (re-opened when its path or file
 changed) and ``zones`` (another folder). ``listen``, ``http``, ``state``, ``checks``, ``workers``
 and ``region`` need a restart: a change is logged as a warning and the running value stays. A
 server file, token file or GeoIP database that cannot be used changes nothing: the errors are in
@@ -185,9 +185,6 @@ class Server:
         if problem is not None:
             raise StartupError(problem)
         raise_fd_limit(cfg.tcp.max_connections)
-        if cfg.rate_limit.responses_per_second:
-            logger.warning("rate_limit: response rate limiting is not implemented in this version; "
-                           "responses_per_second is ignored")
         result = self.zone_store.reload(force=True)
         for error in result.get("errors", []):
             logger.error("zones: %s", error)
@@ -204,7 +201,8 @@ class Server:
         table = self.table
         pools = self.pools = LivePools(self.balancer, lambda: table.view)
         handler = self.handler = QueryHandler(lambda: self.zone_store.zones, pools, self.stats, cfg.acl,
-                                              AnswerCache())
+                                              AnswerCache(), cfg.rate_limit)
+        _log_rate_limit(cfg.rate_limit, cfg.workers)
         # every new view reaches the balancer at once; it drops the answers of the pools whose
         # verdicts changed (and only those) from the answer cache
         pools.on_change = handler.pools_changed
@@ -401,6 +399,12 @@ class Server:
                 self.workers.send("acl", new.acl)
             logger.info("config: acl applied (allow %s; deny %s)", ", ".join(new.acl.allow),
                         ", ".join(new.acl.deny) or "none")
+        if new.rate_limit != old.rate_limit and self.handler is not None:
+            self.handler.locked(self.handler.set_rate_limit, new.rate_limit)
+            if self.workers is not None:
+                self.workers.send("rate_limit", new.rate_limit)
+            logger.info("config: rate_limit applied")
+            _log_rate_limit(new.rate_limit, old.workers)
         if new.tcp != old.tcp and self.dns is not None:
             self.dns.limits = new.tcp  # read when a connection opens and by its idle timer
             logger.info("config: tcp limits applied")
@@ -513,7 +517,8 @@ class Server:
         assert self.dns is not None and self.pools is not None
         return init_payload(self.zone_store.zones, self.table.view, self.pools.ready,
                             self.geo.path if self.geo is not None else None, dict(self.config.regions),
-                            self.config.acl, self.dns.addresses, logging.getLogger().level)
+                            self.config.acl, self.dns.addresses, logging.getLogger().level,
+                            rate_limit=self.config.rate_limit)
 
     def query_stats(self) -> QueryStats:
         """The query counters of every DNS process (this one, the workers, the workers that exited)."""
@@ -541,6 +546,15 @@ class Server:
             return explain(self.zone_store.zones, self.balancer, self.table.view, name, qtype, client)
         with self.handler.lock:  # the balancer's caches are shared with the DNS threads
             return explain(self.zone_store.zones, self.balancer, self.table.view, name, qtype, client)
+
+
+def _log_rate_limit(rl: Any, workers: int) -> None:
+    if not rl.enabled:
+        return
+    per = f" per DNS process ({workers} processes)" if workers > 1 else ""
+    logger.info("rrl: UDP replies limited to %d/s per (client /%d or /%d, answer)%s, window %ds, slip %d%s",
+                rl.responses_per_second, rl.ipv4_prefix, rl.ipv6_prefix, per, rl.window, rl.slip,
+                f", exempt {', '.join(rl.exempt)}" if rl.exempt else "")
 
 
 def _shown(value: Any) -> str:

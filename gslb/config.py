@@ -30,10 +30,24 @@ class Acl:
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """Response rate limiting per client /24 or /56 and answer (0 = off)."""
+    """Response rate limiting (UDP) per client network and answer; ``responses_per_second`` 0 = off.
+
+    ``window``: seconds of credit a quiet client may build up; ``slip``: every Nth limited reply
+    is sent truncated (TC=1), the others dropped (0: drop all, 1: truncate all); ``exempt``:
+    networks never limited. See ``gslb.ratelimit``.
+    """
 
     responses_per_second: int = 0
     slip: int = 2
+    window: int = 5
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+    exempt: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether replies are limited at all."""
+        return self.responses_per_second > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,11 +395,16 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
     if acl_m is not None:
         out["acl"] = Acl(allow=_networks(err, acl_m, "allow", "acl.allow", Acl().allow),
                          deny=_networks(err, acl_m, "deny", "acl.deny", ()))
-    rl_m = top.mapping("rate_limit", ("responses_per_second", "slip"))
+    rl_m = top.mapping("rate_limit", ("responses_per_second", "window", "slip", "ipv4_prefix",
+                                       "ipv6_prefix", "exempt"))
     if rl_m is not None:
         rl = Fields(err, rl_m, "rate_limit")
         out["rate_limit"] = RateLimit(responses_per_second=_number(rl, "responses_per_second", 0, 0),
-                                      slip=_number(rl, "slip", 2, 0, 10))
+                                      slip=_number(rl, "slip", 2, 0, 10),
+                                      window=_number(rl, "window", 5, 1, 3600),
+                                      ipv4_prefix=_number(rl, "ipv4_prefix", 24, 0, 32),
+                                      ipv6_prefix=_number(rl, "ipv6_prefix", 56, 0, 128),
+                                      exempt=_networks(err, rl_m, "exempt", "rate_limit.exempt", ()))
     tcp_m = top.mapping("tcp", ("idle_timeout", "max_connections", "max_per_client"))
     if tcp_m is not None:
         tcp = Fields(err, tcp_m, "tcp")

@@ -8,11 +8,15 @@
    source) is the reply, with the query's ID put in front: no parse, no resolve, no encode;
 3. else the full path (:meth:`QueryHandler.compute`): parse (``gslb.wire``), resolve
    (``gslb.resolver`` with the zones and the pools), encode, count; a cacheable reply is stored
-   under the dependencies it was computed from.
+   under the dependencies it was computed from;
+4. response rate limiting (``gslb.ratelimit``, when ``rate_limit`` is on), on both the cache hit
+   and the computed reply: the reply is sent, dropped or slipped (sent truncated). The cache
+   entry carries the reply's rate-limit identity, so a hit is limited without a parse. Off, it
+   costs the hit path one attribute test.
 
 ``QueryHandler.handle(data, client_ip, tcp)`` is the full path alone (TCP, tests, explain-like
-callers). Every reply from the cache is byte for byte the reply the full path gives (a test
-compares both over a generated corpus).
+callers), never rate limited. Every reply from the cache is byte for byte the reply the full
+path gives (a test compares both over a generated corpus).
 
 ``LivePools`` is the readiness gate between the resolver and the balancer: until the first round
 of health checks has finished it answers every pool name with the ``starting`` outcome (no reply
@@ -26,17 +30,18 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any, Callable
 
 from gslb.answercache import AnswerCache
 from gslb.balancer import Balancer, PoolChange
-from gslb.config import Acl
+from gslb.config import Acl, RateLimit
 from gslb.model import Pool, PoolAnswer, StateView, Zone, ZoneSet
+from gslb.ratelimit import DROP, ERROR, RateLimiter, identity
 from gslb.resolver import Pools, resolve
 from gslb.stats import QueryStats
-from gslb.wire import (NXDOMAIN, RCODE_NAMES, REFUSED, Drop, FormErr, Reject, encode_response, parse_query,
-                       servfail)
+from gslb.wire import (NXDOMAIN, RCODE_NAMES, REFUSED, Drop, FormErr, Query, Reject, encode_response,
+                       parse_query, servfail, slipped, with_tc)
 
 logger = logging.getLogger(__name__)
 
@@ -164,13 +169,19 @@ class QueryHandler:
     """
 
     def __init__(self, get_zones: Callable[[], ZoneSet], pools: Pools, stats: QueryStats, acl: Acl,
-                 cache: AnswerCache | None = None) -> None:
+                 cache: AnswerCache | None = None, rate_limit: RateLimit | None = None) -> None:
         self._get_zones = get_zones
         self._pools = pools
         self._stats = stats
         self._acl = AclMatcher(acl)
         #: None: no answer cache (every query takes the full path)
         self.cache = cache
+        #: None: UDP replies are not rate limited
+        self.rrl: RateLimiter | None = None
+        #: the clock of the rate limiter (monotonic seconds)
+        self.clock: Callable[[], float] = monotonic
+        if rate_limit is not None and rate_limit.enabled:
+            self.rrl = RateLimiter(rate_limit)
         #: held while an answer is computed and while the data it reads changes
         self.lock = threading.RLock()
 
@@ -182,6 +193,20 @@ class QueryHandler:
     def set_acl(self, acl: Acl) -> None:
         """Replace the ACL (on reload); the next query uses the new one."""
         self._acl = AclMatcher(acl)
+
+    def set_rate_limit(self, rate_limit: RateLimit) -> None:
+        """Replace the rate limiter (on reload; the caller holds the lock): new, empty buckets.
+
+        Turned on, the answer cache is cleared: its entries were stored without their rate-limit
+        identity.
+        """
+        if not rate_limit.enabled:
+            self.rrl = None
+            return
+        was_off = self.rrl is None
+        self.rrl = RateLimiter(rate_limit)
+        if was_off:
+            self.clear_cache()
 
     # -- invalidation (callers hold the lock) ----------------------------------------------------
 
@@ -241,13 +266,18 @@ class QueryHandler:
             if entry is not None:
                 try:
                     if cache.stamps[entry[1]] == entry[2]:
+                        rrl = self.rrl
+                        if rrl is not None:
+                            verdict = rrl.check(host, entry[4], self.clock())
+                            if verdict:
+                                return self._limited(verdict, data[:2] + entry[0], data)
                         self._stats.hits[entry[3]] += 1
                         entries.move_to_end(key)
                         return data[:2] + entry[0]
                 except (IndexError, KeyError):  # the slots started over, or it was just evicted
                     pass
         with self.lock:
-            return self.compute(data, host, False)
+            return self.compute(data, host, False, limit=True)
 
     def handle(self, data: bytes, host: str, tcp: bool) -> bytes | None:
         """The reply to ``data`` by the full path (no answer cache); None when nothing is to be sent."""
@@ -258,12 +288,13 @@ class QueryHandler:
         with self.lock:
             return self.compute(data, host, tcp, store=False)
 
-    def compute(self, data: bytes, host: str, tcp: bool, store: bool = True) -> bytes | None:
+    def compute(self, data: bytes, host: str, tcp: bool, store: bool = True, limit: bool = False) -> bytes | None:
         """Parse, resolve, encode and count (the ACL already passed); store a cacheable UDP reply
-        in the answer cache when ``store``."""
+        in the answer cache when ``store``; rate limit the reply when ``limit`` (UDP)."""
         start = perf_counter()
         stats = self._stats
         client = client_ip(host)
+        rrl = self.rrl if limit else None
         try:
             ident, query = parse_query(data)
         except Drop as e:
@@ -271,9 +302,13 @@ class QueryHandler:
             return None
         except FormErr as e:
             logger.debug("FORMERR to %s: %s", client, e.why)
+            if rrl is not None and (verdict := rrl.check(host, ERROR, self.clock())):
+                return self._limited(verdict, e.reply, None)
             stats.query("", _counted(e.qtype), "FORMERR", perf_counter() - start)
             return e.reply
         except Reject as e:
+            if rrl is not None and (verdict := rrl.check(host, ERROR, self.clock())):
+                return self._limited(verdict, e.reply, None)
             stats.query("", _counted(e.qtype), RCODE_NAMES.get(e.rcode, str(e.rcode)), perf_counter() - start)
             return e.reply
         except Exception:  # a parser bug must not kill the listener
@@ -285,25 +320,36 @@ class QueryHandler:
             # stored by another thread meanwhile, or evicted and stored again: answered from it
             entry = cache.lookup(data[2:], host)
             if entry is not None:
+                if rrl is not None and (verdict := rrl.check(host, entry[4], self.clock())):
+                    return self._limited(verdict, data[:2] + entry[0], query)
                 stats.hits[entry[3]] += 1
                 return data[:2] + entry[0]
         epoch = cache.epoch if cache is not None else 0
+        zones = self._get_zones()
         try:
-            response = resolve(query, client, self._get_zones(), self._pools)
+            response = resolve(query, client, zones, self._pools)
             if response.drop is not None:
                 stats.dropped[response.drop] += 1
                 return None
             reply = encode_response(ident, query, response, TCP_MAX if tcp else query.udp_limit)
         except Exception:
             logger.exception("SERVFAIL for %s %s from %s", query.qname, query.qtype_name, client)
+            reply = servfail(ident, query)
+            if rrl is not None and (verdict := rrl.check(host, ERROR, self.clock())):
+                return self._limited(verdict, reply, None)
             stats.query("", _counted(query.qtype_name), "SERVFAIL", perf_counter() - start)
-            return servfail(ident, query)
+            return reply
         qtype = _counted(query.qtype_name)
         rcode = RCODE_NAMES.get(response.rcode, str(response.rcode))
         pool = response.pool
-        if pool is not None:
-            stats.answered_sites(pool[0], pool[1], response.sites)
-        stats.query(response.zone, qtype, rcode, perf_counter() - start)
+        # with a limiter, every reply limited here or stored in the cache gets its identity
+        rrl_id = identity(query, response, zones) \
+            if self.rrl is not None and (rrl is not None or cache is not None) else None
+        verdict = rrl.check(host, rrl_id, self.clock()) if rrl is not None else 0
+        if not verdict:
+            if pool is not None:
+                stats.answered_sites(pool[0], pool[1], response.sites)
+            stats.query(response.zone, qtype, rcode, perf_counter() - start)
         # NXDOMAIN and REFUSED are not stored: resolvers cache them themselves (RFC 2308), so a
         # repeat is rare, while a flood of random names would push every useful answer out
         if cache is not None and response.deps is not None and response.rcode not in _NOT_STORED:
@@ -315,5 +361,24 @@ class QueryHandler:
             # nothing this answer read changed while it was computed (else: not stored)
             if cache.epoch == epoch:
                 slot = stats.slot(response.zone, qtype, rcode, pool, response.sites)
-                cache.put(data[2:], host if response.per_client else None, reply[2:], token, slot)
+                cache.put(data[2:], host if response.per_client else None, reply[2:], token, slot, rrl_id)
+        if verdict:
+            return self._limited(verdict, reply, query)
         return reply
+
+    def _limited(self, verdict: int, reply: bytes, query: Query | bytes | None) -> bytes | None:
+        """A reply the rate limiter holds back: None (dropped), or the truncated reply (slipped).
+
+        ``query`` is the parsed query, or the query's bytes (parsed here, from the parser's memo:
+        only slips need it), or None for a reply without records (an error: its TC bit is set).
+        """
+        stats = self._stats
+        if verdict == DROP:
+            stats.rrl_dropped += 1
+            return None
+        stats.rrl_slipped += 1
+        if query is None:
+            return with_tc(reply)
+        if isinstance(query, bytes):
+            query = parse_query(query)[1]
+        return slipped(reply, query)

@@ -170,7 +170,20 @@ def build_status(server: Any) -> dict[str, Any]:
         "changes": [_change(c) for c in reversed(changes)],
         "dns_ready": bool(server.dns_ready),
         "workers": _workers(server),
+        "rate_limit": _rate_limit(server),
     }
+
+
+def _rate_limit(server: Any) -> dict[str, Any] | None:
+    """The response rate limiter: its settings and what it held back (every DNS process); None when off."""
+    rl = getattr(server.config, "rate_limit", None)
+    if rl is None or not rl.enabled:
+        return None
+    totals = getattr(server, "query_stats", None)
+    stats = totals() if callable(totals) else server.stats
+    return {"responses_per_second": rl.responses_per_second, "window": rl.window, "slip": rl.slip,
+            "ipv4_prefix": rl.ipv4_prefix, "ipv6_prefix": rl.ipv6_prefix, "exempt": list(rl.exempt),
+            "dropped": stats.rrl_dropped, "slipped": stats.rrl_slipped}
 
 
 def _workers(server: Any) -> list[dict[str, Any]]:

@@ -135,6 +135,13 @@ class GslbCollector(Collector):
             "gslb_answer_cache_hits", "DNS queries answered from the answer cache (also counted in gslb_queries)",
             value=stats.cache_hits)
 
+        yield CounterMetricFamily(
+            "gslb_rrl_dropped", "UDP replies the response rate limiter dropped (not in gslb_queries)",
+            value=getattr(stats, "rrl_dropped", 0))
+        yield CounterMetricFamily(
+            "gslb_rrl_slipped", "UDP replies the response rate limiter sent truncated (TC=1, no records) "
+            "instead of the answer (not in gslb_queries)", value=getattr(stats, "rrl_slipped", 0))
+
         dropped = CounterMetricFamily(
             "gslb_dropped", "Packets dropped without a reply, by reason", labels=["reason"])
         for reason, n in sorted(stats.dropped.items()):

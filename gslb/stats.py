@@ -29,7 +29,7 @@ class QueryStats:
     """
 
     __slots__ = ("_queries", "_site_answers", "latency_counts", "latency_sum", "dropped", "hits",
-                 "cache_hits", "_slots", "_slot_keys", "_folded")
+                 "cache_hits", "rrl_dropped", "rrl_slipped", "_slots", "_slot_keys", "_folded")
 
     def __init__(self) -> None:
         #: (zone key or "", qtype name, rcode name) -> count
@@ -45,6 +45,10 @@ class QueryStats:
         self.hits: list[int] = []
         #: answers from the answer cache, in total
         self.cache_hits = 0
+        #: UDP replies the rate limiter dropped, and sent truncated instead (gslb.ratelimit); not
+        #: counted in ``queries``
+        self.rrl_dropped = 0
+        self.rrl_slipped = 0
         self._slots: dict[tuple, int] = {}
         self._slot_keys: list[tuple] = []
         #: per slot, the hits already added to the counters
@@ -117,7 +121,8 @@ class QueryStats:
         self.fold()
         return {"queries": dict(self._queries), "site_answers": dict(self._site_answers),
                 "latency_counts": list(self.latency_counts), "latency_sum": self.latency_sum,
-                "dropped": dict(self.dropped), "cache_hits": self.cache_hits}
+                "dropped": dict(self.dropped), "cache_hits": self.cache_hits,
+                "rrl_dropped": self.rrl_dropped, "rrl_slipped": self.rrl_slipped}
 
     def absorb(self, snapshot: dict) -> None:
         """Add another process's counters (a :meth:`snapshot`) to these."""
@@ -129,6 +134,8 @@ class QueryStats:
         self.latency_sum += snapshot["latency_sum"]
         self.dropped.update(snapshot["dropped"])
         self.cache_hits += snapshot["cache_hits"]
+        self.rrl_dropped += snapshot.get("rrl_dropped", 0)
+        self.rrl_slipped += snapshot.get("rrl_slipped", 0)
 
     @classmethod
     def total(cls, parts: Iterable["QueryStats | dict"]) -> "QueryStats":

@@ -38,7 +38,7 @@ from gslb.model import Record
 from gslb.rdata import TYPE_NUMBERS, name_to_wire
 
 __all__ = ["Query", "Response", "Ecs", "Drop", "Reject", "FormErr", "parse_query", "encode_response",
-           "servfail", "type_name", "type_number", "name_to_wire", "RCODE_NAMES"]
+           "servfail", "slipped", "with_tc", "type_name", "type_number", "name_to_wire", "RCODE_NAMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -684,3 +684,18 @@ def servfail(ident: int, query: Query) -> bytes:
     """A bare SERVFAIL reply (ID ``ident``) to ``query`` (question and OPT kept)."""
     return _bare_reply(ident, query.reply_flags | SERVFAIL, query.question,
                        _opt_rr(0, query.do) if query.edns else b"")
+
+
+def slipped(reply: bytes, query: Query) -> bytes:
+    """What a rate limiter sends instead of ``reply`` (``gslb.ratelimit``): its header with TC=1,
+    the question and, when the query had EDNS, an OPT record (DO and the ECS option echoed, scope
+    0); no records. A real client retries over TCP, which is never limited."""
+    flags = (reply[2] << 8) | reply[3]
+    ident = (reply[0] << 8) | reply[1]
+    opt = _opt_rr(0, query.do, _ecs_option(query, 0)) if query.edns else b""
+    return _bare_reply(ident, flags | _TC, query.question, opt)
+
+
+def with_tc(reply: bytes) -> bytes:
+    """A reply without records (an error reply) with its TC bit set."""
+    return reply[:2] + bytes((reply[2] | (_TC >> 8),)) + reply[3:]

@@ -12,7 +12,7 @@ The main process keeps its workers in step over a Unix socket pair per worker, w
 length-prefixed pickled messages (:func:`frame`):
 
 - ``init``: everything a worker needs to answer (listen addresses, zones, state view, readiness,
-  GeoIP database path and regions, ACL, answer cache budget, log level);
+  GeoIP database path and regions, ACL, rate limit, answer cache budget, log level);
 - ``zones``: the zones that changed and the set of zone names (after a reload). A zone travels as
   its file's bytes, modification time, digest and serial (:func:`zone_spec`): the worker builds
   it with the same loader, in a thread, and gets the same zone. Pickling the built zone instead
@@ -23,7 +23,13 @@ length-prefixed pickled messages (:func:`frame`):
   loop turn (a burst of probe results is one message);
 - ``ready``: pool names may be answered (the first round of health checks is done);
 - ``geo``: another GeoIP database or other checker regions;
-- ``acl``: another ACL.
+- ``acl``: another ACL;
+- ``rate_limit``: another ``rate_limit`` (the worker starts new, empty buckets).
+
+Response rate limiting (``gslb.ratelimit``) is per process: every worker keeps its own buckets,
+with the full ``responses_per_second``. The kernel spreads one client's queries over the workers
+by source address and port, so a flood from many source ports gets up to N times the rate in
+all; a real resolver that sticks to one port is limited as with one process.
 
 Workers send ``stats`` (their cumulative query counters) every ``STATS_INTERVAL`` seconds;
 ``/metrics`` adds them to the main process's own, and keeps the counts of a worker that died so
@@ -55,7 +61,7 @@ import time
 from types import MappingProxyType
 from typing import Any, Callable
 
-from gslb.config import Acl
+from gslb.config import Acl, RateLimit
 from gslb.errors import GeoDatabaseError, StartupError
 from gslb.model import StateView, Zone, ZoneSet
 from gslb.stats import QueryStats
@@ -297,7 +303,8 @@ class WorkerState:
         self.pools = LivePools(Balancer(self.geo, self._regions, random.Random()), lambda: self.view)
         self.pools.ready = init["ready"]
         self.handler = QueryHandler(lambda: self.zones, self.pools, self.stats, init["acl"],
-                                    AnswerCache(init.get("cache_bytes") or 64 * 1024 * 1024))
+                                    AnswerCache(init.get("cache_bytes") or 64 * 1024 * 1024),
+                                    init.get("rate_limit"))
         self.pools.on_change = self.handler.pools_changed
 
     def apply(self, kind: str, body: Any) -> None:
@@ -331,6 +338,8 @@ class WorkerState:
             old_geo.close()
         elif kind == "acl":
             self.handler.set_acl(body)
+        elif kind == "rate_limit":
+            self.handler.set_rate_limit(body)
         else:
             logger.warning("worker: unknown message %r ignored", kind)
 
@@ -355,11 +364,12 @@ def build_zone(spec: tuple) -> Zone:
 
 def init_payload(zones: ZoneSet, view: StateView, ready: bool, geoip: str | None,
                  regions: dict[str, Any], acl: Acl, listen: list[tuple[str, int]],
-                 log_level: int, cache_bytes: int | None = None) -> dict[str, Any]:
+                 log_level: int, cache_bytes: int | None = None,
+                 rate_limit: RateLimit | None = None) -> dict[str, Any]:
     """The ``init`` message's payload."""
     return {"zones": [zone_spec(z) for z in zones], "view": view, "ready": ready, "geoip": geoip,
             "regions": dict(regions), "acl": acl, "listen": list(listen), "log_level": log_level,
-            "cache_bytes": cache_bytes}
+            "cache_bytes": cache_bytes, "rate_limit": rate_limit}
 
 
 def changed_zones(old: ZoneSet, new: ZoneSet) -> tuple[list[tuple], list[str]]:

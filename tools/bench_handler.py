@@ -12,7 +12,10 @@ the first ``udp`` timing (cold caches), the median of the other ``--repeat`` ``u
 (warm: answer cache hits where the answer is cacheable) and of the full path, in microseconds per
 query, and the single-core queries per second the warm figure implies (no socket costs).
 
-    python tools/bench_handler.py [--queries 20000] [--repeat 5]
+    python tools/bench_handler.py [--queries 20000] [--repeat 5] [--rate-limit N]
+
+``--rate-limit N`` turns response rate limiting on at N replies a second (every packet comes from
+127.0.0.1: a large N limits nothing and measures the limiter's cost).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from gslb.answercache import AnswerCache  # noqa: E402
 from gslb.balancer import Balancer  # noqa: E402
-from gslb.config import Acl  # noqa: E402
+from gslb.config import Acl, RateLimit  # noqa: E402
 from gslb.geo import GeoLocator  # noqa: E402
 from gslb.handler import LivePools, QueryHandler  # noqa: E402
 from gslb.state import MemoryBackend, SiteStateTable  # noqa: E402
@@ -55,6 +58,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--queries", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rate-limit", type=int, default=0, metavar="N",
+                    help="rate_limit: {responses_per_second: N} (default: off)")
     args = ap.parse_args()
 
     store = ZoneStore(str(ROOT / "zones"))
@@ -65,7 +70,8 @@ def main() -> int:
     balancer = Balancer(GeoLocator.open(str(ROOT / "data" / "sample-city.mmdb")), {}, random.Random(1))
     pools = LivePools(balancer, lambda: table.view)
     pools.ready = True
-    handler = QueryHandler(lambda: store.zones, pools, stats, Acl(), AnswerCache())
+    handler = QueryHandler(lambda: store.zones, pools, stats, Acl(), AnswerCache(),
+                           RateLimit(responses_per_second=args.rate_limit))
     pools.on_change = handler.pools_changed
 
     rng = random.Random(7)
@@ -100,6 +106,9 @@ def main() -> int:
         per = statistics.median(timings[1:] or timings)
         print(f"{name:36} {timings[0] * 1e6:9.2f} {per * 1e6:9.2f} {statistics.median(full) * 1e6:9.2f} "
               f"{1 / per:18,.0f}")
+    if stats.rrl_dropped or stats.rrl_slipped:
+        print(f"rate limited: {stats.rrl_dropped} dropped, {stats.rrl_slipped} slipped (raise --rate-limit "
+              "to measure the cost alone)")
     return 0
 
 

@@ -126,3 +126,23 @@ def test_fd_limit_plan_raises_the_soft_limit_to_the_hard_one():
                        "(ulimit -Hn, systemd LimitNOFILE=) or lower tcp.max_connections")
     assert fd_limit_plan(1024, 1024, 1024 - FD_RESERVE) == (1024, None)
     assert fd_limit_plan(1024, 1024, 1025 - FD_RESERVE)[1] is not None
+
+
+async def test_reload_applies_rate_limit_with_new_buckets(server, tmp_path):
+    from gslb.answercache import AnswerCache
+    from gslb.handler import QueryHandler
+
+    server.handler = QueryHandler(lambda: server.zone_store.zones, None, server.stats, server.config.acl,
+                                  AnswerCache(), server.config.rate_limit)
+    assert server.handler.rrl is None
+    cfg = tmp_path / "gslb.yaml"
+    base = cfg.read_text()
+    cfg.write_text(base + "rate_limit: {responses_per_second: 7, exempt: [10.0.0.0/8]}\n")
+    result = await server.reload()
+    assert result["ok"] is True and result["warnings"] == [], result
+    limiter = server.handler.rrl
+    assert limiter is not None and limiter.config.responses_per_second == 7 and limiter.exempt("10.1.2.3")
+    assert server.config.rate_limit.exempt == ("10.0.0.0/8",)
+    cfg.write_text(base)
+    assert (await server.reload())["ok"] is True
+    assert server.handler.rrl is None and not server.config.rate_limit.enabled

@@ -53,7 +53,8 @@ api_token_file: token
 acl:
   allow: ["192.0.2.0/24", "2001:db8::/32"]
   deny: [192.0.2.128/25]
-rate_limit: {responses_per_second: 20, slip: 3}
+rate_limit: {responses_per_second: 20, slip: 3, window: 2, ipv4_prefix: 22, ipv6_prefix: 48,
+             exempt: [192.0.2.0/26, "2001:db8::/32"]}
 tcp: {idle_timeout: 2.5, max_connections: 100, max_per_client: 4}
 workers: 2
 reload: manual
@@ -68,7 +69,9 @@ max_zone_file_bytes: 1048576
     assert cfg.state == "redis://redis.example.net:6380/2" and cfg.checks is False
     assert cfg.api_token_file == str(etc / "token")
     assert cfg.acl == Acl(allow=("192.0.2.0/24", "2001:db8::/32"), deny=("192.0.2.128/25",))
-    assert cfg.rate_limit == RateLimit(20, 3) and cfg.tcp == TcpLimits(2.5, 100, 4)
+    assert cfg.rate_limit == RateLimit(20, 3, 2, 22, 48, ("192.0.2.0/26", "2001:db8::/32"))
+    assert cfg.rate_limit.enabled and not RateLimit().enabled
+    assert cfg.tcp == TcpLimits(2.5, 100, 4)
     assert cfg.workers == 2 and cfg.file == str(path)
     assert cfg.reload == "manual" and cfg.max_zone_file_bytes == 1048576
 
@@ -151,6 +154,13 @@ CASES = [
     ("acl-key", "acl: {permit: []}  #<\n", "acl.permit", "unknown key 'permit' (allowed: allow, deny)"),
     ("rrl-negative", "rate_limit: {responses_per_second: -1}  #<\n", "rate_limit.responses_per_second", "responses_per_second -1 is out of range >= 0"),
     ("rrl-slip", "rate_limit: {slip: 11}  #<\n", "rate_limit.slip", "slip 11 is out of range 0..10"),
+    ("rrl-window", "rate_limit: {window: 0}  #<\n", "rate_limit.window", "window 0 is out of range 1..3600"),
+    ("rrl-rate-type", "rate_limit: {responses_per_second: fast}  #<\n", "rate_limit.responses_per_second", "expected an integer, got a string"),
+    ("rrl-v4", "rate_limit: {ipv4_prefix: 33}  #<\n", "rate_limit.ipv4_prefix", "ipv4_prefix 33 is out of range 0..32"),
+    ("rrl-v6", "rate_limit: {ipv6_prefix: 129}  #<\n", "rate_limit.ipv6_prefix", "ipv6_prefix 129 is out of range 0..128"),
+    ("rrl-exempt", "rate_limit:\n  exempt:\n    - 10.0.0.0/8\n    - 10.1.2.3/8  #<\n", "rate_limit.exempt", "'10.1.2.3/8' is not a network in CIDR form"),
+    ("rrl-exempt-type", "rate_limit:\n  exempt: [5]  #<\n", "rate_limit.exempt", "expected a network such as 192.0.2.0/24, got an integer"),
+    ("rrl-key", "rate_limit: {burst: 5}  #<\n", "rate_limit.burst", "unknown key 'burst' (allowed: responses_per_second, window, slip"),
     ("tcp-idle", "tcp: {idle_timeout: 0}  #<\n", "tcp.idle_timeout", "idle_timeout 0 is out of range > 0"),
     ("tcp-max", "tcp: {max_connections: 0}  #<\n", "tcp.max_connections", "max_connections 0 is out of range >= 1"),
     ("tcp-type", "tcp: 5  #<\n", "tcp", "expected a mapping, got an integer"),
@@ -227,3 +237,15 @@ def test_region_location_reports_latitude_and_longitude(tmp_path):
     assert [str(e) for e in info.value.errors] == [
         f"{file}:4: regions.eu.location: latitude 95 is out of range -90..90",
         f"{file}:5: regions.eu.location: longitude 200 is out of range -180..180"]
+
+
+def test_readme_rate_limit_example_loads_with_the_documented_defaults(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Response rate limiting", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    file = tmp_path / "gslb.yaml"
+    file.write_text(block)
+    assert load_server_config(str(file), {}).rate_limit == RateLimit()
