@@ -167,6 +167,12 @@ def test_replied_and_explained_compare_as_equal():
     assert soak.replied(r.to_wire()) == ("NXDOMAIN", ()) == soak.explained({"rcode": "NXDOMAIN", "answers": []})
 
 
+def test_changed_names_counts_clients_whose_answer_moved():
+    a, b = ("NOERROR", ("1.1.1.1",)), ("NOERROR", ("2.2.2.2",))
+    seen = {("www", "1.0.0.0/24"): {a, b}, ("www", "2.0.0.0/24"): {a}, ("v", "1.0.0.0/24"): {a}}
+    assert soak.changed_names(seen) == {"www": 1, "v": 0}
+
+
 def test_rss_verdict_after_warmup():
     samples = [(t, (500 if t < 10 else 1000) + t) for t in range(0, 60)]  # caches fill during warm-up
     v = soak.rss_verdict(samples, 15, 10)
