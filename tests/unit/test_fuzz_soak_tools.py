@@ -192,7 +192,7 @@ def test_parse_lost_and_flap_schedule():
 
 def test_soak_arguments():
     args = soak.parse_args([])
-    assert (args.duration, args.warmup, args.subnets, args.rss_growth, args.cluster) == (60, 15, 100000, 10, False)
+    assert (args.duration, args.warmup, args.subnets, args.rss_growth, args.cluster) == (60, 30, 100000, 10, False)
     assert soak.parse_args(["--cluster", "--subnets", "10k"]).subnets == 10000
     with pytest.raises(SystemExit):
         soak.parse_args(["--duration", "10", "--warmup", "10"])
