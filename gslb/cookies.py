@@ -20,9 +20,9 @@ Verdicts (:class:`Verdict`): ``VALID``; ``CLIENT_ONLY`` (a Client Cookie alone: 
 ``MALFORMED`` (an option length other than 8 or 16..40: FORMERR, RFC 7873 5.2.2).
 
 gslb does not require cookies, so an invalid Server Cookie is answered like a missing one
-(RFC 7873 5.2.3: normal answer, fresh cookie; no BADCOOKIE). BADCOOKIE is used only where the RFC
-leaves no choice: a query with no question (the cookie "ping" of RFC 7873 5.4) whose Server Cookie
-is invalid. What a valid cookie buys is size: a UDP reply to a query without one is at most
+(RFC 7873 5.2.3 and 5.2.4: normal answer, fresh cookie; no BADCOOKIE). BADCOOKIE is used only
+where the RFC leaves no choice: a query with no question (the cookie "ping" of RFC 7873 5.4)
+whose Server Cookie is invalid. What a valid cookie buys is size: a UDP reply to a query without one is at most
 ``max_nocookie_udp`` bytes (larger: TC=1), so a forged source address cannot reflect big answers.
 """
 
