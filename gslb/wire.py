@@ -144,8 +144,8 @@ class Reject(Exception):
         data) in its OPT record; ``rcode`` replaces the error's (the cookie ping of RFC 7873 5.4).
 
         When it does not fit: TC=1 (the client retries over TCP, where it gets all of it) and the
-        TSIG record is left out, then the question too (RFC 2181 9 allows a truncated reply
-        anything from the header on; the header alone always fits).
+        TSIG record is left out, then the question too (a truncated reply only has to send the
+        client to TCP; the header alone always fits).
         """
         if rcode is None:
             rcode = self.rcode
