@@ -154,12 +154,7 @@ class Reject(Exception):
         reply = _bare_reply(self.ident, flags, self.question, opt, self.tsig)
         if len(reply) <= limit:
             return reply
-        flags |= _TC
-        for question, opt_ in ((self.question, opt), (b"", opt), (b"", b"")):
-            reply = _bare_reply(self.ident, flags, question, opt_)
-            if len(reply) <= limit:
-                return reply
-        return reply
+        return _truncated(self.ident, flags, self.question, opt, limit)
 
 
 class FormErr(Reject):
@@ -483,6 +478,18 @@ def _bare_reply(ident: int, flags: int, question: bytes = b"", opt: bytes = b"",
             + question + opt + tsig)
 
 
+def _truncated(ident: int, flags: int, question: bytes, opt: bytes, limit: int) -> bytes:
+    """A TC=1 reply without records in at most ``limit`` bytes: the question and OPT kept when they
+    fit, else the question left out, else the OPT too (the header alone always fits)."""
+    flags |= _TC
+    reply = _bare_reply(ident, flags, question, opt)
+    if len(reply) > limit:
+        reply = _bare_reply(ident, flags, b"", opt)
+        if len(reply) > limit:
+            reply = _bare_reply(ident, flags)
+    return reply
+
+
 def _opt_rr(ext_rcode: int = 0, do: bool = False, options: bytes = b"") -> bytes:
     """Our OPT record: payload 1232, version 0, the DO bit echoed, the extended RCODE bits."""
     ttl = ((ext_rcode >> 4) << 24) | (0x8000 if do else 0)
@@ -739,7 +746,7 @@ def encode_response(ident: int, query: Query, response: "Response", max_size: in
     nscount = writer.records(response.authority)
     budget = max_size - len(opt)
     if len(writer.buf) > budget:
-        return _bare_reply(ident, flags | _TC, query.question, opt)  # the client retries over TCP (RFC 7766)
+        return _truncated(ident, flags, query.question, opt, max_size)  # the client retries over TCP (RFC 7766)
     arcount = 0
     if response.additional:
         referral = not response.aa and not response.answer and nscount > 0
@@ -748,7 +755,7 @@ def encode_response(ident: int, query: Query, response: "Response", max_size: in
             writer.records((record,))
             if len(writer.buf) > budget:
                 if referral:
-                    return _bare_reply(ident, flags | _TC, query.question, opt)
+                    return _truncated(ident, flags, query.question, opt, max_size)
                 del writer.buf[mark:]
                 writer.names = {k: v for k, v in writer.names.items() if v < mark}
                 break

@@ -589,3 +589,16 @@ def test_a_query_with_no_question_and_a_cookie_is_a_ping():
     with pytest.raises(FormErr) as info:
         parse_query(wire_query()[:4] + b"\x00\x00" + wire_query()[6:12])  # no question, no cookie
     assert not info.value.ping
+
+
+def test_a_truncated_answer_fits_even_a_limit_below_its_question():
+    name = ".".join(["a" * 63] * 3) + "." + "b" * 61 + "."  # 255 octets
+    ident, q = parse_query(wire_query(name, use_edns=0))
+    big = Record(name, "TXT", 60, '"%s" "%s"' % ("x" * 200, "y" * 200))
+    cookie = b"\x00\x0a\x00\x18" + bytes(24)
+    assert len(encode_response(ident, q, answer(big), 512, cookie)) <= 512  # question and OPT kept
+    reply = encode_response(ident, q, answer(big), 200, cookie)  # e.g. max_nocookie_udp: 200
+    assert len(reply) <= 200 and reply[2] & 0x02  # TC, the 259-octet question left out
+    message = dns.message.from_wire(reply)
+    assert not message.question and message.options[0].otype == 10
+    assert len(encode_response(ident, q, answer(big), 20, cookie)) == 12
