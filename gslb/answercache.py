@@ -7,7 +7,8 @@ client is when the query carries no ECS option, of the client's address. So the 
 after the ID are cached under
 
 - ``data[2:]`` (the query after its ID) when the reply depends on nothing else, or
-- ``(data[2:], client address)`` when it also depends on the packet's source,
+- ``(data[2:], client address)`` when it also depends on the packet's source (a pool answer
+  located by the source address, or a reply carrying a DNS server cookie, ``gslb.handler``),
 
 and the DNS transport answers a hit with ``data[:2] + tail``: one dict probe and one
 concatenation, no parse, no resolve, no encode.

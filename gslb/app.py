@@ -34,7 +34,8 @@ from gslb.dnsserver import DnsServer
 from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
 from gslb.geo import GeoLocator
 from gslb.answercache import AnswerCache
-from gslb.handler import LivePools, QueryHandler
+from gslb.cookies import Cookies
+from gslb.handler import LivePools, QueryHandler, expire_cookies_every
 from gslb.metrics import CheckStats
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
@@ -44,7 +45,7 @@ from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, reload_
 logger = logging.getLogger(__name__)
 
 #: server-file fields that only a restart applies
-RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region")
+RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region", "cookies")
 
 
 #: open files kept for everything but TCP clients: listeners, HTTP clients, health probes (64 in
@@ -137,6 +138,8 @@ class Server:
         self.dns: DnsServer | None = None
         self.pools: LivePools | None = None
         self.handler: QueryHandler | None = None
+        #: DNS Cookies (None when ``cookies.enabled`` is false); its secret reaches every worker
+        self.cookies: Cookies | None = None
         self.check_stats = CheckStats()
         #: the DNS worker processes (``workers:`` above 1), else None
         self.workers: WorkerPool | None = None
@@ -200,9 +203,14 @@ class Server:
         # Bind first: static names answer at once and a busy port fails fast (exit 3).
         table = self.table
         pools = self.pools = LivePools(self.balancer, lambda: table.view)
+        if cfg.cookies.enabled:
+            # no secret_file: a random secret for this run (shared with the workers, not with other nodes)
+            self.cookies = Cookies(cfg.cookies.secret or os.urandom(16), cfg.cookies.max_nocookie_udp)
         handler = self.handler = QueryHandler(lambda: self.zone_store.zones, pools, self.stats, cfg.acl,
-                                              AnswerCache(), cfg.rate_limit)
+                                              AnswerCache(), cookies=self.cookies, rate_limit=cfg.rate_limit)
         _log_rate_limit(cfg.rate_limit, cfg.workers)
+        if self.cookies is not None:
+            self._spawn(expire_cookies_every(handler), "cookie-expiry")
         # every new view reaches the balancer at once; it drops the answers of the pools whose
         # verdicts changed (and only those) from the answer cache
         pools.on_change = handler.pools_changed
@@ -518,7 +526,8 @@ class Server:
         return init_payload(self.zone_store.zones, self.table.view, self.pools.ready,
                             self.geo.path if self.geo is not None else None, dict(self.config.regions),
                             self.config.acl, self.dns.addresses, logging.getLogger().level,
-                            rate_limit=self.config.rate_limit)
+                            rate_limit=self.config.rate_limit,
+                            cookies=(self.cookies.secret, self.cookies.max_nocookie_udp) if self.cookies else None)
 
     def query_stats(self) -> QueryStats:
         """The query counters of every DNS process (this one, the workers, the workers that exited)."""

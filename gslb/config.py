@@ -60,6 +60,23 @@ class TcpLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class CookieConfig:
+    """DNS Cookies (RFC 7873, server cookies per RFC 9018; ``gslb.cookies``)."""
+
+    enabled: bool = True
+    #: the file holding the 16-byte secret every node shares (32 hex digits); None: random per start
+    secret_file: str | None = None
+    #: the largest UDP reply to a query without a valid server cookie (larger: TC=1)
+    max_nocookie_udp: int = 1232
+    #: the secret read from ``secret_file`` (None without one); never shown
+    secret: bytes | None = field(default=None, repr=False)
+
+
+#: the range of ``cookies.max_nocookie_udp`` (gdnsd's lower bound; gslb never sends more than 1232)
+NOCOOKIE_UDP_RANGE = (128, 1232)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Everything ``gslb serve`` needs, after the file and the flags are merged.
 
@@ -80,6 +97,7 @@ class ServerConfig:
     acl: Acl = Acl()
     rate_limit: RateLimit = RateLimit()
     tcp: TcpLimits = TcpLimits()
+    cookies: CookieConfig = CookieConfig()
     workers: int = 1
     #: ``auto``: the file watch applies zone file changes; ``manual``: only SIGHUP and
     #: POST /api/v1/reload do (the watch logs that a file changed)
@@ -98,7 +116,7 @@ class ServerConfig:
 
 DEFAULT_CONFIG_NAME = "gslb.yaml"
 _TOP_KEYS = ("listen", "http", "zones", "geoip", "region", "regions", "state", "checks",
-             "api_token_file", "acl", "rate_limit", "tcp", "workers", "reload", "max_zone_file_bytes")
+             "api_token_file", "acl", "rate_limit", "tcp", "workers", "reload", "max_zone_file_bytes", "cookies")
 #: the values of ``reload:``
 RELOAD_MODES = ("auto", "manual")
 #: the smallest ``max_zone_file_bytes``
@@ -415,8 +433,41 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
     out["workers"] = _number(top, "workers", 1, 1, 256)
     out["reload"] = top.choice("reload", "auto", RELOAD_MODES, "reload mode") or "auto"
     out["max_zone_file_bytes"] = _number(top, "max_zone_file_bytes", MAX_ZONE_FILE_BYTES, MIN_ZONE_FILE_BYTES)
+    cookies_m = top.mapping("cookies", ("enabled", "secret_file", "max_nocookie_udp"))
+    if cookies_m is not None:
+        out["cookies"] = _cookies(err, cookies_m, base)
     errors.extend(sorted(err.items, key=lambda e: e.line or 0))
     return out
+
+
+def _cookies(err: Errors, m: LineDict, base: str) -> CookieConfig:
+    """The ``cookies:`` section; the secret file is read (and checked) here."""
+    f = Fields(err, m, "cookies")
+    enabled = True
+    if "enabled" in m:
+        if isinstance(m["enabled"], bool):
+            enabled = m["enabled"]
+        else:
+            v = m["enabled"]
+            err.add(f.line("enabled"), "cookies.enabled",
+                    f"expected true or false, got {v!r}" if isinstance(v, str) else
+                    f"expected true or false, got {type_name(v)}")
+    lo, hi = NOCOOKIE_UDP_RANGE
+    limit = _number(f, "max_nocookie_udp", 1232, lo, hi)
+    path = _path(f, base, "secret_file", None, nullable=True)
+    secret = None
+    if path is not None:
+        from gslb.cookies import parse_secret
+
+        try:
+            with open(path, encoding="ascii") as fh:
+                secret = parse_secret(fh.read())
+        except OSError as exc:
+            err.add(f.line("secret_file"), "cookies.secret_file", f"cannot read {path}: {exc.strerror or exc}")
+        except (UnicodeDecodeError, ValueError) as exc:
+            why = "not ASCII text; expected 32 hex digits (16 bytes)" if isinstance(exc, UnicodeDecodeError) else exc
+            err.add(f.line("secret_file"), "cookies.secret_file", f"{path}: {why}")
+    return CookieConfig(enabled=enabled, secret_file=path, max_nocookie_udp=limit, secret=secret)
 
 
 def _apply_overrides(values: dict[str, Any], overrides: dict[str, Any], cwd: str) -> list[ConfigError]:

@@ -18,6 +18,15 @@
 callers), never rate limited. Every reply from the cache is byte for byte the reply the full
 path gives (a test compares both over a generated corpus).
 
+DNS Cookies (``gslb.cookies``, when enabled): the full path judges the query's COOKIE option,
+puts the reply's in the OPT record, and caps a UDP reply to a query without a valid server
+cookie at ``max_nocookie_udp`` bytes. A reply that carries a cookie depends on the client's
+address and on the time, so it is cached under (query bytes, client address) (a hit: this
+address sent these very cookie bytes before, and they were judged then) and depends on
+``COOKIE_DEP``, which :func:`expire_cookies_every` bumps every ``CACHE_PERIOD`` seconds: a cached
+reply never carries a server cookie more than that older than a computed one would. The cache
+hit path is unchanged.
+
 ``LivePools`` is the readiness gate between the resolver and the balancer: until the first round
 of health checks has finished it answers every pool name with the ``starting`` outcome (no reply
 at all: resolvers retry a second later, which is better than sending clients to a dead site or a
@@ -27,6 +36,7 @@ goes to ``Balancer.sync``, whose changed pools are dropped from the answer cache
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import threading
@@ -36,17 +46,19 @@ from typing import Any, Callable
 from gslb.answercache import AnswerCache
 from gslb.balancer import Balancer, PoolChange
 from gslb.config import Acl, RateLimit
+from gslb.cookies import CACHE_PERIOD, Cookies, Verdict
 from gslb.model import Pool, PoolAnswer, StateView, Zone, ZoneSet
 from gslb.ratelimit import DROP, ERROR, RateLimiter, identity
 from gslb.resolver import Pools, resolve
 from gslb.stats import QueryStats
-from gslb.wire import (NXDOMAIN, RCODE_NAMES, REFUSED, Drop, FormErr, Query, Reject, encode_response,
-                       parse_query, servfail, slipped, with_tc)
+from gslb.wire import (BADCOOKIE, NOERROR, NXDOMAIN, RCODE_NAMES, REFUSED, TCP_MAX, Drop, FormErr, Query, Reject,
+                       encode_response, formerr, parse_query, servfail, slipped, with_tc)
 
 logger = logging.getLogger(__name__)
 
-#: the largest DNS message (TCP)
-TCP_MAX = 65535
+#: the answer cache dependency of every reply that carries a server cookie (a 1-tuple: no zone
+#: key, pool or site dependency looks like it)
+COOKIE_DEP = ("#cookies",)
 
 #: rcodes whose replies the answer cache does not keep (see QueryHandler.compute)
 _NOT_STORED = frozenset((NXDOMAIN, REFUSED))
@@ -169,8 +181,11 @@ class QueryHandler:
     """
 
     def __init__(self, get_zones: Callable[[], ZoneSet], pools: Pools, stats: QueryStats, acl: Acl,
-                 cache: AnswerCache | None = None, rate_limit: RateLimit | None = None) -> None:
+                 cache: AnswerCache | None = None, cookies: Cookies | None = None,
+                 rate_limit: RateLimit | None = None) -> None:
         self._get_zones = get_zones
+        #: None: DNS Cookies off (COOKIE options ignored, no size cap)
+        self.cookies = cookies
         self._pools = pools
         self._stats = stats
         self._acl = AclMatcher(acl)
@@ -237,6 +252,11 @@ class QueryHandler:
                 deps.extend((pool[0], pool[1], site) for site in left)
         self.cache.invalidate(deps)
 
+    def expire_cookies(self) -> None:
+        """Drop every cached reply that carries a server cookie (every CACHE_PERIOD seconds)."""
+        if self.cache is not None:
+            self.cache.invalidate((COOKIE_DEP,))
+
     def clear_cache(self) -> None:
         """Drop every cached answer (a new GeoIP database, new regions)."""
         if self.cache is not None:
@@ -301,16 +321,20 @@ class QueryHandler:
             stats.dropped[e.reason] += 1
             return None
         except FormErr as e:
+            if e.ping and self.cookies is not None:
+                return self._cookie_ping(e, client, tcp, start)
             logger.debug("FORMERR to %s: %s", client, e.why)
-            if rrl is not None and (verdict := rrl.check(host, ERROR, self.clock())):
-                return self._limited(verdict, e.reply, None)
+            reply = self._error_reply(e, client, tcp)
+            if rrl is not None and (limited := rrl.check(host, ERROR, self.clock())):
+                return self._limited(limited, reply, None)
             stats.query("", _counted(e.qtype), "FORMERR", perf_counter() - start)
-            return e.reply
+            return reply
         except Reject as e:
-            if rrl is not None and (verdict := rrl.check(host, ERROR, self.clock())):
-                return self._limited(verdict, e.reply, None)
+            reply = self._error_reply(e, client, tcp)
+            if rrl is not None and (limited := rrl.check(host, ERROR, self.clock())):
+                return self._limited(limited, reply, None)
             stats.query("", _counted(e.qtype), RCODE_NAMES.get(e.rcode, str(e.rcode)), perf_counter() - start)
-            return e.reply
+            return reply
         except Exception:  # a parser bug must not kill the listener
             logger.exception("cannot parse a query from %s", client)
             stats.dropped["error"] += 1
@@ -320,23 +344,40 @@ class QueryHandler:
             # stored by another thread meanwhile, or evicted and stored again: answered from it
             entry = cache.lookup(data[2:], host)
             if entry is not None:
-                if rrl is not None and (verdict := rrl.check(host, entry[4], self.clock())):
-                    return self._limited(verdict, data[:2] + entry[0], query)
+                if rrl is not None and (limited := rrl.check(host, entry[4], self.clock())):
+                    return self._limited(limited, data[:2] + entry[0], query)
                 stats.hits[entry[3]] += 1
                 return data[:2] + entry[0]
         epoch = cache.epoch if cache is not None else 0
         zones = self._get_zones()
+        size = TCP_MAX if tcp else query.udp_limit
+        cookie = b""
+        cookie_verdict = ""
+        storable = True
+        cookies = self.cookies
+        if cookies is not None:
+            if query.cookie is not None:
+                judged, cookie, storable = cookies.process(query.cookie, client)
+                cookie_verdict = judged.value
+                stats.cookie(cookie_verdict)
+                if judged is Verdict.MALFORMED:
+                    # RFC 7873 5.2.2: a COOKIE option of a length other than 8 or 16..40
+                    logger.debug("FORMERR to %s: malformed COOKIE option", client)
+                    stats.query("", _counted(query.qtype_name), "FORMERR", perf_counter() - start)
+                    return formerr(ident, query)
+            if not tcp and cookie_verdict != "valid" and cookies.max_nocookie_udp < size:
+                size = cookies.max_nocookie_udp  # no proof the source address is real: small or TC
         try:
             response = resolve(query, client, zones, self._pools)
             if response.drop is not None:
                 stats.dropped[response.drop] += 1
                 return None
-            reply = encode_response(ident, query, response, TCP_MAX if tcp else query.udp_limit)
+            reply = encode_response(ident, query, response, size, cookie)
         except Exception:
             logger.exception("SERVFAIL for %s %s from %s", query.qname, query.qtype_name, client)
-            reply = servfail(ident, query)
-            if rrl is not None and (verdict := rrl.check(host, ERROR, self.clock())):
-                return self._limited(verdict, reply, None)
+            reply = servfail(ident, query, cookie)
+            if rrl is not None and (limited := rrl.check(host, ERROR, self.clock())):
+                return self._limited(limited, reply, None)
             stats.query("", _counted(query.qtype_name), "SERVFAIL", perf_counter() - start)
             return reply
         qtype = _counted(query.qtype_name)
@@ -345,25 +386,31 @@ class QueryHandler:
         # with a limiter, every reply limited here or stored in the cache gets its identity
         rrl_id = identity(query, response, zones) \
             if self.rrl is not None and (rrl is not None or cache is not None) else None
-        verdict = rrl.check(host, rrl_id, self.clock()) if rrl is not None else 0
-        if not verdict:
+        limited = rrl.check(host, rrl_id, self.clock()) if rrl is not None else 0
+        if not limited:
             if pool is not None:
                 stats.answered_sites(pool[0], pool[1], response.sites)
             stats.query(response.zone, qtype, rcode, perf_counter() - start)
         # NXDOMAIN and REFUSED are not stored: resolvers cache them themselves (RFC 2308), so a
         # repeat is rare, while a flood of random names would push every useful answer out
-        if cache is not None and response.deps is not None and response.rcode not in _NOT_STORED:
+        if cache is not None and response.deps is not None and response.rcode not in _NOT_STORED and storable:
             if len(stats.hits) >= MAX_SLOTS or cache.full:
                 # start both over: a new cache, so no entry points at a slot of the old registry
                 stats.reset_slots()
                 cache = self.cache = AnswerCache(cache.max_bytes)
-            token = cache.token(response.deps)
+            deps = response.deps
+            per_client = response.per_client
+            if cookie:
+                # the server cookie depends on the client's address and on the time
+                deps = deps + (COOKIE_DEP,)
+                per_client = True
+            token = cache.token(deps)
             # nothing this answer read changed while it was computed (else: not stored)
             if cache.epoch == epoch:
-                slot = stats.slot(response.zone, qtype, rcode, pool, response.sites)
-                cache.put(data[2:], host if response.per_client else None, reply[2:], token, slot, rrl_id)
-        if verdict:
-            return self._limited(verdict, reply, query)
+                slot = stats.slot(response.zone, qtype, rcode, pool, response.sites, cookie_verdict)
+                cache.put(data[2:], host if per_client else None, reply[2:], token, slot, rrl_id)
+        if limited:
+            return self._limited(limited, reply, query)
         return reply
 
     def _limited(self, verdict: int, reply: bytes, query: Query | bytes | None) -> bytes | None:
@@ -382,3 +429,39 @@ class QueryHandler:
         if isinstance(query, bytes):
             query = parse_query(query)[1]
         return slipped(reply, query)
+
+    def _error_reply(self, error: Reject, client: str, tcp: bool) -> bytes:
+        """An error reply fitted to the client's limit, with a COOKIE option when the query had one."""
+        limit = TCP_MAX if tcp else error.udp_limit
+        cookie = b""
+        cookies = self.cookies
+        if cookies is not None:
+            verdict = ""
+            if error.cookie is not None:
+                judged, cookie, _ = cookies.process(error.cookie, client)
+                verdict = judged.value
+                self._stats.cookie(verdict)
+            if not tcp and verdict != "valid" and cookies.max_nocookie_udp < limit:
+                limit = cookies.max_nocookie_udp
+        return error.build(limit, cookie)
+
+    def _cookie_ping(self, error: FormErr, client: str, tcp: bool, start: float) -> bytes:
+        """A query with no question and a COOKIE option (RFC 7873 5.4): NOERROR with our cookie, or
+        BADCOOKIE when it brought a server cookie that is not valid; FORMERR for a malformed option."""
+        assert self.cookies is not None and error.cookie is not None
+        judged, cookie, _ = self.cookies.process(error.cookie, client)
+        self._stats.cookie(judged.value)
+        rcode = {Verdict.MALFORMED: error.rcode, Verdict.INVALID: BADCOOKIE}.get(judged, NOERROR)
+        self._stats.query("", "", RCODE_NAMES[rcode], perf_counter() - start)
+        limit = TCP_MAX if tcp else error.udp_limit
+        if not tcp and judged is not Verdict.VALID:
+            limit = min(limit, self.cookies.max_nocookie_udp)
+        return error.build(limit, cookie, rcode)
+
+
+async def expire_cookies_every(handler: QueryHandler, period: float = CACHE_PERIOD) -> None:
+    """Drop the cached replies that carry a server cookie every ``period`` seconds (a task of the
+    process's event loop; runs until cancelled)."""
+    while True:
+        await asyncio.sleep(period)
+        handler.locked(handler.expire_cookies)

@@ -148,6 +148,13 @@ class GslbCollector(Collector):
             dropped.add_metric([reason], n)
         yield dropped
 
+        cookies = CounterMetricFamily(
+            "gslb_dns_cookies", "DNS queries with a COOKIE option, by verdict (valid, client_only, invalid, "
+            "malformed)", labels=["verdict"])
+        for verdict, n in sorted(stats.cookies.items()):
+            cookies.add_metric([verdict], n)
+        yield cookies
+
         yield from self._checks(getattr(server, "check_stats", None))
         yield from self._sites()
 

@@ -12,7 +12,8 @@ The main process keeps its workers in step over a Unix socket pair per worker, w
 length-prefixed pickled messages (:func:`frame`):
 
 - ``init``: everything a worker needs to answer (listen addresses, zones, state view, readiness,
-  GeoIP database path and regions, ACL, rate limit, answer cache budget, log level);
+  GeoIP database path and regions, ACL, rate limit, answer cache budget, log level, and the DNS
+  Cookies secret and size cap: every process of a node makes and accepts the same server cookies);
 - ``zones``: the zones that changed and the set of zone names (after a reload). A zone travels as
   its file's bytes, modification time, digest and serial (:func:`zone_spec`): the worker builds
   it with the same loader, in a thread, and gets the same zone. Pickling the built zone instead
@@ -302,9 +303,15 @@ class WorkerState:
         self.stats = QueryStats()
         self.pools = LivePools(Balancer(self.geo, self._regions, random.Random()), lambda: self.view)
         self.pools.ready = init["ready"]
+        cookies = None
+        if init.get("cookies") is not None:
+            from gslb.cookies import Cookies
+
+            secret, max_nocookie_udp = init["cookies"]
+            cookies = Cookies(secret, max_nocookie_udp)
         self.handler = QueryHandler(lambda: self.zones, self.pools, self.stats, init["acl"],
-                                    AnswerCache(init.get("cache_bytes") or 64 * 1024 * 1024),
-                                    init.get("rate_limit"))
+                                    AnswerCache(init.get("cache_bytes") or 64 * 1024 * 1024), cookies=cookies,
+                                    rate_limit=init.get("rate_limit"))
         self.pools.on_change = self.handler.pools_changed
 
     def apply(self, kind: str, body: Any) -> None:
@@ -365,11 +372,12 @@ def build_zone(spec: tuple) -> Zone:
 def init_payload(zones: ZoneSet, view: StateView, ready: bool, geoip: str | None,
                  regions: dict[str, Any], acl: Acl, listen: list[tuple[str, int]],
                  log_level: int, cache_bytes: int | None = None,
-                 rate_limit: RateLimit | None = None) -> dict[str, Any]:
-    """The ``init`` message's payload."""
+                 rate_limit: RateLimit | None = None,
+                 cookies: tuple[bytes, int] | None = None) -> dict[str, Any]:
+    """The ``init`` message's payload (``cookies``: the secret and ``max_nocookie_udp``, None when off)."""
     return {"zones": [zone_spec(z) for z in zones], "view": view, "ready": ready, "geoip": geoip,
             "regions": dict(regions), "acl": acl, "listen": list(listen), "log_level": log_level,
-            "cache_bytes": cache_bytes, "rate_limit": rate_limit}
+            "cache_bytes": cache_bytes, "rate_limit": rate_limit, "cookies": cookies}
 
 
 def changed_zones(old: ZoneSet, new: ZoneSet) -> tuple[list[tuple], list[str]]:
@@ -439,6 +447,10 @@ async def _worker_main(fd: int, index: int) -> int:
 
     tasks = [asyncio.create_task(report()), asyncio.create_task(listen()), asyncio.create_task(stop.wait()),
              asyncio.create_task(build_zones())]
+    if state.handler.cookies is not None:
+        from gslb.handler import expire_cookies_every
+
+        tasks.append(asyncio.create_task(expire_cookies_every(state.handler)))
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
         task.cancel()

@@ -133,7 +133,7 @@ async def test_reload_applies_rate_limit_with_new_buckets(server, tmp_path):
     from gslb.handler import QueryHandler
 
     server.handler = QueryHandler(lambda: server.zone_store.zones, None, server.stats, server.config.acl,
-                                  AnswerCache(), server.config.rate_limit)
+                                  AnswerCache(), rate_limit=server.config.rate_limit)
     assert server.handler.rrl is None
     cfg = tmp_path / "gslb.yaml"
     base = cfg.read_text()

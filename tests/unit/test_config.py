@@ -169,6 +169,16 @@ CASES = [
     ("reload-type", "reload: true  #<\n", "reload", "unknown reload mode a boolean (one of: auto, manual)"),
     ("max-zone-small", "max_zone_file_bytes: 100  #<\n", "max_zone_file_bytes", "max_zone_file_bytes 100 is out of range >= 1024"),
     ("max-zone-type", "max_zone_file_bytes: 64MiB  #<\n", "max_zone_file_bytes", "expected an integer, got a string"),
+    ("cookies-enabled", "cookies:\n  enabled: yes  #<\n", "cookies.enabled", "expected true or false, got 'yes'"),
+    ("cookies-size", "cookies: {max_nocookie_udp: 100}  #<\n", "cookies.max_nocookie_udp",
+     "max_nocookie_udp 100 is out of range 128..1232"),
+    ("cookies-key", "cookies: {secret: x}  #<\n", "cookies.secret",
+     "unknown key 'secret' (allowed: enabled, secret_file, max_nocookie_udp)"),
+    ("cookies-missing", "cookies:\n  secret_file: nope.hex  #<\n", "cookies.secret_file", "nope.hex: No such file"),
+    ("cookies-short", "cookies:\n  secret_file: short.hex  #<\n", "cookies.secret_file",
+     "short.hex: expected 32 hex digits (16 bytes), got 30 characters"),
+    ("cookies-not-hex", "cookies:\n  secret_file: nothex.hex  #<\n", "cookies.secret_file",
+     "nothex.hex: expected 32 hex digits (16 bytes), got a character that is not a hex digit"),
     ("duplicate", "region: a\nregion: b  #<\n", "", "duplicate key 'region' (first at line 1)"),
     ("syntax", "listen: [a\nhttp: x  #<\n", "", "YAML syntax error"),
     ("top-list", "- a  #<\n", "", "the top level must be a mapping, got a list"),
@@ -178,6 +188,8 @@ CASES = [
 @pytest.mark.parametrize("text,path,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_server_file_errors(tmp_path, text, path, message):
     line = next(i for i, ln in enumerate(text.splitlines(), 1) if "#<" in ln)
+    (tmp_path / "short.hex").write_text("00" * 15 + "\n")
+    (tmp_path / "nothex.hex").write_text("zz" * 16 + "\n")
     file = tmp_path / "gslb.yaml"
     file.write_text(text)
     with pytest.raises(ConfigErrors) as info:
@@ -249,3 +261,18 @@ def test_readme_rate_limit_example_loads_with_the_documented_defaults(tmp_path):
     file = tmp_path / "gslb.yaml"
     file.write_text(block)
     assert load_server_config(str(file), {}).rate_limit == RateLimit()
+
+
+def test_cookies_defaults_and_secret_file(tmp_path):
+    from gslb.config import CookieConfig
+
+    file = tmp_path / "gslb.yaml"
+    file.write_text("zones: zones\n")
+    assert load_server_config(str(file), {}).cookies == CookieConfig(True, None, 1232, None)
+    (tmp_path / "cookie.hex").write_text("e5e973e5 a6b2a43f\n48e7dc84 9e37bfcf\n")  # whitespace ignored
+    file.write_text("cookies:\n  enabled: false\n  secret_file: cookie.hex\n  max_nocookie_udp: 512\n")
+    cookies = load_server_config(str(file), {}).cookies
+    assert cookies.enabled is False and cookies.max_nocookie_udp == 512
+    assert cookies.secret_file == str(tmp_path / "cookie.hex")
+    assert cookies.secret == bytes.fromhex("e5e973e5a6b2a43f48e7dc849e37bfcf")
+    assert "e5e973" not in repr(cookies)  # the secret is never shown (reload warnings print the value)

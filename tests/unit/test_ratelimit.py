@@ -265,7 +265,7 @@ class Env:
         self.pools.ready = True
         self.stats = QueryStats()
         self.handler = QueryHandler(lambda: self.zones, self.pools, self.stats, Acl(),
-                                    AnswerCache() if cache else None, rate_limit)
+                                    AnswerCache() if cache else None, rate_limit=rate_limit)
         self.now = 1000.0
         self.handler.clock = lambda: self.now
 
