@@ -384,3 +384,21 @@ def test_stats_snapshot_and_absorb_carry_the_counters():
     b.rrl_dropped = 1
     total = QueryStats.total([a, b.snapshot(), {**QueryStats().snapshot()}])
     assert (total.rrl_dropped, total.rrl_slipped) == (4, 2)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_replies_that_carry_a_server_cookie_are_limited_too(zones, cache):
+    """DNS Cookies and RRL together: cookie replies are cached per client address, and those
+    hits are limited like any other; what is sent still carries the server cookie."""
+    from gslb.cookies import Cookies
+
+    env = Env(zones, RateLimit(responses_per_second=5, window=1, slip=2), cache=cache)
+    env.handler.cookies = Cookies(bytes(range(16)))
+    client_cookie = dns.edns.GenericOption(10, bytes(range(8)))
+    replies = [env.udp("big.rrl.test.", "TXT", use_edns=0, payload=4096, options=[client_cookie])
+               for _ in range(25)]
+    assert all(full(r) for r in replies[:5])
+    assert all([o.otype for o in r.options] == [10] and len(r.options[0].to_wire()) == 24 for r in replies[:5])
+    assert [r is None for r in replies[5:]] == [True, False] * 10
+    assert all(slip_of(r, "big.rrl.test.") for r in replies[5:] if r is not None)
+    assert env.stats.rrl_dropped == 10 and env.stats.rrl_slipped == 10
