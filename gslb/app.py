@@ -322,7 +322,7 @@ class Server:
             result = await reload_in_thread(store, force=force or store is not self.zone_store)
             zone_errors = [str(e) for e in result.get("errors", [])]
             for error in zone_errors:
-                logger.error("zones: %s (keeping the last good version)", error)
+                logger.error("zones: %s", error)  # what is served instead: logged by the store
             removed = list(result.get("removed", []))
             if store is not self.zone_store:
                 kept = {z.key for z in store.zones}

@@ -1443,6 +1443,8 @@ class ZoneStore:
                     replaced.append(state.zone)
                     removed.append(state.zone.key)
                     logger.info("zones: %s removed (file %s deleted)", state.zone.key, path)
+                elif state.error is not None:
+                    logger.info("zones: %s: removed (it had errors and was not served)", display_path(path))
 
         if serial_state and recorded is None:
             recorded = read_serial_state(self.directory)
@@ -1468,6 +1470,7 @@ class ZoneStore:
             state.stamp = stamp
             state.pending = None
             old = state.zone
+            was_broken = state.error is not None
             try:
                 zone = load_zone_file(path, previous=old, recorded=known.get(os.path.basename(path)),
                                       max_bytes=self.max_file_bytes)
@@ -1481,13 +1484,15 @@ class ZoneStore:
                 errors.extend(str(e) for e in exc.errors)
                 for e in exc.errors:
                     logger.debug("zones: %s", e)
-                if old is not None:
-                    logger.warning("zones: %s keeps serving serial %d from its last good version",
-                                 old.key, old.serial)
+                _log_not_applied(path, old)
                 continue
             state.error = None
             state.errors = ()
-            if old is not None and old.digest == zone.digest and old.origin == zone.origin:
+            unchanged = old is not None and old.digest == zone.digest and old.origin == zone.origin
+            if was_broken:
+                logger.info("zones: %s: fixed, serving serial %d", display_path(path),
+                            old.serial if unchanged and old is not None else zone.serial)
+            if unchanged:
                 if zone is not old:
                     replaced.append(zone)  # the same content again: this copy is not used
                 continue
@@ -1530,9 +1535,7 @@ class ZoneStore:
         error = ConfigError(display_path(path), None, "", _cannot_read(path, exc))
         state.error, state.errors = str(error), (error,)
         errors.append(str(error))
-        if state.zone is not None:
-            logger.warning("zones: %s keeps serving serial %d from its last good version",
-                           state.zone.key, state.zone.serial)
+        _log_not_applied(path, state.zone)
 
     def changed_on_disk(self) -> list[str]:
         """The files new, changed or removed since they were last read (for ``reload: manual``)."""
@@ -1650,6 +1653,14 @@ async def reload_in_thread(store: ZoneStore, force: bool = False) -> dict:
     """
     update = await asyncio.to_thread(store.read, force, not force)
     return store.apply(update)
+
+
+def _log_not_applied(path: str, old: Zone | None) -> None:
+    """After a file's errors: what is served instead (its last good version, or nothing)."""
+    if old is not None:
+        logger.warning("zones: %s keeps serving serial %d from its last good version", old.key, old.serial)
+    else:
+        logger.info("zones: %s: not served (it has no good version yet)", display_path(path))
 
 
 def _retire(zone: Zone) -> tuple[Any, list[Node]]:

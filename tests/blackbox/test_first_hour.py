@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import ROOT
+from harness import ROOT, eventually
 
 README = (ROOT / "README.md").read_text()
 
@@ -36,3 +36,46 @@ def test_the_readme_check_example_is_what_gslb_check_prints(tmp_path):
     assert done.returncode == 1
     assert done.stdout + done.stderr == block.group(1) or \
         sorted((done.stdout + done.stderr).splitlines()) == sorted(block.group(1).splitlines())
+
+
+ZONE = """\
+zone: %s
+serial: %d
+ns: [ns1.%s]
+records:
+  ns1: {A: 192.0.2.53}
+"""
+
+BROKEN = ZONE.replace("ns1: {A: 192.0.2.53}", "ns1: {A: 192.0.2.999}")
+
+
+def write(path: Path, text: str) -> None:
+    """As editors do: a new file renamed over the old one."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def test_the_log_says_what_happened_to_a_broken_file_fixed_or_removed(gslb_server):
+    srv = gslb_server(zones={"good.yaml": ZONE % ("good.test", 3, "good.test")})
+    zones = srv.zones_dir
+
+    # a brand-new broken file never had a good version: it is "not served", not "kept"
+    write(zones / "new.yaml", BROKEN % ("new.test", 1, "new.test"))
+    eventually(lambda: "zones/new.yaml: not served" in srv.log(), what="not served logged")
+    assert "last good version" not in srv.log()
+    # fixed: said so, with the serial it serves
+    write(zones / "new.yaml", ZONE % ("new.test", 4, "new.test"))
+    eventually(lambda: "zones/new.yaml: fixed, serving serial 4" in srv.log(), what="fixed logged")
+    assert srv.query("new.test", "SOA").answer[0][0].serial == 4
+    # broken again: now it has a last good version, and keeps it
+    write(zones / "new.yaml", BROKEN % ("new.test", 5, "new.test"))
+    eventually(lambda: "new.test keeps serving serial 4 from its last good version" in srv.log(),
+               what="kept logged")
+    assert srv.query("new.test", "SOA").answer[0][0].serial == 4
+
+    # a broken file that is removed
+    write(zones / "other.yaml", BROKEN % ("other.test", 1, "other.test"))
+    eventually(lambda: "zones/other.yaml: not served" in srv.log(), what="not served logged")
+    (zones / "other.yaml").unlink()
+    eventually(lambda: "zones/other.yaml: removed" in srv.log(), what="removal logged")
