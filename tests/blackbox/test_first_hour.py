@@ -79,3 +79,26 @@ def test_the_log_says_what_happened_to_a_broken_file_fixed_or_removed(gslb_serve
     eventually(lambda: "zones/other.yaml: not served" in srv.log(), what="not served logged")
     (zones / "other.yaml").unlink()
     eventually(lambda: "zones/other.yaml: removed" in srv.log(), what="removal logged")
+
+
+def test_gslb_status_shows_a_never_loaded_zone_aligned(gslb_server, tmp_path):
+    two_errors = BROKEN.replace("serial: %d", "serial: -%d") % ("bad.test", 1, "bad.test")
+    srv = gslb_server(zones={"good.yaml": ZONE % ("good.test", 3, "good.test"), "bad.yaml": two_errors})
+    done = run_gslb("status", "--http", srv.http, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("ZONE") and "SERIAL" in line)
+    table = lines[header:lines.index("", header)]
+    assert len(table) == 3, table  # header, the good zone, the bad file: one line each
+    status_col = table[0].index("STATUS")
+    bad = next(line for line in table if "zones/bad.yaml" in line)
+    good = next(line for line in table if line.startswith("good.test"))
+    assert good[status_col:] == "ok"
+    assert bad[status_col:].startswith("zones/bad.yaml:")
+    checked = run_gslb("check", cwd=srv.workdir)
+    listed = [line for line in (checked.stdout + checked.stderr).splitlines()
+              if line.startswith("zones/bad.yaml:")]
+    assert len(listed) >= 2, listed
+    assert bad[status_col:] == f"{listed[0]} (+{len(listed) - 1} more errors: gslb check)"
+    assert "None" not in bad
+    assert bad.split()[:2] == ["-", "-"]  # no zone, no serial
