@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gslb.balancer import Balancer
-from gslb.config import ServerConfig, check_state_url, load_server_config, usable_geoip
+from gslb.config import DEFAULT_CONFIG_NAME, ServerConfig, check_state_url, load_server_config, usable_geoip
 from gslb.dnsserver import DnsServer
 from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
 from gslb.geo import GeoLocator
@@ -128,6 +128,9 @@ class Server:
         self.config = config
         #: the command line's flags, put over the server file again on every reload
         self.overrides = dict(overrides or {})
+        #: started without a server file (no -c, no gslb.yaml in the working directory): the
+        #: gslb.yaml a reload reads once it exists there; None when a file was given or found
+        self.default_file = None if config.file is not None else os.path.join(os.getcwd(), DEFAULT_CONFIG_NAME)
         self.stats = QueryStats()
         self.zone_store = ZoneStore(config.zones, serial_state=True, max_file_bytes=config.max_zone_file_bytes)
         self.table = SiteStateTable(make_backend(config.state))
@@ -244,6 +247,11 @@ class Server:
         gc.collect()
         gc.freeze()
         self._spawn(self._watch_zones(), "zone-watch")
+        if self.default_file is not None:
+            logger.info("config: no server file (%s does not exist): defaults and flags; SIGHUP or "
+                        "POST /api/v1/reload reads it once it exists", self.default_file)
+        else:
+            logger.info("config: server file %s (re-read on SIGHUP or POST /api/v1/reload)", cfg.file)
         listen = ", ".join(f"{h}:{p}" for h, p in cfg.listen)
         http = f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else "off"
         logger.info("gslb: serving %d zone(s) on %s (udp+tcp), http %s, state %s, region %s, checks %s",
@@ -357,8 +365,16 @@ class Server:
         Returns the errors (nothing was applied when there are any) and the zone store to use.
         """
         old = self.config
+        path = old.file
+        if path is None and self.default_file is not None:
+            if os.path.isfile(self.default_file):
+                path = self.default_file
+                logger.info("config: %s now exists: reading it", path)
+            else:
+                logger.info("config: still no server file (%s does not exist): defaults and flags",
+                            self.default_file)
         try:
-            new = load_server_config(old.file, self.overrides)
+            new = load_server_config(path, self.overrides)
         except ConfigErrors as exc:
             errors = [str(e) for e in exc.errors]
             for error in errors:
@@ -392,7 +408,7 @@ class Server:
                 geo.close()
             return errors, self.zone_store
         # Apply.
-        where = old.file or "the command line"
+        where = new.file or "the command line"
         for name in RESTART_FIELDS:
             if getattr(new, name) != getattr(old, name):
                 msg = (f"{name} changed in {where} but only a restart applies it; "

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from harness import ROOT, eventually
+from harness import ROOT, eventually, free_port
 
 README = (ROOT / "README.md").read_text()
 
@@ -102,3 +105,45 @@ def test_gslb_status_shows_a_never_loaded_zone_aligned(gslb_server, tmp_path):
     assert bad[status_col:] == f"{listed[0]} (+{len(listed) - 1} more errors: gslb check)"
     assert "None" not in bad
     assert bad.split()[:2] == ["-", "-"]  # no zone, no serial
+
+
+def test_a_gslb_yaml_created_after_a_start_without_one_is_read_on_sighup(tmp_path):
+    """Started with no -c and no gslb.yaml, then the file appears: SIGHUP reads it (its token
+    opens the write endpoints, which answered 403 without one); the log says what is read."""
+    (tmp_path / "zones").mkdir()
+    (tmp_path / "zones" / "a.yaml").write_text(ZONE % ("a.test", 1, "a.test"))
+    port, http_port = free_port(), free_port()
+    log = tmp_path / "gslb.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gslb", "serve", "--listen", f"127.0.0.1:{port}",
+                                 "--http", f"127.0.0.1:{http_port}", "--geoip", "none", "--no-checks"],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        eventually(lambda: "gslb: serving" in log.read_text() or proc.poll() is not None, what="serving")
+        assert proc.poll() is None, log.read_text()
+        assert f"no server file ({tmp_path / 'gslb.yaml'} does not exist)" in log.read_text()
+
+        def reload_status(token: str) -> int:
+            request = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/v1/reload", method="POST",
+                                             headers={"Authorization": f"Bearer {token}"})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as reply:
+                    return reply.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert reload_status("s3cret") == 403  # no token configured
+        proc.send_signal(signal.SIGHUP)
+        eventually(lambda: "still no server file" in log.read_text(), what="SIGHUP without a file logged")
+
+        (tmp_path / "token").write_text("s3cret\n")
+        (tmp_path / "gslb.yaml").write_text("api_token_file: token\n")
+        proc.send_signal(signal.SIGHUP)
+        eventually(lambda: f"{tmp_path / 'gslb.yaml'} now exists: reading it" in log.read_text(),
+                   what="the new file read")
+        eventually(lambda: reload_status("s3cret") == 200, what="the token of the new file in use")
+        assert reload_status("wrong") == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
