@@ -14,7 +14,7 @@ the first ``udp`` timing (cold caches), the median of the other ``--repeat`` ``u
 (warm: answer cache hits where the answer is cacheable) and of the full path, in microseconds per
 query, and the single-core queries per second the warm figure implies (no socket costs).
 
-    python tools/bench_handler.py [--queries 20000] [--repeat 5] [--rate-limit N]
+    tools/bench_handler.py [--queries 20000] [--repeat 5] [--rate-limit N]
 
 ``--rate-limit N`` turns response rate limiting on at N replies a second (every packet comes from
 127.0.0.1: a large N limits nothing and measures the limiter's cost).
@@ -29,8 +29,13 @@ import sys
 import time
 from pathlib import Path
 
-import dns.edns
-import dns.message
+if __name__ == "__main__":  # run under the project's venv (tools/_venv.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _venv
+    _venv.use_project_venv((*_venv.GSLB, "dns"))
+
+import dns.edns  # noqa: E402
+import dns.message  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
