@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import sys
-from pathlib import Path
 
 import dns.asyncquery
 import dns.message
@@ -21,8 +19,7 @@ from gslb.handler import QueryHandler
 from gslb.model import Pool, PoolAnswer, ZoneSet
 from gslb.stats import QueryStats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
-from test_authority import make_zone  # noqa: E402
+from harness import make_zone
 
 ZONE = make_zone("example.com", {
     "www": {"A": "192.0.2.1"},
