@@ -19,7 +19,7 @@ from gslb.handler import QueryHandler
 from gslb.model import Pool, PoolAnswer, ZoneSet
 from gslb.stats import QueryStats
 
-from harness import make_zone
+from harness import eventually_async, make_zone
 
 ZONE = make_zone("example.com", {
     "www": {"A": "192.0.2.1"},
@@ -205,11 +205,7 @@ async def test_tcp_client_that_does_not_read_is_aborted_at_the_deadline():
         sock.setblocking(False)
         query = frame(dns.message.make_query("big.example.com.", "TXT"))
         loop = asyncio.get_running_loop()
-        for _ in range(40):
-            if server.tcp_connections == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert server.tcp_connections == 1
+        await eventually_async(lambda: server.tcp_connections == 1, what="the connection accepted")
 
         async def flood() -> None:
             for _ in range(50000):
@@ -219,11 +215,7 @@ async def test_tcp_client_that_does_not_read_is_aborted_at_the_deadline():
             await asyncio.wait_for(flood(), 5)  # blocks once the server stops reading
         except (ConnectionResetError, BrokenPipeError, asyncio.TimeoutError):
             pass
-        for _ in range(40):
-            if server.tcp_connections == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert server.tcp_connections == 0
+        await eventually_async(lambda: server.tcp_connections == 0, what="the connection dropped")
         sock.close()
     finally:
         await server.close()
@@ -241,7 +233,7 @@ async def test_tcp_cap_per_client():
         for _, writer in conns:
             writer.close()
         # once they are gone, new connections are accepted again
-        await asyncio.sleep(0.1)
+        await eventually_async(lambda: server.tcp_connections == 0, what="the connections closed")
         reader, writer = await asyncio.open_connection(*server.addresses[0])
         writer.write(frame(dns.message.make_query("www.example.com.", "A")))
         assert (await asyncio.wait_for(read_frame(reader), 2)).answer
@@ -357,8 +349,7 @@ async def test_bind_failure_names_address():
 async def test_close_drops_open_connections():
     server, _ = await start()
     reader, writer = await asyncio.open_connection(*server.addresses[0])
-    await asyncio.sleep(0.05)
-    assert server.tcp_connections == 1
+    await eventually_async(lambda: server.tcp_connections == 1, what="the connection accepted")
     await server.close()
     assert await closed_by_peer(reader)
     writer.close()
