@@ -84,22 +84,27 @@ class Gslb:
             cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT, text=True, env=env,
             preexec_fn=None if limits is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits),
         )
-        deadline = time.monotonic() + timeout
         qname = wait_for or "invalid."
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gslb exited with {self.proc.returncode}:\n{self.log()}")
+        proc = self.proc
+
+        def answering() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gslb exited with {proc.returncode}:\n{self.log()}")
             # "gslb: serving" is logged once the first round of health checks is done
-            if "gslb: serving" in self.log():
-                try:
-                    dns.query.udp(dns.message.make_query(qname, "SOA"), "127.0.0.1", port=self.port,
-                                  timeout=0.2)
-                    return self
-                except (dns.exception.Timeout, ConnectionRefusedError, OSError):
-                    pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"gslb did not answer within {timeout}s:\n{self.log()}")
+            if "gslb: serving" not in self.log():
+                return False
+            try:
+                dns.query.udp(dns.message.make_query(qname, "SOA"), "127.0.0.1", port=self.port, timeout=0.2)
+                return True
+            except (dns.exception.Timeout, OSError):
+                return False
+
+        try:
+            eventually(answering, timeout=timeout, what=f"gslb answering {qname}")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"gslb did not answer within {timeout}s:\n{self.log()}") from None
+        return self
 
     def log(self) -> str:
         return self.log_file.read_text() if self.log_file.exists() else ""
