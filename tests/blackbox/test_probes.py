@@ -14,6 +14,7 @@ from typing import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
+from harness import eventually_async, holds_for_async
 
 from gslb.health.probes import BODY_LIMIT, host_header, parse_load, probe, probe_url
 from gslb.model import Check
@@ -317,11 +318,7 @@ async def test_tcp_connect_passes(session):
     try:
         result = await probe(Check("db", "tcp", port), "127.0.0.1", session)
         assert result.ok and result.error is None and result.rtt_ms is not None
-        for _ in range(50):
-            if accepted:
-                break
-            await asyncio.sleep(0.01)
-        assert accepted
+        await eventually_async(lambda: accepted, what="the connection accepted")
     finally:
         server.close()
         await server.wait_closed()
@@ -355,11 +352,8 @@ async def test_monitor_drives_the_table_down_and_up_again(backend):
     monitor.configure(zones)
 
     async def wait_for(state: str) -> None:
-        for _ in range(300):
-            if table.view.site("z.test", "fra").state(0.5) == state:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"site never turned {state}: {table.view.site('z.test', 'fra')}")
+        await eventually_async(lambda: table.view.site("z.test", "fra").state(0.5) == state,
+                               what=f"site turned {state}")
 
     try:
         assert await monitor.first_round() is True
@@ -376,8 +370,8 @@ async def test_monitor_drives_the_table_down_and_up_again(backend):
         await wait_for("up")
         assert table.view.site("z.test", "fra").regions["local"].error is None
         # heartbeats keep a healthy result fresh well past stale_after
-        await asyncio.sleep(0.3)
-        assert "local" in table.view.site("z.test", "fra").regions
+        await holds_for_async(lambda: "local" in table.view.site("z.test", "fra").regions, 0.3,
+                              what="a fresh local result")
     finally:
         await monitor.close()
         await table.close()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import eventually_async
+
 from gslb.app import Server
 from gslb.config import load_server_config
 
@@ -91,11 +93,7 @@ async def test_sighup_tasks_are_forgotten_when_done_and_coalesced(server, monkey
     await asyncio.sleep(0)
     for _ in range(5):  # while the first runs: one more is queued, the rest join it
         server._reload_soon()
-    for _ in range(50):
-        if not server._tasks:
-            break
-        await asyncio.sleep(0.02)
-    assert server._tasks == set()
+    await eventually_async(lambda: not server._tasks, what="the reloads done")
     assert len(runs) == 2
 
 
