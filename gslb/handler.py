@@ -354,19 +354,14 @@ class QueryHandler:
         cookie = b""
         cookie_verdict = ""
         storable = True
-        cookies = self.cookies
-        if cookies is not None:
-            if query.cookie is not None:
-                judged, cookie, storable = cookies.process(query.cookie, client)
-                cookie_verdict = judged.value
-                stats.cookie(cookie_verdict)
-                if judged is Verdict.MALFORMED:
-                    # RFC 7873 5.2.2: a COOKIE option of a length other than 8 or 16..40
-                    logger.debug("FORMERR to %s: malformed COOKIE option", client)
-                    stats.query("", _counted(query.qtype_name), "FORMERR", perf_counter() - start)
-                    return formerr(ident, query)
-            if not tcp and cookie_verdict != "valid" and cookies.max_nocookie_udp < size:
-                size = cookies.max_nocookie_udp  # no proof the source address is real: small or TC
+        if self.cookies is not None:
+            judged, cookie, storable, size = self._judge_cookie(query.cookie, client, tcp, size)
+            if judged is Verdict.MALFORMED:
+                # RFC 7873 5.2.2: a COOKIE option of a length other than 8 or 16..40
+                logger.debug("FORMERR to %s: malformed COOKIE option", client)
+                stats.query("", _counted(query.qtype_name), "FORMERR", perf_counter() - start)
+                return formerr(ident, query)
+            cookie_verdict = judged.value if judged is not None else ""
         try:
             response = resolve(query, client, zones, self._pools)
             if response.drop is not None:
@@ -430,34 +425,38 @@ class QueryHandler:
             query = parse_query(query)[1]
         return slipped(reply, query)
 
+    def _judge_cookie(self, option: bytes | None, client: str, tcp: bool,
+                      limit: int) -> tuple[Verdict | None, bytes, bool, int]:
+        """A query's COOKIE option judged and counted (cookies on): (the verdict, None without an
+        option; the reply's COOKIE option; whether the reply may be cached; the UDP size limit
+        left: ``max_nocookie_udp`` without a valid server cookie, as no proof the source is real)."""
+        cookies = self.cookies
+        assert cookies is not None
+        judged, cookie, storable = None, b"", True
+        if option is not None:
+            judged, cookie, storable = cookies.process(option, client)
+            self._stats.cookie(judged.value)
+        if not tcp and judged is not Verdict.VALID:
+            limit = min(limit, cookies.max_nocookie_udp)
+        return judged, cookie, storable, limit
+
     def _error_reply(self, error: Reject, client: str, tcp: bool) -> bytes:
         """An error reply fitted to the client's limit, with a COOKIE option when the query had one."""
         limit = TCP_MAX if tcp else error.udp_limit
-        cookie = b""
-        cookies = self.cookies
-        if cookies is not None:
-            verdict = ""
-            if error.cookie is not None:
-                judged, cookie, _ = cookies.process(error.cookie, client)
-                verdict = judged.value
-                self._stats.cookie(verdict)
-            if not tcp and verdict != "valid" and cookies.max_nocookie_udp < limit:
-                limit = cookies.max_nocookie_udp
+        if self.cookies is None:
+            return error.build(limit, b"")
+        _, cookie, _, limit = self._judge_cookie(error.cookie, client, tcp, limit)
         return error.build(limit, cookie)
 
     def _cookie_ping(self, error: FormErr, client: str, tcp: bool, start: float) -> bytes:
         """A query with no question and a COOKIE option (RFC 7873 5.4): NOERROR with our cookie, or
         BADCOOKIE when it brought a server cookie that is not valid; FORMERR for a malformed option."""
-        assert self.cookies is not None and error.cookie is not None
-        judged, cookie, _ = self.cookies.process(error.cookie, client)
-        self._stats.cookie(judged.value)
+        assert error.cookie is not None
+        judged, cookie, _, limit = self._judge_cookie(error.cookie, client, tcp,
+                                                       TCP_MAX if tcp else error.udp_limit)
         rcode = {Verdict.MALFORMED: error.rcode, Verdict.INVALID: BADCOOKIE}.get(judged, NOERROR)
         self._stats.query("", "", RCODE_NAMES[rcode], perf_counter() - start)
-        limit = TCP_MAX if tcp else error.udp_limit
-        if not tcp and judged is not Verdict.VALID:
-            limit = min(limit, self.cookies.max_nocookie_udp)
         return error.build(limit, cookie, rcode)
-
 
 async def expire_cookies_every(handler: QueryHandler, period: float = CACHE_PERIOD) -> None:
     """Drop the cached replies that carry a server cookie every ``period`` seconds (a task of the
