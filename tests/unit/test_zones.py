@@ -17,7 +17,6 @@ import pytest
 from gslb.errors import ConfigErrors
 from gslb.model import POLICY_NAMES, ZoneSet
 import gslb.zones as zones_module
-from gslb.yamlsafe import LIBYAML
 from gslb.zones import ZoneStore, check_directory, load_zone_file, settled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -864,7 +863,6 @@ def load_outcome(path: Path, text: str) -> object:
         return [str(e) for e in exc.errors]
 
 
-@pytest.mark.skipif(not LIBYAML, reason="PyYAML built without libyaml")
 def test_libyaml_and_pure_loaders_give_identical_zones_and_errors(tmp_path, monkeypatch):
     import gslb.yamlsafe as yamlsafe
 
