@@ -446,14 +446,7 @@ def test_1100_tcp_connections_are_all_served_from_a_1024_soft_limit(tmp_path):
         for s in conns:  # every connection is accepted and answered
             s.sendall(struct.pack("!H", len(wire)) + wire)
         for s in conns:
-            head = b""
-            while len(head) < 2:
-                head += s.recv(2 - len(head))
-            (length,) = struct.unpack("!H", head)
-            body = b""
-            while len(body) < length:
-                body += s.recv(length - len(body))
-            answered += dns.message.from_wire(body).rcode() == dns.rcode.NOERROR
+            answered += dns.query.receive_tcp(s)[0].rcode() == dns.rcode.NOERROR
         assert answered == 1100
         assert "Too many open files" not in server.log()
     finally:
@@ -486,14 +479,7 @@ def test_distinct_queries_with_60k_padding_do_not_grow_memory(gslb_server):
                 wire[11] = 1  # ARCOUNT
                 wire += opt
                 s.sendall(struct.pack("!H", len(wire)) + wire)
-                head = b""
-                while len(head) < 2:
-                    head += s.recv(2 - len(head))
-                (length,) = struct.unpack("!H", head)
-                body = b""
-                while len(body) < length:
-                    body += s.recv(length - len(body))
-                assert dns.message.from_wire(body).rcode() == dns.rcode.NXDOMAIN
+                assert dns.query.receive_tcp(s)[0].rcode() == dns.rcode.NXDOMAIN
 
     ask_many(200, 0)  # warm up: the allocator's pools, the code paths
     before = rss_bytes(server)
