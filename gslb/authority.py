@@ -21,6 +21,11 @@ logger = logging.getLogger(__name__)
 _NEGATIVE_SOA = ("", "negative SOA")
 _NXDOMAIN = ("", "NXDOMAIN")
 _EMPTY_NODATA = ("", "NODATA")
+#: the types a query at a CNAME owner is answered for at that owner instead of by following the
+#: CNAME: the DNSSEC records that RFC 4035 2.5 requires beside a CNAME (RFC 2181 10.1 allows only
+#: DNSSEC data there). The CNAME type itself is found as the node's own RRset; ANY gets the CNAME
+#: (RFC 8482, resolver). The old SIG/NXT/KEY of RFC 2181 are followed, as Knot does.
+AT_CNAME_OWNER = frozenset({"RRSIG", "NSEC"})
 #: lookups of existing names memoised per zone, at most (then no more are added: a flood of
 #: random types cannot evict the hot entries, and a reload starts a fresh memo)
 MEMO_MAX = 16384
@@ -33,7 +38,8 @@ class Outcome(Enum):
     ANSWER = "answer"
     #: a CNAME at the name (``records`` holds it); the resolver follows it
     CNAME = "cname"
-    #: the name exists, without data of the asked type (SOA in ``authority``)
+    #: the name exists, without data of the asked type (SOA in ``authority``); also RRSIG and
+    #: NSEC at a CNAME owner (``AT_CNAME_OWNER``: answered there, the CNAME not followed)
     NODATA = "nodata"
     #: the name does not exist (SOA in ``authority``)
     NXDOMAIN = "nxdomain"
@@ -146,7 +152,7 @@ def _at_node(zone: Zone, node: Node, owner: str, qtype: str, wildcard: bool) -> 
             records = tuple(r.renamed(owner) for r in records)
         return Lookup(Outcome.ANSWER, records, node=node, owner=owner, wildcard=wildcard)
     cname = node.records.get("CNAME")
-    if cname:
+    if cname and qtype not in AT_CNAME_OWNER:
         if wildcard:
             cname = tuple(r.renamed(owner) for r in cname)
         return Lookup(Outcome.CNAME, cname, node=node, owner=owner, wildcard=wildcard)

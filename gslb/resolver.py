@@ -95,11 +95,11 @@ def resolve(query: Query, client_ip: str, zones: ZoneSet, pools: Pools) -> Respo
         if outcome is Outcome.NXDOMAIN:
             # RFC 6604: the RCODE describes the last name of the chain
             return Response(NXDOMAIN, True, answer, found.authority, zone=key, deps=deps)
-        # REFERRAL: at the start, a referral (AA=0); after a CNAME, the chain so far (the
-        # resolver follows the target to the child zone itself)
-        if answer:
-            return Response(NOERROR, True, answer, zone=key, deps=deps)
-        return Response(NOERROR, False, (), found.authority, found.additional, zone=key, deps=deps)
+        # REFERRAL: at the start, a referral (AA=0); after a CNAME, the chain so far followed by
+        # the referral for its target (RFC 1034 4.3.2 steps 3a -> 1 -> 3b; AA=1, it belongs to
+        # the first name: RFC 1035 4.1.1). A referral does not depend on the client, so it is
+        # carried with ECS too (scope 0); only a pool at the end of a chain gets the ECS rule.
+        return Response(NOERROR, bool(answer), answer, found.authority, found.additional, zone=key, deps=deps)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -141,19 +141,19 @@ def _pool_answer(query: Query, client_ip: str, zone: Zone, found: Lookup, pools:
     # leaves drops only the answers holding it: gslb.balancer); on the packet's source when the
     # client is not given by ECS (the ECS address is part of the query's bytes)
     pool_key = (zone.key, pool.name)
-    deps = deps + (pool_key,) + tuple((zone.key, pool.name, site) for site in result.sites) \
+    answer_deps = deps + (pool_key,) + tuple((zone.key, pool.name, site) for site in result.sites) \
         if result.cacheable else None
     per_client = result.per_client and not source
     if result.outcome == "servfail":
-        return Response(SERVFAIL, False, zone=key, ecs_scope=scope, deps=deps, per_client=per_client)
+        return Response(SERVFAIL, False, zone=key, ecs_scope=scope, deps=answer_deps, per_client=per_client)
     if result.outcome == "nodata" or not result.addresses:
         return Response(NOERROR, True, answer, (negative_soa(zone),), ecs_scope=scope, zone=key,
-                        deps=deps, per_client=per_client)
+                        deps=answer_deps, per_client=per_client)
     node = found.node
     ttl = node.ttl if node is not None and node.ttl is not None else result.ttl
     records = pool_records(found.owner, rtype, ttl, result.addresses)
     return Response(NOERROR, True, answer + records if answer else records, ecs_scope=scope, zone=key,
-                    deps=deps, per_client=per_client, pool=pool_key, sites=result.sites)
+                    deps=answer_deps, per_client=per_client, pool=pool_key, sites=result.sites)
 
 
 #: the address records of pool answers by (owner, type, TTL, addresses): the balancer gives the

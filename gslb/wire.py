@@ -22,10 +22,13 @@ Error mapping at the edge (as dnspython's nanonameserver and CoreDNS do):
 Every error reply to a query whose OPT record could be read carries an OPT record (RFC 6891
 section 7); an OPT record outside the additional section is a FORMERR (section 6.1.1).
 
-Error replies echo the opcode and RD (RFC 1035 4.1.1), and CD only for QUERY: the CD bit is a
-QUERY flag (RFC 4035 3.1.6 has it copied into responses to queries); for other opcodes its
-meaning is not defined (RFC 6895 2), so NOTIMP and NOTIFY's REFUSED copy RD alone, as Knot and
-gdnsd do (ISC's EDNS compliance tester flags a NOTIMP that copies CD).
+Replies echo the opcode and RD (RFC 1035 4.1.1), never CD: "a security-aware name server
+SHOULD clear the CD bit when composing an authoritative response" (RFC 4035 3.1.6); the copy of
+RFC 4035 3.2.2 is a duty of recursive name servers, which gslb is not (RA=0). CD changes nothing
+else: an authoritative server validates nothing. Knot 3.2 clears it in every reply (answers,
+referrals, REFUSED, BADVERS), and so does gslb; the answer cache keys on the query's flags, so
+CD=0 and CD=1 queries have entries of their own with the same reply. For other opcodes the bit
+has no meaning at all (RFC 6895 2; ISC's EDNS compliance tester flags a NOTIMP that copies CD).
 
 No UDP reply is larger than the client's limit (512 without EDNS, else min(its size, 1232)), the
 error replies included: ``Reject.build(limit)`` drops, in this order, the TSIG record and then the
@@ -123,7 +126,7 @@ class Reject(Exception):
                  cookie: bytes | None = None) -> None:
         self.rcode = rcode
         self.ident = ident
-        #: the header flags without the RCODE (QR, opcode, RD, CD as echoed)
+        #: the header flags without the RCODE (QR, opcode, RD as echoed)
         self.flags = flags
         self.question = question
         self.edns = edns
@@ -218,7 +221,8 @@ class Query:
     qtype_name: str = field(init=False, repr=False)
     #: derived: the largest UDP reply this client may get: min(its payload, 1232), 512 without EDNS
     udp_limit: int = field(init=False, repr=False)
-    #: derived: the header flags every reply to it has (QR, opcode, RD and CD echoed)
+    #: derived: the header flags every reply to it has (QR, opcode and RD echoed; CD cleared:
+    #: module docstring)
     reply_flags: int = field(init=False, repr=False)
     #: derived: the compression targets the question offers (name -> offset); never mutated,
     #: each reply copies it
@@ -231,7 +235,7 @@ class Query:
         setattr_(self, "qtype_name", type_name(self.qtype))
         setattr_(self, "udp_limit", min(self.payload, OUR_PAYLOAD) if self.edns else CLASSIC_UDP)
         setattr_(self, "reply_flags",
-                 _QR | (self.opcode << 11) | (_RD if self.rd else 0) | (_CD if self.cd else 0))
+                 _QR | (self.opcode << 11) | (_RD if self.rd else 0))
         setattr_(self, "compress", _question_names(qname_lower, self.qname))
 
 
@@ -524,8 +528,8 @@ def _parse(data: bytes) -> Query:
     if flags & _QR:
         raise Drop("response")
     opcode = (flags >> 11) & 0xF
-    # every error reply: QR set, opcode and RD kept; CD too for QUERY (module docstring)
-    base = _QR | (flags & (0x7800 | _RD | (_CD if opcode == OPCODE_QUERY else 0)))
+    # every error reply: QR set, opcode and RD kept, CD cleared (module docstring)
+    base = _QR | (flags & (0x7800 | _RD))
 
     # The question: exactly one (RFC 1035 4.1.2 allows more, but no server answers them).
     question = b""
@@ -733,7 +737,8 @@ def encode_response(ident: int, query: Query, response: "Response", max_size: in
     """The reply bytes (ID ``ident``) for ``response``; never longer than ``max_size`` (else TC=1, question and OPT kept).
 
     Additional records that do not fit are left out without TC (RFC 2181 9), except the glue of
-    a referral, which a resolver needs (RFC 9471): then the reply is truncated. ``cookie`` is the
+    a referral (also one after a CNAME chain), which a resolver needs (RFC 9471): then the reply
+    is truncated. ``cookie`` is the
     reply's COOKIE option (code, length and data), put in the OPT record after the ECS option.
     """
     rcode = response.rcode
@@ -749,7 +754,8 @@ def encode_response(ident: int, query: Query, response: "Response", max_size: in
         return _truncated(ident, flags, query.question, opt, max_size)  # the client retries over TCP (RFC 7766)
     arcount = 0
     if response.additional:
-        referral = not response.aa and not response.answer and nscount > 0
+        # a referral, also after a CNAME chain: NS in the authority section (no other reply has them)
+        referral = nscount > 0 and response.authority[0].rtype == "NS"
         for record in response.additional:
             mark = len(writer.buf)
             writer.records((record,))

@@ -537,8 +537,9 @@ def test_other_opcodes_copy_rd_but_not_cd(server, opcode, rcode):
     assert rd and not cd
 
 
-def test_queries_still_copy_cd(server):
+def test_queries_clear_cd(server):
+    """RFC 4035 3.1.6: an authoritative server clears CD in its replies; nothing else changes."""
     q = dns.message.make_query("api." + ORIGIN, "A")
     q.flags |= dns.flags.CD
     reply = dns.message.from_wire(udp_raw(server, q.to_wire()))
-    assert reply.flags & dns.flags.CD and reply.flags & dns.flags.RD and reply.answer
+    assert not reply.flags & dns.flags.CD and reply.flags & dns.flags.RD and reply.answer

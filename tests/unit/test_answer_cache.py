@@ -51,6 +51,10 @@ records:
   two: {pool: two}
   map: {pool: map}
   mx: {MX: ["10 api.gslb.example.com."]}
+  deleg: {NS: [ns.deleg, ns.other.example.]}
+  ns.deleg: {A: 192.0.2.55}
+  todeleg: {CNAME: host.deleg}
+  tosub: {CNAME: deep.sub.gslb.example.com.}
 sites:
   a: {location: [50.0, 8.0], addresses: [192.0.2.100, "2001:db8::100"]}
   b: {location: [1.0, 103.0], addresses: [192.0.2.101]}
@@ -73,9 +77,10 @@ NAMES = [
     "deep.sub.gslb.example.com.", "ns.sub.gslb.example.com.", "nope.gslb.example.com.", "ns1.gslb.example.com.",
     "second.test.", "big.second.test.", "many.second.test.", "hop.second.test.", "chain1.second.test.",
     "www.second.test.", "mx.second.test.", "nothere.second.test.", "example.net.",
-    "two.second.test.", "map.second.test.",
+    "two.second.test.", "map.second.test.", "todeleg.second.test.", "tosub.second.test.",
 ]
-TYPES = ["A", "AAAA", "MX", "TXT", "SRV", "NS", "SOA", "CAA", "ANY", "DS", "CNAME", "TYPE65000"]
+TYPES = ["A", "AAAA", "MX", "TXT", "SRV", "NS", "SOA", "CAA", "ANY", "DS", "CNAME", "RRSIG", "NSEC",
+         "TYPE65000"]
 HOSTS = ["127.0.0.1", "81.2.69.160", "203.0.113.9", "198.51.100.7", "2001:db8::1", "::ffff:81.2.69.160"]
 
 
@@ -114,6 +119,8 @@ def corpus(seed: int = 7, count: int = 1500) -> list[bytes]:
         q.id = rng.randrange(65536)
         if rng.random() < 0.2:
             q.flags &= ~dns.flags.RD
+        if rng.random() < 0.2:
+            q.flags |= dns.flags.CD
         out.append(q.to_wire())
     return out
 
@@ -183,6 +190,20 @@ def test_cached_replies_equal_the_full_path_over_a_generated_corpus(env):
     # truncation was exercised: some replies have TC set (the big TXT and the 80 addresses)
     replies = [env.handler.handle(p, "127.0.0.1", False) for p in packets]
     assert any(r is not None and r[2] & 0x02 for r in replies)
+
+
+def test_cd_is_cleared_in_computed_and_cached_replies(env):
+    # RFC 4035 3.1.6; CD is part of the key (the query's flags), the replies are the same
+    plain = dns.message.make_query("hop.second.test.", "A", use_edns=0)
+    checking = dns.message.make_query("hop.second.test.", "A", use_edns=0)
+    checking.flags |= dns.flags.CD
+    checking.id = plain.id
+    first = env.handler.udp(checking.to_wire(), "127.0.0.1")
+    again = env.handler.udp(checking.to_wire(), "127.0.0.1")
+    other = env.handler.udp(plain.to_wire(), "127.0.0.1")
+    assert first == again == other and not first[3] & 0x10
+    env.stats.fold()
+    assert env.stats.cache_hits == 1
 
 
 def test_answers_that_depend_on_the_source_are_cached_per_source(env):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gslb.authority import Outcome, lookup
-from gslb.model import Pool, Record
+from gslb.model import Record
 from harness import make_zone
 
 
@@ -63,6 +63,49 @@ def test_cname_at_name():
     assert found.outcome is Outcome.CNAME
     assert found.records[0].rdata == "www.example.com."
     assert lookup(ZONE, "alias.example.com.", "CNAME").outcome is Outcome.ANSWER
+
+
+# --- issue 13: the DNSSEC types at a CNAME owner are answered there (RFC 4035 2.5, RFC 2181 10.1)
+
+CNAMES = make_zone("example.net", {
+    "alias": {"CNAME": "www.example.net."},
+    "www": {"A": "192.0.2.1"},
+    "*.wild": {"CNAME": "www.example.net."},
+})
+
+
+@pytest.mark.parametrize("qtype", ["RRSIG", "NSEC"])
+def test_dnssec_types_at_cname_owner_answered_at_owner(qtype):
+    # unsigned zone: NODATA at the owner (SOA in authority), the CNAME not followed (as Knot)
+    found = lookup(CNAMES, "alias.example.net.", qtype)
+    assert found.outcome is Outcome.NODATA and not found.records
+    assert found.node is CNAMES.nodes["alias.example.net."] and found.owner == "alias.example.net."
+    assert [r.rtype for r in found.authority] == ["SOA"]
+
+
+@pytest.mark.parametrize("qtype", ["RRSIG", "NSEC"])
+def test_dnssec_types_at_wildcard_cname_owner_answered_at_owner(qtype):
+    found = lookup(CNAMES, "x.wild.example.net.", qtype)
+    assert found.outcome is Outcome.NODATA and found.wildcard and found.owner == "x.wild.example.net."
+    assert found.node is CNAMES.nodes["*.wild.example.net."]
+
+
+@pytest.mark.parametrize("qtype", ["A", "AAAA", "TXT", "KEY", "SIG", "NXT", "NSEC3", "DNSKEY", "TYPE65000"])
+def test_other_types_at_cname_owner_follow_the_cname(qtype):
+    # the old SIG/NXT/KEY of RFC 2181 10.1 and NSEC3 (never at a CNAME owner) are followed, as Knot does
+    assert lookup(CNAMES, "alias.example.net.", qtype).outcome is Outcome.CNAME
+    assert lookup(CNAMES, "x.wild.example.net.", qtype).outcome is Outcome.CNAME
+
+
+def test_cname_type_at_owner_is_the_answer():
+    found = lookup(CNAMES, "x.wild.example.net.", "CNAME")
+    assert found.outcome is Outcome.ANSWER and found.records[0].name == "x.wild.example.net."
+
+
+def test_dnssec_types_elsewhere_are_nodata():
+    assert lookup(CNAMES, "www.example.net.", "RRSIG").outcome is Outcome.NODATA
+    assert lookup(CNAMES, "nope.example.net.", "NSEC").outcome is Outcome.NXDOMAIN
+    assert lookup(ZONE, "sub.example.com.", "RRSIG").outcome is Outcome.REFERRAL
 
 
 def test_pool_name_answers_a_and_aaaa_from_pool():

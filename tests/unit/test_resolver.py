@@ -143,9 +143,11 @@ def test_cname_chain_length_bounded():
     assert len(response.answer) == MAX_CHAIN + 1
 
 
-def test_cname_into_delegation_returns_chain():
+def test_cname_into_delegation_carries_the_referral():
     response = run("tosub.example.com.")
     assert response.aa and texts(response.answer) == [("tosub.example.com.", "CNAME", "x.sub.example.com.")]
+    assert texts(response.authority) == [("sub.example.com.", "NS", "ns.sub.example.com.")]
+    assert texts(response.additional) == [("ns.sub.example.com.", "A", "192.0.2.77")]
 
 
 def test_referral():
@@ -287,3 +289,109 @@ def test_ds_at_apex_without_served_parent_answered_by_the_zone():
     assert response.rcode == NOERROR and response.aa and [r.name for r in response.authority] == ["sub.test."]
     response = resolve(query("test.", "DS"), "192.0.2.1", CUT, FakePools())
     assert response.rcode == NOERROR and [r.name for r in response.authority] == ["test."]
+
+
+# --- issue 13: protocol corners (RFC 4035 2.5 / RFC 2181 10.1; RFC 1034 4.3.2 3a -> 1 -> 3b) -----
+
+CORNERS = make_zone("corner.test", {
+    "static": {"A": "192.0.2.1"},
+    "alias": {"CNAME": "static.corner.test."},
+    "chain": {"CNAME": "alias.corner.test."},
+    "tosub": {"CNAME": "host.sub.corner.test."},
+    "tocut": {"CNAME": "sub.corner.test."},
+    "chainsub": {"CNAME": "tosub.corner.test."},
+    "tolb": {"CNAME": "lb.corner.test."},
+    "lb": {"pool": "web"},
+    "toother": {"CNAME": "host.deleg.other.test."},
+    "*.wild": {"CNAME": "host.sub.corner.test."},
+    "sub": {"NS": ["ns.sub.corner.test.", "ns.elsewhere.example."]},
+    "ns.sub": {"A": "192.0.2.53", "AAAA": "2001:db8::53"},
+}, pools={"web": WEB})
+OTHER_CUT = make_zone("other.test", {
+    "deleg": {"NS": "ns.deleg.other.test."},
+    "ns.deleg": {"A": "192.0.2.54"},
+    "back": {"CNAME": "alias.corner.test."},
+})
+CORNER_ZONES = ZoneSet({CORNERS.origin: CORNERS, OTHER_CUT.origin: OTHER_CUT})
+SUB_NS = [("sub.corner.test.", "NS", "ns.sub.corner.test."), ("sub.corner.test.", "NS", "ns.elsewhere.example.")]
+SUB_GLUE = [("ns.sub.corner.test.", "A", "192.0.2.53"), ("ns.sub.corner.test.", "AAAA", "2001:db8::53")]
+
+
+def corner(name, rdtype="A", ecs=None, pools=None):
+    return resolve(query(name, rdtype, ecs), "203.0.113.9", CORNER_ZONES, pools or FakePools())
+
+
+@pytest.mark.parametrize("rdtype", ["RRSIG", "NSEC"])
+@pytest.mark.parametrize("name", ["alias.corner.test.", "chain.corner.test.", "tolb.corner.test.",
+                                  "x.wild.corner.test.", "back.other.test."])
+def test_dnssec_types_at_cname_owner_are_nodata_at_the_owner(name, rdtype):
+    # unsigned zone: what Knot answers, NOERROR AA, no answer, the owner zone's SOA
+    pools = FakePools()
+    response = corner(name, rdtype, pools=pools)
+    assert response.rcode == NOERROR and response.aa and not response.answer and not response.additional
+    assert [(r.name, r.rtype) for r in response.authority] == [(name.split(".", 1)[1] if "other" in name
+                                                               else "corner.test.", "SOA")]
+    assert not pools.calls
+
+
+def test_cname_and_any_at_cname_owner_are_the_cname_alone():
+    for rdtype in ("CNAME", "ANY"):
+        response = corner("chain.corner.test.", rdtype)
+        assert texts(response.answer) == [("chain.corner.test.", "CNAME", "alias.corner.test.")]
+        assert not response.authority
+
+
+@pytest.mark.parametrize("rdtype", ["A", "AAAA", "MX", "TXT", "KEY", "NSEC3"])
+def test_cname_to_below_a_cut_carries_the_referral(rdtype):
+    response = corner("tosub.corner.test.", rdtype)
+    assert response.rcode == NOERROR and response.aa
+    assert texts(response.answer) == [("tosub.corner.test.", "CNAME", "host.sub.corner.test.")]
+    assert texts(response.authority) == SUB_NS and texts(response.additional) == SUB_GLUE
+    assert response.deps == ("corner.test",) and response.ecs_scope == 0
+
+
+def test_chain_to_the_cut_itself_and_through_cnames_carries_the_referral():
+    response = corner("tocut.corner.test.")
+    assert texts(response.answer) == [("tocut.corner.test.", "CNAME", "sub.corner.test.")]
+    assert texts(response.authority) == SUB_NS and texts(response.additional) == SUB_GLUE
+    response = corner("chainsub.corner.test.")
+    assert texts(response.answer) == [("chainsub.corner.test.", "CNAME", "tosub.corner.test."),
+                                      ("tosub.corner.test.", "CNAME", "host.sub.corner.test.")]
+    assert response.aa and texts(response.authority) == SUB_NS and texts(response.additional) == SUB_GLUE
+
+
+def test_wildcard_cname_to_below_a_cut_carries_the_referral():
+    response = corner("a.wild.corner.test.")
+    assert texts(response.answer) == [("a.wild.corner.test.", "CNAME", "host.sub.corner.test.")]
+    assert texts(response.authority) == SUB_NS
+
+
+def test_referral_after_cname_with_ecs_is_carried_with_scope_0():
+    # a referral does not depend on the client: the ECS rule of RFC 7871 7.2.1 does not apply
+    response = corner("tosub.corner.test.", ecs="81.2.69.0/24")
+    assert texts(response.authority) == SUB_NS and response.ecs_scope == 0 and response.deps is not None
+    # ... while a chain to a pool still gets the CNAME alone with ECS, and the pool without
+    pools = FakePools()
+    response = corner("tolb.corner.test.", ecs="81.2.69.0/24", pools=pools)
+    assert texts(response.answer) == [("tolb.corner.test.", "CNAME", "lb.corner.test.")] and not pools.calls
+    response = corner("tolb.corner.test.")
+    assert [r.rtype for r in response.answer] == ["CNAME", "A"]
+
+
+def test_ds_through_a_cname_to_the_cut_is_nodata_from_the_parent():
+    response = corner("tocut.corner.test.", "DS")
+    assert texts(response.answer) == [("tocut.corner.test.", "CNAME", "sub.corner.test.")]
+    assert [r.rtype for r in response.authority] == ["SOA"] and not response.additional
+
+
+def test_cname_into_a_cut_of_another_served_zone_carries_that_referral():
+    response = corner("toother.corner.test.")
+    assert response.aa and texts(response.answer) == [("toother.corner.test.", "CNAME", "host.deleg.other.test.")]
+    assert texts(response.authority) == [("deleg.other.test.", "NS", "ns.deleg.other.test.")]
+    assert texts(response.additional) == [("ns.deleg.other.test.", "A", "192.0.2.54")]
+    assert response.deps == ("corner.test", "other.test") and response.zone == "corner.test"
+
+
+def test_plain_referral_is_unchanged():
+    response = corner("x.sub.corner.test.", "A")
+    assert not response.aa and not response.answer and texts(response.authority) == SUB_NS

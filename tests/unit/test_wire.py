@@ -16,7 +16,8 @@ import pytest
 
 from gslb.model import Record
 from gslb.resolver import Response
-from gslb.wire import (BADVERS, NOTAUTH, Drop, FormErr, Reject, encode_response, parse_query, servfail)
+from gslb.wire import (BADVERS, NOTAUTH, Drop, FormErr, Reject, encode_response, formerr, parse_query,
+                       servfail)
 
 QUERY_HEX = "12340100000100000000000003777777076578616d706c6503636f6d0000010001"
 REPLY_HEX = ("12348500000100010000000003777777076578616d706c6503636f6d0000010001"
@@ -90,8 +91,12 @@ def test_flags_aa_ra_rd_cd():
     q.flags |= dns.flags.CD
     q.flags &= ~dns.flags.RD
     reply = roundtrip(q.to_wire(), answer())
-    assert reply.flags & dns.flags.AA and reply.flags & dns.flags.CD
+    # RFC 4035 3.1.6: an authoritative server clears CD; the answer is the same as without it
+    assert reply.flags & dns.flags.AA and not reply.flags & dns.flags.CD
     assert not reply.flags & dns.flags.RA and not reply.flags & dns.flags.RD
+    q.flags &= ~dns.flags.CD
+    plain = roundtrip(q.to_wire(), answer())
+    assert plain.flags == reply.flags and plain.answer == reply.answer
     reply = roundtrip(wire_query(), Response(5, False))
     assert not reply.flags & dns.flags.AA and reply.rcode() == dns.rcode.REFUSED
 
@@ -297,6 +302,20 @@ def test_referral_glue_that_does_not_fit_truncates():
                  for i in range(4) for j in range(10))
     reply = dns.message.from_wire(encode_response(ident, q, Response(0, False, (), ns, glue), 512))
     assert reply.flags & dns.flags.TC
+
+
+def test_referral_after_cname_glue_that_does_not_fit_truncates():
+    # issue 13: the referral a CNAME chain ends in needs its glue as much as a plain referral
+    ident, q = parse_query(wire_query("alias.example.com.", "A"))
+    cname = Record("alias.example.com.", "CNAME", 300, "a.sub.example.com.")
+    ns = tuple(Record("sub.example.com.", "NS", 300, f"ns{i}.sub.example.com.") for i in range(4))
+    glue = tuple(Record(f"ns{i}.sub.example.com.", "AAAA", 300, f"2001:db8::{j}")
+                 for i in range(4) for j in range(10))
+    reply = dns.message.from_wire(encode_response(ident, q, Response(0, True, (cname,), ns, glue), 512))
+    assert reply.flags & dns.flags.TC and not reply.answer
+    reply = dns.message.from_wire(encode_response(ident, q, Response(0, True, (cname,), ns, glue), 65535))
+    assert not reply.flags & dns.flags.TC and reply.flags & dns.flags.AA
+    assert len(reply.answer) == 1 and len(reply.authority[0]) == 4 and sum(len(r) for r in reply.additional) == 40
 
 
 @pytest.mark.parametrize("rtype,rdata,text", [
@@ -563,14 +582,17 @@ def test_other_opcodes_copy_rd_but_not_cd(opcode, rcode):
     assert reply[2] & 0x01 and not reply[3] & 0x10
 
 
-def test_query_error_replies_still_copy_cd():
+def test_query_error_replies_clear_cd():
     q = dns.message.make_query("www.example.com.", "A", use_edns=1)
     q.flags |= dns.flags.CD
     with pytest.raises(Reject) as info:
         parse_query(q.to_wire())
-    assert info.value.reply[3] & 0x10  # BADVERS to a QUERY: CD copied (RFC 4035 3.1.6)
+    # BADVERS to a QUERY: RD kept, CD cleared (RFC 4035 3.1.6; Knot does the same)
+    assert info.value.reply[2] & 0x01 and not info.value.reply[3] & 0x10
     ident, query = parse_query(wire_query(use_edns=0, flags=dns.flags.RD | dns.flags.CD))
-    assert servfail(ident, query)[3] & 0x10
+    assert query.cd and query.rd
+    assert servfail(ident, query)[2] & 0x01 and not servfail(ident, query)[3] & 0x10
+    assert not formerr(ident, query)[3] & 0x10
 
 
 def cookie_query(data: bytes, *more: bytes, name="www.example.com.", qdcount=1) -> bytes:
