@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests talk to (dig, redis-server, unbound, chromium) when missing.
+# Install the Debian packages the tests talk to (dig, redis-server, unbound, knot, chromium) when missing.
 set -euo pipefail
 need=()
 command -v dig >/dev/null || need+=(dnsutils)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v unbound >/dev/null || need+=(unbound)
+# knotd: the reference server of tests/blackbox/test_protocol_corners.py (in /usr/sbin, off a user's PATH)
+command -v knotd >/dev/null || [ -x /usr/sbin/knotd ] || need+=(knot)
 command -v chromium >/dev/null || need+=(chromium)
 command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
@@ -16,4 +18,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # the packaged services are not needed: tests start their own on free ports
-systemctl disable --now redis-server unbound >/dev/null 2>&1 || true
+systemctl disable --now redis-server unbound knot >/dev/null 2>&1 || true
