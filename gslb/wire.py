@@ -349,11 +349,13 @@ def type_number(name: str) -> int:
     generic = _GENERIC_TYPE.match(name)
     if generic is not None and int(generic.group(1)) <= 0xFFFF:
         return int(generic.group(1))
-    if generic is None and _MNEMONIC.match(name):
+    if not name.startswith("TYPE") and _MNEMONIC.match(name):  # dnslib would read TYPE-1 as -1
         try:
-            return int(getattr(QTYPE, name))
+            number = int(getattr(QTYPE, name))
         except DNSError:  # dnslib's error for a name it does not know
-            pass
+            number = -1
+        if 0 <= number <= 0xFFFF:
+            return number
     raise WireError(f"unknown query type {name[:40]!r}: expected a mnemonic such as A, AAAA or MX, "
                     "or TYPE0..TYPE65535")
 
