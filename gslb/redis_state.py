@@ -442,8 +442,8 @@ class RedisBackend:
                 self._outage = self._outage.on_connect(now)
             else:
                 self._outage = self._outage.on_disconnect(now)
-                if self._outage.frozen:
-                    logger.warning("state: %s lost; keeping the last known states frozen", self.url)
+                if self._outage.frozen:  # (the reason is logged by _supervise)
+                    logger.info("state: %s lost; staleness frozen at the last known states", self.url)
             self._connected = value
             self._changed()
 
