@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import struct
 from typing import Any
 
 from gslb.balancer import Balancer, Trace
 from gslb.model import Pool, PoolAnswer, StateView, Zone, ZoneSet
 from gslb.resolver import resolve
-from gslb.wire import CLASS_IN, OPCODE_QUERY, RCODE_NAMES, Query, name_to_wire, type_number
+from gslb.wire import CLASS_IN, OPCODE_QUERY, RCODE_NAMES, Query, question, type_number
 
 logger = logging.getLogger(__name__)
 
@@ -46,22 +45,14 @@ class _TracingPools:
 
 
 def _query(name: str, qtype: str) -> Query:
-    """A plain IN query for (name, qtype) as wire.parse_query would build it."""
-    qname = name.strip()
-    if not qname.endswith("."):
-        qname += "."
-    try:
-        number = type_number(qtype.upper())
-    except Exception as exc:  # dnslib raises its own error for unknown mnemonics
-        raise ValueError(f"unknown query type {qtype!r}") from exc
-    try:
-        question = name_to_wire(qname) + struct.pack("!HH", number, CLASS_IN)
-    except (UnicodeEncodeError, ValueError) as exc:
-        raise ValueError(f"invalid name {name!r}") from exc
-    if len(question) - 4 > 255 or any(len(label) > 63 for label in qname[:-1].split(".")) \
-            or (qname != "." and "" in qname[:-1].split(".")):
-        raise ValueError(f"invalid name {name!r}")
-    return Query(OPCODE_QUERY, False, False, qname, number, CLASS_IN, question)
+    """A plain IN query for (name, qtype) as wire.parse_query would build it.
+
+    Raises ``WireError`` (a ValueError, in wire's words: ``unknown query type 'FOO': ...`` or
+    ``invalid name 'a..b': ...``) when it cannot be asked; nothing else.
+    """
+    number = type_number(qtype.upper())
+    qname, section = question(name.strip(), number)
+    return Query(OPCODE_QUERY, False, False, qname, number, CLASS_IN, section)
 
 
 def client_text(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:

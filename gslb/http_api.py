@@ -45,7 +45,7 @@ from aiohttp.web_server import Server
 from gslb.errors import StartupError
 from gslb.metrics import make_registry, render
 from gslb.model import iso_time  # noqa: F401 (re-exported: the status API's time format)
-from gslb.state import OVERRIDE_STATES, Change
+from gslb.state import OVERRIDE_STATES, Change, UnknownSite, parse_override
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,9 @@ EXPLAIN_TYPES: frozenset[str] = frozenset(
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_*.-]{1,253}$")
 
-#: how many recent verdict changes /api/v1/status lists
-MAX_CHANGES = 50
+#: how many recent verdict changes /api/v1/status lists (the table keeps more:
+#: ``state.CHANGES_KEPT``)
+STATUS_CHANGES_LISTED = 50
 
 #: the largest request body accepted at all (aiohttp's client_max_size); a bigger announced
 #: Content-Length is refused before the body is read
@@ -158,7 +159,7 @@ def build_status(server: Any) -> dict[str, Any]:
             })
     backend = server.table.backend_status()
     config = server.config
-    changes = list(server.table.changes)[-MAX_CHANGES:]
+    changes = list(server.table.changes)[-STATUS_CHANGES_LISTED:]
     return {
         "zones": server.zone_store.status(),
         "sites": sites,
@@ -272,19 +273,19 @@ async def override(request: web.Request) -> web.Response:
     if problem is not None:
         return problem
     state = body.get("state") if isinstance(body, dict) else None
-    if not isinstance(state, str) or state not in OVERRIDE_STATES:
-        return _error(400, f"state: expected one of {', '.join(sorted(OVERRIDE_STATES))}, got {state!r}")
-    zone = server.zone_store.zones.by_key(zone_name)
-    if zone is None:
-        return _error(404, f"unknown zone {zone_name!r}")
-    if site_name not in zone.sites:
-        return _error(404, f"zone {zone.key!r} has no site {site_name!r}")
     try:
-        await server.table.set_override(zone.key, site_name, state)
-    except KeyError:  # the table does not know it yet (a reload in progress)
-        return _error(404, f"zone {zone.key!r} has no site {site_name!r}")
+        parse_override(state)  # the one validator (the table calls it too)
     except ValueError as exc:
         return _error(400, str(exc))
+    zones = server.zone_store.zones
+    zone = zones.by_key(zone_name)
+    if zone is None or site_name not in zone.sites:
+        served = ((z.key, name) for z in zones for name in z.sites)
+        return _error(404, str(UnknownSite(zone.key if zone else zone_name, site_name, served)))
+    try:
+        await server.table.set_override(zone.key, site_name, state)
+    except UnknownSite as exc:  # the table does not know it yet (a reload in progress)
+        return _error(404, str(exc))
     logger.info("http: override %s/%s -> %s (from %s)", zone.key, site_name, state, request.remote)
     status, verdict = server.table.site_state(zone.key, site_name)
     return web.json_response({"zone": zone.key, "site": site_name,

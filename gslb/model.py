@@ -33,6 +33,9 @@ CheckType = Literal["http", "https", "tcp"]
 SiteState = Literal["up", "down", "drain", "unknown"]
 Override = Literal["up", "down", "drain"]
 
+#: one site of the site-state table: (zone key, site name); the one definition
+SiteKey = tuple[str, str]
+
 _EMPTY: Mapping = MappingProxyType({})
 
 
@@ -305,7 +308,7 @@ class StateView:
     """
 
     version: int = 0
-    sites: Mapping[tuple[str, str], SiteStatus] = field(default_factory=lambda: _EMPTY)
+    sites: Mapping[SiteKey, SiteStatus] = field(default_factory=lambda: _EMPTY)
 
     def site(self, zone: str, site: str) -> SiteStatus:
         """The status of one site (UNKNOWN_SITE when the table has nothing on it)."""

@@ -32,7 +32,9 @@ after every reconnect, so a lost message never leaves a node wrong for long.
 Faults: no method raises because Redis is down. Writes update this node's copy at once and are
 queued (latest value per key) until Redis is reachable again; reconnection uses exponential
 backoff with jitter (never more than ``backoff_cap`` between attempts); ``connected`` tells the
-table to freeze staleness meanwhile.
+table to freeze staleness meanwhile. The backend owns the ``OutageClock`` (``gslb.state``: its
+docstring has the rules) and replaces it at every connect and disconnect; the table reads it, and
+this backend judges with the same clock which results it keeps when Redis no longer has them.
 
 Everything read from Redis is validated: numbers finite, ``stale_after`` in (0, 1 day], and a
 result whose ``checked_at`` is more than ``MAX_SKEW`` seconds ahead of this node's clock is
@@ -52,7 +54,7 @@ import secrets
 import time
 from dataclasses import replace
 from typing import Any, Awaitable, Callable, Mapping
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -61,14 +63,13 @@ from redis.exceptions import RedisError
 
 from gslb.config import REDIS_SCHEMES, check_state_url, redact_url
 from gslb.errors import StartupError
-from gslb.model import Override, RegionResult
-from gslb.state import OVERRIDES, SiteKey, expires_at
+from gslb.model import Override, RegionResult, SiteKey
+from gslb.state import OutageClock, parse_override
 
 logger = logging.getLogger(__name__)
 
 #: key prefix of this layout version; a future incompatible layout uses gslb:v2:
 PREFIX = "gslb:v1:"
-_OVERRIDES = OVERRIDES
 #: seconds ``close`` keeps cancelling the background task before it gives up
 CLOSE_TIMEOUT = 3.0
 #: seconds a time read from Redis may be ahead of this node's clock
@@ -182,9 +183,7 @@ def decode_override(obj: Any, now: float) -> tuple[Override | None, float]:
     """
     if not isinstance(obj, dict):
         raise ValueError(f"expected an object, got {type(obj).__name__}")
-    state = obj.get("state")
-    if state is not None and state not in _OVERRIDES:
-        raise ValueError(f"state: expected one of {', '.join(_OVERRIDES)} or null, got {state!r}")
+    state = parse_override(obj.get("state"), removal=None)
     set_at = _number(obj.get("set_at", 0.0), "set_at")
     assert set_at is not None
     return state, min(set_at, now + MAX_SKEW)
@@ -261,11 +260,9 @@ class RedisBackend:
         self._touched_results: dict[ResultKey, int] = {}
         self._touched_overrides: dict[SiteKey, int] = {}
         self._epoch: str | None = None
-        # (start, end) wall times of finished outages, and the start of the current one:
-        # results missing from Redis stay known here until stale in *connected* time, as the
-        # table judges them (SPEC: an outage never turns a known-down site back up)
-        self._outages: list[tuple[float, float]] = []
-        self._outage_since: float | None = None
+        # the one outage clock (gslb.state.OutageClock), read by the table: results missing
+        # from Redis stay known here until stale in *connected* time, by the same clock
+        self._outage = OutageClock()
         self._first_attempt = asyncio.Event()
         self._notify: asyncio.TimerHandle | None = None
         self._connected = False
@@ -290,6 +287,11 @@ class RedisBackend:
     def connected(self) -> bool:
         """Whether Redis is reachable now (and this node's copy was resynchronised)."""
         return self._connected
+
+    @property
+    def outage(self) -> OutageClock:
+        """The outage clock: replaced at every connect and disconnect, pruned at every resync."""
+        return self._outage
 
     @property
     def pending(self) -> int:
@@ -349,8 +351,7 @@ class RedisBackend:
         Stamped with ``set_at`` = now (and later than any value this node knows for the site),
         so it wins over every older value or removal, wherever they are remembered.
         """
-        if state is not None and state not in _OVERRIDES:
-            raise ValueError(f"override: expected one of {', '.join(_OVERRIDES)} or None, got {state!r}")
+        state = parse_override(state, removal=None)
         set_at = max(self._clock(), self._override_at.get(key, -math.inf) + 0.001)
         self._seq += 1
         self._touched_overrides[key] = self._seq
@@ -367,13 +368,16 @@ class RedisBackend:
 
     # readers ------------------------------------------------------------------------------
 
-    def results(self) -> dict[SiteKey, dict[str, RegionResult]]:
-        """The latest results known to this node (the last known ones while Redis is unreachable)."""
-        return {key: dict(regions) for key, regions in self._results.items() if regions}
+    def results(self) -> Mapping[SiteKey, Mapping[str, RegionResult]]:
+        """The latest results known to this node (the last known ones while Redis is unreachable).
 
-    def overrides(self) -> dict[SiteKey, Override]:
-        """The overrides known to this node (the last known ones while Redis is unreachable)."""
-        return dict(self._overrides)
+        This node's own copy, not a copy of it (``StateBackend.results``): read only.
+        """
+        return self._results
+
+    def overrides(self) -> Mapping[SiteKey, Override]:
+        """The overrides known to this node (the last known ones while Redis is unreachable); read only."""
+        return self._overrides
 
     # keys and messages --------------------------------------------------------------------
 
@@ -427,23 +431,25 @@ class RedisBackend:
             self._notify = asyncio.get_running_loop().call_later(0.05, self._changed)
 
     def _set_connected(self, value: bool) -> None:
+        """Note a connect or disconnect on the outage clock and tell the table."""
         if self._connected != value:
             now = self._clock()
             if value:
-                if self._outage_since is not None:
-                    self._outages.append((self._outage_since, now))
-                self._outage_since = None
+                since = self._outage.down_since
+                if since is not None:
+                    logger.info("state: %s reachable again after %.1fs; staleness resumes",
+                                self.url, now - since)
+                self._outage = self._outage.on_connect(now)
             else:
-                self._outage_since = now
+                self._outage = self._outage.on_disconnect(now)
+                if self._outage.frozen:  # (the reason is logged by _supervise)
+                    logger.info("state: %s lost; staleness frozen at the last known states", self.url)
             self._connected = value
             self._changed()
 
     def _expiry(self, result: RegionResult) -> float:
-        """Wall time at which a result turns stale, not counting outages (as the table does)."""
-        outages = self._outages
-        if self._outage_since is not None:
-            outages = [*outages, (self._outage_since, self._clock())]
-        return expires_at(result, outages)
+        """Wall time at which a result turns stale in connected time (``OutageClock.expires_at``)."""
+        return self._outage.expires_at(result, self._clock())
 
     def _client(self) -> aioredis.Redis:
         # No retries inside redis-py: this class reconnects itself, and a command must fail fast.
@@ -468,8 +474,6 @@ class RedisBackend:
                     logger.debug("state: %s still unreachable: %s", self.url, self.last_error)
                 if self._connected:
                     delay = self.backoff_initial
-                if not self._first_attempt.is_set() and self._outage_since is None:
-                    self._outage_since = self._clock()  # down from the start
                 self._set_connected(False)
             finally:
                 self._first_attempt.set()
@@ -558,7 +562,7 @@ class RedisBackend:
                                   json.dumps({"state": state, "set_at": set_at}, separators=(",", ":")),
                                   repr(set_at), ceiling, msg)
                     written = await pipe.execute()
-                stored = [item for item, ok in zip(items, written) if ok]
+                stored = [item for item, ok in zip(items, written, strict=False) if ok]
                 if stored:
                     await client.publish(self.channel, self._message(kind="results", items=stored))
                 if not all(written):
@@ -678,7 +682,7 @@ class RedisBackend:
 
         now = self._clock()
         results: dict[SiteKey, dict[str, RegionResult]] = {}
-        for name, value in zip(names, values):
+        for name, value in zip(names, values, strict=False):
             if value is None:  # expired between SCAN and MGET
                 continue
             parsed = self._parse_result_key(name)
@@ -736,10 +740,7 @@ class RedisBackend:
             for region, local in regions.items():
                 if region not in results.get(key, {}) and self._expiry(local) > now:
                     results.setdefault(key, {})[region] = local
-        if self._outages:
-            oldest = min((r.checked_at for regions in results.values() for r in regions.values()),
-                         default=now)
-            self._outages = [o for o in self._outages if o[1] > oldest]
+        self._outage = self._outage.pruned(results)
         self._touched_results = {k: s for k, s in self._touched_results.items() if s > seq0}
         self._touched_overrides = {k: s for k, s in self._touched_overrides.items() if s > seq0}
         results = {k: v for k, v in results.items() if v}

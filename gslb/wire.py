@@ -10,6 +10,11 @@ path; record data is already in wire form (``Record.tail``, encoded once by ``gs
 
 This is the only module of gslb that imports dnslib (for type names).
 
+Malformed input raises ``WireError`` (a ValueError), and nothing else: ``parse_query`` raises
+its subclass ``FormErr`` for a malformed query, the text converters (``type_number``,
+``question``) raise it for a type or a name DNS cannot carry. dnslib's, struct's and the codecs'
+errors never leave this module, so callers catch exactly ``WireError`` (or ``FormErr``).
+
 Error mapping at the edge (as dnspython's nanonameserver and CoreDNS do):
 - a packet shorter than a header, or with QR=1 (a response), raises ``Drop``: no reply at all,
   so gslb can never be turned into a reflector of its own replies;
@@ -44,19 +49,22 @@ ignored, RFC 7873 5.2) and judged by ``gslb.cookies``; the reply's COOKIE option
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable
 
-from dnslib import QTYPE
+from dnslib import QTYPE, DNSError
 
+from gslb.errors import GslbError
 from gslb.model import Record
 from gslb.rdata import TYPE_NUMBERS, name_to_wire
 
-__all__ = ["Query", "Response", "Ecs", "Drop", "Reject", "FormErr", "parse_query", "encode_response",
-           "servfail", "formerr", "slipped", "with_tc", "type_name", "type_number", "name_to_wire", "RCODE_NAMES"]
+__all__ = ["Query", "Response", "Ecs", "WireError", "Drop", "Reject", "FormErr", "parse_query", "encode_response",
+           "servfail", "formerr", "slipped", "with_tc", "type_name", "type_number", "question", "name_to_wire",
+           "RCODE_NAMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +111,14 @@ _QR, _AA, _TC, _RD, _CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0010
 
 # bytes that may appear unescaped in a label of the text form of a name
 _PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*/+=!#$%&'^`{|}~")
+
+
+class WireError(GslbError, ValueError):
+    """Input that is not valid DNS, said in words: what this module raises for malformed input.
+
+    ``FormErr`` (a malformed query, with its FORMERR reply) is one; ``type_number`` and
+    ``question`` raise it for text that DNS cannot carry.
+    """
 
 
 class Drop(Exception):
@@ -160,7 +176,7 @@ class Reject(Exception):
         return _truncated(self.ident, flags, self.question, opt, limit)
 
 
-class FormErr(Reject):
+class FormErr(Reject, WireError):
     """The query is malformed: FORMERR (question echoed when readable); ``why`` says how.
 
     ``ping`` marks a query with no question but a COOKIE option: with cookies enabled it is the
@@ -172,6 +188,7 @@ class FormErr(Reject):
                  ping: bool = False) -> None:
         super().__init__(FORMERR, ident, flags, question, edns, do, b"", qtype, udp_limit, cookie)
         self.why = why
+        self.args = (f"FORMERR: {why}",)
         self.ping = ping
 
 
@@ -316,18 +333,55 @@ def type_name(qtype: int) -> str:
     """The mnemonic of a type number (``TYPE65534`` when unknown)."""
     try:
         return str(QTYPE[qtype])
-    except Exception:  # dnslib raises its own error for unknown numbers
+    except DNSError:  # dnslib's error for a number it cannot name
         return f"TYPE{qtype}"
 
 
+#: a type mnemonic as dnslib names them (upper case), or the RFC 3597 form TYPEnnn
+_MNEMONIC = re.compile(r"[A-Z][A-Z0-9-]*\Z")
+_GENERIC_TYPE = re.compile(r"TYPE([0-9]{1,5})\Z")
+
+
 def type_number(name: str) -> int:
-    """The number of a type mnemonic (``A`` -> 1)."""
+    """The number of a type mnemonic (``A`` -> 1, ``TYPE65534`` -> 65534); upper case as sent.
+
+    Raises ``WireError`` for a name that is no type (``unknown query type 'FOO': expected ...``).
+    """
     number = TYPE_NUMBERS.get(name)
     if number is not None:
         return number
-    if name.startswith("TYPE"):
-        return int(name[4:])
-    return int(getattr(QTYPE, name))
+    generic = _GENERIC_TYPE.match(name)
+    if generic is not None and int(generic.group(1)) <= 0xFFFF:
+        return int(generic.group(1))
+    if not name.startswith("TYPE") and _MNEMONIC.match(name):  # dnslib would read TYPE-1 as -1
+        try:
+            number = int(getattr(QTYPE, name))
+        except DNSError:  # dnslib's error for a name it does not know
+            number = -1
+        if 0 <= number <= 0xFFFF:
+            return number
+    raise WireError(f"unknown query type {name[:40]!r}: expected a mnemonic such as A, AAAA or MX, "
+                    "or TYPE0..TYPE65535")
+
+
+def question(name: str, qtype: int) -> tuple[str, bytes]:
+    """The absolute name (trailing dot added) and the question section (QNAME QTYPE IN) for it.
+
+    Raises ``WireError`` when ``name`` cannot be a DNS name (an empty label, a label over 63
+    octets, a name over 255 octets, a character that is not ASCII) or ``qtype`` is no 16-bit type.
+    """
+    qname = name if name.endswith(".") else name + "."
+    if not 0 <= qtype <= 0xFFFF:
+        raise WireError(f"unknown query type {qtype}: not a 16-bit type number")
+    if qname != "." and "" in qname[:-1].split("."):
+        raise WireError(f"invalid name {name[:80]!r}: an empty label")
+    try:
+        wire = name_to_wire(qname)
+    except UnicodeEncodeError:
+        raise WireError(f"invalid name {name[:80]!r}: not ASCII (write an IDN in its xn-- form)") from None
+    except ValueError as exc:  # gslb.rdata's words: which label or the name is too long
+        raise WireError(f"invalid name {name[:80]!r}: {exc}") from None
+    return qname, wire + struct.pack("!HH", qtype, CLASS_IN)
 
 
 # --- parsing ---------------------------------------------------------------------------------

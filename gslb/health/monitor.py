@@ -37,12 +37,10 @@ import aiohttp
 
 from gslb import __version__
 from gslb.health.probes import ProbeResult, probe
-from gslb.model import Check, RegionResult, ZoneSet
+from gslb.model import Check, RegionResult, SiteKey, ZoneSet
 
 logger = logging.getLogger(__name__)
 
-#: (zone key, site name)
-SiteKey = tuple[str, str]
 #: (zone key, site name, check name, address)
 TargetKey = tuple[str, str, str, str]
 Prober = Callable[[Check, str, aiohttp.ClientSession], Awaitable[ProbeResult]]

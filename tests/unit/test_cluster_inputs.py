@@ -72,3 +72,47 @@ def test_override_states_follow_the_model() -> None:
         assert decode_override({"state": state, "set_at": 1.0}, now=2.0) == (state, 1.0)
     with pytest.raises(ValueError, match="up, down, drain"):
         decode_override({"state": "auto"}, now=2.0)
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_redis_backend_unreachable_from_the_start_has_no_outage() -> None:
+    """The one outage clock's rule 1 in the backend that owns it: no connection yet, no freeze."""
+    from gslb.redis_state import RedisBackend
+    from gslb.state import OutageClock
+
+    clock = _Clock(1000.0)
+    backend = RedisBackend("redis://127.0.0.1:1/0", clock=clock, timeout=0.5, backoff_initial=5.0)
+    await backend.start(lambda: None)
+    try:
+        assert not backend.connected and backend.errors >= 1
+        assert backend.outage == OutageClock() and not backend.outage.frozen
+    finally:
+        await backend.close()
+
+
+def test_redis_backend_notes_connects_and_disconnects_on_its_outage_clock() -> None:
+    from gslb.model import RegionResult
+    from gslb.redis_state import RedisBackend
+
+    clock = _Clock(1000.0)
+    backend = RedisBackend("redis://127.0.0.1:1/0", clock=clock)
+    told: list[bool] = []
+    backend._on_change = lambda: told.append(backend.connected)
+    backend._set_connected(True)
+    clock.now = 1010.0
+    backend._set_connected(False)
+    assert backend.outage.frozen and backend.outage.down_since == 1010.0
+    result = RegionResult("down", 1000.0, stale_after=30.0)
+    clock.now = 1500.0
+    assert backend._expiry(result) == 1520.0  # the running outage does not count
+    backend._set_connected(True)
+    assert backend.outage.outages == ((1010.0, 1500.0),) and not backend.outage.frozen
+    assert backend._expiry(result) == 1520.0
+    assert told == [True, False, True]

@@ -13,7 +13,7 @@ from gslb.balancer import Balancer
 from gslb.explain import explain, format_text
 from gslb.model import Location, SiteStatus, StateView, ZoneSet
 from gslb.resolver import resolve
-from gslb.wire import CLASS_IN, OPCODE_QUERY, Ecs, Query, name_to_wire, type_number
+from gslb.wire import CLASS_IN, OPCODE_QUERY, Ecs, Query, WireError, name_to_wire, type_number
 from gslb.zones import load_zone_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +127,22 @@ def test_explain_of_a_static_name_and_errors(zones):
         explain(zones, b, StateView(1, {}), "www.gslb.example.com", "A", "not-an-ip")
     with pytest.raises(ValueError):
         explain(zones, b, StateView(1, {}), "www.gslb.example.com", "BOGUS", "192.0.2.1")
+
+
+@pytest.mark.parametrize("name,qtype,words", [
+    ("www.gslb.example.com", "BOGUS", "unknown query type 'BOGUS'"),
+    ("www.gslb.example.com", "TYPE70000", "unknown query type 'TYPE70000'"),
+    ("www.gslb.example.com", "forward", "unknown query type 'FORWARD'"),
+    ("www..gslb.example.com", "A", "invalid name 'www..gslb.example.com': an empty label"),
+    ("\u00e9.gslb.example.com", "A", "not ASCII"),
+    ("x" * 64 + ".gslb.example.com", "A", "expected 1..63"),
+])
+def test_explain_of_a_bad_question_raises_wires_error(zones, name, qtype, words):
+    """explain lets exactly wire's WireError (a ValueError with words) through: the CLI and the
+    HTTP API turn it into their usage error / 400."""
+    with pytest.raises(WireError) as info:
+        explain(zones, balancer(), StateView(1, {}), name, qtype, "192.0.2.1")
+    assert words in str(info.value)
 
 
 def test_explain_servfail_when_all_down(zones):

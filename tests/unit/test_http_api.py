@@ -15,7 +15,7 @@ from gslb.config import ServerConfig
 from gslb.http_api import build_status, create_app, iso_time
 from gslb.metrics import CheckStats
 from gslb.model import Pool, RegionResult, Site, SiteStatus, Soa, StateView, Zone, ZoneSet
-from gslb.state import Change, sites_of
+from gslb.state import Change, UnknownSite, sites_of
 from gslb.stats import QueryStats
 from gslb.status_cli import format_status
 
@@ -54,7 +54,7 @@ class FakeTable:
         if state not in ("up", "down", "drain", "auto"):
             raise ValueError(f"bad state {state!r}")
         if zone != "gslb.example.com" or site not in ("fra", "iad", "sin"):
-            raise KeyError(site)
+            raise UnknownSite(zone, site, [("gslb.example.com", s) for s in ("fra", "iad", "sin")])
         self.overrides.append((zone, site, state))
         key = (zone, site)
         status = self.view.sites.get(key, SiteStatus())
@@ -280,6 +280,30 @@ async def test_table_key_error_is_404(api):
     resp = await client.put("/api/v1/sites/gslb.example.com/lab/override", json={"state": "down"},
                             headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status == 404
+    assert (await resp.json())["error"] == "zone 'gslb.example.com' has no site 'lab' (its sites: fra, iad, sin)"
+
+
+@pytest.mark.parametrize("path,words", [
+    ("/api/v1/sites/nope.example/fra/override", "unknown zone 'nope.example' (zones: "),
+    ("/api/v1/sites/gslb.example.com/nope/override", "zone 'gslb.example.com' has no site 'nope' (its sites: "),
+])
+async def test_unknown_zone_or_site_404_says_what_exists(api, path, words):
+    client, server = api
+    resp = await client.put(path, json={"state": "down"}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert resp.status == 404
+    error = (await resp.json())["error"]
+    assert error.startswith(words), error
+    known = [z.key for z in server.zone_store.zones] if "unknown zone" in words else \
+        sorted(server.zone_store.zones.by_key("gslb.example.com").sites)
+    assert all(name in error for name in known)
+
+
+async def test_unknown_state_400_names_the_accepted_states(api):
+    client, _ = api
+    resp = await client.put("/api/v1/sites/nope.example/fra/override", json={"state": "maintenance"},
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+    assert resp.status == 400  # the state is judged before the zone
+    assert (await resp.json())["error"] == "state: expected one of up, down, drain or auto, got 'maintenance'"
 
 
 async def test_unknown_route_and_method_are_json(api):
@@ -528,7 +552,7 @@ def test_world_map_data_is_compact_and_has_no_antimeridian_streaks():
         for ring in re.findall(r"M([^MZ]+)Z", country["d"]):
             points = [tuple(map(float, p.split())) for p in ring.split("L")]
             # a segment across most of the map is a polygon wrapped at +-180 degrees drawn wrongly
-            assert all(abs(a[0] - b[0]) < 180 for a, b in zip(points, points[1:])), country["name"]
+            assert all(abs(a[0] - b[0]) < 180 for a, b in zip(points, points[1:], strict=False)), country["name"]
 
 
 def test_build_world_map_unwraps_rings_across_the_antimeridian():

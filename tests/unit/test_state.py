@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Callable
 
@@ -12,11 +11,17 @@ from harness import eventually_async
 
 from gslb.model import Check, Pool, RegionResult, Site, Soa, Zone, ZoneSet
 from gslb.state import (
+    CHANGES_KEPT,
+    NEVER_DOWN,
+    OVERRIDE_STATES,
     MemoryBackend,
+    OutageClock,
     SiteConfig,
     SiteStateTable,
+    UnknownSite,
     build_sites,
     expires_at,
+    parse_override,
 )
 
 WEB = Check("web", "http", 80)
@@ -55,23 +60,34 @@ class FakeClock:
 
 
 class FlakyBackend(MemoryBackend):
-    """A memory backend whose ``connected`` the test flips (a Redis outage)."""
+    """A memory backend whose ``connected`` the test flips (a Redis outage); like RedisBackend it
+    owns the outage clock and notes every connect and disconnect on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
         super().__init__("redis://fake:6379/0")
+        self.clock = clock
         self.up = True
         self.on_change: Callable[[], None] | None = None
+        self._clock_value = OutageClock()
 
     @property
     def connected(self) -> bool:
         return self.up
 
+    @property
+    def outage(self) -> OutageClock:
+        return self._clock_value
+
     async def start(self, on_change: Callable[[], None]) -> None:
         self.on_change = on_change
+        if self.up:
+            self._clock_value = self._clock_value.on_connect(self.clock())
         on_change()
 
     def flip(self, up: bool) -> None:
         self.up = up
+        now = self.clock()
+        self._clock_value = self._clock_value.on_connect(now) if up else self._clock_value.on_disconnect(now)
         assert self.on_change is not None
         self.on_change()
 
@@ -214,12 +230,17 @@ async def test_overrides_up_down_drain_auto():
 async def test_override_errors():
     table = SiteStateTable(MemoryBackend(), clock=FakeClock(1000))
     table.configure(zoneset(make_zone("z.test", {"a": ("web",)})))
-    with pytest.raises(KeyError):
+    with pytest.raises(UnknownSite, match=r"zone 'z.test' has no site 'nope' \(its sites: a\)") as info:
         await table.set_override("z.test", "nope", "down")
-    with pytest.raises(KeyError):
+    assert (info.value.zone, info.value.site, info.value.zone_known, info.value.known) == \
+        ("z.test", "nope", True, ("a",))
+    with pytest.raises(UnknownSite, match=r"unknown zone 'other.test' \(zones: z.test\)") as info:
         await table.set_override("other.test", "a", "down")
-    with pytest.raises(ValueError, match="maintenance"):
+    assert not info.value.zone_known and info.value.known == ("z.test",)
+    with pytest.raises(ValueError, match="expected one of up, down, drain or auto, got 'maintenance'"):
         await table.set_override("z.test", "a", "maintenance")
+    with pytest.raises(ValueError):  # the state is judged first, even for an unknown site
+        await table.set_override("z.test", "nope", "maintenance")
 
 
 async def test_reload_keeps_results_of_remaining_sites_and_drops_removed_zones():
@@ -280,7 +301,7 @@ async def test_backend_status():
 
 async def test_known_down_site_stays_down_during_an_outage_longer_than_stale_after():
     clock = FakeClock(1000)
-    backend = FlakyBackend()
+    backend = FlakyBackend(clock)
     table = SiteStateTable(backend, clock=clock)
     table.configure(zoneset(make_zone("z.test", {"a": ("web",), "b": ("web",)})))
     await table.start()
@@ -307,7 +328,7 @@ async def test_known_down_site_stays_down_during_an_outage_longer_than_stale_aft
 
 async def test_results_reported_during_an_outage_are_shown():
     clock = FakeClock(1000)
-    backend = FlakyBackend()
+    backend = FlakyBackend(clock)
     table = SiteStateTable(backend, clock=clock)
     table.configure(zoneset(make_zone("z.test", {"a": ("web",)})))
     await table.start()
@@ -328,7 +349,7 @@ async def test_results_reported_during_an_outage_are_shown():
 
 async def test_unreachable_at_start_is_no_outage():
     clock = FakeClock(1000)
-    backend = FlakyBackend()
+    backend = FlakyBackend(clock)
     backend.up = False  # e.g. Redis down when the node starts
     table = SiteStateTable(backend, clock=clock)
     table.configure(zoneset(make_zone("z.test", {"a": ("web",)})))
@@ -395,4 +416,128 @@ async def test_a_result_rebuilds_its_site_only_and_versions_grow_on_real_changes
     assert table.view.sites[("z.test", "b")] is b  # untouched
     await table.report("z.test", "a", "local", down(1000))
     assert table.view.version == version + 1  # the same result again: no new view
+    await table.close()
+
+
+# -- the outage clock (pure: every time is passed in)
+
+def test_outage_before_the_first_connection_is_no_outage():
+    clock = OutageClock()
+    assert clock.on_disconnect(100) == clock  # never connected: nothing to freeze
+    assert not clock.frozen and clock.judged_at(150) == 150
+    clock = clock.on_connect(200)
+    assert clock == OutageClock(ever_connected=True) and clock.outages == ()
+    r = down(100, stale=30)
+    assert clock.expires_at(r, 200) == 130  # the time before the first connection counted
+
+
+def test_outage_during_a_connection_freezes_then_is_completed():
+    clock = OutageClock().on_connect(0).on_disconnect(1010)
+    assert clock.frozen and clock.down_since == 1010
+    assert clock.on_disconnect(1020) is clock  # already down: the outage keeps its start
+    assert clock.judged_at(1500) == 1010
+    r = down(1000, stale=30)
+    assert clock.expires_at(r, 1500) == 1520  # the running outage counted up to now
+    assert clock.outages == ()
+    clock = clock.on_connect(1500)
+    assert not clock.frozen and clock.outages == ((1010, 1500),)
+    assert clock.judged_at(1600) == 1600
+    assert clock.expires_at(r, 1600) == 1520
+    assert clock.on_connect(1700) is clock  # connected twice: nothing new
+
+
+def test_staleness_is_frozen_during_an_outage_and_counts_again_after():
+    sites = {("z", "a"): SiteConfig(False)}
+    results = {("z", "a"): {"eu": down(1000, stale=30)}}
+    clock = OutageClock().on_connect(900).on_disconnect(1010)
+
+    def verdict(now: float) -> str:
+        built, _ = build_sites(sites, results, {}, clock.judged_at(now), clock.outages)
+        return built[("z", "a")].state(0.5)
+
+    assert verdict(1010) == "down"
+    assert verdict(5000) == "down"  # frozen: far past stale_after, still known down
+    clock = clock.on_connect(5000)  # 10 s counted before the outage, 20 s remain
+    assert verdict(5019.9) == "down"
+    assert verdict(5020) == "unknown"
+    _, next_expiry = build_sites(sites, results, {}, clock.judged_at(5000), clock.outages)
+    assert next_expiry == 5020  # the table's timer fires at the pushed expiry
+
+
+def test_a_result_checked_during_an_outage_is_pushed_by_the_rest_of_it():
+    clock = OutageClock().on_connect(0).on_disconnect(1000).on_connect(1200)
+    assert clock.expires_at(down(1100, stale=30), 1300) == 1230
+    assert clock.expires_at(down(1300, stale=30), 1300) == 1330  # checked after: no push
+
+
+def test_pruning_forgets_outages_no_result_was_checked_before():
+    clock = OutageClock(True, None, ((100, 200), (300, 400)))
+    both = {("z", "a"): {"eu": down(150), "us": up(500)}}
+    assert clock.pruned(both) is clock  # the result of 150 is still pushed by both
+    later = {("z", "a"): {"eu": down(250)}}
+    assert clock.pruned(later).outages == ((300, 400),)
+    assert clock.pruned({("z", "a"): {"eu": down(400)}}).outages == ()  # ended as it was checked
+    assert clock.pruned({}).outages == ()  # no results: nothing to push
+    assert clock.pruned({("z", "a"): {}}).outages == ()
+    running = OutageClock(True, 500, ((100, 200),))
+    assert running.pruned({}) == OutageClock(True, 500, ())  # the running outage stays
+
+
+def test_memory_backend_is_never_down():
+    assert MemoryBackend().outage is NEVER_DOWN
+    assert not NEVER_DOWN.frozen and NEVER_DOWN.on_disconnect(5).frozen  # a real clock would
+
+
+# -- one validator, one error with words
+
+def test_parse_override_is_the_one_validator():
+    assert [parse_override(s) for s in OVERRIDE_STATES] == ["up", "down", "drain", None]
+    assert parse_override(None, removal=None) is None
+    assert parse_override("drain", removal=None) == "drain"
+    for bad, removal, words in [("maintenance", "auto", "up, down, drain or auto, got 'maintenance'"),
+                                (None, "auto", "got None"), (["up"], "auto", "got ['up']"),
+                                ("auto", None, "up, down, drain or null, got 'auto'"), (1, None, "got 1"),
+                                ("UP", "auto", "got 'UP'")]:
+        with pytest.raises(ValueError, match=r"^state: expected one of ") as info:
+            parse_override(bad, removal=removal)
+        assert str(info.value).endswith(words)
+
+
+async def test_memory_backend_validates_overrides_too():
+    with pytest.raises(ValueError, match="or null"):
+        await MemoryBackend().put_override(("z", "a"), "auto")  # type: ignore[arg-type]  # the wrong value on purpose
+
+
+def test_unknown_site_lists_at_most_twenty_names():
+    keys = [("z", f"s{i:02}") for i in range(25)]
+    err = UnknownSite("z", "nope", keys)
+    assert str(err).endswith("s19 and 5 more)") and len(err.known) == 25
+    assert str(UnknownSite("z", "a", [])) == "unknown zone 'z' (zones: none)"
+    assert isinstance(err, LookupError)
+
+
+def test_the_table_keeps_more_changes_than_the_status_api_lists():
+    from gslb.http_api import STATUS_CHANGES_LISTED
+
+    assert SiteStateTable(MemoryBackend()).changes.maxlen == CHANGES_KEPT > STATUS_CHANGES_LISTED
+
+
+# -- results are held once: by the backend
+
+async def test_the_table_reads_the_backends_results_and_holds_no_copy():
+    clock = FakeClock(1000)
+    backend = MemoryBackend()
+    table = SiteStateTable(backend, clock=clock)
+    table.configure(zoneset(make_zone("z.test", {"a": ("web",)})))
+    await table.start()
+    await table.report("z.test", "a", "eu", down(1000))
+    assert backend.results() == {("z.test", "a"): {"eu": down(1000)}}
+    assert not any(isinstance(v, dict) and v and isinstance(next(iter(v.values())), dict)
+                   for v in vars(table).values())  # no mapping of results beside the backend's
+    # the view is a derived snapshot: a later write to the backend does not change it
+    view = table.view
+    await backend.put_result(("z.test", "a"), "us", up(1000))
+    assert set(view.site("z.test", "a").regions) == {"eu"}
+    table.refresh()
+    assert set(table.view.site("z.test", "a").regions) == {"eu", "us"}
     await table.close()

@@ -16,8 +16,8 @@ import pytest
 
 from gslb.model import Record
 from gslb.resolver import Response
-from gslb.wire import (BADVERS, NOTAUTH, Drop, FormErr, Reject, encode_response, formerr, parse_query,
-                       servfail)
+from gslb.wire import (BADVERS, NOTAUTH, Drop, FormErr, Reject, WireError, encode_response, formerr, parse_query,
+                       question, servfail, type_number)
 
 QUERY_HEX = "12340100000100000000000003777777076578616d706c6503636f6d0000010001"
 REPLY_HEX = ("12348500000100010000000003777777076578616d706c6503636f6d0000010001"
@@ -645,3 +645,71 @@ def test_a_truncated_answer_fits_even_a_limit_below_its_question():
     message = dns.message.from_wire(reply)
     assert not message.question and message.options[0].otype == 10
     assert len(encode_response(ident, q, answer(big), 20, cookie)) == 12
+
+
+# -- WireError: the one error for malformed input, in words
+
+def test_formerr_is_a_wire_error_with_words():
+    data = bytes.fromhex(QUERY_HEX)[:20]  # the question cut short
+    reply = expect_formerr(data)
+    assert reply.rcode() == dns.rcode.FORMERR
+    with pytest.raises(WireError, match="^FORMERR: label runs past the end$"):
+        parse_query(data)
+
+
+@pytest.mark.parametrize("name,number", [("A", 1), ("AAAA", 28), ("NSEC3PARAM", 51), ("TYPE0", 0),
+                                         ("TYPE65535", 65535), ("TYPE00001", 1), ("SOA", 6)])
+def test_type_number(name, number):
+    assert type_number(name) == number
+
+
+@pytest.mark.parametrize("name", ["BOGUS", "TYPE65536", "TYPE99999", "TYPE-1", "TYPEx", "TYPE", "", "a",
+                                  "forward", "reverse", "__CLASS__", "A A", "TYPE\u0661", "\u00c9", "X" * 1000])
+def test_unknown_types_are_a_wire_error_never_dnslibs(name):
+    with pytest.raises(WireError, match="^unknown query type ") as info:
+        type_number(name)
+    assert type(info.value) is WireError and isinstance(info.value, ValueError)
+    assert len(str(info.value)) < 200  # a long input is cut in the message
+
+
+def test_question_builds_the_wire_question():
+    assert question("www.example.com", 1) == ("www.example.com.", bytes.fromhex(QUERY_HEX)[12:])
+    assert question(".", 2) == (".", b"\x00\x00\x02\x00\x01")
+
+
+@pytest.mark.parametrize("name,qtype,words", [
+    ("a..b", 1, "invalid name 'a..b': an empty label"),
+    (".a", 1, "invalid name '.a': an empty label"),
+    ("x" * 64 + ".test", 1, "invalid name 'xxx"),
+    (".".join(["x" * 60] * 5), 1, "at most 255"),
+    ("\u00e9t\u00e9.test", 1, "not ASCII (write an IDN in its xn-- form)"),
+    ("ok.test", 65536, "unknown query type 65536: not a 16-bit type number"),
+    ("ok.test", -1, "unknown query type -1"),
+])
+def test_malformed_questions_are_a_wire_error(name, qtype, words):
+    with pytest.raises(WireError) as info:
+        question(name, qtype)
+    assert words in str(info.value)
+
+
+def test_random_mutations_of_a_query_raise_only_wire_errors_or_drop():
+    """Every malformed packet is a FormErr (a WireError), a Reject or a Drop; nothing else leaks."""
+    import random
+
+    base = wire_query(use_edns=0, options=[dns.edns.GenericOption(8, b"\x00\x01\x18\x00\xc0\x00\x02")])
+    rng = random.Random(10)
+    for _ in range(3000):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data) + 1)
+            choice = rng.random()
+            if choice < 0.5 and at < len(data):
+                data[at] = rng.randrange(256)
+            elif choice < 0.75:
+                del data[at:]
+            else:
+                data.insert(at, rng.randrange(256))
+        try:
+            parse_query(bytes(data))
+        except (Drop, Reject):
+            pass
