@@ -10,7 +10,7 @@ changed) and ``zones`` (another folder). ``listen``, ``http``, ``state``, ``chec
 and ``region`` need a restart: a change is logged as a warning and the running value stays. A
 server file, token file or GeoIP database that cannot be used changes nothing: the errors are in
 the reload result and the log. Every second the zone files and the GeoIP file are polled (a stat
-each); a changed file is read once it has settled (:func:`gslb.zones.settled`).
+each); a changed file is read once it has settled (:func:`gslb.filewatch.settled`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from gslb.balancer import Balancer
 from gslb.config import DEFAULT_CONFIG_NAME, ServerConfig, check_state_url, load_server_config, usable_geoip
 from gslb.dnsserver import DnsServer
 from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
+from gslb.filewatch import Stamp, file_stamp, settled, watch
 from gslb.geo import GeoLocator
 from gslb.answercache import AnswerCache
 from gslb.cookies import Cookies
@@ -40,7 +41,7 @@ from gslb.metrics import CheckStats
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
 from gslb.workers import WorkerPool, changed_zones, init_payload
-from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, reload_in_thread, settled, watch
+from gslb.zonestore import ZoneStore, check_zones_folder, reload_in_thread
 
 logger = logging.getLogger(__name__)
 
@@ -504,7 +505,7 @@ class Server:
         return None
 
     async def _watch_zones(self) -> None:
-        """The 1 s poll of the zone files and the GeoIP file (:func:`gslb.zones.watch`).
+        """The 1 s poll of the zone files and the GeoIP file (:func:`gslb.filewatch.watch`).
 
         With ``reload: manual`` it applies nothing: it logs, once per version, that a file changed.
         """

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
-from gslb.errors import ConfigError, ConfigErrors, UsageError
+from gslb.errors import ConfigError, ConfigErrors, UsageError, display_path
 from gslb.yamlsafe import Errors, Fields, LineDict, LineList, check_keys, load_yaml, type_name
-from gslb.zones import MAX_ZONE_FILE_BYTES, check_name, display_path, is_ip, is_ipv6, parse_location
+from gslb.validate import check_name, is_ip, is_ipv6, parse_location
+from gslb.zonefile import MAX_ZONE_FILE_BYTES
 
 logger = logging.getLogger(__name__)
 

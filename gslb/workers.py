@@ -19,7 +19,7 @@ length-prefixed pickled messages (:func:`frame`):
   it with the same loader, in a thread, and gets the same zone. Pickling the built zone instead
   would hold the GIL of both processes for the whole (un)pickling of a big zone (a 100,000-record
   zone: a quarter of a second to seconds of silence per reload), while the loader lets the DNS
-  threads run every millisecond (``gslb.zones.bulk_build``);
+  threads run every millisecond (``gslb.zonefile.bulk_build``);
 - ``view``: the site-state view, sent on every change, coalesced to the latest one per event
   loop turn (a burst of probe results is one message);
 - ``ready``: pool names may be answered (the first round of health checks is done);
@@ -363,7 +363,7 @@ def build_zone(spec: tuple) -> Zone:
     """The zone of a :func:`zone_spec` (raises ConfigErrors when the bytes do not load)."""
     if spec[0] == "zone":
         return spec[1]
-    from gslb.zones import load_zone_bytes
+    from gslb.zonefile import load_zone_bytes
 
     _, path, source, mtime, digest, serial = spec
     return load_zone_bytes(source, path, mtime, recorded=(digest, serial))

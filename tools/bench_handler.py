@@ -48,7 +48,7 @@ from gslb.geo import GeoLocator  # noqa: E402
 from gslb.handler import LivePools, QueryHandler  # noqa: E402
 from gslb.state import MemoryBackend, SiteStateTable  # noqa: E402
 from gslb.stats import QueryStats  # noqa: E402
-from gslb.zones import ZoneStore  # noqa: E402
+from gslb.zonestore import ZoneStore  # noqa: E402
 
 
 def packet(name: str, rdtype: str, ecs: str | None = None, qid: int = 1, cookie: bytes | None = None) -> bytes:

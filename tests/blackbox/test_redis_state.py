@@ -21,7 +21,7 @@ from gslb.redis_state import (
     MAX_SKEW, PREFIX, TOMBSTONE_TTL, RedisBackend, backoff_delay, decode_override, decode_result, encode_result,
     redact_url)
 from gslb.state import SiteStateTable
-from gslb.zones import ZoneStore
+from gslb.zonestore import ZoneStore
 
 KEY = ("gslb.example.com", "fra")
 KEY2 = ("gslb.example.com", "iad")

@@ -30,7 +30,7 @@ from gslb.geo import GeoLocator
 from gslb.handler import LivePools, QueryHandler, client_ip
 from gslb.model import RegionResult, SiteStatus, StateView, ZoneSet
 from gslb.stats import QueryStats
-from gslb.zones import load_zone_file
+from gslb.zonefile import load_zone_file
 
 ROOT = Path(__file__).resolve().parents[2]
 

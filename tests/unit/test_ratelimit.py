@@ -24,7 +24,7 @@ from gslb.ratelimit import BUCKET_BYTES, DROP, ERROR, SEND, SLIP, RateLimiter, i
 from gslb.resolver import resolve
 from gslb.stats import QueryStats
 from gslb.wire import parse_query
-from gslb.zones import load_zone_file
+from gslb.zonefile import load_zone_file
 
 
 def limiter(rate: int = 5, window: int = 1, slip: int = 2, **kw) -> RateLimiter:

@@ -16,8 +16,11 @@ import pytest
 
 from gslb.errors import ConfigErrors
 from gslb.model import POLICY_NAMES, ZoneSet
-import gslb.zones as zones_module
-from gslb.zones import ZoneStore, check_directory, load_zone_file, settled
+import gslb.zonefile as zonefile
+import gslb.zonestore as zonestore
+from gslb.filewatch import settled
+from gslb.zonefile import load_zone_file
+from gslb.zonestore import ZoneStore, check_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -737,7 +740,7 @@ def test_serial_state_corrupt_file_is_ignored_with_a_warning(tmp_path, caplog):
     for bad in ("{not json", '{"version": 1, "files": {"a.yaml": {"digest": 1, "serial": "x"}}}', "[]"):
         (tmp_path / ".gslb-serials.json").write_text(bad)
         caplog.clear()
-        with caplog.at_level("WARNING", logger="gslb.zones"):
+        with caplog.at_level("WARNING", logger="gslb.zonestore"):
             assert _serial_of(tmp_path) == 1_700_000_000
         assert any("ignoring the serial state file" in r.getMessage() for r in caplog.records), bad
     # and it was replaced by a good one
@@ -753,9 +756,9 @@ def test_serial_state_unwritable_folder_warns_once(tmp_path, caplog, monkeypatch
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(zones_module, "write_serial_state", refuse)
+    monkeypatch.setattr(zonestore, "write_serial_state", refuse)
     store = ZoneStore(str(tmp_path), serial_state=True)
-    with caplog.at_level("WARNING", logger="gslb.zones"):
+    with caplog.at_level("WARNING", logger="gslb.zonestore"):
         store.reload()
         for i in range(3):
             path.write_text(zone_text("a.example", f"  www: {{A: 192.0.2.{i + 1}}}\n"))
@@ -777,7 +780,7 @@ def test_range_text_is_worded_one_way():
 
 
 def test_check_zones_folder_names_the_setting(tmp_path):
-    from gslb.zones import check_zones_folder
+    from gslb.zonestore import check_zones_folder
 
     assert check_zones_folder(str(tmp_path)) is None
     assert check_zones_folder(str(tmp_path / "nope")) == f"zones: the folder {tmp_path / 'nope'} does not exist"
@@ -788,7 +791,7 @@ def test_check_zones_folder_names_the_setting(tmp_path):
 async def test_watch_ticks_wakes_survives_errors_and_stops():
     import asyncio
 
-    from gslb.zones import watch
+    from gslb.filewatch import watch
 
     stop, wake = asyncio.Event(), asyncio.Event()
     calls: list[bool] = []
@@ -807,7 +810,7 @@ async def test_watch_ticks_wakes_survives_errors_and_stops():
 
 
 def test_reload_changed_waits_for_a_file_to_settle(tmp_path):
-    from gslb.zones import reload_changed
+    from gslb.zonestore import reload_changed
 
     store = ZoneStore(str(tmp_path))
     path = tmp_path / "a.yaml"
@@ -878,7 +881,7 @@ def test_big_files_load_the_same_under_bulk_build(tmp_path, monkeypatch):
     import gc
 
     text = big_zone_text(10003)
-    assert len(text.encode()) >= zones_module.BULK_BYTES
+    assert len(text.encode()) >= zonefile.BULK_BYTES
     path = tmp_path / "big.yaml"
     enabled = gc.isenabled()
     frozen = gc.get_freeze_count()
@@ -887,7 +890,7 @@ def test_big_files_load_the_same_under_bulk_build(tmp_path, monkeypatch):
         assert gc.isenabled() == enabled and (not enabled or gc.get_freeze_count() > frozen)
     finally:
         gc.unfreeze()
-    monkeypatch.setattr(zones_module, "BULK_BYTES", 1 << 60)
+    monkeypatch.setattr(zonefile, "BULK_BYTES", 1 << 60)
     assert load_outcome(path, text) == bulk
     assert len(bulk.nodes) == 10000 + 3  # and ns1, mail, the apex
 
@@ -897,15 +900,15 @@ def test_bulk_build_pauses_the_collector_and_nests():
 
     assert gc.isenabled()
     try:
-        with zones_module.bulk_build():
+        with zonefile.bulk_build():
             assert not gc.isenabled()
-            with zones_module.bulk_build():
+            with zonefile.bulk_build():
                 assert not gc.isenabled()
             assert not gc.isenabled()
         assert gc.isenabled() and gc.get_freeze_count() > 0
         gc.unfreeze()
         gc.disable()  # someone else's pause: left alone, nothing frozen
-        with zones_module.bulk_build():
+        with zonefile.bulk_build():
             pass
         assert not gc.isenabled() and gc.get_freeze_count() == 0
     finally:
@@ -920,13 +923,13 @@ def test_relative_names_in_one_match_equal_the_long_way(monkeypatch):
              "example.org", "www.example.org", "a" * 63, "a" * 64, ".".join(["a" * 60] * 4), "é", "a.*.b",
              "a_b", "10", "1.2.3.4", "b.c" * 80]
 
-    def all_of(names: "zones_module._Names") -> list:
+    def all_of(names: "zonefile._Names") -> list:
         return [(names.relative(t, 1, "p", owner=owner), names.relative(t, 1, "p", allow_root=True))
                 for t in texts for owner in (True, False)] + [str(e) for e in names.err.items]
 
-    fast = all_of(zones_module._Names(Errors("f"), "example.org."))
-    monkeypatch.setattr(zones_module, "_PLAIN_RELATIVE", re.compile(r"(?!)"))
-    assert all_of(zones_module._Names(Errors("f"), "example.org.")) == fast
+    fast = all_of(zonefile._Names(Errors("f"), "example.org."))
+    monkeypatch.setattr(zonefile, "_PLAIN_RELATIVE", re.compile(r"(?!)"))
+    assert all_of(zonefile._Names(Errors("f"), "example.org.")) == fast
 
 
 def test_store_read_changes_nothing_until_apply(tmp_path):
@@ -971,7 +974,7 @@ async def test_reload_in_thread_reads_off_the_event_loop(tmp_path, monkeypatch):
     import asyncio
     import threading
 
-    from gslb.zones import reload_in_thread
+    from gslb.zonestore import reload_in_thread
 
     path = tmp_path / "a.yaml"
     path.write_text(zone_text("a.example"))
@@ -1007,8 +1010,8 @@ def test_bulk_build_shortens_the_switch_interval_meanwhile():
 
     before = sys.getswitchinterval()
     try:
-        with zones_module.bulk_build():
-            assert sys.getswitchinterval() == min(before, zones_module.BULK_SWITCH_INTERVAL)
+        with zonefile.bulk_build():
+            assert sys.getswitchinterval() == min(before, zonefile.BULK_SWITCH_INTERVAL)
         assert sys.getswitchinterval() == before
     finally:
         import gc
@@ -1036,7 +1039,7 @@ def test_an_rrset_that_cannot_fit_a_message_is_a_located_error(tmp_path):
     octets = fits - (fits + 255) // 256  # each character-string adds a length octet
     zone = load(tmp_path, BASE + f"  one: {{TXT: {'z' * octets}}}\n")
     record = zone.nodes["one.example.org."].records["TXT"][0]
-    assert zones_module.rrset_message_size("one.example.org.", (record,)) == 65535
+    assert zonefile.rrset_message_size("one.example.org.", (record,)) == 65535
     errors = errors_of(tmp_path, BASE + f"  one: {{TXT: {'z' * (octets + 1)}}}\n")
     assert errors == [f"{file}:5: records.one.TXT: the 1 TXT record(s) need 65536 octets in a reply "
                       "(header, question, records), more than the 65535 a DNS message can hold"]
@@ -1077,7 +1080,7 @@ def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monke
         f"{path}: file is {size} bytes, larger than the limit 4096 (max_zone_file_bytes in the server file)"]
     assert opened == []  # refused on its size: nothing read
     assert load_zone_file(str(path), max_bytes=size).origin == "example.org."
-    monkeypatch.setattr(zones_module, "MAX_ZONE_FILE_BYTES", size - 1)  # the default limit
+    monkeypatch.setattr(zonefile, "MAX_ZONE_FILE_BYTES", size - 1)  # the default limit
     with pytest.raises(ConfigErrors):
         load_zone_file(str(path))
 
