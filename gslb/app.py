@@ -32,7 +32,7 @@ from gslb.balancer import Balancer
 from gslb.config import DEFAULT_CONFIG_NAME, ServerConfig, check_state_url, load_server_config, usable_geoip
 from gslb.dnsserver import DnsServer
 from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
-from gslb.filewatch import Stamp, file_stamp, settled, watch
+from gslb.filewatch import FileWatch, Stamp, stamp_of, watch
 from gslb.geo import GeoLocator
 from gslb.answercache import AnswerCache
 from gslb.cookies import Cookies
@@ -86,15 +86,6 @@ def raise_fd_limit(max_connections: int) -> str | None:
     if warning:
         logger.warning("gslb: %s", warning)
     return warning
-
-
-def _stamp_of(path: str | None) -> Stamp | None:
-    if not path:
-        return None
-    try:
-        return file_stamp(os.stat(path))
-    except OSError:
-        return None
 
 
 def make_backend(url: str) -> Any:
@@ -154,10 +145,8 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
         self._hup_queued = False
-        #: the GeoIP file version in use, a changed one seen at the last poll, one that failed
-        self._geo_stamp: Stamp | None = None
-        self._geo_pending: Stamp | None = None
-        self._geo_failed: Stamp | None = None
+        #: the GeoIP file: the version in use, a changed one seen at the last poll, one that failed
+        self._geo_watch = FileWatch(config.geoip or "")
 
     async def serve(self) -> None:
         """Start, serve until SIGTERM/SIGINT, stop cleanly."""
@@ -197,7 +186,7 @@ class Server:
             logger.error("zones: %s", error)
         if not len(self.zone_store.zones):
             logger.warning("zones: no zone loaded from %s", cfg.zones)
-        self._geo_stamp = _stamp_of(cfg.geoip)
+        self._geo_watch = FileWatch(cfg.geoip or "", stamp_of(cfg.geoip))
         self.geo = GeoLocator.open(usable_geoip(cfg))  # a missing built-in default: no database
         regions = {name: loc for name, loc in cfg.regions.items()}
         self.balancer = Balancer(self.geo, regions, random.Random())
@@ -396,8 +385,8 @@ class Server:
             else:
                 store = ZoneStore(new.zones, serial_state=True, max_file_bytes=new.max_zone_file_bytes)
         geo: GeoLocator | None = None
-        geo_stamp = _stamp_of(new.geoip)
-        if new.geoip != old.geoip or geo_stamp != self._geo_stamp:
+        geo_stamp = stamp_of(new.geoip)
+        if new.geoip != old.geoip or geo_stamp != self._geo_watch.stamp:
             try:
                 geo = GeoLocator.open(new.geoip)
             except GeoDatabaseError as exc:
@@ -436,7 +425,7 @@ class Server:
             if new.tcp.max_connections > old.tcp.max_connections:
                 raise_fd_limit(new.tcp.max_connections)
         if geo is not None:
-            self._geo_stamp, self._geo_pending, self._geo_failed = geo_stamp, None, None
+            self._geo_watch = FileWatch(new.geoip or "", geo_stamp)
         if geo is not None or dict(new.regions) != dict(old.regions):
             self._use_geo(geo if geo is not None else self.geo, new.regions)
             if dict(new.regions) != dict(old.regions):
@@ -482,24 +471,19 @@ class Server:
         path = self.config.geoip
         if not path or self.balancer is None:
             return None
-        stamp = _stamp_of(path)
-        if stamp is None or stamp in (self._geo_stamp, self._geo_failed):
+        stamp = stamp_of(path)
+        if stamp is None or not self._geo_watch.due(stamp, time.time_ns()):
             # A vanished file keeps the open database (it is mapped); a later copy is seen.
             # A broken file is reported once; SIGHUP retries it.
-            self._geo_pending = None
             return None
-        if not settled(stamp, self._geo_pending, time.time_ns()):
-            self._geo_pending = stamp
-            return None
-        self._geo_pending = None
         try:
             geo = GeoLocator.open(path)
         except GeoDatabaseError as exc:
-            self._geo_failed = stamp
+            self._geo_watch.mark_failed(stamp)
             msg = f"geoip: {exc}"
             logger.error("%s (keeping the database opened before)", msg)
             return msg
-        self._geo_stamp, self._geo_failed = stamp, None
+        self._geo_watch.mark_loaded(stamp)
         self._use_geo(geo, self.config.regions)
         logger.info("geo: %s changed, now in use", path)
         return None
@@ -524,13 +508,13 @@ class Server:
         """``reload: manual``: log each zone or GeoIP file version changed on disk once."""
         changed = self.zone_store.changed_on_disk()
         geo = self.config.geoip
-        if geo and _stamp_of(geo) not in (self._geo_stamp, None):
+        if geo and stamp_of(geo) not in (self._geo_watch.stamp, None):
             changed.append(geo)
         for path in list(noticed):
             if path not in changed:
                 del noticed[path]
         for path in changed:
-            stamp = _stamp_of(path)
+            stamp = stamp_of(path)
             if path in noticed and noticed[path] == stamp:
                 continue
             noticed[path] = stamp

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gslb.errors import ConfigError, ConfigErrors, display_path
-from gslb.filewatch import Stamp, file_stamp, settled
+from gslb.filewatch import FileWatch, file_stamp, stamp_of
 from gslb.model import Node, Zone, ZoneSet, iso_time
 from gslb.yamlsafe import is_int
 from gslb.zonefile import MAX_SERIAL, MAX_ZONE_FILE_BYTES, cannot_read, load_zone_file
@@ -46,10 +46,9 @@ def _zone_files(directory: str) -> list[str]:
 
 
 @dataclass(slots=True)
-class _FileState:
-    path: str
-    stamp: Stamp | None = None  # the version last read
-    pending: Stamp | None = None  # a changed version seen at the last poll, not read yet
+class _FileState(FileWatch):
+    """One zone file: its watch (the version in use is the one ``zone`` was built from) and zone."""
+
     zone: Zone | None = None
     loaded_at: float | None = None  # wall-clock seconds
     error: str | None = None
@@ -162,8 +161,8 @@ class ZoneStore:
 
         A file is changed when its (inode, mtime, size) differs from the version last read, so
         a file replaced by rename is always seen. With ``settle`` (the file watch) a changed file
-        is read only once it has settled (see :func:`settled`): the same at the previous call, or
-        modified at least SETTLE_SECONDS before ``now_ns`` (wall clock, ns; default now). With a
+        is read only once it has settled (see :func:`gslb.filewatch.settled`): the same at the
+        previous call and modified at least SETTLE_SECONDS before ``now_ns`` (wall clock, ns; default now). With a
         1 s poll a change is applied within 2 s. The same as ``apply(read(...))``.
         """
         return self.apply(self.read(force, settle, now_ns))
@@ -230,15 +229,8 @@ class ZoneStore:
             stamp = file_stamp(st)
             # After a removal, a file that failed (e.g. "zone already declared") may load now.
             retry = bool(removed) and state.error is not None
-            if not force and not retry:
-                if stamp == state.stamp:
-                    state.pending = None
-                    continue  # unchanged (its error, if any, stays in status())
-                if settle and not settled(stamp, state.pending, now_ns):
-                    state.pending = stamp  # maybe still being written: look again next poll
-                    continue
-            state.stamp = stamp
-            state.pending = None
+            if not force and not retry and not state.due(stamp, now_ns, settle):
+                continue  # unchanged (its error, if any, stays in status()), or not settled yet
             old = state.zone
             was_broken = state.error is not None
             try:
@@ -249,6 +241,7 @@ class ZoneStore:
                     raise ConfigErrors([ConfigError(display_path(path), _zone_line(path), "zone",
                                                     f"zone {zone.key} is already declared in {display_path(owner)}")])
             except ConfigErrors as exc:
+                state.mark_failed(stamp)
                 state.error = str(exc)
                 state.errors = tuple(exc.errors)
                 errors.extend(str(e) for e in exc.errors)
@@ -256,6 +249,7 @@ class ZoneStore:
                     logger.debug("zones: %s", e)
                 _log_not_applied(path, old)
                 continue
+            state.mark_loaded(stamp)
             state.error = None
             state.errors = ()
             unchanged = old is not None and old.digest == zone.digest and old.origin == zone.origin
@@ -299,9 +293,9 @@ class ZoneStore:
         except OSError:
             return  # removed since the folder was listed: the next poll drops it
         stamp = (-st.st_ino, st.st_mtime_ns, -1)  # the link itself: a new link is reported anew
-        if stamp == state.stamp and not again:
+        if not state.changed(stamp) and not again:
             return
-        state.stamp, state.pending = stamp, None
+        state.mark_failed(stamp)
         error = ConfigError(display_path(path), None, "", cannot_read(path, exc))
         state.error, state.errors = str(error), (error,)
         errors.append(str(error))
@@ -316,11 +310,8 @@ class ZoneStore:
         out = [p for p in self._files if p not in paths]
         for path in paths:
             state = self._files.get(path)
-            try:
-                stamp: Stamp | None = file_stamp(os.stat(path))
-            except OSError:
-                stamp = None
-            if state is None or (stamp is not None and stamp != state.stamp):
+            stamp = stamp_of(path)
+            if state is None or (stamp is not None and state.changed(stamp)):
                 out.append(path)
         return sorted(out)
 
