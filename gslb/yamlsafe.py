@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeGuard
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -519,7 +519,7 @@ def join_path(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def is_int(v: Any) -> bool:
+def is_int(v: Any) -> TypeGuard[int]:
     """An integer, not a boolean."""
     return isinstance(v, int) and not isinstance(v, bool)
 

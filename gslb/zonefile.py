@@ -457,7 +457,7 @@ def _build_nodes(err: Errors, pending: dict[str, _PendingNode], origin: str, zon
     nodes: dict[str, Node] = {}
     for name, p in pending.items():
         rec_ttl = p.ttl if p.ttl is not None else zone_ttl
-        records = {}
+        records: dict[str, tuple[Record, ...]] = {}
         for rtype, values in p.rdata.items():
             ttl = zone_ttl if rtype == "SOA" or (rtype == "NS" and name == origin) else rec_ttl
             try:
@@ -923,7 +923,7 @@ def _check_tree(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[s
                         f"may be written there ({', '.join(extra)} would never be served)")
 
 
-def _cname_step(name: str, pending: dict[str, _PendingNode], existing: set[str], cuts: frozenset[str],
+def _cname_step(name: str, pending: dict[str, _PendingNode], existing: frozenset[str], cuts: frozenset[str],
                 origin: str) -> str | None:
     """The node whose CNAME answers a query for ``name`` in this zone (wildcards too), or None."""
     if not _in_zone(name, origin) or _cut_above(name, cuts, origin) is not None:

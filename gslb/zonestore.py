@@ -2,12 +2,13 @@
 zone, so a broken edit never takes a zone down; the serial state file; the folder checks.
 
 Serial ``auto`` (:mod:`gslb.zonefile`) needs the version served before. Within a process it is
-the one in memory. Across restarts ``gslb serve`` keeps it in a small state file in the zones folder, ``.gslb-serials.json`` (``{"version": 1, "files":
-{FILE NAME: {"digest": SHA256, "serial": N}}}``), rewritten atomically (temporary file + rename)
-whenever a served serial changes. It is best effort: when the folder is not writable, one warning
-is logged and after a restart the serial is the file's modification time again (as without the
-file); a corrupt state file is ignored with a warning. ``gslb check`` and ``gslb explain`` neither read nor write it. Dotfiles
-are never zone files.
+the one in memory. Across restarts ``gslb serve`` keeps it in a small state file in the zones
+folder, ``.gslb-serials.json`` (``{"version": 1, "files": {FILE NAME: {"digest": SHA256,
+"serial": N}}}``), rewritten atomically (temporary file + rename) whenever a served serial
+changes. It is best effort: when the folder is not writable, one warning is logged and after a
+restart the serial is the file's modification time again (as without the file); a corrupt state
+file is ignored with a warning. ``gslb check`` and ``gslb explain`` neither read nor write it.
+Dotfiles are never zone files.
 
 In ``gslb serve`` a reload reads and builds in a worker thread (:func:`reload_in_thread`,
 :meth:`ZoneStore.read`) and swaps the result in on the event loop (:meth:`ZoneStore.apply`), so
@@ -123,7 +124,7 @@ class ZoneUpdate:
     #: the zones this update replaces or removes, with their nodes (see ZoneStore._release_retired)
     retired: list[tuple[Any, list[Node]]] = field(default_factory=list)
 
-    def result(self) -> dict:
+    def result(self) -> dict[str, list[str]]:
         """changed/errors/removed, as :meth:`ZoneStore.reload` returns them."""
         return {"changed": self.changed, "errors": self.errors, "removed": self.removed}
 
@@ -156,7 +157,8 @@ class ZoneStore:
         #: replaced zones (weak references) and their nodes, to free piecewise once unused
         self._retired: list[tuple[Any, list[Node]]] = []
 
-    def reload(self, force: bool = False, settle: bool = False, now_ns: int | None = None) -> dict:
+    def reload(self, force: bool = False, settle: bool = False, now_ns: int | None = None
+               ) -> dict[str, list[str]]:
         """Re-read new and changed files (all with ``force``); returns changed/errors/removed.
 
         A file is changed when its (inode, mtime, size) differs from the version last read, so
@@ -167,7 +169,7 @@ class ZoneStore:
         """
         return self.apply(self.read(force, settle, now_ns))
 
-    def apply(self, update: ZoneUpdate) -> dict:
+    def apply(self, update: ZoneUpdate) -> dict[str, list[str]]:
         """Put in place what :meth:`read` found (``zones`` by one assignment); changed/errors/removed."""
         self._dir_error = update.dir_error
         self._recorded = update.recorded
@@ -356,7 +358,7 @@ class ZoneStore:
             return recorded, False  # warned once; the in-memory rule still holds
         return entries, True
 
-    def status(self) -> list[dict]:
+    def status(self) -> list[dict[str, Any]]:
         """One entry per zone file: zone, serial, file, loaded_at (ISO 8601 UTC), error."""
         out = []
         for path, s in sorted(self._files.items()):
@@ -370,12 +372,12 @@ class ZoneStore:
         return out
 
 
-def reload_changed(store: ZoneStore, force: bool = False) -> dict:
+def reload_changed(store: ZoneStore, force: bool = False) -> dict[str, list[str]]:
     """``store.reload`` as the watch does it: changed files once settled, every file with ``force``."""
     return store.reload(force=force, settle=not force)
 
 
-async def reload_in_thread(store: ZoneStore, force: bool = False) -> dict:
+async def reload_in_thread(store: ZoneStore, force: bool = False) -> dict[str, list[str]]:
     """:func:`reload_changed` for a server: the files are read, validated and built in a worker
     thread, so the event loop goes on answering meanwhile, and the result is applied on the
     calling thread (the event loop): ``store.zones`` changes between two of its callbacks.
