@@ -36,7 +36,7 @@ from gslb.filewatch import FileWatch, Stamp, stamp_of, watch
 from gslb.geo import GeoLocator
 from gslb.answercache import AnswerCache
 from gslb.cookies import Cookies
-from gslb.handler import LivePools, QueryHandler, expire_cookies_every
+from gslb.handler import QueryHandler, ReadinessGate, expire_cookies_every
 from gslb.metrics import CheckStats
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
@@ -131,7 +131,7 @@ class Server:
         self.balancer: Balancer | None = None
         self.monitor: Any = None
         self.dns: DnsServer | None = None
-        self.pools: LivePools | None = None
+        self.pools: ReadinessGate | None = None
         self.handler: QueryHandler | None = None
         #: DNS Cookies (None when ``cookies.enabled`` is false); its secret reaches every worker
         self.cookies: Cookies | None = None
@@ -195,7 +195,7 @@ class Server:
         await self.table.start()
         # Bind first: static names answer at once and a busy port fails fast (exit 3).
         table = self.table
-        pools = self.pools = LivePools(self.balancer, lambda: table.view)
+        pools = self.pools = ReadinessGate(self.balancer, lambda: table.view)
         if cfg.cookies.enabled:
             # no secret_file: a random secret for this run (shared with the workers, not with other nodes)
             self.cookies = Cookies(cfg.cookies.secret or os.urandom(16), cfg.cookies.max_nocookie_udp)

@@ -108,22 +108,20 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[str, Any]:
 # -- the main process's side ------------------------------------------------------------------
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class _Worker:
     """One worker process as the main process sees it."""
 
-    __slots__ = ("index", "proc", "writer", "pid", "ready", "started", "stats", "restarts", "task")
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.proc: asyncio.subprocess.Process | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.pid: int | None = None
-        self.ready = False
-        self.started = 0.0
-        #: the last cumulative counters it reported
-        self.stats: dict[str, Any] | None = None
-        self.restarts = 0
-        self.task: asyncio.Task[None] | None = None
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    writer: asyncio.StreamWriter | None = None
+    pid: int | None = None
+    ready: bool = False
+    started: float = 0.0
+    #: the last cumulative counters it reported
+    stats: dict[str, Any] | None = None
+    restarts: int = 0
+    task: asyncio.Task[None] | None = None
 
 
 class WorkerPool:
@@ -294,14 +292,14 @@ class WorkerState:
         from gslb.answercache import AnswerCache
         from gslb.balancer import Balancer
         from gslb.geo import GeoLocator
-        from gslb.handler import LivePools, QueryHandler
+        from gslb.handler import QueryHandler, ReadinessGate
 
         self.zones = ZoneSet({z.origin: z for z in (build_zone(spec) for spec in init["zones"])})
         self.view: StateView = init["view"]
         self.geo = GeoLocator.open(init["geoip"]) if init["geoip"] else GeoLocator.open(None)
         self._regions = dict(init["regions"])
         self.stats = QueryStats()
-        self.pools = LivePools(Balancer(self.geo, self._regions, random.Random()), lambda: self.view)
+        self.pools = ReadinessGate(Balancer(self.geo, self._regions, random.Random()), lambda: self.view)
         self.pools.ready = init["ready"]
         cookies = None
         if init.get("cookies") is not None:

@@ -54,8 +54,7 @@ from gslb.model import (
 from gslb.rdata import name_to_wire
 from gslb.validate import CANONICAL_IPV4, CONTINENTS, COUNTRIES, check_name, is_ip, is_ipv4, is_ipv6, parse_location
 from gslb.yamlsafe import (
-    Errors, Fields, LineDict, LineList, as_list, check_keys, fmt_num, is_int, load_yaml, release,
-    type_name,
+    Errors, Fields, LineDict, LineList, as_list, check_keys, fmt_num, is_int, kind_of, load_yaml, release,
 )
 
 __all__ = ["load_zone_file", "load_zone_bytes", "parse_zone", "bulk_build", "MAX_ZONE_FILE_BYTES"]
@@ -109,7 +108,7 @@ class _Names:
                     and not (text == self.bare or text.endswith(self.dot_bare))):
                 return name
         if not isinstance(text, str) or text == "":
-            self.err.add(line, path, f"expected a domain name, got {type_name(text)}")
+            self.err.add(line, path, f"expected a domain name, got {kind_of(text)}")
             return None
         t = text.strip().lower()
         if t == "@":
@@ -130,7 +129,7 @@ class _Names:
     def host(self, text: Any, line: int | None, path: str) -> str | None:
         """A host name in ``ns:``/``soa:``: a single label is relative, anything with a dot absolute."""
         if not isinstance(text, str) or text == "":
-            self.err.add(line, path, f"expected a host name, got {type_name(text)}")
+            self.err.add(line, path, f"expected a host name, got {kind_of(text)}")
             return None
         t = text.strip().lower()
         if is_ip(t):
@@ -212,11 +211,11 @@ class _RecordParser:
                     return None
                 return _txt_rdata(list(value))
             if isinstance(value, (dict, bool)) or value is None:
-                self.err.add(line, path, f"expected a string, got {type_name(value)}")
+                self.err.add(line, path, f"expected a string, got {kind_of(value)}")
                 return None
             return _txt_rdata([value if isinstance(value, str) else (raw or str(value))])
         if isinstance(value, (list, dict)) or value is None or isinstance(value, bool):
-            self.err.add(line, path, f"expected {rtype} data, got {type_name(value)}")
+            self.err.add(line, path, f"expected {rtype} data, got {kind_of(value)}")
             return None
         text = value if isinstance(value, str) else (raw if raw is not None else str(value))
         return self.by_type[rtype](text.strip(), line, path)
@@ -324,7 +323,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     err = Errors(shown or file)
     if not isinstance(data, LineDict):
         err.add(getattr(data, "line", 1) if data is not None else None, "",
-                f"the top level must be a mapping with zone:, ns:, records:, ..., got {type_name(data)}")
+                f"the top level must be a mapping with zone:, ns:, records:, ..., got {kind_of(data)}")
         raise ConfigErrors(err.items)
     check_keys(err, data, _TOP_KEYS, "")
     top = Fields(err, data, "")
@@ -336,7 +335,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     else:
         z = data["zone"]
         if not isinstance(z, str) or not z.strip():
-            err.add(top.line("zone"), "zone", f"expected a domain name, got {type_name(z)}")
+            err.add(top.line("zone"), "zone", f"expected a domain name, got {kind_of(z)}")
         else:
             name = z.strip().lower()
             name = name if name.endswith(".") else name + "."
@@ -352,7 +351,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
         raise ConfigErrors(err.items)
     names = _Names(err, origin)
 
-    ttl = top.int("ttl", DEFAULT_TTL, 0, MAX_TTL)
+    ttl = top.integer("ttl", DEFAULT_TTL, 0, MAX_TTL)
     zone_ttl = DEFAULT_TTL if ttl is None else ttl
 
     # ns:
@@ -396,7 +395,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
             if r is not None:
                 rname = names.host(r, sf.line("rname"), "soa.rname") or rname
         for key in SOA_DEFAULTS:
-            v = sf.int(key, SOA_DEFAULTS[key], 0, MAX_TTL)
+            v = sf.integer(key, SOA_DEFAULTS[key], 0, MAX_TTL)
             if v is not None:
                 soa_vals[key] = v
 
@@ -521,7 +520,7 @@ def _serial(err: Errors, data: LineDict, top: Fields, digest: str, mtime: float,
         return auto
     v = data["serial"]
     if not is_int(v):
-        err.add(top.line("serial"), "serial", f"expected an integer 0..{MAX_SERIAL} or 'auto', got {type_name(v)}")
+        err.add(top.line("serial"), "serial", f"expected an integer 0..{MAX_SERIAL} or 'auto', got {kind_of(v)}")
         return auto
     if not 0 <= v <= MAX_SERIAL:
         err.add(top.line("serial"), "serial", f"serial {v} is out of range 0..{MAX_SERIAL} (RFC 1982)")
@@ -539,7 +538,7 @@ def _parse_checks(err: Errors, m: LineDict | None) -> dict[str, Check]:
             err.add(m.key_line(name), path, "a check name is letters, digits, '_', '-' or '.'")
             continue
         if not isinstance(spec, LineDict):
-            err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
+            err.add(m.value_line(name), path, f"expected a mapping, got {kind_of(spec)}")
             continue
         check_keys(err, spec, _CHECK_KEYS, path)
         f = Fields(err, spec, path)
@@ -548,11 +547,11 @@ def _parse_checks(err: Errors, m: LineDict | None) -> dict[str, Check]:
         default_port = {"http": 80, "https": 443}.get(ctype or "")
         if ctype == "tcp" and "port" not in spec:
             err.add(spec.line, path, "a tcp check needs a port")
-        port = f.int("port", default_port, 1, 65535, "port")
-        cpath = f.str("path", "/")
+        port = f.integer("port", default_port, 1, 65535, "port")
+        cpath = f.string("path", "/")
         if cpath is not None and not cpath.startswith("/"):
-            err.add(f.line("path"), f.p("path"), f"path {cpath!r} must start with '/'")
-        host = f.str("host", None)
+            err.add(f.line("path"), f.key_path("path"), f"path {cpath!r} must start with '/'")
+        host = f.string("host", None)
         status: frozenset[int] | None = None
         if "expect_status" in spec:
             items, lines = as_list(spec["expect_status"])
@@ -560,24 +559,24 @@ def _parse_checks(err: Errors, m: LineDict | None) -> dict[str, Check]:
             for i, code in enumerate(items):
                 ln = lines(i) if lines else f.line("expect_status")
                 if not is_int(code) or not 100 <= code <= 599:
-                    err.add(ln, f.p("expect_status"), f"expected an HTTP status 100..599, got "
-                            f"{code if is_int(code) else type_name(code)}")
+                    err.add(ln, f.key_path("expect_status"), f"expected an HTTP status 100..599, got "
+                            f"{code if is_int(code) else kind_of(code)}")
                 else:
                     codes.add(code)
             status = frozenset(codes)
-        body = f.str("expect_body", None)
+        body = f.string("expect_body", None)
         interval = f.num("interval", 10.0, 0, None, lo_open=True)
         timeout = f.num("timeout", 3.0, 0, None, lo_open=True)
         if interval is not None and timeout is not None and timeout >= interval:
             where = "timeout" if "timeout" in spec else "interval"
-            err.add(f.line(where), f.p(where), f"timeout {fmt_num(timeout)} must be less than "
+            err.add(f.line(where), f.key_path(where), f"timeout {fmt_num(timeout)} must be less than "
                     f"interval {fmt_num(interval)}")
-        rise = f.int("rise", 2, 1, 1000)
-        fall = f.int("fall", 3, 1, 1000)
-        target = f.str("target", None)
+        rise = f.integer("rise", 2, 1, 1000)
+        fall = f.integer("fall", 3, 1, 1000)
+        target = f.string("target", None)
         if ctype == "tcp" and ("path" in spec or "expect_status" in spec or "expect_body" in spec):
             bad = next(k for k in ("path", "expect_status", "expect_body") if k in spec)
-            err.add(spec.key_line(bad), f.p(bad), f"{bad} applies to http and https checks only")
+            err.add(spec.key_line(bad), f.key_path(bad), f"{bad} applies to http and https checks only")
         if len(err.items) == before:
             out[name] = Check(name=name, type=ctype, port=port, path=cpath, host=host,  # type: ignore[arg-type]
                               expect_status=status, expect_body=body, interval=interval,  # type: ignore[arg-type]
@@ -599,22 +598,22 @@ def _parse_sites(err: Errors, m: LineDict | None, checks: set[str]) -> dict[str,
             err.add(m.key_line(name), path, "a site name is letters, digits, '_', '-' or '.'")
             continue
         if not isinstance(spec, LineDict):
-            err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
+            err.add(m.value_line(name), path, f"expected a mapping, got {kind_of(spec)}")
             continue
         check_keys(err, spec, _SITE_KEYS, path)
         f = Fields(err, spec, path)
         before = len(err.items)
         location = None
         if spec.get("location") is not None:
-            location = parse_location(err, spec["location"], f.line("location"), f.p("location"))
+            location = parse_location(err, spec["location"], f.line("location"), f.key_path("location"))
         v4: list[str] = []
         v6: list[str] = []
         if "addresses" not in spec:
-            err.add(spec.line, f.p("addresses"), "a site needs at least one address")
+            err.add(spec.line, f.key_path("addresses"), "a site needs at least one address")
         else:
             items, lines = as_list(spec["addresses"])
             if not items:
-                err.add(f.line("addresses"), f.p("addresses"), "a site needs at least one address")
+                err.add(f.line("addresses"), f.key_path("addresses"), "a site needs at least one address")
             for i, a in enumerate(items):
                 ln = lines(i) if lines else f.line("addresses")
                 text = a if isinstance(a, str) else None
@@ -625,23 +624,23 @@ def _parse_sites(err: Errors, m: LineDict | None, checks: set[str]) -> dict[str,
                     addr = str(ipaddress.IPv6Address(text.strip()))
                     target = v6
                 else:
-                    err.add(ln, f.p("addresses"), f"{a!r} is not an IPv4 or IPv6 address" if text
-                            else f"expected an IP address, got {type_name(a)}")
+                    err.add(ln, f.key_path("addresses"), f"{a!r} is not an IPv4 or IPv6 address" if text
+                            else f"expected an IP address, got {kind_of(a)}")
                     continue
                 if addr in v4 or addr in v6:
-                    err.add(ln, f.p("addresses"), f"duplicate address {addr}")
+                    err.add(ln, f.key_path("addresses"), f"duplicate address {addr}")
                     continue
                 target.append(addr)
         site_checks: list[str] = []
         for cname, ln in f.names_list("checks") or []:
             if cname not in checks:
-                err.add(ln, f.p("checks"), f"unknown check {cname!r} (defined: "
+                err.add(ln, f.key_path("checks"), f"unknown check {cname!r} (defined: "
                         f"{', '.join(sorted(checks)) or 'none'})")
             elif cname in site_checks:
-                err.add(ln, f.p("checks"), f"check {cname!r} is listed twice")
+                err.add(ln, f.key_path("checks"), f"check {cname!r} is listed twice")
             else:
                 site_checks.append(cname)
-        weight = f.int("weight", 1, 0, 1_000_000, "weight")
+        weight = f.integer("weight", 1, 0, 1_000_000, "weight")
         if len(err.items) == before:
             out[name] = Site(name=name, location=location, ipv4=tuple(v4), ipv6=tuple(v6),
                              checks=tuple(site_checks), weight=weight)  # type: ignore[arg-type]
@@ -695,13 +694,13 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
             err.add(m.key_line(name), path, "a pool name is letters, digits, '_', '-' or '.'")
             continue
         if not isinstance(spec, LineDict):
-            err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
+            err.add(m.value_line(name), path, f"expected a mapping, got {kind_of(spec)}")
             continue
         check_keys(err, spec, _POOL_KEYS, path)
         f = Fields(err, spec, path)
         before = len(err.items)
         if "policy" not in spec:
-            err.add(spec.line, f.p("policy"), f"missing policy (one of: {', '.join(POLICY_NAMES)})")
+            err.add(spec.line, f.key_path("policy"), f"missing policy (one of: {', '.join(POLICY_NAMES)})")
             policy = None
         else:
             policy = f.choice("policy", None, POLICY_NAMES, "policy")
@@ -710,23 +709,23 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
         listed = f.names_list("sites")
         for sname, ln in listed or []:
             if sname in pool_sites:
-                err.add(ln, f.p("sites"), f"site {sname!r} is listed twice")
+                err.add(ln, f.key_path("sites"), f"site {sname!r} is listed twice")
             elif sname not in all_sites:
-                err.add(ln, f.p("sites"), f"unknown site {sname!r}")
+                err.add(ln, f.key_path("sites"), f"unknown site {sname!r}")
             else:
                 pool_sites.append(sname)
                 site_lines[sname] = ln
-        answers = f.int("answers", 1, 1, 1000, "answers")
-        ttl = f.int("ttl", 30, 0, MAX_TTL, "ttl")
+        answers = f.integer("answers", 1, 1, 1000, "answers")
+        ttl = f.integer("ttl", 30, 0, MAX_TTL, "ttl")
         quorum = f.num("quorum", 0.5, 0, 1, hi_open=True)
-        wad = f.choice("when_all_down", "all", WHEN_ALL_DOWN, "when_all_down rule")
+        when_all_down = f.choice("when_all_down", "all", WHEN_ALL_DOWN, "when_all_down rule")
         rules: list[GeoRule] = []
         if "geo" in spec and policy is not None and policy != "geo":
-            err.add(spec.key_line("geo"), f.p("geo"), f"a geo map needs policy geo (this pool's policy is {policy})")
+            err.add(spec.key_line("geo"), f.key_path("geo"), f"a geo map needs policy geo (this pool's policy is {policy})")
         elif policy == "geo":
             geo = f.mapping("geo")
             if geo is None and "geo" not in spec:
-                err.add(spec.line, f.p("geo"), "policy geo needs a geo map")
+                err.add(spec.line, f.key_path("geo"), "policy geo needs a geo map")
             if geo is not None:
                 seen: dict[tuple[str, str], int] = {}
                 for key, value in geo.items():
@@ -746,7 +745,7 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
                     for i, sname in enumerate(items):
                         ln = lines(i) if lines else geo.value_line(key)
                         if not isinstance(sname, str):
-                            err.add(ln, kpath, f"expected a site name, got {type_name(sname)}")
+                            err.add(ln, kpath, f"expected a site name, got {kind_of(sname)}")
                         elif sname not in all_sites:
                             err.add(ln, kpath, f"unknown site {sname!r}")
                         elif sname in rule_sites:
@@ -761,17 +760,17 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
                         err.add(geo.value_line(key), kpath, "needs at least one site")
                     rules.append(GeoRule(kind=parsed[0], key=parsed[1], sites=tuple(rule_sites)))  # type: ignore[arg-type]
         if listed is None and policy != "geo" and "sites" not in spec:
-            err.add(spec.line, f.p("sites"), "a pool needs sites")
+            err.add(spec.line, f.key_path("sites"), "a pool needs sites")
         elif not pool_sites and len(err.items) == before:
-            err.add(f.line("sites"), f.p("sites"), "a pool needs at least one site")
+            err.add(f.line("sites"), f.key_path("sites"), "a pool needs at least one site")
         if policy == "closest":
             for sname in pool_sites:
                 if sname in sites and sites[sname].location is None:
-                    err.add(site_lines.get(sname, f.line("sites")), f.p("sites"),
+                    err.add(site_lines.get(sname, f.line("sites")), f.key_path("sites"),
                             f"policy closest needs a location for every site; site {sname!r} has none")
         if len(err.items) == before:
             out[name] = Pool(name=name, policy=policy, sites=tuple(pool_sites), answers=answers,  # type: ignore[arg-type]
-                             ttl=ttl, quorum=quorum, when_all_down=wad, geo=tuple(rules))  # type: ignore[arg-type]
+                             ttl=ttl, quorum=quorum, when_all_down=when_all_down, geo=tuple(rules))  # type: ignore[arg-type]
     return out
 
 
@@ -797,7 +796,7 @@ def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools
             err.add(line, path, f"name {owner!r} is already defined at line {out[owner].line}")
             continue
         if not isinstance(spec, LineDict):
-            err.add(m.value_line(key), path, f"expected a mapping of record types, got {type_name(spec)}")
+            err.add(m.value_line(key), path, f"expected a mapping of record types, got {kind_of(spec)}")
             continue
         if len(spec) == 1:
             address = spec.get("A")
@@ -836,13 +835,13 @@ def _parse_node(err: Errors, parser: _RecordParser, spec: LineDict, owner: str, 
                     hint = "; the SOA comes from the top-level soa: and ns:"
                 err.add(spec.key_line(k), f"{path}.{k}",
                         f"unknown key {str(k)!r} (allowed: {', '.join(_NODE_KEYS)}){hint}")
-    ttl = Fields(err, spec, path).int("ttl", None, 0, MAX_TTL, "ttl") if "ttl" in spec else None
+    ttl = Fields(err, spec, path).integer("ttl", None, 0, MAX_TTL, "ttl") if "ttl" in spec else None
     node = _PendingNode(owner, line, path, ttl, None, 0, {}, {})
     if "pool" in spec:
         pname = spec["pool"]
         pool_line = spec.value_line("pool")
         if not isinstance(pname, str):
-            err.add(pool_line, f"{path}.pool", f"expected a pool name, got {type_name(pname)}")
+            err.add(pool_line, f"{path}.pool", f"expected a pool name, got {kind_of(pname)}")
         elif pname not in defined_pools:
             err.add(pool_line, f"{path}.pool", f"unknown pool {pname!r} (defined: "
                     f"{', '.join(sorted(defined_pools)) or 'none'})")

@@ -27,7 +27,7 @@ from gslb.balancer import Balancer
 from gslb.config import Acl
 from gslb.cookies import CACHE_PERIOD, LIFETIME, REUSE, Cookies, address_bytes, server_cookie
 from gslb.geo import GeoLocator
-from gslb.handler import LivePools, QueryHandler, client_ip
+from gslb.handler import QueryHandler, ReadinessGate, client_ip
 from gslb.model import RegionResult, SiteStatus, StateView, ZoneSet
 from gslb.stats import QueryStats
 from gslb.zonefile import load_zone_file
@@ -128,7 +128,7 @@ class Env:
         self.geo = GeoLocator.open(str(ROOT / "data" / "sample-city.mmdb"))
         self.view = StateView()
         self.balancer = Balancer(self.geo, {}, random.Random(1))
-        self.pools = LivePools(self.balancer, lambda: self.view)
+        self.pools = ReadinessGate(self.balancer, lambda: self.view)
         self.pools.ready = True
         self.stats = QueryStats()
         self.cache = AnswerCache()

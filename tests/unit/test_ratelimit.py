@@ -18,7 +18,7 @@ from gslb.answercache import AnswerCache
 from gslb.balancer import Balancer
 from gslb.config import Acl, RateLimit
 from gslb.geo import GeoLocator
-from gslb.handler import LivePools, QueryHandler
+from gslb.handler import QueryHandler, ReadinessGate
 from gslb.model import StateView, ZoneSet
 from gslb.ratelimit import BUCKET_BYTES, DROP, ERROR, SEND, SLIP, RateLimiter, identity
 from gslb.resolver import resolve
@@ -261,7 +261,7 @@ class Env:
     def __init__(self, zones: ZoneSet, rate_limit: RateLimit, cache: bool = True) -> None:
         self.zones = zones
         self.geo = GeoLocator.open(None)
-        self.pools = LivePools(Balancer(self.geo, {}, random.Random(1)), lambda: StateView())
+        self.pools = ReadinessGate(Balancer(self.geo, {}, random.Random(1)), lambda: StateView())
         self.pools.ready = True
         self.stats = QueryStats()
         self.handler = QueryHandler(lambda: self.zones, self.pools, self.stats, Acl(),

@@ -8,7 +8,7 @@ from gslb.errors import ConfigErrors
 import yaml
 
 from gslb.yamlsafe import (
-    LIBYAML, LineDict, LineList, StrictLoader, _PureParser, _Unusual, build_document, load_yaml, release, type_name,
+    LIBYAML, LineDict, LineList, StrictLoader, _PureParser, _Unusual, build_document, kind_of, load_yaml, release,
 )
 
 if LIBYAML:
@@ -67,7 +67,7 @@ def test_merge_keys_and_empty_documents():
 
 
 def test_type_names():
-    assert [type_name(v) for v in (None, True, 1, 1.5, "s", [], {})] == [
+    assert [kind_of(v) for v in (None, True, 1, 1.5, "s", [], {})] == [
         "null", "a boolean", "an integer", "a number", "a string", "a list", "a mapping"]
 
 
