@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from harness import ROOT, eventually, free_port
+from harness import ROOT, eventually, free_port, small_zone
 
 README = (ROOT / "README.md").read_text()
 
@@ -41,13 +41,8 @@ def test_the_readme_check_example_is_what_gslb_check_prints(tmp_path):
         sorted((done.stdout + done.stderr).splitlines()) == sorted(block.group(1).splitlines())
 
 
-ZONE = """\
-zone: %s
-serial: %d
-ns: [ns1.%s]
-records:
-  ns1: {A: 192.0.2.53}
-"""
+#: ``ZONE % (origin, serial, origin)``
+ZONE = small_zone("%s", serial="%d")
 
 BROKEN = ZONE.replace("ns1: {A: 192.0.2.53}", "ns1: {A: 192.0.2.999}")
 

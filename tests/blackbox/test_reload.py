@@ -19,27 +19,12 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
-from harness import Gslb, eventually, holds_for
+from harness import Gslb, eventually, holds_for, small_zone
 
 #: SPEC: a change is applied within 2 s; the tests poll with some slack
 
-ZONE = """\
-zone: reload.test
-serial: auto
-ns: [ns1.reload.test]
-records:
-  ns1: {A: 192.0.2.53}
-  www: {A: %s}
-"""
-
-OTHER = """\
-zone: other.test
-serial: 5
-ns: [ns1.other.test]
-records:
-  ns1: {A: 192.0.2.54}
-  www: {A: 198.51.100.1}
-"""
+ZONE = small_zone("reload.test", "  www: {A: %s}\n", serial="auto")
+OTHER = small_zone("other.test", "  www: {A: 198.51.100.1}\n", serial=5, ns_address="192.0.2.54")
 
 
 def write(path: Path, text: str) -> None:

@@ -21,6 +21,7 @@ import dns.message
 import dns.name
 import dns.rcode
 import pytest
+from harness import small_zone
 
 from gslb.answercache import ENTRY_OVERHEAD, MAX_KEY, AnswerCache
 from gslb.balancer import Balancer
@@ -34,11 +35,7 @@ from gslb.zonefile import load_zone_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SECOND = """
-zone: second.test
-ns: [ns1.second.test]
-records:
-  ns1: {A: 192.0.2.1}
+SECOND = small_zone("second.test", """\
   big:
     TXT: ["%s", "%s", "%s", "%s", "%s"]
   many:
@@ -64,7 +61,7 @@ pools:
     policy: geo
     sites: [a, b, c, d]
     geo: {"81.2.69.0/24": [d, a], EU: [a, c], AS: [b, d], default: [c, d]}
-""" % (tuple(c * 200 for c in "vwxyz") + (", ".join(f"198.18.{i // 250}.{i % 250 + 1}" for i in range(80)),))
+""", ns_address="192.0.2.1") % (tuple(c * 200 for c in "vwxyz") + (", ".join(f"198.18.{i // 250}.{i % 250 + 1}" for i in range(80)),))
 
 NAMES = [
     "gslb.example.com.", "api.gslb.example.com.", "www.gslb.example.com.", "docs.gslb.example.com.",

@@ -7,12 +7,12 @@ from __future__ import annotations
 import gc
 import random
 import tracemalloc
-from pathlib import Path
 
 import dns.flags
 import dns.message
 import dns.rcode
 import pytest
+from harness import small_zone
 
 from gslb.answercache import AnswerCache
 from gslb.balancer import Balancer
@@ -208,18 +208,14 @@ def test_the_limiter_wants_a_rate():
 
 # -- identities
 
-ZONE = """
-zone: rrl.test
-ns: [ns1.rrl.test]
-records:
-  ns1: {A: 192.0.2.53}
+ZONE = small_zone("rrl.test", """\
   www: {A: 192.0.2.1, AAAA: "2001:db8::1"}
   big: {TXT: ["%s", "%s", "%s", "%s"]}
   "*.w": {TXT: "wild"}
   alias: {CNAME: www}
   sub: {NS: [ns.sub]}
   ns.sub: {A: 203.0.113.53}
-""" % tuple(c * 250 for c in "abcd")
+""") % tuple(c * 250 for c in "abcd")
 
 
 @pytest.fixture

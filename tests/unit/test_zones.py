@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import small_zone
 
 from gslb.errors import ConfigErrors
 from gslb.model import POLICY_NAMES, ZoneSet
@@ -24,12 +25,7 @@ from gslb.zonestore import ZoneStore, check_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 
-BASE = """\
-zone: example.org
-ns: [ns1.example.org]
-records:
-  ns1: {A: 192.0.2.1}
-"""
+BASE = small_zone("example.org", ns_address="192.0.2.1")
 
 SITES = """\
 sites:
@@ -460,7 +456,7 @@ def test_empty_and_unreadable_files(tmp_path):
 
 
 def zone_text(name: str, extra: str = "") -> str:
-    return f"zone: {name}\nns: [ns1.{name}]\nrecords:\n  ns1: {{A: 192.0.2.1}}\n{extra}"
+    return small_zone(name, extra, ns_address="192.0.2.1")
 
 
 def test_store_loads_keeps_last_good_and_reports(tmp_path):
