@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from gslb.filewatch import SETTLE_SECONDS, FileWatch, file_stamp, settled, stamp_of
+from gslb.filewatch import FileWatch, file_stamp, settled, stamp_of
 
 S = int(1e9)
 OLD = (7, 100 * S, 10)  # a version written long before "now" (settled once seen twice)
@@ -21,14 +21,14 @@ def test_stamp_of_is_the_file_stamp_or_none(tmp_path):
     assert stamp_of(None) is None and stamp_of("") is None
 
 
-def test_settled_needs_the_same_version_twice_and_an_old_enough_mtime():
-    assert not settled(NEW, None, NOW)  # first sight
-    assert settled(NEW, NEW, NOW)
-    assert not settled(NEW, OLD, NOW)  # it changed since the previous poll
-    fresh = (7, NOW - int(SETTLE_SECONDS * 1e9) + 1, 12)
-    assert not settled(fresh, fresh, NOW)  # written less than SETTLE_SECONDS ago
-    just = (7, NOW - int(SETTLE_SECONDS * 1e9), 12)
-    assert settled(just, just, NOW)
+def test_settled():
+    stamp = (1, 10**9, 5)
+    # both: seen unchanged at the previous poll, and the mtime SETTLE_SECONDS (1 s) old
+    assert settled(stamp, stamp, 2 * 10**9)
+    assert not settled(stamp, stamp, 2 * 10**9 - 1)  # unchanged, but written less than 1 s ago
+    assert not settled(stamp, None, 10**12)  # old, but not seen at the previous poll
+    assert not settled(stamp, (1, 10**9, 4), 10**12)  # it changed since the previous poll
+    assert not settled(stamp, (2, 10**9, 5), 10**12)  # replaced by another file
 
 
 def test_a_changed_version_is_due_once_it_settled_and_read_once():
@@ -69,23 +69,20 @@ def test_a_vanished_file_is_never_due_and_forgets_the_pending_version():
     assert FileWatch("f").changed(NEW) and not FileWatch("f").changed(None)
 
 
-def test_the_poll_loop_ticks_until_stopped_and_at_once_when_woken():
+async def test_watch_ticks_wakes_survives_errors_and_stops():
     from gslb.filewatch import watch
 
-    async def main() -> list[bool]:
-        stop, wake = asyncio.Event(), asyncio.Event()
-        ticks: list[bool] = []
+    stop, wake = asyncio.Event(), asyncio.Event()
+    calls: list[bool] = []
 
-        async def tick(forced: bool) -> None:
-            ticks.append(forced)
-            if len(ticks) == 1:
-                raise RuntimeError("a failing tick is logged; the watch goes on")
-            if forced:
-                stop.set()
-            else:
-                wake.set()
+    async def tick(forced: bool) -> None:
+        calls.append(forced)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in one tick")  # logged; the watch goes on
+        if len(calls) == 2:
+            wake.set()
+        if len(calls) == 3:
+            stop.set()
 
-        await asyncio.wait_for(watch(tick, stop, wake=wake, interval=0.001), timeout=30)
-        return ticks
-
-    assert asyncio.run(main()) == [False, False, True]
+    await asyncio.wait_for(watch(tick, stop, wake=wake, interval=0.01), 5)
+    assert calls == [False, False, True] and not wake.is_set()

@@ -206,3 +206,13 @@ def test_pyyaml_here_has_libyaml():
     """The loader's speed (and the libyaml-vs-pure comparisons above) need PyYAML's C binding:
     its wheels carry it; a build without it fails here rather than skipping those tests."""
     assert LIBYAML
+
+
+def test_range_text_is_worded_one_way():
+    from gslb.yamlsafe import range_text
+
+    assert range_text(1, 10) == "1..10"
+    assert range_text(-90, 90) == "-90..90"
+    assert range_text(0, None) == ">= 0"
+    assert range_text(0.0, None, lo_open=True) == "> 0"
+    assert range_text(0, 1.0, hi_open=True) == "0..1 (1 excluded)"
