@@ -472,9 +472,9 @@ class Server:
         if not path or self.balancer is None:
             return None
         stamp = stamp_of(path)
-        if stamp is None or not self._geo_watch.due(stamp, time.time_ns()):
-            # A vanished file keeps the open database (it is mapped); a later copy is seen.
-            # A broken file is reported once; SIGHUP retries it.
+        if not self._geo_watch.due(stamp, time.time_ns()) or stamp is None:
+            # A vanished file (no stamp) keeps the open database (it is mapped); a later copy is
+            # seen. A broken file is reported once; SIGHUP retries it.
             return None
         try:
             geo = GeoLocator.open(path)
