@@ -327,3 +327,17 @@ def test_reload_changed_waits_for_a_file_to_settle(tmp_path):
     assert reload_changed(store)["changed"] == ["a.example"]  # unchanged since the last poll, old
     path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
     assert reload_changed(store, force=True)["changed"] == ["a.example"]  # forced: read at once
+
+
+def test_the_good_version_renamed_back_over_a_broken_one_is_read_again(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    store = ZoneStore(str(tmp_path))
+    assert store.reload()["changed"] == ["a.example"]
+    os.rename(path, tmp_path / "a.yaml.kept")  # the good version (same inode, mtime, size) ...
+    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.999}\n"))
+    assert len(store.reload()["errors"]) == 1
+    assert store.reload()["errors"] == []  # a broken version is reported once
+    os.rename(tmp_path / "a.yaml.kept", path)  # ... back: the version in use, but not the last read
+    assert store.reload() == {"changed": [], "errors": [], "removed": []}
+    assert store.status()[0]["error"] is None and store.zones.by_key("a.example").serial > 0
