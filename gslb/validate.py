@@ -1,6 +1,7 @@
-"""The validators the zone files and the server file share: host names, IP addresses, locations,
-country and continent codes. Each says why a value is wrong (or returns None/False); the callers
-word the located error.
+"""The checks the zone files and the server file share: host names, IP addresses, locations,
+country and continent codes. ``check_name`` says why a name is wrong (None: it is fine) and the
+``is_*`` tests answer yes or no, for the callers to word the located error; ``parse_location``
+records its errors itself.
 """
 
 from __future__ import annotations
