@@ -1,5 +1,5 @@
 """One zone file: round trips into the model, every validation error class, serial auto, fast
-loading, hostile files (with how the store treats them); the folder: test_zonestore.py."""
+loading, hostile files; the folder of them: test_zonestore.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from gslb.errors import ConfigErrors
 from gslb.model import POLICY_NAMES
 import gslb.zonefile as zonefile
 from gslb.zonefile import load_zone_file
-from gslb.zonestore import ZoneStore, check_directory
+from gslb.zonestore import check_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -579,69 +579,12 @@ def test_relative_names_in_one_match_equal_the_long_way(monkeypatch):
     assert all_of(zonefile._Names(Errors("f"), "example.org.")) == fast
 
 
-def test_store_read_changes_nothing_until_apply(tmp_path):
-    path = tmp_path / "a.yaml"
-    path.write_text(zone_text("a.example"))
-    store = ZoneStore(str(tmp_path))
-    store.reload()
-    zones, status = store.zones, store.status()
-    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
-    update = store.read(force=True)
-    assert update.changed == ["a.example"]
-    assert store.zones is zones and store.status() == status  # readers see the old version ...
-    assert store.apply(update) == {"changed": ["a.example"], "errors": [], "removed": []}
-    assert store.zones is not zones and "www.a.example." in store.zones.by_key("a.example").nodes  # ... then the new
-
-
 def test_identical_content_is_not_parsed_again(tmp_path):
     path = tmp_path / "a.yaml"
     path.write_text(zone_text("a.example"))
     first = load_zone_file(str(path))
     path.write_text(zone_text("a.example"))  # same content, new mtime
     assert load_zone_file(str(path), previous=first) is first
-
-
-def test_replaced_zones_are_freed_at_a_later_read_once_unused(tmp_path):
-    path = tmp_path / "a.yaml"
-    path.write_text(zone_text("a.example"))
-    store = ZoneStore(str(tmp_path))
-    store.reload()
-    old = store.zones.by_key("a.example")
-    path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
-    store.reload(force=True)
-    assert len(store._retired) == 1
-    store.reload()
-    assert len(store._retired) == 1  # still used (by ``old``)
-    del old
-    store.reload()
-    assert store._retired == []
-
-
-async def test_reload_in_thread_reads_off_the_event_loop(tmp_path, monkeypatch):
-    import asyncio
-    import threading
-
-    from gslb.zonestore import reload_in_thread
-
-    path = tmp_path / "a.yaml"
-    path.write_text(zone_text("a.example"))
-    store = ZoneStore(str(tmp_path))
-    loop_thread = threading.current_thread()
-    go = threading.Event()
-    read = store.read
-
-    def blocked_read(*args: object) -> object:
-        assert threading.current_thread() is not loop_thread
-        assert go.wait(30), "the event loop did not run while the files were read"
-        return read(*args)
-
-    monkeypatch.setattr(store, "read", blocked_read)
-    reload = asyncio.ensure_future(reload_in_thread(store, force=True))
-    await asyncio.sleep(0)
-    assert not reload.done() and len(store.zones) == 0
-    go.set()  # only a running event loop gets here while the read waits
-    assert (await reload)["changed"] == ["a.example"]
-    assert store.zones.by_key("a.example") is not None
 
 
 def test_data_the_wire_format_cannot_hold_is_a_located_error(tmp_path):
@@ -731,82 +674,3 @@ def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monke
     with pytest.raises(ConfigErrors):
         load_zone_file(str(path))
 
-
-def test_the_store_applies_its_size_limit_and_keeps_the_last_good_version(tmp_path):
-    path = tmp_path / "a.yaml"
-    path.write_text(zone_text("a.example"))
-    store = ZoneStore(str(tmp_path), max_file_bytes=2048)
-    assert store.reload()["changed"] == ["a.example"]
-    path.write_text(zone_text("a.example", "  big: {TXT: " + "x" * 3000 + "}\n"))
-    result = store.reload()
-    assert result["changed"] == [] and len(result["errors"]) == 1
-    assert "larger than the limit 2048" in result["errors"][0]
-    assert store.zones.by_key("a.example") is not None
-    [entry] = store.status()
-    assert entry["zone"] == "a.example" and "larger than the limit 2048" in entry["error"]
-    errors = check_directory(str(tmp_path), max_file_bytes=2048)
-    assert [e.message for e in errors] == [
-        f"file is {path.stat().st_size} bytes, larger than the limit 2048 (max_zone_file_bytes in the server file)"]
-
-
-def test_dangling_and_looping_links_are_located_errors(tmp_path):
-    (tmp_path / "a.yaml").write_text(zone_text("a.example"))
-    os.symlink(tmp_path / "nowhere.yaml", tmp_path / "dangling.yaml")
-    os.symlink(tmp_path / "loop2.yaml", tmp_path / "loop1.yaml")
-    os.symlink(tmp_path / "loop1.yaml", tmp_path / "loop2.yaml")
-    store = ZoneStore(str(tmp_path))
-    result = store.reload()
-    assert result["changed"] == ["a.example"]
-    assert result["errors"] == [
-        f"{tmp_path}/dangling.yaml: cannot read: No such file or directory "
-        f"(a symbolic link to {tmp_path}/nowhere.yaml, which does not exist)",
-        f"{tmp_path}/loop1.yaml: cannot read: Too many levels of symbolic links "
-        f"(a symbolic link to {tmp_path}/loop2.yaml that loops)",
-        f"{tmp_path}/loop2.yaml: cannot read: Too many levels of symbolic links "
-        f"(a symbolic link to {tmp_path}/loop1.yaml that loops)",
-    ]
-    status = {os.path.basename(e["file"]): e for e in store.status()}
-    assert status["dangling.yaml"]["zone"] is None and "does not exist" in status["dangling.yaml"]["error"]
-    assert "loops" in status["loop1.yaml"]["error"]
-    # reported once, not at every poll; again with a forced reload
-    assert store.reload()["errors"] == []
-    assert len(store.reload(force=True)["errors"]) == 3
-    assert [e.message.split(" (")[0] for e in check_directory(str(tmp_path))] == [
-        "cannot read: No such file or directory", "cannot read: Too many levels of symbolic links",
-        "cannot read: Too many levels of symbolic links"]
-    # the target appears: the link loads
-    (tmp_path / "nowhere.yaml").write_text(zone_text("b.example"))
-    os.rename(tmp_path / "nowhere.yaml", tmp_path / "target.yml")  # not a *.yaml: only via the link
-    os.unlink(tmp_path / "dangling.yaml")
-    os.symlink(tmp_path / "target.yml", tmp_path / "dangling.yaml")
-    result = store.reload()
-    assert result["changed"] == ["b.example"]
-    assert {os.path.basename(e["file"]): e["error"] for e in store.status()}["dangling.yaml"] is None
-
-
-def test_a_link_that_breaks_keeps_its_zone_last_good_version(tmp_path):
-    target = tmp_path / "real.yml"
-    target.write_text(zone_text("a.example"))
-    os.symlink(target, tmp_path / "a.yaml")
-    store = ZoneStore(str(tmp_path))
-    assert store.reload()["changed"] == ["a.example"]
-    target.unlink()
-    result = store.reload()
-    assert len(result["errors"]) == 1 and "which does not exist" in result["errors"][0]
-    assert result["removed"] == [] and store.zones.by_key("a.example") is not None
-    [entry] = store.status()
-    assert entry["zone"] == "a.example" and "which does not exist" in entry["error"]
-
-
-def test_changed_on_disk_lists_what_a_reload_would_read(tmp_path):
-    (tmp_path / "a.yaml").write_text(zone_text("a.example"))
-    store = ZoneStore(str(tmp_path))
-    assert store.changed_on_disk() == [str(tmp_path / "a.yaml")]
-    store.reload(force=True)
-    assert store.changed_on_disk() == []
-    (tmp_path / "b.yaml").write_text(zone_text("b.example"))
-    (tmp_path / "a.yaml").write_text(zone_text("a.example", "  www: {A: 192.0.2.2}\n"))
-    assert store.changed_on_disk() == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
-    store.reload(force=True)
-    (tmp_path / "b.yaml").unlink()
-    assert store.changed_on_disk() == [str(tmp_path / "b.yaml")]
