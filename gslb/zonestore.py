@@ -164,8 +164,10 @@ class ZoneStore:
         A file is changed when its (inode, mtime, size) differs from the version last read, so
         a file replaced by rename is always seen. With ``settle`` (the file watch) a changed file
         is read only once it has settled (see :func:`gslb.filewatch.settled`): the same at the
-        previous call and modified at least SETTLE_SECONDS before ``now_ns`` (wall clock, ns; default now). With a
-        1 s poll a change is applied within 2 s. The same as ``apply(read(...))``.
+        previous call and modified at least SETTLE_SECONDS before ``now_ns`` (wall clock, ns;
+        default now). With a 1 s poll a change is applied within 2 s. A version that failed is
+        not read again until it changes (:class:`gslb.filewatch.FileWatch`). The same as
+        ``apply(read(...))``.
         """
         return self.apply(self.read(force, settle, now_ns))
 
