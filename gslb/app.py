@@ -10,7 +10,7 @@ changed) and ``zones`` (another folder). ``listen``, ``http``, ``state``, ``chec
 and ``region`` need a restart: a change is logged as a warning and the running value stays. A
 server file, token file or GeoIP database that cannot be used changes nothing: the errors are in
 the reload result and the log. Every second the zone files and the GeoIP file are polled (a stat
-each); a changed file is read once it has settled (:func:`gslb.zones.settled`).
+each); a changed file is read once it has settled (:func:`gslb.filewatch.settled`).
 """
 
 from __future__ import annotations
@@ -32,15 +32,16 @@ from gslb.balancer import Balancer
 from gslb.config import DEFAULT_CONFIG_NAME, ServerConfig, check_state_url, load_server_config, usable_geoip
 from gslb.dnsserver import DnsServer
 from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
+from gslb.filewatch import FileWatch, Stamp, stamp_of, watch
 from gslb.geo import GeoLocator
 from gslb.answercache import AnswerCache
 from gslb.cookies import Cookies
-from gslb.handler import LivePools, QueryHandler, expire_cookies_every
+from gslb.handler import QueryHandler, ReadinessGate, expire_cookies_every
 from gslb.metrics import CheckStats
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
 from gslb.workers import WorkerPool, changed_zones, init_payload
-from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, reload_in_thread, settled, watch
+from gslb.zonestore import ZoneStore, check_zones_folder, reload_in_thread
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +88,6 @@ def raise_fd_limit(max_connections: int) -> str | None:
     return warning
 
 
-def _stamp_of(path: str | None) -> Stamp | None:
-    if not path:
-        return None
-    try:
-        return file_stamp(os.stat(path))
-    except OSError:
-        return None
-
-
 def make_backend(url: str) -> Any:
     """The state backend for a ``state:`` URL (checked by :func:`gslb.config.check_state_url`)."""
     problem = check_state_url(url)
@@ -139,7 +131,7 @@ class Server:
         self.balancer: Balancer | None = None
         self.monitor: Any = None
         self.dns: DnsServer | None = None
-        self.pools: LivePools | None = None
+        self.pools: ReadinessGate | None = None
         self.handler: QueryHandler | None = None
         #: DNS Cookies (None when ``cookies.enabled`` is false); its secret reaches every worker
         self.cookies: Cookies | None = None
@@ -153,10 +145,8 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
         self._hup_queued = False
-        #: the GeoIP file version in use, a changed one seen at the last poll, one that failed
-        self._geo_stamp: Stamp | None = None
-        self._geo_pending: Stamp | None = None
-        self._geo_failed: Stamp | None = None
+        #: the GeoIP file: the version in use, a changed one seen at the last poll, one that failed
+        self._geo_watch = FileWatch(config.geoip or "")
 
     async def serve(self) -> None:
         """Start, serve until SIGTERM/SIGINT, stop cleanly."""
@@ -196,7 +186,7 @@ class Server:
             logger.error("zones: %s", error)
         if not len(self.zone_store.zones):
             logger.warning("zones: no zone loaded from %s", cfg.zones)
-        self._geo_stamp = _stamp_of(cfg.geoip)
+        self._geo_watch = FileWatch(cfg.geoip or "", stamp_of(cfg.geoip))
         self.geo = GeoLocator.open(usable_geoip(cfg))  # a missing built-in default: no database
         regions = {name: loc for name, loc in cfg.regions.items()}
         self.balancer = Balancer(self.geo, regions, random.Random())
@@ -205,7 +195,7 @@ class Server:
         await self.table.start()
         # Bind first: static names answer at once and a busy port fails fast (exit 3).
         table = self.table
-        pools = self.pools = LivePools(self.balancer, lambda: table.view)
+        pools = self.pools = ReadinessGate(self.balancer, lambda: table.view)
         if cfg.cookies.enabled:
             # no secret_file: a random secret for this run (shared with the workers, not with other nodes)
             self.cookies = Cookies(cfg.cookies.secret or os.urandom(16), cfg.cookies.max_nocookie_udp)
@@ -395,8 +385,8 @@ class Server:
             else:
                 store = ZoneStore(new.zones, serial_state=True, max_file_bytes=new.max_zone_file_bytes)
         geo: GeoLocator | None = None
-        geo_stamp = _stamp_of(new.geoip)
-        if new.geoip != old.geoip or geo_stamp != self._geo_stamp:
+        geo_stamp = stamp_of(new.geoip)
+        if new.geoip != old.geoip or geo_stamp != self._geo_watch.stamp:
             try:
                 geo = GeoLocator.open(new.geoip)
             except GeoDatabaseError as exc:
@@ -435,7 +425,7 @@ class Server:
             if new.tcp.max_connections > old.tcp.max_connections:
                 raise_fd_limit(new.tcp.max_connections)
         if geo is not None:
-            self._geo_stamp, self._geo_pending, self._geo_failed = geo_stamp, None, None
+            self._geo_watch = FileWatch(new.geoip or "", geo_stamp)
         if geo is not None or dict(new.regions) != dict(old.regions):
             self._use_geo(geo if geo is not None else self.geo, new.regions)
             if dict(new.regions) != dict(old.regions):
@@ -481,30 +471,25 @@ class Server:
         path = self.config.geoip
         if not path or self.balancer is None:
             return None
-        stamp = _stamp_of(path)
-        if stamp is None or stamp in (self._geo_stamp, self._geo_failed):
-            # A vanished file keeps the open database (it is mapped); a later copy is seen.
-            # A broken file is reported once; SIGHUP retries it.
-            self._geo_pending = None
+        stamp = stamp_of(path)
+        if not self._geo_watch.due(stamp, time.time_ns()) or stamp is None:
+            # A vanished file (no stamp) keeps the open database (it is mapped); a later copy is
+            # seen. A broken file is reported once; SIGHUP retries it.
             return None
-        if not settled(stamp, self._geo_pending, time.time_ns()):
-            self._geo_pending = stamp
-            return None
-        self._geo_pending = None
         try:
             geo = GeoLocator.open(path)
         except GeoDatabaseError as exc:
-            self._geo_failed = stamp
+            self._geo_watch.mark_failed(stamp)
             msg = f"geoip: {exc}"
             logger.error("%s (keeping the database opened before)", msg)
             return msg
-        self._geo_stamp, self._geo_failed = stamp, None
+        self._geo_watch.mark_loaded(stamp)
         self._use_geo(geo, self.config.regions)
         logger.info("geo: %s changed, now in use", path)
         return None
 
     async def _watch_zones(self) -> None:
-        """The 1 s poll of the zone files and the GeoIP file (:func:`gslb.zones.watch`).
+        """The 1 s poll of the zone files and the GeoIP file (:func:`gslb.filewatch.watch`).
 
         With ``reload: manual`` it applies nothing: it logs, once per version, that a file changed.
         """
@@ -523,13 +508,13 @@ class Server:
         """``reload: manual``: log each zone or GeoIP file version changed on disk once."""
         changed = self.zone_store.changed_on_disk()
         geo = self.config.geoip
-        if geo and _stamp_of(geo) not in (self._geo_stamp, None):
+        if geo and stamp_of(geo) not in (self._geo_watch.stamp, None):
             changed.append(geo)
         for path in list(noticed):
             if path not in changed:
                 del noticed[path]
         for path in changed:
-            stamp = _stamp_of(path)
+            stamp = stamp_of(path)
             if path in noticed and noticed[path] == stamp:
                 continue
             noticed[path] = stamp

@@ -16,7 +16,8 @@ from typing import Any
 from gslb.config import ServerConfig
 from gslb.redis_state import RedisBackend
 from gslb.state import SiteStateTable
-from gslb.zones import ZoneStore, reload_changed, watch
+from gslb.filewatch import watch
+from gslb.zonestore import ZoneStore, reload_changed
 
 logger = logging.getLogger(__name__)
 

@@ -117,7 +117,7 @@ def _config_with_zones(args: argparse.Namespace):  # -> ServerConfig | exit code
     config = _config_or_exit(args, EXIT_INVALID)
     if isinstance(config, int):
         return config
-    from gslb.zones import check_zones_folder
+    from gslb.zonestore import check_zones_folder
 
     problem = check_zones_folder(config.zones, "--zones" if getattr(args, "zones", None) else "zones")
     if problem is not None:
@@ -140,7 +140,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """``gslb check``: validate the server file and every zone file (exit 1 listing every error)."""
-    from gslb.zones import check_directory
+    from gslb.zonestore import check_directory
 
     config = _config_with_zones(args)
     if isinstance(config, int):
@@ -164,7 +164,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from gslb.explain import explain, format_text
     from gslb.geo import GeoLocator
     from gslb.model import SiteStatus, StateView
-    from gslb.zones import ZoneStore
+    from gslb.zonestore import ZoneStore
 
     config = _config_with_zones(args)
     if isinstance(config, int):

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
-from gslb.errors import ConfigError, ConfigErrors, UsageError
-from gslb.yamlsafe import Errors, Fields, LineDict, LineList, check_keys, load_yaml, type_name
-from gslb.zones import MAX_ZONE_FILE_BYTES, check_name, display_path, is_ip, is_ipv6, parse_location
+from gslb.errors import ConfigError, ConfigErrors, UsageError, display_path
+from gslb.yamlsafe import Errors, Fields, LineDict, LineList, check_keys, kind_of, load_yaml
+from gslb.validate import check_name, is_ip, is_ipv6, parse_location
+from gslb.zonefile import MAX_ZONE_FILE_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -186,17 +187,17 @@ def _is_hostname(text: str) -> bool:
     return "*" not in text and check_name(text.lower().rstrip(".") + ".") is None
 
 
-def _number(f: Fields, key: str, default: Any, lo: float, hi: float | None = None, *,
+def _number_or_default(f: Fields, key: str, default: Any, lo: float, hi: float | None = None, *,
             integer: bool = True, lo_open: bool = False) -> Any:
     """An int (or number) in range; ``default`` when absent or wrong (the error is recorded)."""
-    v = f.int(key, default, int(lo), None if hi is None else int(hi)) if integer else \
+    v = f.integer(key, default, int(lo), None if hi is None else int(hi)) if integer else \
         f.num(key, default, lo, hi, lo_open=lo_open)
     return default if v is None else v
 
 
 def _path(f: Fields, base: str, key: str, default: Any, nullable: bool = False) -> Any:
     """A file or folder path, made absolute relative to the server file's folder."""
-    v = f.str(key, default, nullable=nullable, strip=True)
+    v = f.string(key, default, nullable=nullable, strip=True)
     if v is None:
         return None if nullable and key in f.m else default
     return os.path.normpath(os.path.join(base, os.path.expanduser(v)))
@@ -213,7 +214,7 @@ def _networks(err: Errors, m: LineDict, key: str, path: str, default: tuple[str,
     for i, item in enumerate(items):
         line = v.item_line(i) if isinstance(v, LineList) else m.value_line(key)
         if not isinstance(item, str):
-            err.add(line, path, f"expected a network such as 192.0.2.0/24, got {type_name(item)}")
+            err.add(line, path, f"expected a network such as 192.0.2.0/24, got {kind_of(item)}")
             continue
         try:
             out.append(str(ipaddress.ip_network(item.strip(), strict=True)))
@@ -278,7 +279,7 @@ def check_state_url(url: str) -> str | None:
 
 def _hostport(err: Errors, v: Any, line: int | None, path: str, default_port: int) -> tuple[str, int] | None:
     if not isinstance(v, str):
-        err.add(line, path, f"expected HOST:PORT, got {type_name(v)}")
+        err.add(line, path, f"expected HOST:PORT, got {kind_of(v)}")
         return None
     try:
         return parse_hostport(v, default_port)
@@ -353,7 +354,7 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
         return out
     if top is None:
         errors.append(ConfigError(shown, getattr(data, "line", None), "",
-                                  f"the top level must be a mapping, got {type_name(data)}"))
+                                  f"the top level must be a mapping, got {kind_of(data)}"))
         return out
     check_keys(err, data, _TOP_KEYS, "")
 
@@ -376,7 +377,7 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
     out["zones"] = _path(top, base, "zones", out["zones"])
     out["geoip"] = _path(top, base, "geoip", out["geoip"], nullable=True)
     out["geoip_default"] = "geoip" not in data
-    out["region"] = top.str("region", "local", strip=True) or "local"
+    out["region"] = top.string("region", "local", strip=True) or "local"
     regions_m = top.mapping("regions")
     if regions_m is not None:
         regions: dict[str, tuple[float, float] | None] = {}
@@ -392,7 +393,7 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
             regions[str(name)] = None if loc is None else parse_location(
                 err, loc, spec.value_line("location"), f"regions.{name}.location")
         out["regions"] = regions
-    state = top.str("state", "memory://", strip=True) or "memory://"
+    state = top.string("state", "memory://", strip=True) or "memory://"
     problem = check_state_url(state)
     if problem:
         err.add(data.value_line("state"), "state", problem)
@@ -402,7 +403,7 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
             v = data["checks"]
             err.add(data.value_line("checks"), "checks",
                     f"expected true or false, got {v!r}" if isinstance(v, str) else
-                    f"expected true or false, got {type_name(v)}")
+                    f"expected true or false, got {kind_of(v)}")
         else:
             out["checks"] = data["checks"]
     token = _path(top, base, "api_token_file", None, nullable=True)
@@ -417,22 +418,22 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
                                        "ipv6_prefix", "exempt"))
     if rl_m is not None:
         rl = Fields(err, rl_m, "rate_limit")
-        out["rate_limit"] = RateLimit(responses_per_second=_number(rl, "responses_per_second", 0, 0),
-                                      slip=_number(rl, "slip", 2, 0, 10),
-                                      window=_number(rl, "window", 5, 1, 3600),
-                                      ipv4_prefix=_number(rl, "ipv4_prefix", 24, 0, 32),
-                                      ipv6_prefix=_number(rl, "ipv6_prefix", 56, 0, 128),
+        out["rate_limit"] = RateLimit(responses_per_second=_number_or_default(rl, "responses_per_second", 0, 0),
+                                      slip=_number_or_default(rl, "slip", 2, 0, 10),
+                                      window=_number_or_default(rl, "window", 5, 1, 3600),
+                                      ipv4_prefix=_number_or_default(rl, "ipv4_prefix", 24, 0, 32),
+                                      ipv6_prefix=_number_or_default(rl, "ipv6_prefix", 56, 0, 128),
                                       exempt=_networks(err, rl_m, "exempt", "rate_limit.exempt", ()))
     tcp_m = top.mapping("tcp", ("idle_timeout", "max_connections", "max_per_client"))
     if tcp_m is not None:
         tcp = Fields(err, tcp_m, "tcp")
         out["tcp"] = TcpLimits(
-            idle_timeout=float(_number(tcp, "idle_timeout", 10.0, 0, integer=False, lo_open=True)),
-            max_connections=_number(tcp, "max_connections", 1024, 1),
-            max_per_client=_number(tcp, "max_per_client", 32, 1))
-    out["workers"] = _number(top, "workers", 1, 1, 256)
+            idle_timeout=float(_number_or_default(tcp, "idle_timeout", 10.0, 0, integer=False, lo_open=True)),
+            max_connections=_number_or_default(tcp, "max_connections", 1024, 1),
+            max_per_client=_number_or_default(tcp, "max_per_client", 32, 1))
+    out["workers"] = _number_or_default(top, "workers", 1, 1, 256)
     out["reload"] = top.choice("reload", "auto", RELOAD_MODES, "reload mode") or "auto"
-    out["max_zone_file_bytes"] = _number(top, "max_zone_file_bytes", MAX_ZONE_FILE_BYTES, MIN_ZONE_FILE_BYTES)
+    out["max_zone_file_bytes"] = _number_or_default(top, "max_zone_file_bytes", MAX_ZONE_FILE_BYTES, MIN_ZONE_FILE_BYTES)
     cookies_m = top.mapping("cookies", ("enabled", "secret_file", "max_nocookie_udp"))
     if cookies_m is not None:
         out["cookies"] = _cookies(err, cookies_m, base)
@@ -451,9 +452,9 @@ def _cookies(err: Errors, m: LineDict, base: str) -> CookieConfig:
             v = m["enabled"]
             err.add(f.line("enabled"), "cookies.enabled",
                     f"expected true or false, got {v!r}" if isinstance(v, str) else
-                    f"expected true or false, got {type_name(v)}")
+                    f"expected true or false, got {kind_of(v)}")
     lo, hi = NOCOOKIE_UDP_RANGE
-    limit = _number(f, "max_nocookie_udp", 1232, lo, hi)
+    limit = _number_or_default(f, "max_nocookie_udp", 1232, lo, hi)
     path = _path(f, base, "secret_file", None, nullable=True)
     secret = None
     if path is not None:

@@ -1,6 +1,8 @@
-"""The one exception tree of gslb; only cli.py maps these to exit codes."""
+"""The one exception tree of gslb (only cli.py maps these to exit codes), and how errors show a file."""
 
 from __future__ import annotations
+
+import os
 
 
 class GslbError(Exception):
@@ -41,3 +43,14 @@ class StartupError(GslbError):
 
 class UsageError(ConfigErrors):
     """Bad command-line flag values (exit 2); each error names its flag."""
+
+
+def display_path(path: str) -> str:
+    """``path`` as messages show it: relative to the working directory when it is below it."""
+    if not os.path.isabs(path):
+        return path
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel

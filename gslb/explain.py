@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from gslb.balancer import Balancer, Trace
@@ -24,16 +25,14 @@ from gslb.wire import CLASS_IN, OPCODE_QUERY, RCODE_NAMES, Query, question, type
 logger = logging.getLogger(__name__)
 
 
+@dataclass(slots=True, eq=False)
 class _TracingPools:
     """The resolver's ``pools``: answers from ``Balancer.trace`` and keeps the first trace."""
 
-    __slots__ = ("balancer", "view", "source_prefix", "trace")
-
-    def __init__(self, balancer: Balancer, view: StateView, source_prefix: int) -> None:
-        self.balancer = balancer
-        self.view = view
-        self.source_prefix = source_prefix
-        self.trace: Trace | None = None
+    balancer: Balancer
+    view: StateView
+    source_prefix: int
+    trace: Trace | None = None
 
     def answer(self, zone: Zone, pool: Pool, rtype: str, client_ip: str,
                source_prefix: int | None) -> PoolAnswer:

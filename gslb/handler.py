@@ -27,8 +27,8 @@ address sent these very cookie bytes before, and they were judged then) and depe
 reply never carries a server cookie more than that older than a computed one would. The cache
 hit path is unchanged.
 
-``LivePools`` is the readiness gate between the resolver and the balancer: until the first round
-of health checks has finished it answers every pool name with the ``starting`` outcome (no reply
+``ReadinessGate`` stands between the resolver and the balancer: until the first round of
+health checks has finished it answers every pool name with the ``starting`` outcome (no reply
 at all: resolvers retry a second later, which is better than sending clients to a dead site or a
 SERVFAIL they may cache). It keeps the balancer in step with the site-state table: every new view
 goes to ``Balancer.sync``, whose changed pools are dropped from the answer cache.
@@ -130,7 +130,7 @@ class AclMatcher:
 STARTING = PoolAnswer("starting", (), 0, 0, cacheable=False)
 
 
-class LivePools:
+class ReadinessGate:
     """Answers pool names from the balancer with the table's current view; the readiness gate.
 
     ``view()`` returns the current state view (the table's ``view`` attribute in the server, the

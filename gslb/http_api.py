@@ -35,17 +35,21 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
+from prometheus_client import CollectorRegistry
 
 from gslb.errors import StartupError
 from gslb.metrics import make_registry, render
 from gslb.model import iso_time  # noqa: F401 (re-exported: the status API's time format)
 from gslb.state import OVERRIDE_STATES, Change, UnknownSite, parse_override
+
+if TYPE_CHECKING:
+    from gslb.app import Server as GslbServer
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +78,8 @@ MAX_JSON_BYTES = 64 * 1024
 #: the method aiohttp gives the stand-in request of an error of its HTTP parser
 _PARSER_ERROR_METHOD = "UNKNOWN"
 
-SERVER_KEY = web.AppKey("gslb_server", Any)
-REGISTRY_KEY = web.AppKey("gslb_registry", Any)
+SERVER_KEY: web.AppKey[GslbServer] = web.AppKey("gslb_server")
+REGISTRY_KEY = web.AppKey("gslb_registry", CollectorRegistry)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

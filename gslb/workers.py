@@ -19,7 +19,7 @@ length-prefixed pickled messages (:func:`frame`):
   it with the same loader, in a thread, and gets the same zone. Pickling the built zone instead
   would hold the GIL of both processes for the whole (un)pickling of a big zone (a 100,000-record
   zone: a quarter of a second to seconds of silence per reload), while the loader lets the DNS
-  threads run every millisecond (``gslb.zones.bulk_build``);
+  threads run every millisecond (``gslb.zonefile.bulk_build``);
 - ``view``: the site-state view, sent on every change, coalesced to the latest one per event
   loop turn (a burst of probe results is one message);
 - ``ready``: pool names may be answered (the first round of health checks is done);
@@ -108,22 +108,20 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[str, Any]:
 # -- the main process's side ------------------------------------------------------------------
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class _Worker:
     """One worker process as the main process sees it."""
 
-    __slots__ = ("index", "proc", "writer", "pid", "ready", "started", "stats", "restarts", "task")
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.proc: asyncio.subprocess.Process | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.pid: int | None = None
-        self.ready = False
-        self.started = 0.0
-        #: the last cumulative counters it reported
-        self.stats: dict[str, Any] | None = None
-        self.restarts = 0
-        self.task: asyncio.Task[None] | None = None
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    writer: asyncio.StreamWriter | None = None
+    pid: int | None = None
+    ready: bool = False
+    started: float = 0.0
+    #: the last cumulative counters it reported
+    stats: dict[str, Any] | None = None
+    restarts: int = 0
+    task: asyncio.Task[None] | None = None
 
 
 class WorkerPool:
@@ -294,14 +292,14 @@ class WorkerState:
         from gslb.answercache import AnswerCache
         from gslb.balancer import Balancer
         from gslb.geo import GeoLocator
-        from gslb.handler import LivePools, QueryHandler
+        from gslb.handler import QueryHandler, ReadinessGate
 
         self.zones = ZoneSet({z.origin: z for z in (build_zone(spec) for spec in init["zones"])})
         self.view: StateView = init["view"]
         self.geo = GeoLocator.open(init["geoip"]) if init["geoip"] else GeoLocator.open(None)
         self._regions = dict(init["regions"])
         self.stats = QueryStats()
-        self.pools = LivePools(Balancer(self.geo, self._regions, random.Random()), lambda: self.view)
+        self.pools = ReadinessGate(Balancer(self.geo, self._regions, random.Random()), lambda: self.view)
         self.pools.ready = init["ready"]
         cookies = None
         if init.get("cookies") is not None:
@@ -363,7 +361,7 @@ def build_zone(spec: tuple) -> Zone:
     """The zone of a :func:`zone_spec` (raises ConfigErrors when the bytes do not load)."""
     if spec[0] == "zone":
         return spec[1]
-    from gslb.zones import load_zone_bytes
+    from gslb.zonefile import load_zone_bytes
 
     _, path, source, mtime, digest, serial = spec
     return load_zone_bytes(source, path, mtime, recorded=(digest, serial))

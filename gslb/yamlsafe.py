@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeGuard
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -45,7 +45,7 @@ from gslb.errors import ConfigError, ConfigErrors
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LineDict", "LineList", "StrictLoader", "load_yaml", "type_name", "Errors", "Fields", "check_keys",
+__all__ = ["LineDict", "LineList", "StrictLoader", "load_yaml", "kind_of", "Errors", "Fields", "check_keys",
            "range_text", "LIBYAML", "build_document", "release"]
 
 #: whether PyYAML has its libyaml (C) parser; without it the pure-Python parser is used
@@ -428,7 +428,7 @@ def release(data: Any, chunk: int = 256) -> None:
         del values[-chunk:]
 
 
-def type_name(value: Any) -> str:
+def kind_of(value: Any) -> str:
     """A short English name of a loaded value's type, for error messages."""
     if value is None:
         return "null"
@@ -519,7 +519,7 @@ def join_path(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def is_int(v: Any) -> bool:
+def is_int(v: Any) -> TypeGuard[int]:
     """An integer, not a boolean."""
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -561,21 +561,21 @@ class Fields:
         """Line of the value of ``key``."""
         return self.m.value_line(key)
 
-    def p(self, key: str) -> str:
+    def key_path(self, key: str) -> str:
         """Dotted path of ``key``."""
         return join_path(self.path, key)
 
-    def int(self, key: str, default: int | None, lo: int, hi: int | None = None,
+    def integer(self, key: str, default: int | None, lo: int, hi: int | None = None,
             what: str | None = None) -> int | None:
         """An integer in lo..hi (None after an error or when absent without default)."""
         if key not in self.m:
             return default
         v = self.m[key]
         if not is_int(v):
-            self.err.add(self.line(key), self.p(key), f"expected an integer, got {type_name(v)}")
+            self.err.add(self.line(key), self.key_path(key), f"expected an integer, got {kind_of(v)}")
             return None
         if v < lo or (hi is not None and v > hi):
-            self.err.add(self.line(key), self.p(key), f"{what or key} {v} is out of range {range_text(lo, hi)}")
+            self.err.add(self.line(key), self.key_path(key), f"{what or key} {v} is out of range {range_text(lo, hi)}")
             return None
         return v
 
@@ -586,16 +586,16 @@ class Fields:
             return default
         v = self.m[key]
         if not is_num(v) or v != v:
-            self.err.add(self.line(key), self.p(key), f"expected a number, got {type_name(v)}")
+            self.err.add(self.line(key), self.key_path(key), f"expected a number, got {kind_of(v)}")
             return None
         bad = v < lo or (lo_open and v == lo) or (hi is not None and (v > hi or (hi_open and v == hi)))
         if bad:
-            self.err.add(self.line(key), self.p(key),
+            self.err.add(self.line(key), self.key_path(key),
                          f"{key} {fmt_num(v)} is out of range {range_text(lo, hi, lo_open, hi_open)}")
             return None
         return float(v)
 
-    def str(self, key: str, default: str | None, *, nullable: bool = False, strip: bool = False) -> str | None:
+    def string(self, key: str, default: str | None, *, nullable: bool = False, strip: bool = False) -> str | None:
         """A non-empty string (surrounding blanks removed with ``strip``); null is ``default``,
         or None with ``nullable``."""
         if key not in self.m:
@@ -606,8 +606,8 @@ class Fields:
         if isinstance(v, str) and strip:
             v = v.strip()
         if not isinstance(v, str) or not v:
-            self.err.add(self.line(key), self.p(key), f"expected a non-empty string{' or null' if nullable else ''}, "
-                         f"got {type_name(self.m[key])}")
+            self.err.add(self.line(key), self.key_path(key), f"expected a non-empty string{' or null' if nullable else ''}, "
+                         f"got {kind_of(self.m[key])}")
             return None
         return v
 
@@ -617,8 +617,8 @@ class Fields:
             return default
         v = self.m[key]
         if v not in choices:
-            shown = repr(v) if isinstance(v, str) else type_name(v)
-            self.err.add(self.line(key), self.p(key),
+            shown = repr(v) if isinstance(v, str) else kind_of(v)
+            self.err.add(self.line(key), self.key_path(key),
                          f"unknown {what} {shown} (one of: {', '.join(choices)})")
             return None
         return v
@@ -629,10 +629,10 @@ class Fields:
         if v is None:
             return None
         if not isinstance(v, LineDict):
-            self.err.add(self.line(key), self.p(key), f"expected a mapping, got {type_name(v)}")
+            self.err.add(self.line(key), self.key_path(key), f"expected a mapping, got {kind_of(v)}")
             return None
         if allowed is not None:
-            check_keys(self.err, v, allowed, self.p(key))
+            check_keys(self.err, v, allowed, self.key_path(key))
         return v
 
     def names_list(self, key: str) -> list[tuple[str, int]] | None:
@@ -646,7 +646,7 @@ class Fields:
         for i, item in enumerate(items):
             ln = lines(i) if lines else self.line(key)
             if not isinstance(item, str) or not item:
-                self.err.add(ln, self.p(key), f"expected a name, got {type_name(item)}")
+                self.err.add(ln, self.key_path(key), f"expected a name, got {kind_of(item)}")
                 ok = False
                 continue
             out.append((item, ln))

@@ -254,6 +254,44 @@ def make_zone(origin: str, records: dict[str, dict], pools: dict[str, Pool] | No
                 names=frozenset(names), cuts=cuts)
 
 
+# zone files as text (tests that write a zones folder) ------------------------------------------
+
+def small_zone(origin: str, more: str = "", *, serial: int | str | None = None,
+               ns_address: str = "192.0.2.53") -> str:
+    """The smallest zone file of ``origin``: one name server, ns1.ORIGIN, with its glue A record
+    ``ns_address``, and ``serial:`` when given (a number, ``auto``, or a ``%d`` placeholder).
+
+    ``more`` is appended as written: further lines of ``records:`` (two-space indented, each
+    ending in a newline), then other top-level keys (``sites:``, ``pools:``, ...) if any.
+    """
+    serial_line = "" if serial is None else f"serial: {serial}\n"
+    return f"zone: {origin}\n{serial_line}ns: [ns1.{origin}]\nrecords:\n  ns1: {{A: {ns_address}}}\n{more}"
+
+
+def quorum_zone(addresses: tuple[str, str], site_checks: tuple[str, str], checks: dict[str, str]) -> str:
+    """Zone gslb.test with sites fra and iad (``addresses``, checked by ``site_checks``) and two
+    failover pools over them: www -> web (quorum 0.5), www4 -> web4 (quorum 0.4).
+
+    ``checks`` maps a check name to its flow mapping, e.g. ``{"web": "{type: http, port: 80}"}``.
+    """
+    lines = "".join(f"  {name}: {spec}\n" for name, spec in checks.items())
+    return f"""\
+zone: gslb.test
+ns: [ns1.gslb.test]
+records:
+  ns1: {{A: 192.0.2.53}}
+  www: {{pool: web}}
+  www4: {{pool: web4}}
+sites:
+  fra: {{location: [50.11, 8.68], addresses: [{addresses[0]}], checks: [{site_checks[0]}]}}
+  iad: {{location: [38.95, -77.45], addresses: [{addresses[1]}], checks: [{site_checks[1]}]}}
+checks:
+{lines}pools:
+  web: {{policy: failover, sites: [fra, iad], quorum: 0.5}}
+  web4: {{policy: failover, sites: [fra, iad], quorum: 0.4}}
+"""
+
+
 # the two-site health zone (test_health, test_http_live) -----------------------------------------
 # Sites fra and iad, each with one check on a loopback backend (tests/blackbox/backends.py); the
 # site addresses are documentation addresses that are only ever answered, never probed.

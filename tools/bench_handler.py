@@ -45,10 +45,10 @@ from gslb.balancer import Balancer  # noqa: E402
 from gslb.config import Acl, RateLimit  # noqa: E402
 from gslb.cookies import Cookies, address_bytes, server_cookie  # noqa: E402
 from gslb.geo import GeoLocator  # noqa: E402
-from gslb.handler import LivePools, QueryHandler  # noqa: E402
+from gslb.handler import QueryHandler, ReadinessGate  # noqa: E402
 from gslb.state import MemoryBackend, SiteStateTable  # noqa: E402
 from gslb.stats import QueryStats  # noqa: E402
-from gslb.zones import ZoneStore  # noqa: E402
+from gslb.zonestore import ZoneStore  # noqa: E402
 
 
 def packet(name: str, rdtype: str, ecs: str | None = None, qid: int = 1, cookie: bytes | None = None) -> bytes:
@@ -78,7 +78,7 @@ def main() -> int:
     table.configure(store.zones)
     stats = QueryStats()
     balancer = Balancer(GeoLocator.open(str(ROOT / "data" / "sample-city.mmdb")), {}, random.Random(1))
-    pools = LivePools(balancer, lambda: table.view)
+    pools = ReadinessGate(balancer, lambda: table.view)
     pools.ready = True
     secret = bytes(range(16))
     handler = QueryHandler(lambda: store.zones, pools, stats, Acl(), AnswerCache(), Cookies(secret),

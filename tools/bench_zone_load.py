@@ -55,7 +55,8 @@ if __name__ == "__main__":  # run under the project's venv (tools/_venv.py)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gslb.zones import ZoneStore, load_zone_file  # noqa: E402
+from gslb.zonefile import load_zone_file  # noqa: E402
+from gslb.zonestore import ZoneStore  # noqa: E402
 
 ORIGIN = "big.test"
 

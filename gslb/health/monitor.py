@@ -170,21 +170,19 @@ def fold_site(entries: Sequence[tuple[Target, TargetState, ProbeResult | None]],
     )
 
 
-class _Run:
+@dataclass(slots=True, eq=False)
+class _ScheduledTarget:
     """The mutable schedule and state of one target inside the monitor."""
 
-    __slots__ = ("target", "state", "next_due", "task", "last", "started", "queued")
-
-    def __init__(self, target: Target, next_due: float) -> None:
-        self.target = target
-        self.state = UNKNOWN
-        self.next_due = next_due
-        #: sequence number of this run's valid entry in the monitor's due heap
-        self.queued = -1
-        self.task: asyncio.Task | None = None
-        self.last: ProbeResult | None = None
-        #: monotonic time the last probe got its slot and started (None: never)
-        self.started: float | None = None
+    target: Target
+    next_due: float
+    state: TargetState = UNKNOWN
+    #: sequence number of this target's valid entry in the monitor's due heap
+    queued: int = -1
+    task: asyncio.Task | None = None
+    last: ProbeResult | None = None
+    #: monotonic time the last probe got its slot and started (None: never)
+    started: float | None = None
 
 
 class Monitor:
@@ -201,9 +199,9 @@ class Monitor:
         self.prober = prober
         self.rng = rng or random.Random()
         self.max_in_flight = max_in_flight
-        self._runs: dict[TargetKey, _Run] = {}
+        self._runs: dict[TargetKey, _ScheduledTarget] = {}
         #: (next_due, seq, run): an entry is valid while run.queued == seq and the run is current
-        self._due: list[tuple[float, int, _Run]] = []
+        self._due: list[tuple[float, int, _ScheduledTarget]] = []
         self._seq = itertools.count()
         self._by_site: dict[SiteKey, list[TargetKey]] = {}
         #: per site: (state, error, monotonic time) of the last report
@@ -225,7 +223,7 @@ class Monitor:
         stop, new (or changed) ones start at a random offset within their interval."""
         wanted = targets_of(zones)
         now = self.clock()
-        runs: dict[TargetKey, _Run] = {}
+        runs: dict[TargetKey, _ScheduledTarget] = {}
         for key, target in wanted.items():
             old = self._runs.get(key)
             if old is not None and old.target == target:
@@ -233,7 +231,7 @@ class Monitor:
             else:
                 if old is not None and old.task is not None:
                     old.task.cancel()
-                runs[key] = _Run(target, now + self.rng.uniform(0.0, target.check.interval))
+                runs[key] = _ScheduledTarget(target, now + self.rng.uniform(0.0, target.check.interval))
         for key, old in self._runs.items():
             if key not in runs and old.task is not None:
                 old.task.cancel()
@@ -339,7 +337,7 @@ class Monitor:
         """Probe every target now (those in flight are not started twice); return their tasks."""
         return [run.task if run.task is not None else self._launch(run) for run in self._runs.values()]
 
-    def _queue(self, run: _Run) -> None:
+    def _queue(self, run: _ScheduledTarget) -> None:
         """(Re)enter ``run`` in the due heap at its ``next_due``; its older entry turns invalid."""
         seq = next(self._seq)
         run.queued = seq
@@ -353,7 +351,7 @@ class Monitor:
             self._due.append((run.next_due, seq, run))
         heapq.heapify(self._due)
 
-    def _valid(self, entry: tuple[float, int, _Run]) -> bool:
+    def _valid(self, entry: tuple[float, int, _ScheduledTarget]) -> bool:
         """Whether a heap entry is its run's latest and the run is still configured."""
         _due, seq, run = entry
         return run.queued == seq and self._runs.get(run.target.key) is run
@@ -411,12 +409,12 @@ class Monitor:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _launch(self, run: _Run, sem: asyncio.Semaphore | None = None) -> asyncio.Task:
+    def _launch(self, run: _ScheduledTarget, sem: asyncio.Semaphore | None = None) -> asyncio.Task:
         """Start one probe of ``run`` as a tracked task (within ``sem``, default the in-flight limit)."""
         task = self._spawn(self._probe(run, sem or self._sem))
         run.task = task
 
-        def done(t: asyncio.Task, run: _Run = run) -> None:
+        def done(t: asyncio.Task, run: _ScheduledTarget = run) -> None:
             if run.task is t:
                 run.task = None
         task.add_done_callback(done)
@@ -436,7 +434,7 @@ class Monitor:
             )
         return self._session
 
-    async def _probe(self, run: _Run, sem: asyncio.Semaphore) -> None:
+    async def _probe(self, run: _ScheduledTarget, sem: asyncio.Semaphore) -> None:
         """Probe one target (within ``sem``), apply rise/fall, fold its site."""
         target = run.target
         async with sem:
@@ -455,7 +453,7 @@ class Monitor:
         self._apply(run, result)
         await self._fold((target.zone, target.site))
 
-    def _apply(self, run: _Run, result: ProbeResult) -> None:
+    def _apply(self, run: _ScheduledTarget, result: ProbeResult) -> None:
         """Rise/fall one result into the target's state; log state changes."""
         check = run.target.check
         prev = run.state

@@ -24,27 +24,12 @@ import dns.query
 import dns.rcode
 import pytest
 import yaml
-from harness import ROOT, Gslb, eventually, free_port
+from harness import ROOT, Gslb, eventually, free_port, small_zone
 
 GEOIP = str(ROOT / "data" / "sample-city.mmdb")
 
-ZONE = """\
-zone: cli.test
-serial: 7
-ns: [ns1.cli.test]
-records:
-  ns1: {A: 192.0.2.53}
-  www: {A: 192.0.2.80}
-"""
-
-OTHER = """\
-zone: other.test
-serial: 9
-ns: [ns1.other.test]
-records:
-  ns1: {A: 192.0.2.54}
-  www: {A: 198.51.100.80}
-"""
+ZONE = small_zone("cli.test", "  www: {A: 192.0.2.80}\n", serial=7)
+OTHER = small_zone("other.test", "  www: {A: 198.51.100.80}\n", serial=9, ns_address="192.0.2.54")
 
 ERROR_LINE = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+): (?P<rest>.+)$")
 

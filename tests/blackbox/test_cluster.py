@@ -23,32 +23,17 @@ from typing import Iterator
 import pytest
 import yaml
 
-from harness import ROOT, Gslb, holds_for
+from harness import ROOT, Gslb, holds_for, quorum_zone
 from harness import eventually as _eventually
 from redisd import RedisServer
 
 #: a node or a site not there yet, a status entry not yet written: "not yet", poll again
 eventually = partial(_eventually, ignoring=(OSError, StopIteration, KeyError))
 
-ZONE = """\
-zone: gslb.test
-ns: [ns1.gslb.test]
-records:
-  ns1: {A: 192.0.2.53}
-  www: {pool: web}
-  www4: {pool: web4}
-sites:
-  fra: {location: [50.11, 8.68], addresses: [192.0.2.10], checks: [fra]}
-  iad: {location: [38.95, -77.45], addresses: [198.51.100.20], checks: [iad]}
-checks:
-  fra: {type: http, port: FRA_PORT, path: /healthz, target: 127.0.0.1, interval: 0.5, timeout: 0.3, rise: 1, fall: 1}
-  iad: {type: http, port: IAD_PORT, path: /healthz, target: 127.0.0.1, interval: 0.5, timeout: 0.3, rise: 1, fall: 1}
-pools:
-  web: {policy: failover, sites: [fra, iad], quorum: 0.5}
-  web4: {policy: failover, sites: [fra, iad], quorum: 0.4}
-"""
 FRA = "192.0.2.10"
 IAD = "198.51.100.20"
+_CHECK = "{type: http, port: %s, path: /healthz, target: 127.0.0.1, interval: 0.5, timeout: 0.3, rise: 1, fall: 1}"
+ZONE = quorum_zone((FRA, IAD), ("fra", "iad"), {"fra": _CHECK % "FRA_PORT", "iad": _CHECK % "IAD_PORT"})
 TOKEN = "cluster-test-token"
 
 

@@ -18,16 +18,12 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from harness import Gslb, eventually
+from harness import Gslb, eventually, small_zone
 
-ZONE = """
-zone: c.example
-ns: [ns1.c.example]
-records:
-  ns1: {A: 192.0.2.53}
+ZONE = small_zone("c.example", """\
   api: {A: 192.0.2.80}
   big: {TXT: [%s]}
-""" % ", ".join(f'"{"t" * 80} {i}"' for i in range(10))
+""") % ", ".join(f'"{"t" * 80} {i}"' for i in range(10))
 
 SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 CLIENT = bytes.fromhex("a1b2c3d4e5f60718")

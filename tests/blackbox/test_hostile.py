@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import socket
 import threading
@@ -21,18 +20,11 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from harness import Gslb, eventually
+from harness import Gslb, eventually, small_zone
 
 TOKEN = "s3cret-token"
 
-ZONE = """\
-zone: hostile.test
-serial: 7
-ns: [ns1.hostile.test]
-records:
-  ns1: {A: 192.0.2.53}
-  www: {A: %s}
-"""
+ZONE = small_zone("hostile.test", "  www: {A: %s}\n", serial=7)
 
 
 def zone(address: str = "192.0.2.1") -> str:

@@ -13,7 +13,7 @@ from typing import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-from harness import eventually_async, holds_for_async
+from harness import eventually_async, holds_for_async, quorum_zone
 from redisd import RedisServer
 
 from gslb.model import RegionResult, ZoneSet
@@ -21,7 +21,7 @@ from gslb.redis_state import (
     MAX_SKEW, PREFIX, TOMBSTONE_TTL, RedisBackend, backoff_delay, decode_override, decode_result, encode_result,
     redact_url)
 from gslb.state import SiteStateTable
-from gslb.zones import ZoneStore
+from gslb.zonestore import ZoneStore
 
 KEY = ("gslb.example.com", "fra")
 KEY2 = ("gslb.example.com", "iad")
@@ -560,22 +560,8 @@ async def test_unix_socket_and_password_in_query(tmp_path: Path, backends) -> No
 
 # the site-state table over Redis ---------------------------------------------------------
 
-ZONE = """\
-zone: gslb.test
-ns: [ns1.gslb.test]
-records:
-  ns1: {A: 192.0.2.53}
-  www: {pool: web}
-  www4: {pool: web4}
-sites:
-  fra: {location: [50.11, 8.68], addresses: [127.0.0.1], checks: [web]}
-  iad: {location: [38.95, -77.45], addresses: [127.0.0.1], checks: [web]}
-checks:
-  web: {type: http, port: PORT, path: /healthz, interval: 0.5, timeout: 0.3, rise: 1, fall: 1}
-pools:
-  web: {policy: failover, sites: [fra, iad], quorum: 0.5}
-  web4: {policy: failover, sites: [fra, iad], quorum: 0.4}
-"""
+ZONE = quorum_zone(("127.0.0.1", "127.0.0.1"), ("web", "web"),
+                   {"web": "{type: http, port: PORT, path: /healthz, interval: 0.5, timeout: 0.3, rise: 1, fall: 1}"})
 FRA = ("gslb.test", "fra")
 IAD = ("gslb.test", "iad")
 

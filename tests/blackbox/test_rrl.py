@@ -24,21 +24,17 @@ import dns.query
 import dns.rdatatype
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import eventually
+from harness import eventually, small_zone
 
 RATE = 5
 WINDOW = 1
 BURST = RATE * WINDOW
 FLOOD = 200
 
-ZONE = """
-zone: rrl.test
-ns: [ns1.rrl.test]
-records:
-  ns1: {A: 192.0.2.53}
+ZONE = small_zone("rrl.test", """\
   www: {A: 192.0.2.1}
   big: {TXT: ["%s", "%s", "%s", "%s"]}
-""" % tuple(c * 250 for c in "abcd") + "".join(f"  s{n}: {{A: 192.0.2.{n + 100}}}\n" for n in range(32))
+""") % tuple(c * 250 for c in "abcd") + "".join(f"  s{n}: {{A: 192.0.2.{n + 100}}}\n" for n in range(32))
 
 CONFIG = {"checks": False, "rate_limit": {"responses_per_second": RATE, "window": WINDOW, "slip": 2,
                                           "exempt": ["127.0.0.2/32"]}}

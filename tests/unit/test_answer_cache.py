@@ -21,24 +21,21 @@ import dns.message
 import dns.name
 import dns.rcode
 import pytest
+from harness import small_zone
 
 from gslb.answercache import ENTRY_OVERHEAD, MAX_KEY, AnswerCache
 from gslb.balancer import Balancer
 from gslb.config import Acl
 from gslb.cookies import CACHE_PERIOD, LIFETIME, REUSE, Cookies, address_bytes, server_cookie
 from gslb.geo import GeoLocator
-from gslb.handler import LivePools, QueryHandler, client_ip
+from gslb.handler import QueryHandler, ReadinessGate, client_ip
 from gslb.model import RegionResult, SiteStatus, StateView, ZoneSet
 from gslb.stats import QueryStats
-from gslb.zones import load_zone_file
+from gslb.zonefile import load_zone_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SECOND = """
-zone: second.test
-ns: [ns1.second.test]
-records:
-  ns1: {A: 192.0.2.1}
+SECOND = small_zone("second.test", """\
   big:
     TXT: ["%s", "%s", "%s", "%s", "%s"]
   many:
@@ -68,7 +65,7 @@ pools:
     policy: geo
     sites: [a, b, c, d]
     geo: {"81.2.69.0/24": [d, a], EU: [a, c], AS: [b, d], default: [c, d]}
-""" % (tuple(c * 200 for c in "vwxyz") + (", ".join(f"198.18.{i // 250}.{i % 250 + 1}" for i in range(80)),))
+""", ns_address="192.0.2.1") % (tuple(c * 200 for c in "vwxyz") + (", ".join(f"198.18.{i // 250}.{i % 250 + 1}" for i in range(80)),))
 
 NAMES = [
     "gslb.example.com.", "api.gslb.example.com.", "www.gslb.example.com.", "docs.gslb.example.com.",
@@ -135,7 +132,7 @@ class Env:
         self.geo = GeoLocator.open(str(ROOT / "data" / "sample-city.mmdb"))
         self.view = StateView()
         self.balancer = Balancer(self.geo, {}, random.Random(1))
-        self.pools = LivePools(self.balancer, lambda: self.view)
+        self.pools = ReadinessGate(self.balancer, lambda: self.view)
         self.pools.ready = True
         self.stats = QueryStats()
         self.cache = AnswerCache()

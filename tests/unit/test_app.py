@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import eventually_async
+from harness import eventually_async, small_zone
 
 from gslb.app import Server
 from gslb.config import load_server_config
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 GEOIP = str(ROOT / "data" / "sample-city.mmdb")
-ZONE = "zone: a.example\nns: [ns1.a.example]\nrecords:\n  ns1: {A: 192.0.2.1}\n"
+ZONE = small_zone("a.example", ns_address="192.0.2.1")
 
 
 @pytest.fixture

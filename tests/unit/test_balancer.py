@@ -326,7 +326,7 @@ def test_closest_with_the_sample_database_for_every_continent():
     from pathlib import Path
 
     from gslb.geo import GeoLocator
-    from gslb.zones import load_zone_file
+    from gslb.zonefile import load_zone_file
 
     root = Path(__file__).resolve().parents[2]
     z = load_zone_file(str(root / "zones" / "example.yaml"))

@@ -14,7 +14,7 @@ from gslb.explain import explain, format_text
 from gslb.model import Location, SiteStatus, StateView, ZoneSet
 from gslb.resolver import resolve
 from gslb.wire import CLASS_IN, OPCODE_QUERY, Ecs, Query, WireError, name_to_wire, type_number
-from gslb.zones import load_zone_file
+from gslb.zonefile import load_zone_file
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from gslb.zones import load_zone_file
+from gslb.zonefile import load_zone_file
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 ROOT = TOOLS.parent

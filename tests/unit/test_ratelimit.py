@@ -7,24 +7,24 @@ from __future__ import annotations
 import gc
 import random
 import tracemalloc
-from pathlib import Path
 
 import dns.flags
 import dns.message
 import dns.rcode
 import pytest
+from harness import small_zone
 
 from gslb.answercache import AnswerCache
 from gslb.balancer import Balancer
 from gslb.config import Acl, RateLimit
 from gslb.geo import GeoLocator
-from gslb.handler import LivePools, QueryHandler
+from gslb.handler import QueryHandler, ReadinessGate
 from gslb.model import StateView, ZoneSet
 from gslb.ratelimit import BUCKET_BYTES, DROP, ERROR, SEND, SLIP, RateLimiter, identity
 from gslb.resolver import resolve
 from gslb.stats import QueryStats
 from gslb.wire import parse_query
-from gslb.zones import load_zone_file
+from gslb.zonefile import load_zone_file
 
 
 def limiter(rate: int = 5, window: int = 1, slip: int = 2, **kw) -> RateLimiter:
@@ -208,18 +208,14 @@ def test_the_limiter_wants_a_rate():
 
 # -- identities
 
-ZONE = """
-zone: rrl.test
-ns: [ns1.rrl.test]
-records:
-  ns1: {A: 192.0.2.53}
+ZONE = small_zone("rrl.test", """\
   www: {A: 192.0.2.1, AAAA: "2001:db8::1"}
   big: {TXT: ["%s", "%s", "%s", "%s"]}
   "*.w": {TXT: "wild"}
   alias: {CNAME: www}
   sub: {NS: [ns.sub]}
   ns.sub: {A: 203.0.113.53}
-""" % tuple(c * 250 for c in "abcd")
+""") % tuple(c * 250 for c in "abcd")
 
 
 @pytest.fixture
@@ -261,7 +257,7 @@ class Env:
     def __init__(self, zones: ZoneSet, rate_limit: RateLimit, cache: bool = True) -> None:
         self.zones = zones
         self.geo = GeoLocator.open(None)
-        self.pools = LivePools(Balancer(self.geo, {}, random.Random(1)), lambda: StateView())
+        self.pools = ReadinessGate(Balancer(self.geo, {}, random.Random(1)), lambda: StateView())
         self.pools.ready = True
         self.stats = QueryStats()
         self.handler = QueryHandler(lambda: self.zones, self.pools, self.stats, Acl(),

@@ -8,7 +8,7 @@ from gslb.errors import ConfigErrors
 import yaml
 
 from gslb.yamlsafe import (
-    LIBYAML, LineDict, LineList, StrictLoader, _PureParser, _Unusual, build_document, load_yaml, release, type_name,
+    LIBYAML, LineDict, LineList, StrictLoader, _PureParser, _Unusual, build_document, kind_of, load_yaml, release,
 )
 
 if LIBYAML:
@@ -67,7 +67,7 @@ def test_merge_keys_and_empty_documents():
 
 
 def test_type_names():
-    assert [type_name(v) for v in (None, True, 1, 1.5, "s", [], {})] == [
+    assert [kind_of(v) for v in (None, True, 1, 1.5, "s", [], {})] == [
         "null", "a boolean", "an integer", "a number", "a string", "a list", "a mapping"]
 
 
@@ -206,3 +206,13 @@ def test_pyyaml_here_has_libyaml():
     """The loader's speed (and the libyaml-vs-pure comparisons above) need PyYAML's C binding:
     its wheels carry it; a build without it fails here rather than skipping those tests."""
     assert LIBYAML
+
+
+def test_range_text_is_worded_one_way():
+    from gslb.yamlsafe import range_text
+
+    assert range_text(1, 10) == "1..10"
+    assert range_text(-90, 90) == "-90..90"
+    assert range_text(0, None) == ">= 0"
+    assert range_text(0.0, None, lo_open=True) == "> 0"
+    assert range_text(0, 1.0, hi_open=True) == "0..1 (1 excluded)"

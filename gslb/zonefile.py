@@ -1,7 +1,7 @@
-"""Zone files: YAML -> validated, immutable :class:`~gslb.model.Zone`, and the store that reloads them.
+"""One zone file: YAML -> validated, immutable :class:`~gslb.model.Zone`.
 
 ``load_zone_file`` reports every error of a file at once (``PATH:LINE: field.path: message``);
-``ZoneStore`` keeps the last good zone of each file, so a broken edit never takes a zone down.
+the store that reloads a folder of them is :mod:`gslb.zonestore`.
 
 Decisions the SPEC leaves open, made here:
 - Names in records follow zone-file rules (``www`` is relative, ``x.example.`` absolute); names in
@@ -21,58 +21,43 @@ when the content (digest) is unchanged, else ``max(m, previous + 1)``: the seria
 every change and never decreases, also when a file comes back with an older mtime (``cp -p``,
 ``rsync -t``, ``tar x``, a backup) or several edits land within one second.
 
-Within a process the previous version is the one in memory. Across restarts ``gslb serve`` keeps
-it in a small state file in the zones folder, ``.gslb-serials.json`` (``{"version": 1, "files":
-{FILE NAME: {"digest": SHA256, "serial": N}}}``), rewritten atomically (temporary file + rename)
-whenever a served serial changes. It is best effort: when the folder is not writable, one warning
-is logged and after a restart the serial is ``m`` again (as without the file); a corrupt state file
-is ignored with a warning. ``gslb check`` and ``gslb explain`` neither read nor write it. Dotfiles
-are never zone files. Explicit serials (``serial: N``, 0..4294967295) are served as written.
+Within a process the previous version is the one in memory; across restarts the serial state
+file of the zones folder (:mod:`gslb.zonestore`). Explicit serials (``serial: N``,
+0..4294967295) are served as written.
 
 Big zones (a file of 100,000 records loads in well under 2 s): the YAML is read through libyaml
 (:mod:`gslb.yamlsafe`), each record is checked with a few precompiled matches before any slower
 path that words an error, and a file at least BULK_BYTES big is built under :func:`bulk_build`
 (garbage collector paused then frozen, short GIL switch interval) and its intermediate data freed
-piecewise. A file whose content did not change gives its previous zone without being parsed. In
-``gslb serve`` a reload reads and builds in a worker thread (:func:`reload_in_thread`,
-:meth:`ZoneStore.read`) and swaps the result in on the event loop (:meth:`ZoneStore.apply`), so
-DNS keeps answering; replaced zones are freed piecewise in that thread later.
+piecewise. A file whose content did not change gives its previous zone without being parsed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import gc
 import hashlib
 import ipaddress
-import json
-import logging
 import os
 import re
 import sys
 import threading
-import time
-import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from gslb.errors import ConfigError, ConfigErrors
+from gslb.errors import ConfigError, ConfigErrors, display_path
 from gslb.model import (
-    POLICY_NAMES, STATIC_TYPES, Check, GeoRule, Node, Pool, Record, Site, Soa, Zone, ZoneSet, iso_time,
+    POLICY_NAMES, STATIC_TYPES, Check, GeoRule, Node, Pool, Record, Site, Soa, Zone,
 )
 from gslb.rdata import name_to_wire
+from gslb.validate import CANONICAL_IPV4, CONTINENTS, COUNTRIES, check_name, is_ip, is_ipv4, is_ipv6, parse_location
 from gslb.yamlsafe import (
-    Errors, Fields, LineDict, LineList, as_list, check_keys, fmt_num, is_int, is_num, load_yaml, release,
-    type_name,
+    Errors, Fields, LineDict, LineList, as_list, check_keys, fmt_num, is_int, kind_of, load_yaml, release,
 )
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["load_zone_file", "parse_zone", "ZoneStore", "ZoneUpdate", "check_directory", "reload_in_thread",
-           "CONTINENTS", "COUNTRIES"]
+__all__ = ["load_zone_file", "load_zone_bytes", "parse_zone", "bulk_build", "MAX_ZONE_FILE_BYTES"]
 
 MAX_TTL = 2147483647  # RFC 2181 section 8
 MAX_SERIAL = 4294967295
@@ -80,20 +65,7 @@ DEFAULT_TTL = 3600
 SOA_DEFAULTS = {"refresh": 3600, "retry": 600, "expire": 1209600, "minimum": 60}
 WHEN_ALL_DOWN = ("all", "servfail", "nodata")
 CHECK_TYPES = ("http", "https", "tcp")
-
-#: Continent codes as GeoIP2 databases report them.
-CONTINENTS: frozenset[str] = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
-#: ISO 3166-1 alpha-2 codes (plus XK, Kosovo, as used by MaxMind).
-COUNTRIES: frozenset[str] = frozenset("""
-AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
-BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE
-EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM
-HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC
-LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA
-NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW
-SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO
-TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK
-""".split())
+#: codes written for GB and GR (the EU's UK and EL): the geo key error suggests the ISO one
 _COUNTRY_HINTS = {"UK": "GB", "EL": "GR"}
 
 _TOP_KEYS = ("zone", "serial", "ttl", "soa", "ns", "records", "sites", "checks", "pools")
@@ -103,43 +75,14 @@ _SITE_KEYS = ("location", "addresses", "checks", "weight")
 _CHECK_KEYS = ("type", "port", "path", "host", "expect_status", "expect_body", "interval",
                "timeout", "rise", "fall", "target")
 _POOL_KEYS = ("policy", "sites", "answers", "ttl", "quorum", "when_all_down", "geo")
-_LABEL = re.compile(r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)$")
 _IDENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CAA_TAG = re.compile(r"^[A-Za-z0-9]{1,15}$")
-#: an absolute host name check_name accepts, in one match (the common case; check_name says why not)
-_VALID_NAME = re.compile(r"(?:\*\.)?(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)+")
 #: a relative name as written that needs no rewriting: lower-case valid labels, no trailing dot
 _PLAIN_RELATIVE = re.compile(r"(?:\*\.)?[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-#: an IPv4 address written as ipaddress writes it (no leading zeros): kept as written
-_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
 
 # ---------------------------------------------------------------------------------------------
-# Domain names
-
-
-def check_name(name: str) -> str | None:
-    """Why ``name`` (absolute, lower-case, trailing dot) is not a valid host name, or None."""
-    if name == "." or (len(name) <= 254 and _VALID_NAME.fullmatch(name)):
-        return None
-    if len(name) > 254:
-        return "is longer than 253 characters"
-    labels = name[:-1].split(".")
-    for i, label in enumerate(labels):
-        if label == "":
-            return "has an empty label"
-        if len(label) > 63:
-            return f"has a label longer than 63 characters ({label[:20]}...)"
-        if label == "*" and i == 0:
-            continue
-        if not label.isascii():
-            return f"has a non-ASCII label {label!r} (write IDNs in their xn-- form)"
-        if not _LABEL.match(label):
-            if "*" in label:
-                return "may only have '*' as its whole first label (RFC 4592)"
-            return f"has an invalid label {label!r} (letters, digits, '-' and '_'; no '-' at either end)"
-    return None
+# Names in the zone
 
 
 def _in_zone(name: str, origin: str) -> bool:
@@ -165,7 +108,7 @@ class _Names:
                     and not (text == self.bare or text.endswith(self.dot_bare))):
                 return name
         if not isinstance(text, str) or text == "":
-            self.err.add(line, path, f"expected a domain name, got {type_name(text)}")
+            self.err.add(line, path, f"expected a domain name, got {kind_of(text)}")
             return None
         t = text.strip().lower()
         if t == "@":
@@ -186,7 +129,7 @@ class _Names:
     def host(self, text: Any, line: int | None, path: str) -> str | None:
         """A host name in ``ns:``/``soa:``: a single label is relative, anything with a dot absolute."""
         if not isinstance(text, str) or text == "":
-            self.err.add(line, path, f"expected a host name, got {type_name(text)}")
+            self.err.add(line, path, f"expected a host name, got {kind_of(text)}")
             return None
         t = text.strip().lower()
         if is_ip(t):
@@ -210,17 +153,6 @@ class _Names:
             self.err.add(line, path, f"name {text!r} {problem}")
             return None
         return name
-
-
-def is_ip(text: str) -> bool:
-    """Whether ``text`` is an IPv4 or IPv6 address."""
-    if ":" not in text:  # not IPv6; IPv4 is exactly what _IPV4 matches
-        return _IPV4.fullmatch(text) is not None
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,17 +211,17 @@ class _RecordParser:
                     return None
                 return _txt_rdata(list(value))
             if isinstance(value, (dict, bool)) or value is None:
-                self.err.add(line, path, f"expected a string, got {type_name(value)}")
+                self.err.add(line, path, f"expected a string, got {kind_of(value)}")
                 return None
             return _txt_rdata([value if isinstance(value, str) else (raw or str(value))])
         if isinstance(value, (list, dict)) or value is None or isinstance(value, bool):
-            self.err.add(line, path, f"expected {rtype} data, got {type_name(value)}")
+            self.err.add(line, path, f"expected {rtype} data, got {kind_of(value)}")
             return None
         text = value if isinstance(value, str) else (raw if raw is not None else str(value))
         return self.by_type[rtype](text.strip(), line, path)
 
     def _a(self, text: str, line: int | None, path: str) -> str | None:
-        if _IPV4.fullmatch(text):
+        if CANONICAL_IPV4.fullmatch(text):
             return text  # as str(IPv4Address(text)) would write it
         try:
             return str(ipaddress.IPv4Address(text))
@@ -363,22 +295,6 @@ class _RecordParser:
         return f'{int(flags)} {tag.lower()} "{value}"'
 
 
-def is_ipv4(text: str) -> bool:
-    """Whether ``text`` is an IPv4 address (ipaddress accepts exactly what _IPV4 matches)."""
-    return _IPV4.fullmatch(text) is not None
-
-
-def is_ipv6(text: str) -> bool:
-    """Whether ``text`` is an IPv6 address."""
-    if ":" not in text:
-        return False
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
-
-
 # ---------------------------------------------------------------------------------------------
 # The zone builder
 
@@ -407,7 +323,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     err = Errors(shown or file)
     if not isinstance(data, LineDict):
         err.add(getattr(data, "line", 1) if data is not None else None, "",
-                f"the top level must be a mapping with zone:, ns:, records:, ..., got {type_name(data)}")
+                f"the top level must be a mapping with zone:, ns:, records:, ..., got {kind_of(data)}")
         raise ConfigErrors(err.items)
     check_keys(err, data, _TOP_KEYS, "")
     top = Fields(err, data, "")
@@ -419,7 +335,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
     else:
         z = data["zone"]
         if not isinstance(z, str) or not z.strip():
-            err.add(top.line("zone"), "zone", f"expected a domain name, got {type_name(z)}")
+            err.add(top.line("zone"), "zone", f"expected a domain name, got {kind_of(z)}")
         else:
             name = z.strip().lower()
             name = name if name.endswith(".") else name + "."
@@ -435,7 +351,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
         raise ConfigErrors(err.items)
     names = _Names(err, origin)
 
-    ttl = top.int("ttl", DEFAULT_TTL, 0, MAX_TTL)
+    ttl = top.integer("ttl", DEFAULT_TTL, 0, MAX_TTL)
     zone_ttl = DEFAULT_TTL if ttl is None else ttl
 
     # ns:
@@ -479,7 +395,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
             if r is not None:
                 rname = names.host(r, sf.line("rname"), "soa.rname") or rname
         for key in SOA_DEFAULTS:
-            v = sf.int(key, SOA_DEFAULTS[key], 0, MAX_TTL)
+            v = sf.integer(key, SOA_DEFAULTS[key], 0, MAX_TTL)
             if v is not None:
                 soa_vals[key] = v
 
@@ -540,7 +456,7 @@ def _build_nodes(err: Errors, pending: dict[str, _PendingNode], origin: str, zon
     nodes: dict[str, Node] = {}
     for name, p in pending.items():
         rec_ttl = p.ttl if p.ttl is not None else zone_ttl
-        records = {}
+        records: dict[str, tuple[Record, ...]] = {}
         for rtype, values in p.rdata.items():
             ttl = zone_ttl if rtype == "SOA" or (rtype == "NS" and name == origin) else rec_ttl
             try:
@@ -604,7 +520,7 @@ def _serial(err: Errors, data: LineDict, top: Fields, digest: str, mtime: float,
         return auto
     v = data["serial"]
     if not is_int(v):
-        err.add(top.line("serial"), "serial", f"expected an integer 0..{MAX_SERIAL} or 'auto', got {type_name(v)}")
+        err.add(top.line("serial"), "serial", f"expected an integer 0..{MAX_SERIAL} or 'auto', got {kind_of(v)}")
         return auto
     if not 0 <= v <= MAX_SERIAL:
         err.add(top.line("serial"), "serial", f"serial {v} is out of range 0..{MAX_SERIAL} (RFC 1982)")
@@ -622,7 +538,7 @@ def _parse_checks(err: Errors, m: LineDict | None) -> dict[str, Check]:
             err.add(m.key_line(name), path, "a check name is letters, digits, '_', '-' or '.'")
             continue
         if not isinstance(spec, LineDict):
-            err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
+            err.add(m.value_line(name), path, f"expected a mapping, got {kind_of(spec)}")
             continue
         check_keys(err, spec, _CHECK_KEYS, path)
         f = Fields(err, spec, path)
@@ -631,11 +547,11 @@ def _parse_checks(err: Errors, m: LineDict | None) -> dict[str, Check]:
         default_port = {"http": 80, "https": 443}.get(ctype or "")
         if ctype == "tcp" and "port" not in spec:
             err.add(spec.line, path, "a tcp check needs a port")
-        port = f.int("port", default_port, 1, 65535, "port")
-        cpath = f.str("path", "/")
+        port = f.integer("port", default_port, 1, 65535, "port")
+        cpath = f.string("path", "/")
         if cpath is not None and not cpath.startswith("/"):
-            err.add(f.line("path"), f.p("path"), f"path {cpath!r} must start with '/'")
-        host = f.str("host", None)
+            err.add(f.line("path"), f.key_path("path"), f"path {cpath!r} must start with '/'")
+        host = f.string("host", None)
         status: frozenset[int] | None = None
         if "expect_status" in spec:
             items, lines = as_list(spec["expect_status"])
@@ -643,45 +559,29 @@ def _parse_checks(err: Errors, m: LineDict | None) -> dict[str, Check]:
             for i, code in enumerate(items):
                 ln = lines(i) if lines else f.line("expect_status")
                 if not is_int(code) or not 100 <= code <= 599:
-                    err.add(ln, f.p("expect_status"), f"expected an HTTP status 100..599, got "
-                            f"{code if is_int(code) else type_name(code)}")
+                    err.add(ln, f.key_path("expect_status"), f"expected an HTTP status 100..599, got "
+                            f"{code if is_int(code) else kind_of(code)}")
                 else:
                     codes.add(code)
             status = frozenset(codes)
-        body = f.str("expect_body", None)
+        body = f.string("expect_body", None)
         interval = f.num("interval", 10.0, 0, None, lo_open=True)
         timeout = f.num("timeout", 3.0, 0, None, lo_open=True)
         if interval is not None and timeout is not None and timeout >= interval:
             where = "timeout" if "timeout" in spec else "interval"
-            err.add(f.line(where), f.p(where), f"timeout {fmt_num(timeout)} must be less than "
+            err.add(f.line(where), f.key_path(where), f"timeout {fmt_num(timeout)} must be less than "
                     f"interval {fmt_num(interval)}")
-        rise = f.int("rise", 2, 1, 1000)
-        fall = f.int("fall", 3, 1, 1000)
-        target = f.str("target", None)
+        rise = f.integer("rise", 2, 1, 1000)
+        fall = f.integer("fall", 3, 1, 1000)
+        target = f.string("target", None)
         if ctype == "tcp" and ("path" in spec or "expect_status" in spec or "expect_body" in spec):
             bad = next(k for k in ("path", "expect_status", "expect_body") if k in spec)
-            err.add(spec.key_line(bad), f.p(bad), f"{bad} applies to http and https checks only")
+            err.add(spec.key_line(bad), f.key_path(bad), f"{bad} applies to http and https checks only")
         if len(err.items) == before:
             out[name] = Check(name=name, type=ctype, port=port, path=cpath, host=host,  # type: ignore[arg-type]
                               expect_status=status, expect_body=body, interval=interval,  # type: ignore[arg-type]
                               timeout=timeout, rise=rise, fall=fall, target=target)  # type: ignore[arg-type]
     return out
-
-
-def parse_location(err: Errors, v: Any, line: int, path: str) -> tuple[float, float] | None:
-    """``[latitude, longitude]`` in range, or None with every problem recorded."""
-    if not isinstance(v, LineList) or len(v) != 2 or not all(is_num(x) for x in v):
-        err.add(line, path, "expected [latitude, longitude] (two numbers)")
-        return None
-    lat, lon = float(v[0]), float(v[1])
-    ok = True
-    if not -90 <= lat <= 90:
-        err.add(v.item_line(0), path, f"latitude {fmt_num(v[0])} is out of range -90..90")
-        ok = False
-    if not -180 <= lon <= 180:
-        err.add(v.item_line(1), path, f"longitude {fmt_num(v[1])} is out of range -180..180")
-        ok = False
-    return (lat, lon) if ok else None
 
 
 def _defined(m: LineDict | None) -> set[str]:
@@ -698,22 +598,22 @@ def _parse_sites(err: Errors, m: LineDict | None, checks: set[str]) -> dict[str,
             err.add(m.key_line(name), path, "a site name is letters, digits, '_', '-' or '.'")
             continue
         if not isinstance(spec, LineDict):
-            err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
+            err.add(m.value_line(name), path, f"expected a mapping, got {kind_of(spec)}")
             continue
         check_keys(err, spec, _SITE_KEYS, path)
         f = Fields(err, spec, path)
         before = len(err.items)
         location = None
         if spec.get("location") is not None:
-            location = parse_location(err, spec["location"], f.line("location"), f.p("location"))
+            location = parse_location(err, spec["location"], f.line("location"), f.key_path("location"))
         v4: list[str] = []
         v6: list[str] = []
         if "addresses" not in spec:
-            err.add(spec.line, f.p("addresses"), "a site needs at least one address")
+            err.add(spec.line, f.key_path("addresses"), "a site needs at least one address")
         else:
             items, lines = as_list(spec["addresses"])
             if not items:
-                err.add(f.line("addresses"), f.p("addresses"), "a site needs at least one address")
+                err.add(f.line("addresses"), f.key_path("addresses"), "a site needs at least one address")
             for i, a in enumerate(items):
                 ln = lines(i) if lines else f.line("addresses")
                 text = a if isinstance(a, str) else None
@@ -724,23 +624,23 @@ def _parse_sites(err: Errors, m: LineDict | None, checks: set[str]) -> dict[str,
                     addr = str(ipaddress.IPv6Address(text.strip()))
                     target = v6
                 else:
-                    err.add(ln, f.p("addresses"), f"{a!r} is not an IPv4 or IPv6 address" if text
-                            else f"expected an IP address, got {type_name(a)}")
+                    err.add(ln, f.key_path("addresses"), f"{a!r} is not an IPv4 or IPv6 address" if text
+                            else f"expected an IP address, got {kind_of(a)}")
                     continue
                 if addr in v4 or addr in v6:
-                    err.add(ln, f.p("addresses"), f"duplicate address {addr}")
+                    err.add(ln, f.key_path("addresses"), f"duplicate address {addr}")
                     continue
                 target.append(addr)
         site_checks: list[str] = []
         for cname, ln in f.names_list("checks") or []:
             if cname not in checks:
-                err.add(ln, f.p("checks"), f"unknown check {cname!r} (defined: "
+                err.add(ln, f.key_path("checks"), f"unknown check {cname!r} (defined: "
                         f"{', '.join(sorted(checks)) or 'none'})")
             elif cname in site_checks:
-                err.add(ln, f.p("checks"), f"check {cname!r} is listed twice")
+                err.add(ln, f.key_path("checks"), f"check {cname!r} is listed twice")
             else:
                 site_checks.append(cname)
-        weight = f.int("weight", 1, 0, 1_000_000, "weight")
+        weight = f.integer("weight", 1, 0, 1_000_000, "weight")
         if len(err.items) == before:
             out[name] = Site(name=name, location=location, ipv4=tuple(v4), ipv6=tuple(v6),
                              checks=tuple(site_checks), weight=weight)  # type: ignore[arg-type]
@@ -794,13 +694,13 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
             err.add(m.key_line(name), path, "a pool name is letters, digits, '_', '-' or '.'")
             continue
         if not isinstance(spec, LineDict):
-            err.add(m.value_line(name), path, f"expected a mapping, got {type_name(spec)}")
+            err.add(m.value_line(name), path, f"expected a mapping, got {kind_of(spec)}")
             continue
         check_keys(err, spec, _POOL_KEYS, path)
         f = Fields(err, spec, path)
         before = len(err.items)
         if "policy" not in spec:
-            err.add(spec.line, f.p("policy"), f"missing policy (one of: {', '.join(POLICY_NAMES)})")
+            err.add(spec.line, f.key_path("policy"), f"missing policy (one of: {', '.join(POLICY_NAMES)})")
             policy = None
         else:
             policy = f.choice("policy", None, POLICY_NAMES, "policy")
@@ -809,23 +709,23 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
         listed = f.names_list("sites")
         for sname, ln in listed or []:
             if sname in pool_sites:
-                err.add(ln, f.p("sites"), f"site {sname!r} is listed twice")
+                err.add(ln, f.key_path("sites"), f"site {sname!r} is listed twice")
             elif sname not in all_sites:
-                err.add(ln, f.p("sites"), f"unknown site {sname!r}")
+                err.add(ln, f.key_path("sites"), f"unknown site {sname!r}")
             else:
                 pool_sites.append(sname)
                 site_lines[sname] = ln
-        answers = f.int("answers", 1, 1, 1000, "answers")
-        ttl = f.int("ttl", 30, 0, MAX_TTL, "ttl")
+        answers = f.integer("answers", 1, 1, 1000, "answers")
+        ttl = f.integer("ttl", 30, 0, MAX_TTL, "ttl")
         quorum = f.num("quorum", 0.5, 0, 1, hi_open=True)
-        wad = f.choice("when_all_down", "all", WHEN_ALL_DOWN, "when_all_down rule")
+        when_all_down = f.choice("when_all_down", "all", WHEN_ALL_DOWN, "when_all_down rule")
         rules: list[GeoRule] = []
         if "geo" in spec and policy is not None and policy != "geo":
-            err.add(spec.key_line("geo"), f.p("geo"), f"a geo map needs policy geo (this pool's policy is {policy})")
+            err.add(spec.key_line("geo"), f.key_path("geo"), f"a geo map needs policy geo (this pool's policy is {policy})")
         elif policy == "geo":
             geo = f.mapping("geo")
             if geo is None and "geo" not in spec:
-                err.add(spec.line, f.p("geo"), "policy geo needs a geo map")
+                err.add(spec.line, f.key_path("geo"), "policy geo needs a geo map")
             if geo is not None:
                 seen: dict[tuple[str, str], int] = {}
                 for key, value in geo.items():
@@ -845,7 +745,7 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
                     for i, sname in enumerate(items):
                         ln = lines(i) if lines else geo.value_line(key)
                         if not isinstance(sname, str):
-                            err.add(ln, kpath, f"expected a site name, got {type_name(sname)}")
+                            err.add(ln, kpath, f"expected a site name, got {kind_of(sname)}")
                         elif sname not in all_sites:
                             err.add(ln, kpath, f"unknown site {sname!r}")
                         elif sname in rule_sites:
@@ -860,17 +760,17 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
                         err.add(geo.value_line(key), kpath, "needs at least one site")
                     rules.append(GeoRule(kind=parsed[0], key=parsed[1], sites=tuple(rule_sites)))  # type: ignore[arg-type]
         if listed is None and policy != "geo" and "sites" not in spec:
-            err.add(spec.line, f.p("sites"), "a pool needs sites")
+            err.add(spec.line, f.key_path("sites"), "a pool needs sites")
         elif not pool_sites and len(err.items) == before:
-            err.add(f.line("sites"), f.p("sites"), "a pool needs at least one site")
+            err.add(f.line("sites"), f.key_path("sites"), "a pool needs at least one site")
         if policy == "closest":
             for sname in pool_sites:
                 if sname in sites and sites[sname].location is None:
-                    err.add(site_lines.get(sname, f.line("sites")), f.p("sites"),
+                    err.add(site_lines.get(sname, f.line("sites")), f.key_path("sites"),
                             f"policy closest needs a location for every site; site {sname!r} has none")
         if len(err.items) == before:
             out[name] = Pool(name=name, policy=policy, sites=tuple(pool_sites), answers=answers,  # type: ignore[arg-type]
-                             ttl=ttl, quorum=quorum, when_all_down=wad, geo=tuple(rules))  # type: ignore[arg-type]
+                             ttl=ttl, quorum=quorum, when_all_down=when_all_down, geo=tuple(rules))  # type: ignore[arg-type]
     return out
 
 
@@ -896,11 +796,11 @@ def _parse_records(err: Errors, m: LineDict | None, names: _Names, defined_pools
             err.add(line, path, f"name {owner!r} is already defined at line {out[owner].line}")
             continue
         if not isinstance(spec, LineDict):
-            err.add(m.value_line(key), path, f"expected a mapping of record types, got {type_name(spec)}")
+            err.add(m.value_line(key), path, f"expected a mapping of record types, got {kind_of(spec)}")
             continue
         if len(spec) == 1:
             address = spec.get("A")
-            if type(address) is str and _IPV4.fullmatch(address):
+            if type(address) is str and CANONICAL_IPV4.fullmatch(address):
                 # One address as ipaddress writes it and nothing else, most names of a big zone:
                 # nothing that _parse_node checks can fail.
                 out[owner] = _PendingNode(owner, line, path, None, None, 0, {"A": [address]},
@@ -935,13 +835,13 @@ def _parse_node(err: Errors, parser: _RecordParser, spec: LineDict, owner: str, 
                     hint = "; the SOA comes from the top-level soa: and ns:"
                 err.add(spec.key_line(k), f"{path}.{k}",
                         f"unknown key {str(k)!r} (allowed: {', '.join(_NODE_KEYS)}){hint}")
-    ttl = Fields(err, spec, path).int("ttl", None, 0, MAX_TTL, "ttl") if "ttl" in spec else None
+    ttl = Fields(err, spec, path).integer("ttl", None, 0, MAX_TTL, "ttl") if "ttl" in spec else None
     node = _PendingNode(owner, line, path, ttl, None, 0, {}, {})
     if "pool" in spec:
         pname = spec["pool"]
         pool_line = spec.value_line("pool")
         if not isinstance(pname, str):
-            err.add(pool_line, f"{path}.pool", f"expected a pool name, got {type_name(pname)}")
+            err.add(pool_line, f"{path}.pool", f"expected a pool name, got {kind_of(pname)}")
         elif pname not in defined_pools:
             err.add(pool_line, f"{path}.pool", f"unknown pool {pname!r} (defined: "
                     f"{', '.join(sorted(defined_pools)) or 'none'})")
@@ -1022,7 +922,7 @@ def _check_tree(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[s
                         f"may be written there ({', '.join(extra)} would never be served)")
 
 
-def _cname_step(name: str, pending: dict[str, _PendingNode], existing: set[str], cuts: frozenset[str],
+def _cname_step(name: str, pending: dict[str, _PendingNode], existing: frozenset[str], cuts: frozenset[str],
                 origin: str) -> str | None:
     """The node whose CNAME answers a query for ``name`` in this zone (wildcards too), or None."""
     if not _in_zone(name, origin) or _cut_above(name, cuts, origin) is not None:
@@ -1118,7 +1018,7 @@ def load_zone_file(path: str, previous: Zone | None = None, recorded: tuple[str,
                 raise ConfigErrors([ConfigError(display_path(path), None, "", too_big(len(content), limit))])
             mtime = st.st_mtime
     except OSError as exc:
-        raise ConfigErrors([ConfigError(display_path(path), None, "", _cannot_read(path, exc))]) from None
+        raise ConfigErrors([ConfigError(display_path(path), None, "", cannot_read(path, exc))]) from None
     return load_zone_bytes(content, path, mtime, previous, recorded)
 
 
@@ -1134,7 +1034,7 @@ def too_big(size: int, limit: int) -> str:
             "(max_zone_file_bytes in the server file)")
 
 
-def _cannot_read(path: str, exc: OSError) -> str:
+def cannot_read(path: str, exc: OSError) -> str:
     """Why ``path`` cannot be read; a dangling or looping symbolic link says so and where it points."""
     reason = f"cannot read: {exc.strerror or exc}"
     try:
@@ -1225,486 +1125,3 @@ def bulk_build() -> Iterator[None]:
                 if _gc_resume:
                     gc.freeze()
                     gc.enable()
-
-
-def display_path(path: str) -> str:
-    """``path`` as messages show it: relative to the working directory when it is below it."""
-    if not os.path.isabs(path):
-        return path
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
-
-
-def _zone_files(directory: str) -> list[str]:
-    """The zone files of ``directory``: ``*.yaml`` files and symbolic links (dangling or looping
-    ones too, so that they get an error), dotfiles and folders left out."""
-    names = sorted(n for n in os.listdir(directory) if n.endswith(".yaml") and not n.startswith("."))
-    paths = [os.path.join(directory, n) for n in names]
-    return [p for p in paths if os.path.isfile(p) or os.path.islink(p) and not os.path.isdir(p)]
-
-
-#: a changed file is read once its modification time is at least this old (and it was seen
-#: unchanged at the previous poll: :func:`settled`)
-SETTLE_SECONDS = 1.0
-#: how often the file watch polls (SPEC: a change is applied within 2 s)
-WATCH_SECONDS = 1.0
-
-#: what identifies one version of a file for the watch: (st_ino, st_mtime_ns, st_size)
-Stamp = tuple[int, int, int]
-
-
-def file_stamp(st: os.stat_result) -> Stamp:
-    """The watch's identity of a file version: inode (rename-replaced files), mtime, size."""
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def settled(stamp: Stamp, pending: Stamp | None, now_ns: int) -> bool:
-    """Whether a changed file may be read: seen unchanged at the previous poll (``pending``) and
-    its mtime at least SETTLE_SECONDS before ``now_ns``.
-
-    A file still being written (copied in place, streamed by a deploy tool) changes between
-    polls; reading it then would report an error for a half-written file, or serve it when the
-    writer paused at a point that is valid YAML. Both conditions: a pause must last a full poll
-    interval and SETTLE_SECONDS for a half-written file to be read (with a 1 s poll a change is
-    read 1-2 s after the last write). Only writing a copy and renaming it over the file (the
-    README's advice) is safe whatever the writer's pauses.
-    """
-    return stamp == pending and now_ns - stamp[1] >= int(SETTLE_SECONDS * 1e9)
-
-
-@dataclass(slots=True)
-class _FileState:
-    path: str
-    stamp: Stamp | None = None  # the version last read
-    pending: Stamp | None = None  # a changed version seen at the last poll, not read yet
-    zone: Zone | None = None
-    loaded_at: float | None = None  # wall-clock seconds
-    error: str | None = None
-    #: the located errors of the last read (empty after a good one)
-    errors: tuple[ConfigError, ...] = ()
-
-
-#: the serial state file in the zones folder (module doc); a dotfile, so never a zone file
-SERIAL_STATE_NAME = ".gslb-serials.json"
-
-
-def read_serial_state(directory: str) -> dict[str, tuple[str, int]]:
-    """File name -> (digest, serial) from the folder's state file; {} when absent or corrupt (warned)."""
-    path = os.path.join(directory, SERIAL_STATE_NAME)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        logger.warning("zones: ignoring the serial state file %s: %s", path, exc)
-        return {}
-    out: dict[str, tuple[str, int]] = {}
-    files = data.get("files") if isinstance(data, dict) and data.get("version") == 1 else None
-    if not isinstance(files, dict):
-        logger.warning("zones: ignoring the serial state file %s: not a gslb serial state (version 1)", path)
-        return {}
-    for name, entry in files.items():
-        digest = entry.get("digest") if isinstance(entry, dict) else None
-        serial = entry.get("serial") if isinstance(entry, dict) else None
-        if not isinstance(digest, str) or not is_int(serial) or not 0 <= serial <= MAX_SERIAL:
-            logger.warning("zones: ignoring the serial state file %s: bad entry for %r", path, name)
-            return {}
-        out[str(name)] = (digest, serial)
-    return out
-
-
-def write_serial_state(directory: str, entries: dict[str, tuple[str, int]]) -> None:
-    """Write the folder's state file atomically (temporary file + rename); raises OSError."""
-    path = os.path.join(directory, SERIAL_STATE_NAME)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    data = {"version": 1, "files": {name: {"digest": d, "serial": n} for name, (d, n) in sorted(entries.items())}}
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-@dataclass(slots=True)
-class ZoneUpdate:
-    """What one :meth:`ZoneStore.read` found, for :meth:`ZoneStore.apply` to put in place."""
-
-    changed: list[str]
-    errors: list[str]
-    removed: list[str]
-    #: every file's state after the read; None when the folder could not be listed (no change)
-    files: dict[str, _FileState] | None
-    #: the zones to serve from now on; None when they did not change
-    zones: ZoneSet | None
-    dir_error: str | None
-    recorded: dict[str, tuple[str, int]] | None
-    serial_state: bool
-    #: the zones this update replaces or removes, with their nodes (see ZoneStore._release_retired)
-    retired: list[tuple[Any, list[Node]]] = field(default_factory=list)
-
-    def result(self) -> dict:
-        """changed/errors/removed, as :meth:`ZoneStore.reload` returns them."""
-        return {"changed": self.changed, "errors": self.errors, "removed": self.removed}
-
-
-class ZoneStore:
-    """The zone files of one folder: reloads changed files and keeps each file's last good zone.
-
-    With ``serial_state`` (``gslb serve`` only) serial ``auto`` continues across restarts through
-    the folder's ``.gslb-serials.json`` (module doc).
-
-    A reload has two steps: :meth:`read` reads and validates the changed files and builds the new
-    zones without changing anything that readers of the store see (``zones``, ``status()``), so
-    it may run in a worker thread while another thread serves; :meth:`apply` then puts the result
-    in place with plain assignments (``zones`` in one). One reload at a time: the caller
-    serialises them (``gslb serve`` holds its reload lock).
-    """
-
-    def __init__(self, directory: str, serial_state: bool = False,
-                 max_file_bytes: int | None = None) -> None:
-        self.directory = directory
-        #: files bigger than this are refused (``max_zone_file_bytes``)
-        self.max_file_bytes = MAX_ZONE_FILE_BYTES if max_file_bytes is None else max_file_bytes
-        #: the zones being served; replaced by one assignment when something changed
-        self.zones: ZoneSet = ZoneSet()
-        self._files: dict[str, _FileState] = {}
-        self._dir_error: str | None = None
-        self._serial_state = serial_state
-        #: file name -> (digest, serial) as last recorded; None until read
-        self._recorded: dict[str, tuple[str, int]] | None = None
-        #: replaced zones (weak references) and their nodes, to free piecewise once unused
-        self._retired: list[tuple[Any, list[Node]]] = []
-
-    def reload(self, force: bool = False, settle: bool = False, now_ns: int | None = None) -> dict:
-        """Re-read new and changed files (all with ``force``); returns changed/errors/removed.
-
-        A file is changed when its (inode, mtime, size) differs from the version last read, so
-        a file replaced by rename is always seen. With ``settle`` (the file watch) a changed file
-        is read only once it has settled (see :func:`settled`): the same at the previous call, or
-        modified at least SETTLE_SECONDS before ``now_ns`` (wall clock, ns; default now). With a
-        1 s poll a change is applied within 2 s. The same as ``apply(read(...))``.
-        """
-        return self.apply(self.read(force, settle, now_ns))
-
-    def apply(self, update: ZoneUpdate) -> dict:
-        """Put in place what :meth:`read` found (``zones`` by one assignment); changed/errors/removed."""
-        self._dir_error = update.dir_error
-        self._recorded = update.recorded
-        self._serial_state = update.serial_state
-        self._retired.extend(update.retired)
-        if update.files is not None:
-            self._files = update.files
-        if update.zones is not None:
-            self.zones = update.zones
-        return update.result()
-
-    def read(self, force: bool = False, settle: bool = False, now_ns: int | None = None) -> ZoneUpdate:
-        """Read and validate new and changed files, as :meth:`reload` does, for :meth:`apply`.
-
-        Changes nothing that readers of the store see (it works on copies of the files' states);
-        it does write the serial state file, when a served serial changes.
-        """
-        if now_ns is None:
-            now_ns = time.time_ns()
-        self._release_retired()
-        changed: list[str] = []
-        errors: list[str] = []
-        removed: list[str] = []
-        recorded, serial_state = self._recorded, self._serial_state
-        try:
-            paths = _zone_files(self.directory)
-        except OSError as exc:
-            msg = f"{self.directory}: cannot read the zones folder: {exc.strerror or exc}"
-            repeated = msg == self._dir_error
-            if not repeated:
-                logger.error("zones: %s", msg)
-            # Like a broken file, a lasting folder error is reported once, not on every poll.
-            return ZoneUpdate([], [] if repeated and not force else [msg], [], None, None, msg,
-                              recorded, serial_state)
-
-        files = {path: replace(state) for path, state in self._files.items()}  # copies: see the doc
-        replaced: list[Zone] = []
-        for path in list(files):
-            if path not in paths:
-                state = files.pop(path)
-                if state.zone is not None:
-                    replaced.append(state.zone)
-                    removed.append(state.zone.key)
-                    logger.info("zones: %s removed (file %s deleted)", state.zone.key, path)
-                elif state.error is not None:
-                    logger.info("zones: %s: removed (it had errors and was not served)", display_path(path))
-
-        if serial_state and recorded is None:
-            recorded = read_serial_state(self.directory)
-        known = recorded if recorded is not None else {}
-        owners = {s.zone.origin: p for p, s in files.items() if s.zone is not None}
-        for path in paths:
-            state = files.setdefault(path, _FileState(path))
-            try:
-                st = os.stat(path)
-            except OSError as exc:  # a dangling or looping symbolic link, or gone since listed
-                self._unreadable(state, path, exc, errors, force or bool(removed))
-                continue
-            stamp = file_stamp(st)
-            # After a removal, a file that failed (e.g. "zone already declared") may load now.
-            retry = bool(removed) and state.error is not None
-            if not force and not retry:
-                if stamp == state.stamp:
-                    state.pending = None
-                    continue  # unchanged (its error, if any, stays in status())
-                if settle and not settled(stamp, state.pending, now_ns):
-                    state.pending = stamp  # maybe still being written: look again next poll
-                    continue
-            state.stamp = stamp
-            state.pending = None
-            old = state.zone
-            was_broken = state.error is not None
-            try:
-                zone = load_zone_file(path, previous=old, recorded=known.get(os.path.basename(path)),
-                                      max_bytes=self.max_file_bytes)
-                owner = owners.get(zone.origin)
-                if owner is not None and owner != path:
-                    raise ConfigErrors([ConfigError(display_path(path), _zone_line(path), "zone",
-                                                    f"zone {zone.key} is already declared in {display_path(owner)}")])
-            except ConfigErrors as exc:
-                state.error = str(exc)
-                state.errors = tuple(exc.errors)
-                errors.extend(str(e) for e in exc.errors)
-                for e in exc.errors:
-                    logger.debug("zones: %s", e)
-                _log_not_applied(path, old)
-                continue
-            state.error = None
-            state.errors = ()
-            unchanged = old is not None and old.digest == zone.digest and old.origin == zone.origin
-            if was_broken:
-                logger.info("zones: %s: fixed, serving serial %d", display_path(path),
-                            old.serial if unchanged and old is not None else zone.serial)
-            if unchanged:
-                if zone is not old:
-                    replaced.append(zone)  # the same content again: this copy is not used
-                continue
-            if old is not None and old.origin != zone.origin:
-                removed.append(old.key)
-                owners.pop(old.origin, None)
-            if old is not None:
-                replaced.append(old)
-            state.zone = zone
-            state.loaded_at = time.time()
-            owners[zone.origin] = path
-            changed.append(zone.key)
-            logger.info("zones: %s loaded from %s (serial %d)", zone.key, path, zone.serial)
-
-        removed = [k for k in removed if k not in changed]  # re-declared by another file
-        if changed and serial_state:
-            recorded, serial_state = self._record_serials(files, recorded)
-        zones = None
-        if changed or removed:
-            zones = ZoneSet({s.zone.origin: s.zone for p, s in sorted(files.items())
-                             if s.zone is not None and owners.get(s.zone.origin) == p})
-        return ZoneUpdate(changed, errors, removed, files, zones, None, recorded, serial_state,
-                          [_retire(zone) for zone in replaced])
-
-    @staticmethod
-    def _unreadable(state: _FileState, path: str, exc: OSError, errors: list[str], again: bool) -> None:
-        """A listed file that cannot be stat'ed: one located error, kept in ``status()``.
-
-        Reported when it first happens (or with ``again``), not on every poll; the file's zone,
-        if it had one, keeps serving its last good version.
-        """
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return  # removed since the folder was listed: the next poll drops it
-        stamp = (-st.st_ino, st.st_mtime_ns, -1)  # the link itself: a new link is reported anew
-        if stamp == state.stamp and not again:
-            return
-        state.stamp, state.pending = stamp, None
-        error = ConfigError(display_path(path), None, "", _cannot_read(path, exc))
-        state.error, state.errors = str(error), (error,)
-        errors.append(str(error))
-        _log_not_applied(path, state.zone)
-
-    def changed_on_disk(self) -> list[str]:
-        """The files new, changed or removed since they were last read (for ``reload: manual``)."""
-        try:
-            paths = _zone_files(self.directory)
-        except OSError:
-            return []
-        out = [p for p in self._files if p not in paths]
-        for path in paths:
-            state = self._files.get(path)
-            try:
-                stamp: Stamp | None = file_stamp(os.stat(path))
-            except OSError:
-                stamp = None
-            if state is None or (stamp is not None and stamp != state.stamp):
-                out.append(path)
-        return sorted(out)
-
-    def _release_retired(self) -> None:
-        """Free the nodes of replaced zones nobody uses any more, a few at a time.
-
-        A zone freed in one go (the last reference dropped, wherever that is: often the event
-        loop) holds the GIL until its last record is freed, ~0.1 s for 100,000 records. So the
-        store keeps each replaced zone's nodes and a weak reference to the zone: once the zone
-        is gone (freeing it then only drops references), the nodes are freed here, in chunks,
-        at the next read (the worker thread of the next poll in a server).
-        """
-        kept = []
-        for ref, nodes in self._retired:
-            if ref is None or ref() is None:
-                while nodes:
-                    del nodes[-256:]
-            else:
-                kept.append((ref, nodes))
-        self._retired = kept
-
-    def _record_serials(self, files: dict[str, _FileState], recorded: dict[str, tuple[str, int]] | None
-                        ) -> tuple[dict[str, tuple[str, int]] | None, bool]:
-        """Keep the served (digest, serial) of every file in the state file (best effort).
-
-        Returns what is recorded now and whether to go on recording (False after a failed write).
-        """
-        if recorded is None:
-            return recorded, True
-        entries = dict(recorded)
-        for path, st in files.items():
-            if st.zone is not None:
-                entries[os.path.basename(path)] = (st.zone.digest, st.zone.serial)
-        if entries == recorded:
-            return recorded, True
-        try:
-            write_serial_state(self.directory, entries)
-        except OSError as exc:
-            logger.warning("zones: cannot write %s (%s): after a restart serial auto is the files' "
-                           "modification time again", os.path.join(self.directory, SERIAL_STATE_NAME),
-                           exc.strerror or exc)
-            return recorded, False  # warned once; the in-memory rule still holds
-        return entries, True
-
-    def status(self) -> list[dict]:
-        """One entry per zone file: zone, serial, file, loaded_at (ISO 8601 UTC), error."""
-        out = []
-        for path, s in sorted(self._files.items()):
-            out.append({
-                "zone": s.zone.key if s.zone else None,
-                "serial": s.zone.serial if s.zone else None,
-                "file": path,
-                "loaded_at": iso_time(s.loaded_at),
-                "error": s.error,
-            })
-        return out
-
-
-async def watch(tick: Callable[[bool], Awaitable[Any]], stop: asyncio.Event, *,
-                wake: asyncio.Event | None = None, interval: float = WATCH_SECONDS) -> None:
-    """The file watch of ``gslb serve`` and ``gslb checker``: ``await tick(forced)`` until ``stop``.
-
-    ``tick(False)`` runs every ``interval`` seconds and should call ``ZoneStore.reload(settle=True)``
-    (see :func:`reload_changed`); ``tick(True)`` runs at once when ``wake`` is set (SIGHUP). An
-    exception in ``tick`` is logged and the watch goes on.
-    """
-    while not stop.is_set():
-        waits = [asyncio.ensure_future(stop.wait())]
-        if wake is not None:
-            waits.append(asyncio.ensure_future(wake.wait()))
-        try:
-            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-        if stop.is_set():
-            return
-        forced = wake is not None and wake.is_set()
-        if forced:
-            wake.clear()  # type: ignore[union-attr]
-        try:
-            await tick(forced)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # never let the watch die
-            logger.exception("zones: reload failed")
-
-
-def reload_changed(store: ZoneStore, force: bool = False) -> dict:
-    """``store.reload`` as the watch does it: changed files once settled, every file with ``force``."""
-    return store.reload(force=force, settle=not force)
-
-
-async def reload_in_thread(store: ZoneStore, force: bool = False) -> dict:
-    """:func:`reload_changed` for a server: the files are read, validated and built in a worker
-    thread, so the event loop goes on answering meanwhile, and the result is applied on the
-    calling thread (the event loop): ``store.zones`` changes between two of its callbacks.
-
-    Cancelled while the thread reads, it applies nothing (the next reload reads the files again).
-    """
-    update = await asyncio.to_thread(store.read, force, not force)
-    return store.apply(update)
-
-
-def _log_not_applied(path: str, old: Zone | None) -> None:
-    """After a file's errors: what is served instead (its last good version, or nothing)."""
-    if old is not None:
-        logger.warning("zones: %s keeps serving serial %d from its last good version", old.key, old.serial)
-    else:
-        logger.info("zones: %s: not served (it has no good version yet)", display_path(path))
-
-
-def _retire(zone: Zone) -> tuple[Any, list[Node]]:
-    """(weak reference to ``zone`` or None, its nodes) for ZoneStore._release_retired."""
-    try:
-        ref = weakref.ref(zone)
-    except TypeError:  # a Zone without weak references: nothing to wait for
-        return None, []
-    return ref, list(zone.nodes.values())
-
-
-def _zone_line(path: str) -> int | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if line.startswith("zone:"):
-                    return i
-    except OSError:
-        return None
-    return None
-
-
-def check_zones_folder(path: str, setting: str = "zones") -> str | None:
-    """Why ``path`` cannot be the zones folder (missing, not a folder), or None.
-
-    The message starts with ``setting``, the place to fix it (``zones`` or ``--zones``).
-    """
-    if not os.path.exists(path):
-        return f"{setting}: the folder {path} does not exist"
-    if not os.path.isdir(path):
-        return f"{setting}: {path} is not a folder"
-    return None
-
-
-def check_directory(directory: str, max_file_bytes: int | None = None) -> list[ConfigError]:
-    """Every error of every zone file in ``directory`` (for ``gslb check``), as ZoneStore finds them."""
-    try:
-        paths = _zone_files(directory)
-    except OSError as exc:
-        return [ConfigError(directory, None, "", f"cannot read the zones folder: {exc.strerror or exc}")]
-    if not paths:
-        return [ConfigError(directory, None, "", "no zone files (*.yaml) in this folder")]
-    store = ZoneStore(directory, max_file_bytes=max_file_bytes)
-    result = store.reload(force=True)
-    errors = [e for _, state in sorted(store._files.items()) for e in state.errors]
-    # Only when the folder became unreadable since it was listed above: the store's message.
-    return errors or [ConfigError(directory, None, "", e.partition(": ")[2]) for e in result["errors"]]
