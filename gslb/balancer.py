@@ -303,7 +303,7 @@ class _Prepared:
             return None
         reads_load, reads_rtt = self.policy.reads_load, self.policy.reads_rtt
         removed: list[str] = []
-        for a, b in zip(self.cands, other.cands):
+        for a, b in zip(self.cands, other.cands, strict=True):  # the same pool: the same sites
             if a.site is not b.site:
                 return None
             if reads_load and a.load != b.load:
@@ -373,7 +373,7 @@ class Balancer:
             new = _Prepared(prep.zone, prep.pool, view, prep.geomap, prep.policy, prep.located, prep)
             change = prep.changes(new)
             if change == ():
-                if any(a.state != b.state for a, b in zip(prep.cands, new.cands)):
+                if any(a.state != b.state for a, b in zip(prep.cands, new.cands, strict=True)):
                     self._prepared[pkey] = new  # up <-> unknown: the same answers, the states shown anew
                 continue
             self._prepared[pkey] = new

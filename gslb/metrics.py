@@ -91,7 +91,7 @@ def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str,
     """Prometheus histogram buckets (cumulative, with +Inf) from per-bucket counts."""
     out: list[tuple[str, int]] = []
     total = 0
-    for bound, count in zip(bounds, counts):
+    for bound, count in zip(bounds, counts, strict=False):  # counts has one more: the +Inf bucket
         total += count
         out.append((repr(float(bound)), total))
     total += counts[-1]

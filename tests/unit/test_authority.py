@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gslb.authority import Outcome, lookup
-from gslb.model import Pool, Record
+from gslb.model import Record
 from harness import make_zone
 
 

@@ -506,7 +506,7 @@ def test_reloads_keep_the_caches_bounded_by_the_pools_and_release_old_zones():
     refs = []
     for i in range(300):
         # every reload builds new Zone and Pool objects; a removed pool ("gone") leaves nothing behind
-        pools = [pool(p, name=n) for n, p in zip(names_, policies)]
+        pools = [pool(p, name=n) for n, p in zip(names_, policies, strict=True)]
         if i % 2 == 0:
             pools.append(pool("round_robin", name="gone"))
         z = zone(*pools)

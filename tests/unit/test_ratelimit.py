@@ -7,7 +7,6 @@ from __future__ import annotations
 import gc
 import random
 import tracemalloc
-from pathlib import Path
 
 import dns.flags
 import dns.message
