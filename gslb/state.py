@@ -25,7 +25,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Iterable, Mapping, Protocol, get_args
+from typing import Any, Callable, Iterable, Mapping, Protocol, cast, get_args
 
 from gslb.model import Override, RegionResult, SiteState, SiteStatus, StateView, ZoneSet
 
@@ -253,7 +253,7 @@ class SiteStateTable:
         self._cancel_timer()
         await self.backend.close()
 
-    def backend_status(self) -> dict:
+    def backend_status(self) -> dict[str, Any]:
         """``{"url", "connected", "errors"}`` for the status API and metrics."""
         return {"url": self.backend.url, "connected": bool(self.backend.connected),
                 "errors": int(getattr(self.backend, "errors", 0))}
@@ -296,12 +296,13 @@ class SiteStateTable:
         key = (_zone_key(zone), site)
         if key not in self._sites:
             raise KeyError(f"{key[0]}/{site}")
-        await self.backend.put_override(key, None if state == "auto" else state)  # type: ignore[arg-type]
+        override = None if state == "auto" else cast(Override, state)  # one of OVERRIDE_STATES: checked above
+        await self.backend.put_override(key, override)
         logger.info("state: override of %s/%s set to %s", key[0], site, state)
-        if state == "auto":
+        if override is None:
             self._overrides.pop(key, None)
         else:
-            self._overrides[key] = state  # type: ignore[assignment]
+            self._overrides[key] = override
         self._rebuild_site(key)
 
     # -- view building
