@@ -41,6 +41,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
+from prometheus_client import CollectorRegistry
 
 from gslb.errors import StartupError
 from gslb.metrics import make_registry, render
@@ -74,7 +75,7 @@ MAX_JSON_BYTES = 64 * 1024
 _PARSER_ERROR_METHOD = "UNKNOWN"
 
 SERVER_KEY = web.AppKey("gslb_server", Any)
-REGISTRY_KEY = web.AppKey("gslb_registry", Any)
+REGISTRY_KEY = web.AppKey("gslb_registry", CollectorRegistry)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -82,9 +82,9 @@ class CheckStats:
                 for site in zone.sites.values() for check in site.checks}
         for key in [k for k in self.results if k[:3] not in keep]:
             del self.results[key]
-        for key in [k for k in self.duration_counts if k not in keep]:
-            del self.duration_counts[key]
-            del self.duration_sums[key]
+        for dkey in [k for k in self.duration_counts if k not in keep]:
+            del self.duration_counts[dkey]
+            del self.duration_sums[dkey]
 
 
 def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:

@@ -51,7 +51,7 @@ import random
 import secrets
 import time
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, cast
 from urllib.parse import quote, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -518,7 +518,7 @@ class RedisBackend:
         """
         epoch_key = self.prefix + "epoch"
         await client.set(epoch_key, secrets.token_hex(8), nx=True)
-        epoch = await client.get(epoch_key)
+        epoch = cast("str | None", await client.get(epoch_key))  # decode_responses=True: str
         if self._epoch is not None and epoch != self._epoch:
             now = self._clock()
             republished = 0
@@ -673,8 +673,8 @@ class RedisBackend:
         names = [name async for name in client.scan_iter(match=pattern, count=1000)]
         values: list[str | None] = []
         for i in range(0, len(names), 500):
-            values.extend(await client.mget(names[i:i + 500]))
-        raw_overrides: Mapping[str, str] = await client.hgetall(self.overrides_key)
+            values.extend(cast("list[str | None]", await client.mget(names[i:i + 500])))  # decode_responses=True
+        raw_overrides = cast("Mapping[str, str]", await client.hgetall(self.overrides_key))
 
         now = self._clock()
         results: dict[SiteKey, dict[str, RegionResult]] = {}

@@ -57,7 +57,7 @@ import time
 import weakref
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Awaitable, Callable, Iterator
+from typing import AbstractSet, Any, Awaitable, Callable, Iterator
 
 from gslb.errors import ConfigError, ConfigErrors
 from gslb.model import (
@@ -540,7 +540,7 @@ def _build_nodes(err: Errors, pending: dict[str, _PendingNode], origin: str, zon
     nodes: dict[str, Node] = {}
     for name, p in pending.items():
         rec_ttl = p.ttl if p.ttl is not None else zone_ttl
-        records = {}
+        records: dict[str, tuple[Record, ...]] = {}
         for rtype, values in p.rdata.items():
             ttl = zone_ttl if rtype == "SOA" or (rtype == "NS" and name == origin) else rec_ttl
             try:
@@ -662,6 +662,7 @@ def _parse_checks(err: Errors, m: LineDict | None) -> dict[str, Check]:
             bad = next(k for k in ("path", "expect_status", "expect_body") if k in spec)
             err.add(spec.key_line(bad), f.p(bad), f"{bad} applies to http and https checks only")
         if len(err.items) == before:
+            # the field readers return None only after adding an error; with no new error none is None
             out[name] = Check(name=name, type=ctype, port=port, path=cpath, host=host,  # type: ignore[arg-type]
                               expect_status=status, expect_body=body, interval=interval,  # type: ignore[arg-type]
                               timeout=timeout, rise=rise, fall=fall, target=target)  # type: ignore[arg-type]
@@ -742,6 +743,7 @@ def _parse_sites(err: Errors, m: LineDict | None, checks: set[str]) -> dict[str,
                 site_checks.append(cname)
         weight = f.int("weight", 1, 0, 1_000_000, "weight")
         if len(err.items) == before:
+            # the field readers return None only after adding an error; with no new error none is None
             out[name] = Site(name=name, location=location, ipv4=tuple(v4), ipv6=tuple(v6),
                              checks=tuple(site_checks), weight=weight)  # type: ignore[arg-type]
     return out
@@ -858,6 +860,7 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
                                 err.add(ln, kpath, f"site {sname!r} is not in this pool's sites")
                     if not items:
                         err.add(geo.value_line(key), kpath, "needs at least one site")
+                    # parsed: (kind, key) from _geo_key, whose kinds are GeoRule's (typed str there)
                     rules.append(GeoRule(kind=parsed[0], key=parsed[1], sites=tuple(rule_sites)))  # type: ignore[arg-type]
         if listed is None and policy != "geo" and "sites" not in spec:
             err.add(spec.line, f.p("sites"), "a pool needs sites")
@@ -869,6 +872,7 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
                     err.add(site_lines.get(sname, f.line("sites")), f.p("sites"),
                             f"policy closest needs a location for every site; site {sname!r} has none")
         if len(err.items) == before:
+            # the field readers return None only after adding an error; with no new error none is None
             out[name] = Pool(name=name, policy=policy, sites=tuple(pool_sites), answers=answers,  # type: ignore[arg-type]
                              ttl=ttl, quorum=quorum, when_all_down=wad, geo=tuple(rules))  # type: ignore[arg-type]
     return out
@@ -1022,7 +1026,7 @@ def _check_tree(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[s
                         f"may be written there ({', '.join(extra)} would never be served)")
 
 
-def _cname_step(name: str, pending: dict[str, _PendingNode], existing: set[str], cuts: frozenset[str],
+def _cname_step(name: str, pending: dict[str, _PendingNode], existing: AbstractSet[str], cuts: frozenset[str],
                 origin: str) -> str | None:
     """The node whose CNAME answers a query for ``name`` in this zone (wildcards too), or None."""
     if not _in_zone(name, origin) or _cut_above(name, cuts, origin) is not None:
@@ -1630,7 +1634,7 @@ async def watch(tick: Callable[[bool], Awaitable[Any]], stop: asyncio.Event, *,
             return
         forced = wake is not None and wake.is_set()
         if forced:
-            wake.clear()  # type: ignore[union-attr]
+            wake.clear()  # type: ignore[union-attr]  # forced: wake is not None
         try:
             await tick(forced)
         except asyncio.CancelledError:
