@@ -535,3 +535,14 @@ def test_client_free_policies_decide_once_per_view_version():
     z2 = zone(pool("weighted", name="w", when_all_down="servfail"))
     got = ask(b, z2, "w", sp=24, v=view(5, fra="down", iad="down", sin="down"))
     assert (got.outcome, got.addresses, got.scope_prefix) == ("servfail", (), 0)
+
+
+def test_least_load_ranks_a_site_by_the_highest_load_of_its_regions():
+    """A site's load is the highest any fresh region reports: fra, idle from one region but at 0.9
+    from another, ranks after iad (0.5) and sin (0.7), though its lowest report is the lowest."""
+    def loads(*xs):
+        return SiteStatus(regions={f"r{i}": RegionResult("up", 0, load=x) for i, x in enumerate(xs)})
+    b = bal()
+    z = zone(pool("least_load", answers=3))
+    got = ask(b, z, "web", v=view(1, fra=loads(0.1, 0.9), iad=loads(0.5, 0.5), sin=loads(0.7, None)))
+    assert got.sites == ("iad", "sin", "fra")
