@@ -287,3 +287,18 @@ def test_ds_at_apex_without_served_parent_answered_by_the_zone():
     assert response.rcode == NOERROR and response.aa and [r.name for r in response.authority] == ["sub.test."]
     response = resolve(query("test.", "DS"), "192.0.2.1", CUT, FakePools())
     assert response.rcode == NOERROR and [r.name for r in response.authority] == ["test."]
+
+
+# -- written against the survivors of mutation testing (tools/mutation authority resolver)
+
+
+def test_any_at_a_wildcard_answers_in_the_name_asked():
+    """The wildcard's records (RFC 4592 synthesis) and a pool's HINFO carry the owner asked for."""
+    wild = make_zone("example.net", {"*.wild": {"MX": "10 mail.example.net.", "TXT": '"w"'}, "*.lb": {"pool": "web"}},
+                     pools={"web": WEB})
+    zones = ZoneSet({wild.origin: wild})
+    response = resolve(query("x.wild.example.net.", "ANY"), "203.0.113.9", zones, FakePools())
+    assert response.rcode == NOERROR
+    assert texts(response.answer) == [("x.wild.example.net.", "MX", "10 mail.example.net.")]
+    response = resolve(query("a.b.lb.example.net.", "ANY"), "203.0.113.9", zones, FakePools())
+    assert texts(response.answer) == [("a.b.lb.example.net.", "HINFO", '"RFC8482" ""')]
