@@ -607,3 +607,24 @@ def test_geo_decisions_of_neighbouring_cidr_rules_stay_apart():
         assert ask(b, z, "web", "10.1.2.3", sp=32).sites == ("sin",)
         assert ask(b, z, "web", "10.2.2.3", sp=32).sites == ("iad",)
         assert ask(b, z, "web", "::ffff:10.1.2.3", rtype="AAAA", sp=128).scope_prefix == 96 + 16
+
+
+def test_sync_looks_at_every_prepared_pool():
+    b = bal()
+    z = zone(pool("least_load", name="a", sites=("fra", "iad")), pool("least_load", name="b", sites=("sin", "fra")))
+    loads = {"fra": regions_load(1.0), "iad": regions_load(2.0), "sin": regions_load(3.0)}
+    ask(b, z, "a", v=view(1, **loads))
+    ask(b, z, "b", v=view(1, **loads))
+    # sin leaves: pool a (prepared first) does not have it, pool b does
+    gone = SiteStatus(regions=loads["sin"].regions, override="down")
+    assert b.sync(view(2, fra=loads["fra"], iad=loads["iad"], sin=gone)) == [(("example.com", "b"), ("sin",))]
+
+
+def test_a_v4_mapped_client_of_a_map_with_ipv6_rules_gets_an_ipv6_scope():
+    """No IPv4 rule and no location tell v4-mapped clients apart: scope 0, unless the map has IPv6
+    rules, which the whole ::ffff:0:0/96 then lies outside of (scope 96)."""
+    b = bal(geo=None)
+    with_v6 = zone(pool("geo", geo=(GeoRule("cidr", "2001:db8::/32", ("fra",)), GeoRule("default", "default", ("iad",)))))
+    assert ask(b, with_v6, "web", "::ffff:10.1.2.3", sp=128).scope_prefix == 96
+    without = zone(pool("geo", geo=(GeoRule("country", "DE", ("fra",)), GeoRule("default", "default", ("iad",)))))
+    assert ask(bal(geo=None), without, "web", "::ffff:10.1.2.3", sp=128).scope_prefix == 0
