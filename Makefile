@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test system-deps clean
+.PHONY: serve test lint system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,12 @@ serve: $(STAMP)
 system-deps:
 	tools/install_system_deps.sh
 
-test: $(STAMP) system-deps
+# the linter and the type checker (settings: [tool.ruff] and [tool.mypy] in pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/ruff check
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest
 
 clean:

@@ -60,7 +60,9 @@ MAX_COMBOS = 65536
 Dependency = Hashable
 #: one cache entry: (reply after the ID, stamp index, stamp value, statistics slot, rate-limit
 #: identity or None: ``gslb.ratelimit.identity``, computed once so that a hit is limited without a parse)
-Entry = tuple
+Entry = tuple[bytes, int, int, int, object]
+#: an entry's key: the query after its ID, or that and the client's address (an answer per client)
+Key = bytes | tuple[bytes, str]
 
 
 class AnswerCache:
@@ -71,12 +73,12 @@ class AnswerCache:
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
         #: key -> entry, least recently used first
-        self.entries: OrderedDict = OrderedDict()
+        self.entries: OrderedDict[Key, Entry] = OrderedDict()
         #: estimated bytes held (keys, replies and per-entry overhead)
         self.bytes = 0
         #: current stamp value per dependency set (index)
         self.stamps: list[int] = []
-        self._combos: dict[tuple, int] = {}
+        self._combos: dict[tuple[Dependency, ...], int] = {}
         #: dependency -> indexes of the dependency sets that contain it
         self._members: dict[Dependency, list[int]] = {}
         #: entries dropped to stay within the budget
@@ -86,7 +88,7 @@ class AnswerCache:
 
     # -- the query path
 
-    def get(self, key: object) -> Entry | None:
+    def get(self, key: Key) -> Entry | None:
         """The current entry for ``key`` (moved to the most recently used end), else None."""
         entry = self.entries.get(key)
         if entry is None or self.stamps[entry[1]] != entry[2]:
@@ -104,7 +106,7 @@ class AnswerCache:
             entry = self.get((key, host))
         return entry
 
-    def token(self, deps: tuple) -> tuple[int, int]:
+    def token(self, deps: tuple[Dependency, ...]) -> tuple[int, int]:
         """(stamp index, stamp value) for an answer that depends on ``deps``."""
         index = self._combos.get(deps)
         if index is None:
@@ -131,7 +133,7 @@ class AnswerCache:
         if host is not None:
             # a stale entry under the bytes alone would shadow this one on every lookup
             self._discard(key)
-            full: object = (key, host)
+            full: Key = (key, host)
         else:
             full = key
         self._discard(full)
@@ -143,7 +145,7 @@ class AnswerCache:
             self.bytes -= _size(old_key, old)
             self.evicted += 1
 
-    def _discard(self, key: object) -> None:
+    def _discard(self, key: Key) -> None:
         entry = self.entries.pop(key, None)
         if entry is not None:
             self.bytes -= _size(key, entry)
@@ -173,7 +175,7 @@ class AnswerCache:
         return len(self.entries)
 
 
-def _size(key: object, entry: Entry) -> int:
+def _size(key: Key, entry: Entry) -> int:
     if isinstance(key, bytes):
         return len(key) + len(entry[0]) + ENTRY_OVERHEAD
-    return len(key[0]) + len(key[1]) + len(entry[0]) + ENTRY_OVERHEAD + 64  # type: ignore[index]
+    return len(key[0]) + len(key[1]) + len(entry[0]) + ENTRY_OVERHEAD + 64

@@ -25,7 +25,7 @@ import resource
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Coroutine
 from urllib.parse import urlsplit
 
 from gslb.balancer import Balancer
@@ -211,9 +211,9 @@ class Server:
         self.dns = DnsServer(handler, cfg.tcp)
         await self.dns.start(list(cfg.listen), reuse_port=cfg.workers > 1)
         if cfg.workers > 1:
-            self.workers = WorkerPool(cfg.workers - 1, self._worker_init)
-            table.add_listener(lambda old, new: self.workers.send_view(new))  # type: ignore[union-attr]
-            await self.workers.start()
+            workers = self.workers = WorkerPool(cfg.workers - 1, self._worker_init)
+            table.add_listener(lambda old, new: workers.send_view(new))
+            await workers.start()
         self.dns_ready = True
         if cfg.http is not None:
             from gslb.http_api import create_app, start_http
@@ -366,10 +366,10 @@ class Server:
         try:
             new = load_server_config(path, self.overrides)
         except ConfigErrors as exc:
-            errors = [str(e) for e in exc.errors]
-            for error in errors:
-                logger.error("config: %s (keeping the running configuration)", error)
-            return errors, self.zone_store
+            messages = [str(e) for e in exc.errors]
+            for message in messages:
+                logger.error("config: %s (keeping the running configuration)", message)
+            return messages, self.zone_store
         errors: list[str] = []
         # Prepare everything first, apply only when nothing failed.
         token = self.api_token
@@ -584,7 +584,7 @@ def run(config: ServerConfig, overrides: dict[str, Any] | None = None) -> int:
     try:
         import uvloop
 
-        runner = uvloop.run
+        runner: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is optional
         runner = asyncio.run
     try:

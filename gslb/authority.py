@@ -168,7 +168,7 @@ def lookup(zone: Zone, qname: str, qtype: str) -> Lookup:
     """
     memo = zone.memo
     key = (qname, qtype)
-    found = memo.get(key)
+    found: Lookup | None = memo.get(key)
     if found is not None:
         return found
     found = _lookup(zone, qname, qtype)

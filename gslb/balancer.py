@@ -46,9 +46,10 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
-from gslb.model import Location, Pool, PoolAnswer, Site, SiteStatus, StateView, Zone, ZoneSet
+from gslb.geo import distance_km
+from gslb.model import Location, Pool, PoolAnswer, PoolOutcome, Site, SiteStatus, StateView, Zone, ZoneSet
 from gslb.policies import (
-    POLICIES, Candidate, Context, GeoMap, Policy, client_address, distance_km, nearest_region, site_rtt,
+    POLICIES, Candidate, Context, GeoMap, Policy, Reasons, client_address, nearest_region, site_rtt,
     subnet_of, subnet_text,
 )
 
@@ -121,7 +122,7 @@ def _family(order: Sequence[Candidate], rtype: str, answers: int) -> tuple[tuple
 
 
 def _eligible(pool: Pool, tiers: Sequence[tuple[str, Sequence[Candidate]]],
-              passed: dict[str, str] | None) -> tuple[str, tuple[Candidate, ...], str]:
+              passed: dict[str, str] | None) -> tuple[PoolOutcome, tuple[Candidate, ...], str]:
     """Who may serve (module docstring rules): (outcome, candidates in tier order, tier label).
 
     ``outcome`` is "answer" or the pool's ``when_all_down`` rule; ``passed`` (explain) gets a
@@ -164,8 +165,8 @@ class _Decision:
 
     __slots__ = ("outcome", "order", "scope", "answers", "_fam", "_answers", "tier", "reasons", "passed")
 
-    def __init__(self, outcome: str, order: tuple[Candidate, ...], scope: int, answers: int,
-                 tier: str = "", reasons: dict | None = None, passed: dict | None = None) -> None:
+    def __init__(self, outcome: PoolOutcome, order: tuple[Candidate, ...], scope: int, answers: int,
+                 tier: str = "", reasons: Reasons | None = None, passed: dict[str, str] | None = None) -> None:
         self.outcome = outcome
         self.order = order
         self.scope = scope
@@ -191,7 +192,7 @@ class _Decision:
             return got
         scope = 0 if source_prefix is None else min(self.scope, source_prefix)
         if self.outcome != "answer":
-            got = PoolAnswer(self.outcome, (), pool.ttl, scope, per_client=per_client)  # type: ignore[arg-type]
+            got = PoolAnswer(self.outcome, (), pool.ttl, scope, per_client=per_client)
         else:
             addrs, sites = self.family(rtype)
             if not addrs and not self.tier:
@@ -264,7 +265,7 @@ class _Prepared:
                 status = _held_status(old, status)
             cands.append(Candidate(site, i, state, status, load, site.weight))
         self.cands = tuple(cands)
-        self.by_name = {c.name: c for c in cands}
+        self.by_name: dict[str, Candidate] = {c.name: c for c in cands}
         self.geomap = geomap
         #: (outcome, candidates, tier label) when the tiers do not depend on the client (not geo)
         self.eligible = _eligible(pool, (("", self.cands),), None) if geomap is None else None
@@ -274,7 +275,7 @@ class _Prepared:
         self.serial = next(_SERIALS)
         #: the distinct decisions made under these inputs; the cache stores indexes into it
         self.decisions: list[_Decision] = []
-        self._interned: dict[tuple, int] = {}
+        self._interned: dict[tuple[PoolOutcome, tuple[str, ...], int, str], int] = {}
 
     def intern(self, decision: "_Decision") -> int:
         """The index of ``decision`` (or of an equal one made before) in ``decisions``."""
@@ -303,7 +304,7 @@ class _Prepared:
             return None
         reads_load, reads_rtt = self.policy.reads_load, self.policy.reads_rtt
         removed: list[str] = []
-        for a, b in zip(self.cands, other.cands):
+        for a, b in zip(self.cands, other.cands, strict=True):  # the same pool: the same sites
             if a.site is not b.site:
                 return None
             if reads_load and a.load != b.load:
@@ -334,7 +335,7 @@ class Balancer:
         self.geo = geo
         self.rng = rng
         self.regions = tuple(regions)
-        self.region_locations = tuple((n, tuple(loc)) for n, loc in regions.items() if loc)
+        self.region_locations = tuple((n, (loc[0], loc[1])) for n, loc in regions.items() if loc)
         #: Policy.depends_on_location per policy name, for these regions
         self._located = {name: p.depends_on_location(self.region_locations) for name, p in POLICIES.items()}
         #: the Context of client-free policies (turn 0; round_robin builds one with its turn)
@@ -342,8 +343,8 @@ class Balancer:
         #: decisions of deterministic client-dependent policies per (zone key, pool name, client
         #: key) -> (serial of the _Prepared they were made under, index in its decisions); two
         #: generations (young, old)
-        self._young: dict[tuple, tuple[int, int]] = {}
-        self._old: dict[tuple, tuple[int, int]] = {}
+        self._young: dict[tuple[str, str, object], tuple[int, int]] = {}
+        self._old: dict[tuple[str, str, object], tuple[int, int]] = {}
         #: per (zone key, pool name); an entry of a replaced Zone object is rebuilt on its next use
         self._prepared: dict[tuple[str, str], _Prepared] = {}
         #: the version of the last view the preparations were synced with
@@ -373,7 +374,7 @@ class Balancer:
             new = _Prepared(prep.zone, prep.pool, view, prep.geomap, prep.policy, prep.located, prep)
             change = prep.changes(new)
             if change == ():
-                if any(a.state != b.state for a, b in zip(prep.cands, new.cands)):
+                if any(a.state != b.state for a, b in zip(prep.cands, new.cands, strict=True)):
                     self._prepared[pkey] = new  # up <-> unknown: the same answers, the states shown anew
                 continue
             self._prepared[pkey] = new
@@ -409,9 +410,10 @@ class Balancer:
                 turn = self._turns.get(tkey, 0)
                 self._turns[tkey] = turn + 1
                 ctx = Context(None, "", b"", "", turn, self.region_locations, self.regions)
+            assert prep.eligible is not None  # no geo map: _Prepared set it
             outcome, pick, _ = prep.eligible
             if outcome != "answer":
-                return PoolAnswer(outcome, (), pool.ttl, 0)  # type: ignore[arg-type]
+                return PoolAnswer(outcome, (), pool.ttl, 0)
             order, _ = policy.rank(pick, ctx, self.rng, False)
             addrs, sites = _family(order, rtype, pool.answers)
             return PoolAnswer("answer", addrs, pool.ttl, 0, sites, cacheable=False)
@@ -448,14 +450,16 @@ class Balancer:
         chosen = set(answer.sites)
         here = location.latlon if location is not None else None
         region = nearest_region(here, self.region_locations)
+        reasons, passed = decision.reasons, decision.passed
+        assert reasons is not None and passed is not None  # explain: _decide gives both
         rows = []
         listed = [c.name for c in decision.order]
         listed += [c.name for c in prep.cands if c.name not in set(listed)]
         for name in listed:
             c = prep.by_name[name]
             dist = distance_km(here, c.site.location) if here and c.site.location else None
-            if name in decision.reasons:
-                reason = decision.reasons[name]
+            if name in reasons:
+                reason = reasons[name]
                 if name not in chosen:
                     fam = c.site.ipv6 if rtype == "AAAA" else c.site.ipv4
                     reason += (f"; no {rtype} address" if not fam
@@ -463,10 +467,10 @@ class Balancer:
                 if decision.outcome == "answer" and c.state not in _UP_STATES and name in chosen:
                     reason += f" (state {c.state}: serving because no site is up)"
             else:
-                reason = decision.passed.get(name, "not a candidate")
+                reason = passed.get(name, "not a candidate")
             rows.append(CandidateTrace(name, c.state, None if dist is None else float(round(dist)),
                                        c.load, site_rtt(c.status, region), name in chosen, reason))
-        subnet = subnet_text(*subnet_of(*parsed)) if policy.uses_subnet else ""
+        subnet = subnet_text(*subnet_of(*parsed)) if policy.uses_subnet and parsed is not None else ""
         return Trace(pool.name, policy.name, location, subnet, decision.tier, tuple(rows), answer)
 
     # -- shared implementation ---------------------------------------------------------------
@@ -557,16 +561,17 @@ class Balancer:
             elif policy.uses_subnet:
                 scope = subnet_len
             tiers = [("", prep.cands)]
-            outcome, pick, tier_label = _eligible(pool, tiers, passed) if explain else prep.eligible
+            outcome, pick, tier_label = (prep.eligible if not explain and prep.eligible is not None
+                                         else _eligible(pool, tiers, passed))
 
         if outcome != "answer":
-            if explain:
+            if passed is not None:  # explain
                 for c in prep.cands:
                     passed[c.name] = f"{c.state}: no site is up (when_all_down: {outcome})"
             return _Decision(outcome, (), scope, pool.answers, tier_label, {}, passed)
         ctx = Context(location, client_ip, subnet, text, turn, self.region_locations, self.regions)
         order, reasons = policy.rank(pick, ctx, self.rng, explain)
-        if explain:
+        if passed is not None:  # explain
             picked = {c.name for c in pick}
             tier_names = [label for label, _ in tiers]
             for label, cands in tiers:

@@ -40,7 +40,7 @@ import logging
 import os
 import socket
 import threading
-from typing import Protocol
+from typing import Protocol, cast
 
 from gslb.config import TcpLimits
 from gslb.errors import StartupError
@@ -147,7 +147,7 @@ class _TcpProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport = cast(asyncio.Transport, transport)  # a stream server's transport
         peer = transport.get_extra_info("peername")
         self._client = client_ip(peer[0]) if peer else ""
         if not self._server._admit(self):

@@ -52,6 +52,8 @@ GeoKind = Literal["city", "country", "none"]
 
 #: networks cached per IP version: the cache starts over when twice this is reached
 _DEFAULT_IP_CACHE = 32768
+#: what the network cache holds per network: (prefixlen, network text, latlon, country, continent)
+_Entry = tuple[int, str, tuple[float, float] | None, str | None, str | None]
 
 
 def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -130,7 +132,7 @@ class GeoLocator:
         self._centroids = centroids or {}
         self._ipv4_only = reader is not None and reader.metadata().ip_version == 4
         # network cache: per IP version, key (network bits << 8 | prefixlen) -> entry
-        self._nets: dict[int, dict[int, tuple]] = {4: {}, 6: {}}
+        self._nets: dict[int, dict[int, _Entry]] = {4: {}, 6: {}}
         self._plens: dict[int, list[int]] = {4: [], 6: []}
         self._plen_counts: dict[int, dict[int, int]] = {4: {}, 6: {}}
         self._net_limit = 2 * cache_size  # networks kept per IP version before starting over
@@ -201,7 +203,7 @@ class GeoLocator:
             network = f"::ffff:{network.split('/', 1)[0]}/{plen}"
         return Location(text, network, plen, latlon, country, continent)
 
-    def _entry(self, version: int, packed: bytes) -> tuple:
+    def _entry(self, version: int, packed: bytes) -> _Entry:
         """(prefixlen, network text, latlon, country, continent) of an address, from cache or DB."""
         bits = 32 if version == 4 else 128
         value = int.from_bytes(packed, "big")
@@ -216,7 +218,7 @@ class GeoLocator:
             self._remember(version, bits, value, entry)
         return entry
 
-    def _remember(self, version: int, bits: int, value: int, entry: tuple) -> None:
+    def _remember(self, version: int, bits: int, value: int, entry: _Entry) -> None:
         nets = self._nets[version]
         if len(nets) >= self._net_limit:
             nets.clear()
@@ -232,7 +234,7 @@ class GeoLocator:
         if not seen or len(nets) % 1024 == 0:
             self._plens[version] = sorted(counts, key=lambda p: (-counts[p], -p))
 
-    def _lookup(self, version: int, packed: bytes, value: int) -> tuple:
+    def _lookup(self, version: int, packed: bytes, value: int) -> _Entry:
         """One database lookup (no cache)."""
         assert self._reader is not None
         family = _AF[version]
@@ -251,7 +253,7 @@ class GeoLocator:
             loc = record.get("location")
             if isinstance(loc, dict):
                 lat, lon = loc.get("latitude"), loc.get("longitude")
-                if lat is not None and lon is not None:
+                if isinstance(lat, (int, float)) and isinstance(lon, (int, float)):  # MaxMind: doubles
                     latlon = (float(lat), float(lon))
         if latlon is None and country is not None:
             latlon = self._centroids.get(country)

@@ -277,6 +277,7 @@ class QueryHandler:
             return None
         cache = self.cache
         if cache is not None:
+            key: bytes | tuple[bytes, str]  # the query after its ID; or with the client's address
             key = data[2:]
             entries = cache.entries
             entry = entries.get(key)
@@ -452,7 +453,8 @@ class QueryHandler:
         assert error.cookie is not None
         judged, cookie, _, limit = self._judge_cookie(error.cookie, client, tcp,
                                                        TCP_MAX if tcp else error.udp_limit)
-        rcode = {Verdict.MALFORMED: error.rcode, Verdict.INVALID: BADCOOKIE}.get(judged, NOERROR)
+        rcodes: dict[Verdict | None, int] = {Verdict.MALFORMED: error.rcode, Verdict.INVALID: BADCOOKIE}
+        rcode = rcodes.get(judged, NOERROR)
         self._stats.query("", "", RCODE_NAMES[rcode], perf_counter() - start)
         return error.build(limit, cookie, rcode)
 

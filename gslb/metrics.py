@@ -82,16 +82,16 @@ class CheckStats:
                 for site in zone.sites.values() for check in site.checks}
         for key in [k for k in self.results if k[:3] not in keep]:
             del self.results[key]
-        for key in [k for k in self.duration_counts if k not in keep]:
-            del self.duration_counts[key]
-            del self.duration_sums[key]
+        for dkey in [k for k in self.duration_counts if k not in keep]:
+            del self.duration_counts[dkey]
+            del self.duration_sums[dkey]
 
 
 def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:
     """Prometheus histogram buckets (cumulative, with +Inf) from per-bucket counts."""
     out: list[tuple[str, int]] = []
     total = 0
-    for bound, count in zip(bounds, counts):
+    for bound, count in zip(bounds, counts, strict=False):  # counts has one more: the +Inf bucket
         total += count
         out.append((repr(float(bound)), total))
     total += counts[-1]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Any, Iterator, Literal, Mapping
 
 from gslb.rdata import record_tail
 
@@ -32,11 +32,13 @@ WhenAllDown = Literal["all", "servfail", "nodata"]
 CheckType = Literal["http", "https", "tcp"]
 SiteState = Literal["up", "down", "drain", "unknown"]
 Override = Literal["up", "down", "drain"]
+#: what a pool name answers (PoolAnswer.outcome)
+PoolOutcome = Literal["answer", "nodata", "servfail", "starting"]
 
 #: one site of the site-state table: (zone key, site name); the one definition
 SiteKey = tuple[str, str]
 
-_EMPTY: Mapping = MappingProxyType({})
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})  # the default of every mapping field
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +200,8 @@ class Zone:
     #: derived: the zone's name without the trailing dot, as used in the API and the state table
     key: str = field(init=False, repr=False, compare=False)
     #: derived: the query path's per-zone cache (gslb.authority fills it; bounded there); not
-    #: part of the zone's value, dropped with the zone on reload
-    memo: dict = field(init=False, repr=False, compare=False, default_factory=dict)
+    #: part of the zone's value, dropped with the zone on reload; (qname, qtype) -> authority.Lookup
+    memo: dict[tuple[str, str], Any] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", self.origin[:-1])
@@ -232,7 +234,7 @@ class ZoneSet:
         key = key.lower()
         return self._by_origin.get(key if key.endswith(".") else key + ".")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Zone]:
         return iter(self.zones.values())
 
     def __len__(self) -> int:
@@ -327,7 +329,7 @@ class PoolAnswer:
     draw: weighted, round_robin, p2c).
     """
 
-    outcome: Literal["answer", "nodata", "servfail", "starting"]
+    outcome: PoolOutcome
     addresses: tuple[str, ...]
     ttl: int
     scope_prefix: int

@@ -103,7 +103,8 @@ class Failover(Policy):
 
     name = "failover"
 
-    def rank(self, cands, ctx, rng, explain=False):
+    def rank(self, cands: Sequence[Candidate], ctx: Context, rng: random.Random,
+             explain: bool = False) -> tuple[list[Candidate], Reasons | None]:
         """Candidates in ``sites`` order (the order they come in)."""
         order = list(cands)
         reasons = {c.name: f"position {c.index + 1} in sites" for c in order} if explain else None
@@ -116,7 +117,8 @@ class Closest(Policy):
     name = "closest"
     uses_location = True
 
-    def rank(self, cands, ctx, rng, explain=False):
+    def rank(self, cands: Sequence[Candidate], ctx: Context, rng: random.Random,
+             explain: bool = False) -> tuple[list[Candidate], Reasons | None]:
         """Candidates by distance (sites without a location last, ties in ``sites`` order)."""
         here = ctx.location.latlon if ctx.location is not None else None
         if here is None:
@@ -140,7 +142,8 @@ class Geo(Policy):
     name = "geo"
     uses_location = True
 
-    def rank(self, cands, ctx, rng, explain=False):
+    def rank(self, cands: Sequence[Candidate], ctx: Context, rng: random.Random,
+             explain: bool = False) -> tuple[list[Candidate], Reasons | None]:
         """Candidates as given (the matched list's order)."""
         order = list(cands)
         reasons = ({c.name: f"position {i + 1} in the matched list" for i, c in enumerate(order)}
@@ -161,7 +164,8 @@ class Weighted(Policy):
     name = "weighted"
     deterministic = False
 
-    def rank(self, cands, ctx, rng, explain=False):
+    def rank(self, cands: Sequence[Candidate], ctx: Context, rng: random.Random,
+             explain: bool = False) -> tuple[list[Candidate], Reasons | None]:
         """A random weighted order."""
         order = list(cands) if len(cands) <= 1 else _weighted_order(cands, rng)
         reasons = None
@@ -178,7 +182,8 @@ class RoundRobin(Policy):
     name = "round_robin"
     deterministic = False
 
-    def rank(self, cands, ctx, rng, explain=False):
+    def rank(self, cands: Sequence[Candidate], ctx: Context, rng: random.Random,
+             explain: bool = False) -> tuple[list[Candidate], Reasons | None]:
         """The candidates (in ``sites`` order) rotated by the pool's turn counter."""
         n = len(cands)
         start = ctx.turn % n if n else 0
@@ -201,7 +206,8 @@ class Hash(Policy):
     name = "hash"
     uses_subnet = True
 
-    def rank(self, cands, ctx, rng, explain=False):
+    def rank(self, cands: Sequence[Candidate], ctx: Context, rng: random.Random,
+             explain: bool = False) -> tuple[list[Candidate], Reasons | None]:
         """Candidates by descending rendezvous score for the client's subnet."""
         scores = {c.name: hash_score(ctx.subnet, c.name, c.weight) for c in cands}
         order = sorted(cands, key=lambda c: (-scores[c.name], c.index))
@@ -216,7 +222,8 @@ class LeastLoad(Policy):
     name = "least_load"
     reads_load = True
 
-    def rank(self, cands, ctx, rng, explain=False):
+    def rank(self, cands: Sequence[Candidate], ctx: Context, rng: random.Random,
+             explain: bool = False) -> tuple[list[Candidate], Reasons | None]:
         """Candidates by load per weight."""
         order = sorted(cands, key=lambda c: (c.load_per_weight, c.index))
         reasons = ({c.name: f"load {c.load:g} / weight {c.weight} = {c.load_per_weight:g}" for c in order}
@@ -231,7 +238,8 @@ class PowerOfTwo(Policy):
     deterministic = False
     reads_load = True
 
-    def rank(self, cands, ctx, rng, explain=False):
+    def rank(self, cands: Sequence[Candidate], ctx: Context, rng: random.Random,
+             explain: bool = False) -> tuple[list[Candidate], Reasons | None]:
         """Winner of the two drawn first, then every other candidate by load per weight."""
         if len(cands) <= 1:
             order = list(cands)
@@ -276,11 +284,12 @@ class Fastest(Policy):
     uses_location = True
     reads_rtt = True
 
-    def depends_on_location(self, region_locations):
+    def depends_on_location(self, region_locations: Sequence[tuple[str, tuple[float, float]]]) -> bool:
         """Only through the nearest checker region: without a located region the client does not matter."""
         return bool(region_locations)
 
-    def rank(self, cands, ctx, rng, explain=False):
+    def rank(self, cands: Sequence[Candidate], ctx: Context, rng: random.Random,
+             explain: bool = False) -> tuple[list[Candidate], Reasons | None]:
         """Candidates by round-trip time; sites without one last, in ``sites`` order."""
         here = ctx.location.latlon if ctx.location is not None else None
         region = nearest_region(here, ctx.region_locations)

@@ -53,7 +53,7 @@ import random
 import secrets
 import time
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, cast
 from urllib.parse import quote, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -522,7 +522,7 @@ class RedisBackend:
         """
         epoch_key = self.prefix + "epoch"
         await client.set(epoch_key, secrets.token_hex(8), nx=True)
-        epoch = await client.get(epoch_key)
+        epoch = cast("str | None", await client.get(epoch_key))  # decode_responses=True: str
         if self._epoch is not None and epoch != self._epoch:
             now = self._clock()
             republished = 0
@@ -562,7 +562,7 @@ class RedisBackend:
                                   json.dumps({"state": state, "set_at": set_at}, separators=(",", ":")),
                                   repr(set_at), ceiling, msg)
                     written = await pipe.execute()
-                stored = [item for item, ok in zip(items, written, strict=False) if ok]
+                stored = [item for item, ok in zip(items, written, strict=False) if ok]  # then the overrides' replies
                 if stored:
                     await client.publish(self.channel, self._message(kind="results", items=stored))
                 if not all(written):
@@ -677,12 +677,12 @@ class RedisBackend:
         names = [name async for name in client.scan_iter(match=pattern, count=1000)]
         values: list[str | None] = []
         for i in range(0, len(names), 500):
-            values.extend(await client.mget(names[i:i + 500]))
-        raw_overrides: Mapping[str, str] = await client.hgetall(self.overrides_key)
+            values.extend(cast("list[str | None]", await client.mget(names[i:i + 500])))  # decode_responses=True
+        raw_overrides = cast("Mapping[str, str]", await client.hgetall(self.overrides_key))
 
         now = self._clock()
         results: dict[SiteKey, dict[str, RegionResult]] = {}
-        for name, value in zip(names, values, strict=False):
+        for name, value in zip(names, values, strict=True):
             if value is None:  # expired between SCAN and MGET
                 continue
             parsed = self._parse_result_key(name)

@@ -13,7 +13,7 @@ from typing import Protocol
 from gslb.authority import Lookup, Outcome, in_zone_addresses, lookup, negative_soa
 from gslb.model import PoolAnswer, Pool, Record, Zone, ZoneSet
 from gslb.wire import (CLASS_IN, NOERROR, NXDOMAIN, REFUSED, SERVFAIL, TYPE_ANY, TYPE_AXFR, TYPE_DS,
-                       TYPE_IXFR, Query, Response)
+                       TYPE_IXFR, Deps, Query, Response)
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def resolve(query: Query, client_ip: str, zones: ZoneSet, pools: Pools) -> Respo
     answer: tuple[Record, ...] = ()  # the CNAMEs followed so far
     seen: set[str] | None = None
     # the zones read so far (the answer cache's dependencies); the statistics count the first
-    deps: tuple = (zone.key,)
+    deps: Deps = (zone.key,)
     for hop in range(MAX_CHAIN + 1):
         found = lookup(zone, name, qtype_name)
         outcome = found.outcome
@@ -117,7 +117,7 @@ NOT_READY = Response(NOERROR, False, deps=None, drop="starting")
 
 
 def _pool_answer(query: Query, client_ip: str, zone: Zone, found: Lookup, pools: Pools,
-                 answer: tuple[Record, ...], key: str, deps: tuple) -> Response:
+                 answer: tuple[Record, ...], key: str, deps: Deps) -> Response:
     """A/AAAA of a pool name from the balancer (after the CNAMEs in ``answer``, if any)."""
     ecs = query.ecs
     if ecs is None:
@@ -141,19 +141,19 @@ def _pool_answer(query: Query, client_ip: str, zone: Zone, found: Lookup, pools:
     # leaves drops only the answers holding it: gslb.balancer); on the packet's source when the
     # client is not given by ECS (the ECS address is part of the query's bytes)
     pool_key = (zone.key, pool.name)
-    answer_deps = deps + (pool_key,) + tuple((zone.key, pool.name, site) for site in result.sites) \
+    pool_deps: Deps | None = deps + (pool_key,) + tuple((zone.key, pool.name, site) for site in result.sites) \
         if result.cacheable else None
     per_client = result.per_client and not source
     if result.outcome == "servfail":
-        return Response(SERVFAIL, False, zone=key, ecs_scope=scope, deps=answer_deps, per_client=per_client)
+        return Response(SERVFAIL, False, zone=key, ecs_scope=scope, deps=pool_deps, per_client=per_client)
     if result.outcome == "nodata" or not result.addresses:
         return Response(NOERROR, True, answer, (negative_soa(zone),), ecs_scope=scope, zone=key,
-                        deps=answer_deps, per_client=per_client)
+                        deps=pool_deps, per_client=per_client)
     node = found.node
     ttl = node.ttl if node is not None and node.ttl is not None else result.ttl
     records = pool_records(found.owner, rtype, ttl, result.addresses)
     return Response(NOERROR, True, answer + records if answer else records, ecs_scope=scope, zone=key,
-                    deps=answer_deps, per_client=per_client, pool=pool_key, sites=result.sites)
+                    deps=pool_deps, per_client=per_client, pool=pool_key, sites=result.sites)
 
 
 #: the address records of pool answers by (owner, type, TTL, addresses): the balancer gives the
@@ -173,7 +173,7 @@ def pool_records(owner: str, rtype: str, ttl: int, addresses: tuple[str, ...]) -
     return records
 
 
-def _any(zone: Zone, found: Lookup, key: str, deps: tuple) -> Response:
+def _any(zone: Zone, found: Lookup, key: str, deps: Deps) -> Response:
     """RFC 8482 minimal answer to ANY at an existing name.
 
     The name's first RRset in ``_ANY_ORDER`` (one RRset, never all of them: ANY is an

@@ -35,9 +35,9 @@ def _table(headers: Sequence[str], rows: list[list[str]], widths_of: list[list[s
     """Left-aligned columns; ``widths_of`` is ``rows`` without colour codes (for the widths)."""
     plain = widths_of or rows
     widths = [max(len(h), *(len(r[i]) for r in plain)) if plain else len(h) for i, h in enumerate(headers)]
-    out = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    for row, bare in zip(rows, plain):
-        cells = [cell + " " * (w - len(b)) for cell, b, w in zip(row, bare, widths)]
+    out = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row, bare in zip(rows, plain, strict=True):
+        cells = [cell + " " * (w - len(b)) for cell, b, w in zip(row, bare, widths, strict=True)]
         out.append("  ".join(cells).rstrip())
     return out
 

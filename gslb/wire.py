@@ -256,6 +256,11 @@ class Query:
         setattr_(self, "compress", _question_names(qname_lower, self.qname))
 
 
+#: what an answer was computed from (``Response.deps``): zone keys, ``(zone key, pool name)`` and
+#: ``(zone key, pool name, site name)``
+Deps = tuple[str | tuple[str, ...], ...]
+
+
 class Response:
     """What to answer: rcode, AA, the three sections (model ``Record``s), the ECS scope, and what
     the answer cache and the statistics need to know about it.
@@ -276,7 +281,7 @@ class Response:
 
     def __init__(self, rcode: int, aa: bool, answer: tuple[Record, ...] = (),
                  authority: tuple[Record, ...] = (), additional: tuple[Record, ...] = (),
-                 ecs_scope: int = 0, zone: str = "", deps: tuple | None = (), per_client: bool = False,
+                 ecs_scope: int = 0, zone: str = "", deps: Deps | None = (), per_client: bool = False,
                  pool: tuple[str, str] | None = None, sites: tuple[str, ...] = (),
                  drop: str | None = None) -> None:
         self.rcode = rcode

@@ -423,7 +423,7 @@ async def _worker_main(fd: int, index: int) -> int:
         while True:
             specs, origins = await zone_updates.get()
             try:
-                built = await asyncio.to_thread(lambda: [build_zone(spec) for spec in specs])
+                built = await asyncio.to_thread(list, map(build_zone, specs))
                 state.handler.locked(state.apply, "zones", (built, origins))
             except Exception:
                 logger.exception("worker %d: cannot build the zones of a reload", index)

@@ -26,10 +26,11 @@ whichever way it is read):
 
 from __future__ import annotations
 
+import builtins  # Fields.str and Fields.int shadow the builtins in the class body
 import logging
 import re
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, TypeGuard
+from typing import TYPE_CHECKING, Any, Callable, Generator, Mapping, TypeGuard
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -124,23 +125,29 @@ def _raw(node: yaml.Node) -> str | None:
     return None
 
 
-class _StrictConstruction:
+if TYPE_CHECKING:  # the mixin below is always combined with a loader: type-check it as one
+    _Loader = yaml.SafeLoader
+else:
+    _Loader = object
+
+
+class _StrictConstruction(_Loader):
     """Line-aware containers and duplicate-key errors, over PyYAML's composer and constructor."""
 
     def __init__(self, stream: Any) -> None:
-        super().__init__(stream)  # type: ignore[call-arg]
+        super().__init__(stream)
         #: (line, message) of every duplicate key met while constructing
         self.duplicates: list[tuple[int, str]] = []
 
-    def construct_yaml_map(self, node: MappingNode):  # type: ignore[no-untyped-def]
+    def construct_yaml_map(self, node: MappingNode) -> Generator[LineDict, None, None]:
         """Build a :class:`LineDict` (two-step, so recursive structures work)."""
         data = LineDict()
         data.line = _line(node)
         data.key_lines, data.value_lines, data.raw_keys, data.raw_values = {}, {}, {}, {}
         yield data
-        self.flatten_mapping(node)  # type: ignore[attr-defined]
+        self.flatten_mapping(node)
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)  # type: ignore[attr-defined]
+            key = self.construct_object(key_node, deep=True)
             try:
                 hash(key)
             except TypeError:
@@ -152,24 +159,24 @@ class _StrictConstruction:
                     (_line(key_node), f"duplicate key {key_node.value if isinstance(key_node, ScalarNode) else key!r} "
                                       f"(first at line {data.key_line(key)})"))
                 continue
-            data[key] = self.construct_object(value_node, deep=True)  # type: ignore[attr-defined]
-            data.key_lines[key] = _line(key_node)  # type: ignore[index]
-            data.value_lines[key] = _line(value_node)  # type: ignore[index]
+            data[key] = self.construct_object(value_node, deep=True)
+            data.key_lines[key] = _line(key_node)
+            data.value_lines[key] = _line(value_node)
             raw_key = _raw(key_node)
             if raw_key is not None:
-                data.raw_keys[key] = raw_key  # type: ignore[index]
+                data.raw_keys[key] = raw_key
             raw_value = _raw(value_node)
             if raw_value is not None:
-                data.raw_values[key] = raw_value  # type: ignore[index]
+                data.raw_values[key] = raw_value
 
-    def construct_yaml_seq(self, node: SequenceNode):  # type: ignore[no-untyped-def]
+    def construct_yaml_seq(self, node: SequenceNode) -> Generator[LineList, None, None]:
         """Build a :class:`LineList`."""
         data = LineList()
         data.line = _line(node)
         data.item_lines = [_line(n) for n in node.value]
         data.raw_items = [_raw(n) for n in node.value]
         yield data
-        data.extend(self.construct_object(n, deep=True) for n in node.value)  # type: ignore[attr-defined]
+        data.extend(self.construct_object(n, deep=True) for n in node.value)
 
 
 class StrictLoader(_StrictConstruction, yaml.SafeLoader):
@@ -207,7 +214,7 @@ for _first, _resolvers in StrictLoader.yaml_implicit_resolvers.items():
 if LIBYAML:
     from yaml._yaml import CParser
 
-    class StrictCLoader(_StrictConstruction, yaml.CSafeLoader):  # type: ignore[misc]
+    class StrictCLoader(_StrictConstruction, yaml.CSafeLoader):
         """:class:`StrictLoader` over libyaml's parser and composer."""
 
         yaml_implicit_resolvers = StrictLoader.yaml_implicit_resolvers
@@ -270,7 +277,7 @@ def _scalar(ev: ScalarEvent) -> Any:
     match = resolvers[0].match(value) if resolvers is not None else None
     if match is None:
         return value
-    tag = resolvers[1][match.lastgroup]  # type: ignore[index]
+    tag = resolvers[1][match.lastgroup]  # type: ignore[index]  # every alternative is a named group
     if tag == _NULL:
         return None
     if tag == _BOOL:
@@ -295,7 +302,7 @@ def _collection(get: Callable[[], Any], ev: Any, dups: list[tuple[int, str]]) ->
 
 def _mapping(get: Callable[[], Any], start: MappingStartEvent, dups: list[tuple[int, str]]) -> LineDict:
     data = LineDict()
-    line = data.line = start.start_mark.line + 1
+    line = data.line = start.start_mark.line + 1  # type: ignore[union-attr]  # parser events have marks
     key_lines: Any = _NONE
     value_lines: Any = _NONE
     raw_keys: Any = _NONE
@@ -309,7 +316,7 @@ def _mapping(get: Callable[[], Any], start: MappingStartEvent, dups: list[tuple[
         key = kev.value
         if kev.tag is not None or kev.anchor is not None or (kev.implicit[0] and key[:1] in _RESOLVERS):
             key = _scalar(kev)  # else a plain string, the common case
-        key_line = kev.start_mark.line + 1
+        key_line = kev.start_mark.line + 1  # type: ignore[union-attr]  # parser events have marks
         vev = get()
         if key in data:  # PyYAML reports the key and does not read its value
             _scalar(vev) if type(vev) is ScalarEvent else _collection(get, vev, [])
@@ -351,7 +358,7 @@ def _mapping(get: Callable[[], Any], start: MappingStartEvent, dups: list[tuple[
 
 def _sequence(get: Callable[[], Any], start: SequenceStartEvent, dups: list[tuple[int, str]]) -> LineList:
     data = LineList()
-    data.line = start.start_mark.line + 1
+    data.line = start.start_mark.line + 1  # type: ignore[union-attr]  # parser events have marks
     lines: list[int] = []
     raws: list[str | None] = []
     while True:
@@ -611,7 +618,8 @@ class Fields:
             return None
         return v
 
-    def choice(self, key: str, default: str | None, choices: tuple[str, ...], what: str) -> str | None:
+    def choice(self, key: builtins.str, default: builtins.str | None, choices: tuple[builtins.str, ...],
+               what: builtins.str) -> builtins.str | None:
         """One of ``choices``."""
         if key not in self.m:
             return default
@@ -623,7 +631,7 @@ class Fields:
             return None
         return v
 
-    def mapping(self, key: str, allowed: tuple[str, ...] | None = None) -> LineDict | None:
+    def mapping(self, key: builtins.str, allowed: tuple[builtins.str, ...] | None = None) -> LineDict | None:
         """A mapping (None when absent, null or wrong), whose keys are all in ``allowed`` when given."""
         v = self.m.get(key)
         if v is None:
@@ -635,7 +643,7 @@ class Fields:
             check_keys(self.err, v, allowed, self.key_path(key))
         return v
 
-    def names_list(self, key: str) -> list[tuple[str, int]] | None:
+    def names_list(self, key: builtins.str) -> list[tuple[builtins.str, builtins.int]] | None:
         """One identifier or a list of them, each with its line."""
         if key not in self.m:
             return None

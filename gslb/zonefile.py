@@ -45,7 +45,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Iterator
+from typing import AbstractSet, Any, Callable, Iterator
 
 from gslb.errors import ConfigError, ConfigErrors, display_path
 from gslb.model import (
@@ -578,6 +578,7 @@ def _parse_checks(err: Errors, m: LineDict | None) -> dict[str, Check]:
             bad = next(k for k in ("path", "expect_status", "expect_body") if k in spec)
             err.add(spec.key_line(bad), f.key_path(bad), f"{bad} applies to http and https checks only")
         if len(err.items) == before:
+            # the field readers return None only after adding an error; with no new error none is None
             out[name] = Check(name=name, type=ctype, port=port, path=cpath, host=host,  # type: ignore[arg-type]
                               expect_status=status, expect_body=body, interval=interval,  # type: ignore[arg-type]
                               timeout=timeout, rise=rise, fall=fall, target=target)  # type: ignore[arg-type]
@@ -642,6 +643,7 @@ def _parse_sites(err: Errors, m: LineDict | None, checks: set[str]) -> dict[str,
                 site_checks.append(cname)
         weight = f.integer("weight", 1, 0, 1_000_000, "weight")
         if len(err.items) == before:
+            # the field readers return None only after adding an error; with no new error none is None
             out[name] = Site(name=name, location=location, ipv4=tuple(v4), ipv6=tuple(v6),
                              checks=tuple(site_checks), weight=weight)  # type: ignore[arg-type]
     return out
@@ -758,6 +760,7 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
                                 err.add(ln, kpath, f"site {sname!r} is not in this pool's sites")
                     if not items:
                         err.add(geo.value_line(key), kpath, "needs at least one site")
+                    # parsed: (kind, key) from _geo_key, whose kinds are GeoRule's (typed str there)
                     rules.append(GeoRule(kind=parsed[0], key=parsed[1], sites=tuple(rule_sites)))  # type: ignore[arg-type]
         if listed is None and policy != "geo" and "sites" not in spec:
             err.add(spec.line, f.key_path("sites"), "a pool needs sites")
@@ -769,6 +772,7 @@ def _parse_pools(err: Errors, m: LineDict | None, sites: dict[str, Site], all_si
                     err.add(site_lines.get(sname, f.line("sites")), f.key_path("sites"),
                             f"policy closest needs a location for every site; site {sname!r} has none")
         if len(err.items) == before:
+            # the field readers return None only after adding an error; with no new error none is None
             out[name] = Pool(name=name, policy=policy, sites=tuple(pool_sites), answers=answers,  # type: ignore[arg-type]
                              ttl=ttl, quorum=quorum, when_all_down=when_all_down, geo=tuple(rules))  # type: ignore[arg-type]
     return out
@@ -922,7 +926,7 @@ def _check_tree(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[s
                         f"may be written there ({', '.join(extra)} would never be served)")
 
 
-def _cname_step(name: str, pending: dict[str, _PendingNode], existing: frozenset[str], cuts: frozenset[str],
+def _cname_step(name: str, pending: dict[str, _PendingNode], existing: AbstractSet[str], cuts: frozenset[str],
                 origin: str) -> str | None:
     """The node whose CNAME answers a query for ``name`` in this zone (wildcards too), or None."""
     if not _in_zone(name, origin) or _cut_above(name, cuts, origin) is not None:

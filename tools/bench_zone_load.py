@@ -45,6 +45,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 if __name__ == "__main__":  # run under the project's venv (tools/_venv.py)
@@ -258,7 +259,7 @@ class Prober:
         answered = sorted(a for s, a in self.answers if start <= s <= end)
         before = [a for s, a in self.answers if a < start]
         times = ([max(before)] if before else []) + answered
-        gap = max((b - a for a, b in zip(times, times[1:])), default=end - start)
+        gap = max((b - a for a, b in pairwise(times)), default=end - start)
         slowest = max((a - s for s, a in self.answers if start <= s <= end), default=0.0)
         sent = sum(1 for s in self.sent_times if start <= s <= end)
         return Window(sent, len(answered), gap, slowest)

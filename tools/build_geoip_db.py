@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -116,7 +117,7 @@ def read_rows(path: str | os.PathLike[str], countries: dict[str, str]) -> list[R
             if not fields or not "".join(fields).strip() or fields[0].lstrip().startswith("#"):
                 continue
 
-            def err(field: str, message: str) -> None:
+            def err(field: str, message: str, line: int = line) -> None:
                 errors.append((line, f"{path}:{line}: {field}: {message}"))
 
             if len(fields) != len(HEADER):
@@ -147,7 +148,7 @@ def read_rows(path: str | os.PathLike[str], countries: dict[str, str]) -> list[R
 
     # Overlaps: sort each family by start address; a row must begin after the previous one ends.
     ordered = sorted(rows, key=lambda r: (r.network.version, int(r.network.network_address)))
-    for prev, row in zip(ordered, ordered[1:]):
+    for prev, row in pairwise(ordered):
         if row.network.version == prev.network.version and \
                 int(row.network.network_address) <= int(prev.network.broadcast_address):
             errors.append((row.line, f"{path}:{row.line}: network: {row.network} overlaps {prev.network} (line {prev.line})"))

@@ -40,10 +40,10 @@ class Pools:
         return PoolAnswer("answer", ("192.0.2.10",) if rtype == "A" else (), 30, 0, ("fra",))
 
 
-async def start(tcp: TcpLimits = TcpLimits(), acl: Acl = Acl(), pools=None, host="127.0.0.1"):
+async def start(tcp: TcpLimits | None = None, acl: Acl | None = None, pools=None, host="127.0.0.1"):
     stats = QueryStats()
-    handler = QueryHandler(lambda: ZONES, pools or Pools(), stats, acl, AnswerCache())
-    server = DnsServer(handler, tcp)
+    handler = QueryHandler(lambda: ZONES, pools or Pools(), stats, Acl() if acl is None else acl, AnswerCache())
+    server = DnsServer(handler, TcpLimits() if tcp is None else tcp)
     await server.start([(host, 0)])
     return server, stats
 

@@ -106,7 +106,7 @@ def traces(workdir):
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(CASES, pool.map(one, CASES)))
+        return dict(zip(CASES, pool.map(one, CASES), strict=True))
 
 
 def _ecs(reply) -> dns.edns.ECSOption:

@@ -195,3 +195,21 @@ def test_zone_key_and_lookups_of_existing_names_memoised():
     assert all(found is nx[0] and found.outcome is Outcome.NXDOMAIN for found in nx)
     assert len(zone.memo) == before
     assert nx[0].authority[0].ttl == 60 and nx[0].authority[0].rtype == "SOA"
+
+
+def test_apex_soa_and_ns_from_the_zone_values_when_the_apex_node_has_none():
+    """An apex node without SOA or NS records (a zone built by hand) answers them from the zone's values."""
+    from gslb.model import Node, Soa, Zone
+    soa = Soa("ns1.bare.test.", "hostmaster.bare.test.", 7, 3600, 600, 86400, 60, 300)
+    apex = Node("bare.test.", {"TXT": (Record("bare.test.", "TXT", 300, '"apex"'),)}, None, None)
+    zone = Zone("bare.test.", "bare.yaml", 7, 300, soa, ("ns1.bare.test.", "ns2.bare.test."),
+                {"bare.test.": apex}, names=frozenset({"bare.test."}))
+    found = lookup(zone, "bare.test.", "SOA")
+    assert found.outcome is Outcome.ANSWER
+    assert [(r.name, r.ttl, r.rdata) for r in found.records] == [
+        ("bare.test.", 300, "ns1.bare.test. hostmaster.bare.test. 7 3600 600 86400 60")]
+    found = lookup(zone, "bare.test.", "NS")
+    assert [(r.name, r.ttl, r.rdata) for r in found.records] == [
+        ("bare.test.", 300, "ns1.bare.test."), ("bare.test.", 300, "ns2.bare.test.")]
+    assert lookup(zone, "bare.test.", "MX").outcome is Outcome.NODATA
+    assert lookup(zone, "www.bare.test.", "SOA").outcome is Outcome.NXDOMAIN

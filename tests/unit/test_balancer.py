@@ -506,7 +506,7 @@ def test_reloads_keep_the_caches_bounded_by_the_pools_and_release_old_zones():
     refs = []
     for i in range(300):
         # every reload builds new Zone and Pool objects; a removed pool ("gone") leaves nothing behind
-        pools = [pool(p, name=n) for n, p in zip(names_, policies)]
+        pools = [pool(p, name=n) for n, p in zip(names_, policies, strict=True)]
         if i % 2 == 0:
             pools.append(pool("round_robin", name="gone"))
         z = zone(*pools)
@@ -535,3 +535,96 @@ def test_client_free_policies_decide_once_per_view_version():
     z2 = zone(pool("weighted", name="w", when_all_down="servfail"))
     got = ask(b, z2, "w", sp=24, v=view(5, fra="down", iad="down", sin="down"))
     assert (got.outcome, got.addresses, got.scope_prefix) == ("servfail", (), 0)
+
+
+def test_least_load_ranks_a_site_by_the_highest_load_of_its_regions():
+    """A site's load is the highest any fresh region reports: fra, idle from one region but at 0.9
+    from another, ranks after iad (0.5) and sin (0.7), though its lowest report is the lowest."""
+    def loads(*xs):
+        return SiteStatus(regions={f"r{i}": RegionResult("up", 0, load=x) for i, x in enumerate(xs)})
+    b = bal()
+    z = zone(pool("least_load", answers=3))
+    got = ask(b, z, "web", v=view(1, fra=loads(0.1, 0.9), iad=loads(0.5, 0.5), sin=loads(0.7, None)))
+    assert got.sites == ("iad", "sin", "fra")
+
+
+def rtts(**r):
+    return SiteStatus(regions={k: RegionResult("up", 0, rtt_ms=v) for k, v in r.items()})
+
+
+def test_fastest_holds_round_trip_times_within_the_band():
+    """An RTT moving by at most 20 % (or 2 ms) keeps the held one: no flapping between close sites."""
+    b = bal()
+    z = zone(pool("fastest", sites=("fra", "iad")))
+    assert ask(b, z, "web", v=view(1, fra=rtts(r=10.0), iad=rtts(r=11.0))).sites == ("fra",)
+    # fra 11.5 and iad 10.0: both within the band of what is held (10 and 11): fra stays first
+    assert ask(b, z, "web", v=view(2, fra=rtts(r=11.5), iad=rtts(r=10.0))).sites == ("fra",)
+    # fra 20: out of the band, re-ranked with iad's held 11
+    assert ask(b, z, "web", v=view(3, fra=rtts(r=20.0), iad=rtts(r=10.0))).sites == ("iad",)
+    # another set of regions is new data, not held: fra's mean (5) is the fastest now
+    assert ask(b, z, "web", v=view(4, fra=rtts(r=20.0, s=-10.0), iad=rtts(r=10.0))).sites == ("fra",)
+
+
+def test_a_load_exactly_at_the_band_edge_is_held():
+    b = bal()
+    z = zone(pool("least_load", sites=("fra", "iad")))
+    assert ask(b, z, "web", v=view(1, fra=regions_load(10.0), iad=regions_load(10.5))).sites == ("fra",)
+    # fra moves by exactly 10 % of the held 10: still within the band (more than 10 % moves it)
+    assert ask(b, z, "web", v=view(2, fra=regions_load(11.0), iad=regions_load(10.5))).sites == ("fra",)
+    assert ask(b, z, "web", v=view(3, fra=regions_load(11.01), iad=regions_load(10.5))).sites == ("iad",)
+
+
+def regions_load(x):
+    return SiteStatus(regions={"r": RegionResult("up", 0, load=x)})
+
+
+@pytest.mark.parametrize("policy, status", [("least_load", regions_load), ("fastest", lambda x: rtts(r=x))])
+def test_sync_names_the_sites_that_left_or_everything_when_metrics_moved(policy, status):
+    """What the answer cache drops after a new view: only answers holding a site that left, unless a
+    metric the policy reads moved beyond its band (then every answer of the pool)."""
+    def down(x):
+        return SiteStatus(regions=status(x).regions, override="down")
+    b = bal()
+    z = zone(pool(policy))
+    key = ("example.com", "web")
+    ask(b, z, "web", v=view(1, fra=status(10.0), iad=status(20.0), sin=status(30.0)))
+    assert b.sync(view(2, fra=status(10.0), iad=status(20.0), sin=status(30.0))) == []
+    assert b.sync(view(3, fra=status(10.0), iad=status(20.0), sin=down(30.0))) == [(key, ("sin",))]
+    assert b.sync(view(4, fra=status(10.0), iad=status(20.0), sin=down(30.0))) == []
+    assert b.sync(view(5, fra=status(50.0), iad=status(20.0), sin=down(30.0))) == [(key, None)]
+    assert b.sync(view(6, fra=status(50.0), iad=status(20.0), sin=status(30.0))) == [(key, None)]  # came back
+    # a site without IPv6 (iad) may have been the last one up for AAAA: its leaving changes anything
+    assert b.sync(view(7, fra=status(50.0), iad=down(20.0), sin=status(30.0))) == [(key, None)]
+
+
+def test_geo_decisions_of_neighbouring_cidr_rules_stay_apart():
+    """Clients of two adjacent /16 rules share the GeoIP /8: each gets its own rule's sites, cached or not."""
+    b = bal()
+    z = zone(pool("geo", geo=(GeoRule("cidr", "10.0.0.0/16", ("fra",)), GeoRule("cidr", "10.1.0.0/16", ("sin",)),
+                              GeoRule("default", "default", ("iad",)))))
+    for _ in range(2):
+        assert ask(b, z, "web", "10.0.2.3", sp=32).sites == ("fra",)
+        assert ask(b, z, "web", "10.1.2.3", sp=32).sites == ("sin",)
+        assert ask(b, z, "web", "10.2.2.3", sp=32).sites == ("iad",)
+        assert ask(b, z, "web", "::ffff:10.1.2.3", rtype="AAAA", sp=128).scope_prefix == 96 + 16
+
+
+def test_sync_looks_at_every_prepared_pool():
+    b = bal()
+    z = zone(pool("least_load", name="a", sites=("fra", "iad")), pool("least_load", name="b", sites=("sin", "fra")))
+    loads = {"fra": regions_load(1.0), "iad": regions_load(2.0), "sin": regions_load(3.0)}
+    ask(b, z, "a", v=view(1, **loads))
+    ask(b, z, "b", v=view(1, **loads))
+    # sin leaves: pool a (prepared first) does not have it, pool b does
+    gone = SiteStatus(regions=loads["sin"].regions, override="down")
+    assert b.sync(view(2, fra=loads["fra"], iad=loads["iad"], sin=gone)) == [(("example.com", "b"), ("sin",))]
+
+
+def test_a_v4_mapped_client_of_a_map_with_ipv6_rules_gets_an_ipv6_scope():
+    """No IPv4 rule and no location tell v4-mapped clients apart: scope 0, unless the map has IPv6
+    rules, which the whole ::ffff:0:0/96 then lies outside of (scope 96)."""
+    b = bal(geo=None)
+    with_v6 = zone(pool("geo", geo=(GeoRule("cidr", "2001:db8::/32", ("fra",)), GeoRule("default", "default", ("iad",)))))
+    assert ask(b, with_v6, "web", "::ffff:10.1.2.3", sp=128).scope_prefix == 96
+    without = zone(pool("geo", geo=(GeoRule("country", "DE", ("fra",)), GeoRule("default", "default", ("iad",)))))
+    assert ask(bal(geo=None), without, "web", "::ffff:10.1.2.3", sp=128).scope_prefix == 0

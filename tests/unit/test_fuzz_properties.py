@@ -112,7 +112,7 @@ def assert_path(env, errors, data: bytes, host: str = "81.2.69.160"):
 
 names = st.sampled_from(fuzz.NAMES).flatmap(
     lambda n: st.lists(st.booleans(), min_size=len(n), max_size=len(n)).map(
-        lambda up: "".join(c.upper() if u else c for c, u in zip(n, up))))
+        lambda up: "".join(c.upper() if u else c for c, u in zip(n, up, strict=True))))
 wire_names = st.one_of(
     names.map(fuzz.name_wire),
     st.lists(st.binary(min_size=1, max_size=63), min_size=1, max_size=5).map(

@@ -122,7 +122,7 @@ def test_unlocated_addresses_report_the_empty_network_around_them(city, ip, netw
 
 
 def test_ipv4_prefix_lengths_are_ipv4_lengths_in_an_ipv6_tree(city):
-    for ip, network, *_ in CLIENTS:
+    for ip, *_ in CLIENTS:
         loc = city.locate(ip)
         if ":" not in ip:
             assert 0 <= loc.prefixlen <= 32

@@ -289,3 +289,86 @@ def test_geo_scope_never_wider_than_the_rules_allow():
         for _ in range(5):
             other = (addr >> (32 - s) << (32 - s)) + rng.randrange(1 << (32 - s))
             assert gm.match(None, other, 4).tiers == mine
+
+
+# -- written against the survivors of mutation testing (tools/mutation policies)
+
+
+def test_weighted_two_sites_follow_their_weights():
+    """Two candidates are drawn like three: by weight, not in sites order."""
+    rng = random.Random(11)
+    cands = [cand("a", 0, weight=1), cand("b", 1, weight=3)]
+    n = 20_000
+    counts = Counter(POLICIES["weighted"].rank(cands, Context(), rng)[0][0].name for _ in range(n))
+    assert counts["b"] / n == pytest.approx(0.75, abs=0.015)
+
+
+def test_p2c_orders_every_candidate_once_the_winner_first():
+    cands = [cand("a", 0, load=40), cand("b", 1, load=10), cand("c", 2, load=30), cand("d", 3, load=20)]
+    rng = random.Random(2)
+    for _ in range(200):
+        order = POLICIES["p2c"].rank(cands, Context(), rng)[0]
+        assert sorted(names(order)) == ["a", "b", "c", "d"]
+        rest = names(order[1:])
+        assert rest == sorted(rest, key=lambda n: {"a": 40, "b": 10, "c": 30, "d": 20}[n])
+
+
+def test_fastest_a_zero_round_trip_time_is_the_fastest():
+    cands = [cand("slow", 0, rtts={"r": 0.5}), cand("zero", 1, rtts={"r": 0.0}), cand("none", 2)]
+    order, _ = POLICIES["fastest"].rank(cands, Context(), random.Random(0))
+    assert names(order) == ["zero", "slow", "none"]
+
+
+def test_every_policy_gives_each_candidate_its_reason():
+    """The reasons of the decision trace (``gslb explain``, GET /api/v1/explain), word for word."""
+    rng = random.Random(1)
+    three = [cand("a", 0, weight=1), cand("b", 1, weight=3), cand("c", 2, weight=4)]
+    order, reasons = POLICIES["weighted"].rank(three, Context(), rng, True)
+    assert reasons == {c.name: f"weight {c.weight} of 8 ({100 * c.weight / 8:.1f}%): drawn {i + 1}"
+                       for i, c in enumerate(order)}
+    order, reasons = POLICIES["round_robin"].rank(three, Context(turn=4), rng, True)
+    assert names(order) == ["b", "c", "a"]
+    assert reasons == {"b": "turn 4: 1 of 3 in rotation", "c": "turn 4: 2 of 3 in rotation",
+                       "a": "turn 4: 3 of 3 in rotation"}
+    order, reasons = POLICIES["geo"].rank(three[::-1], Context(), rng, True)
+    assert reasons == {"c": "position 1 in the matched list", "b": "position 2 in the matched list",
+                       "a": "position 3 in the matched list"}
+    order, reasons = POLICIES["p2c"].rank(three[:1], Context(), rng, True)
+    assert names(order) == ["a"] and reasons == {"a": "only candidate"}
+    timed = [cand("x", 0, rtts={"eu": 12.34}), cand("y", 1)]
+    _, reasons = POLICIES["fastest"].rank(timed, Context(region_locations=(("eu", (50.0, 8.0)),),
+                                                         location=loc(48.85, 2.35)), rng, True)
+    assert reasons == {"x": "rtt 12.3 ms from eu", "y": "no rtt measured"}
+    _, reasons = POLICIES["fastest"].rank(timed, Context(), rng, True)
+    assert reasons == {"x": "rtt 12.3 ms mean over regions", "y": "no rtt measured"}
+    for name, policy in POLICIES.items():  # without explain: no reasons at all
+        assert policy.rank(three, Context(turn=1, location=loc(48.85, 2.35)), rng)[1] is None, name
+
+
+def test_geo_map_knows_the_families_of_its_cidr_rules():
+    v6 = GeoMap.from_pool(_geo_pool(("cidr", "2001:db8::/32", ("fra",)), ("country", "DE", ("iad",))))
+    assert v6.has_rules(6) and not v6.has_rules(4)
+    v4 = GeoMap.from_pool(_geo_pool(("cidr", "10.0.0.0/8", ("fra",))))
+    assert v4.has_rules(4) and not v4.has_rules(6)
+    assert not GeoMap.from_pool(_geo_pool(("country", "DE", ("iad",)))).has_rules(4)
+
+
+def test_geo_cidr_rules_match_their_network_only():
+    gm = GeoMap.from_pool(_geo_pool(("cidr", "10.1.0.0/16", ("sin",)), ("cidr", "2001:db8::/32", ("fra",))))
+    a = lambda s: int(ipaddress.ip_address(s))  # noqa: E731
+    assert [t[0] for t in gm.match(None, a("10.1.255.255"), 4).tiers] == ["10.1.0.0/16", "default"]
+    assert [t[0] for t in gm.match(None, a("10.0.255.255"), 4).tiers] == ["default"]  # differs in bit 16
+    assert [t[0] for t in gm.match(None, a("2001:db8:ffff::1"), 6).tiers] == ["2001:db8::/32", "default"]
+    assert [t[0] for t in gm.match(None, a("2001:db9::1"), 6).tiers] == ["default"]  # differs in bit 32
+
+
+def test_geo_scope_looks_past_a_longer_rule_elsewhere():
+    """Rules are tried longest first: one far from the client must not end the search."""
+    gm = GeoMap.from_pool(_geo_pool(("cidr", "192.168.1.0/24", ("iad",)), ("cidr", "10.1.0.0/16", ("sin",)),
+                                     ("cidr", "2001:db8::/32", ("fra",))))
+    a = lambda s: int(ipaddress.ip_address(s))  # noqa: E731
+    assert gm.scope(a("10.1.2.3"), 4, 8) == 16
+    assert gm.scope(a("10.2.0.1"), 4, 8) == 15
+    assert gm.scope(a("2001:db9::1"), 6, 16) == 32     # just enough to exclude 2001:db8::/32
+    assert gm.scope(a("2001:dc8::1"), 6, 16) == 26
+    assert gm.scope(a("192.0.2.1"), 4, 24) == 24

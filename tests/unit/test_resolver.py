@@ -395,3 +395,57 @@ def test_cname_into_a_cut_of_another_served_zone_carries_that_referral():
 def test_plain_referral_is_unchanged():
     response = corner("x.sub.corner.test.", "A")
     assert not response.aa and not response.answer and texts(response.authority) == SUB_NS
+# -- written against the survivors of mutation testing (tools/mutation authority resolver)
+
+
+def test_any_at_a_wildcard_answers_in_the_name_asked():
+    """The wildcard's records (RFC 4592 synthesis) and a pool's HINFO carry the owner asked for."""
+    wild = make_zone("example.net", {"*.wild": {"MX": "10 mail.example.net.", "TXT": '"w"'}, "*.lb": {"pool": "web"}},
+                     pools={"web": WEB})
+    zones = ZoneSet({wild.origin: wild})
+    response = resolve(query("x.wild.example.net.", "ANY"), "203.0.113.9", zones, FakePools())
+    assert response.rcode == NOERROR
+    assert texts(response.answer) == [("x.wild.example.net.", "MX", "10 mail.example.net.")]
+    response = resolve(query("a.b.lb.example.net.", "ANY"), "203.0.113.9", zones, FakePools())
+    assert texts(response.answer) == [("a.b.lb.example.net.", "HINFO", '"RFC8482" ""')]
+
+
+class OutcomePools:
+    """A balancer stand-in whose every pool answers ``outcome`` with ECS scope 20, per client."""
+
+    def __init__(self, outcome: str) -> None:
+        self.outcome = outcome
+
+    def answer(self, zone, pool, rtype, client_ip, source_prefix):
+        return PoolAnswer(self.outcome, (), 30, 20, per_client=True)
+
+
+@pytest.mark.parametrize("outcome, rcode, aa", [("servfail", SERVFAIL, False), ("nodata", NOERROR, True)])
+def test_a_pool_with_no_site_to_answer_says_so_with_scope_and_dependencies(outcome, rcode, aa):
+    """when_all_down servfail or nodata: the rcode, AA, the ECS scope, what the answer cache keys it
+    by and depends on, as for an answer."""
+    for ecs, scope, per_client in (("198.51.100.0/24", 20, False), (None, 0, True)):
+        response = run("lb.example.com.", "A", ecs=ecs, pools=OutcomePools(outcome))
+        assert (response.rcode, response.aa) == (rcode, aa)
+        assert (response.ecs_scope, response.per_client, response.zone) == (scope, per_client, "example.com")
+        assert response.deps == ("example.com", ("example.com", "web"))
+        assert response.answer == ()
+        if outcome == "nodata":
+            assert [r.rtype for r in response.authority] == ["SOA"]
+
+
+def test_a_name_of_an_unknown_pool_is_servfail_and_logged(caplog):
+    zone = make_zone("example.net", {"x": {"pool": "nope"}})
+    response = resolve(query("x.example.net.", "A"), "203.0.113.9", ZoneSet({zone.origin: zone}), FakePools())
+    assert (response.rcode, response.aa, response.zone, response.deps) == (SERVFAIL, False, "example.net",
+                                                                          ("example.net",))
+    assert "zone example.net: name x.example.net. refers to unknown pool 'nope'" in caplog.text
+
+
+def test_any_answers_are_authoritative_and_cacheable():
+    for name, rtype, ttl in (("www.example.com.", "A", 3600), ("lbttl.example.com.", "HINFO", 5),
+                             ("empty.example.com.", "HINFO", 3600)):
+        response = run(name, "ANY")
+        assert (response.rcode, response.aa, response.zone) == (NOERROR, True, "example.com")
+        assert response.deps == ("example.com",)
+        assert [(r.rtype, r.ttl) for r in response.answer] == [(rtype, ttl)]

@@ -540,4 +540,54 @@ async def test_the_table_reads_the_backends_results_and_holds_no_copy():
     assert set(view.site("z.test", "a").regions) == {"eu"}
     table.refresh()
     assert set(table.view.site("z.test", "a").regions) == {"eu", "us"}
+# -- written against the survivors of mutation testing (tools/mutation state)
+
+
+async def test_overrides_are_stored_in_the_backend_and_auto_removes_them():
+    """The backend holds the overrides (shared and durable in cluster mode), not only this table."""
+    backend = MemoryBackend()
+    table = SiteStateTable(backend, clock=FakeClock(1000))
+    table.configure(zoneset(make_zone("z.test", {"a": ("web",), "b": ("web",)})))
+    await table.start()
+    await table.set_override("z.test", "b", "auto")  # no override yet: nothing to remove, no error
+    assert backend.overrides() == {}
+    await table.set_override("z.test.", "a", "drain")
+    assert backend.overrides() == {("z.test", "a"): "drain"}
+    await table.set_override("z.test", "a", "auto")
+    assert backend.overrides() == {}
+    assert table.view.site("z.test", "a").override is None
+    await table.close()
+
+
+async def test_one_rebuild_records_every_site_that_changed_with_its_time():
+    clock = FakeClock(1000)
+    table = SiteStateTable(MemoryBackend(), clock=clock)
+    table.configure(zoneset(make_zone("z.test", {"a": ("web",), "b": ("web",), "c": ("web",)})))
+    await table.start()
+    await table.report("z.test", "a", "local", up(1000, stale=100))
+    await table.report("z.test", "b", "local", down(1000))
+    await table.report("z.test", "c", "local", down(1000))
+    table.changes.clear()
+    version = table.view.version
+    clock.now = 1031  # b and c turn stale together; a stays up (the first site: unchanged)
+    table.configure(zoneset(make_zone("z.test", {"new": ("web",), "a": ("web",), "b": ("web",),
+                                                  "c": ("web",)})))
+    assert [(c.at, c.site, c.old, c.new) for c in table.changes] == [
+        (1031, "b", "down", "unknown"), (1031, "c", "down", "unknown")]
+    assert table.view.version > version
+    await table.close()
+
+
+async def test_results_read_from_the_backend_expire_on_a_timer_too():
+    """A whole rebuild (start, another node's results) arms the expiry timer, not only a report."""
+    import time
+    backend = MemoryBackend()
+    await backend.put_result(("z.test", "a"), "elsewhere", down(time.time(), stale=0.05))
+    table = SiteStateTable(backend)  # real wall clock
+    table.configure(zoneset(make_zone("z.test", {"a": ("web",)})))
+    await table.start()
+    assert table.view.site("z.test", "a").state(0.5) == "down"
+    version = table.view.version
+    await eventually_async(lambda: table.view.version > version, what="a new view once the result is stale")
+    assert table.view.site("z.test", "a").state(0.5) == "unknown"
     await table.close()
