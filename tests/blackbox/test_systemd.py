@@ -105,7 +105,9 @@ def test_ready_is_sent_once_dns_answers_then_reloading_and_stopping(tmp_path, ba
         server.signal(signal.SIGTERM)
         stop_msgs = _messages(manager, "STOPPING=1")
         assert stop_msgs[-1] == "STOPPING=1", stop_msgs
-        assert server.stop() == 0
+        # STOPPING=1 comes as the shutdown starts; the process then exits by itself, cleanly
+        assert server.proc is not None
+        assert server.proc.wait(30) == 0
     finally:
         server.stop()
         manager.close()
