@@ -329,8 +329,8 @@ def check_state_url(url: str) -> str | None:
     if parts.scheme == "unix":
         if not parts.path.startswith("/"):
             return f"{shown}: expected unix:///PATH/TO/redis.sock?db=N (an absolute socket path)"
-        db = [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "db"]
-        if any(not v.isdigit() for v in db):
+        dbs = [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "db"]
+        if any(not v.isdigit() for v in dbs):
             return f"{shown}: the database must be a number (unix:///PATH?db=N)"
         return None
     try:
@@ -340,7 +340,7 @@ def check_state_url(url: str) -> str | None:
     if not host:
         return f"{shown}: missing the Redis host (redis://HOST:PORT/DB)"
     try:
-        parts.port
+        _ = parts.port
     except ValueError:
         return f"{shown}: the port is not a number 1..65535"
     db = parts.path.lstrip("/")

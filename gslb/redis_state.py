@@ -52,7 +52,7 @@ import secrets
 import time
 from dataclasses import replace
 from typing import Any, Awaitable, Callable, Mapping
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -592,7 +592,7 @@ class RedisBackend:
                                   json.dumps({"state": state, "set_at": set_at}, separators=(",", ":")),
                                   repr(set_at), ceiling, msg)
                     written = await pipe.execute()
-                stored = [item for item, ok in zip(items, written) if ok]
+                stored = [item for item, ok in zip(items, written, strict=False) if ok]
                 if stored:
                     await client.publish(self.channel, self._message(kind="results", items=stored))
                 if not all(written):
@@ -712,7 +712,7 @@ class RedisBackend:
 
         now = self._clock()
         results: dict[SiteKey, dict[str, RegionResult]] = {}
-        for name, value in zip(names, values):
+        for name, value in zip(names, values, strict=False):
             if value is None:  # expired between SCAN and MGET
                 continue
             parsed = self._parse_result_key(name)
