@@ -10,6 +10,8 @@ editors), and formats (ipv4, ipv6) are asserted.
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import json
 import re
 from pathlib import Path
@@ -46,21 +48,61 @@ def schema_errors(kind: str, text: str) -> list[str]:
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator(kind).iter_errors(data)]
 
 
+def schema_fields(kind: str, text: str) -> list[tuple[str, ...]]:
+    """The fields the schema's errors are about: the error's path, plus the key an unknown-key,
+    missing-key or bad-name error names."""
+    out = []
+    for e in validator(kind).iter_errors(plain(load_yaml(text, "test.yaml"))):
+        path = tuple(map(str, e.absolute_path))
+        named = re.search(r"\('(.+?)' was unexpected\)|^'(.+?)' is a required property", e.message)
+        if named:
+            path += (named.group(1) or named.group(2),)
+        elif e.validator == "propertyNames":
+            path += (str(e.instance),)
+        out.append(path)
+    return out
+
+
+def gslb_fields(stderr: str) -> list[tuple[str, ...]]:
+    """The fields of ``gslb check``'s errors (``FILE:LINE: FIELD: message``)."""
+    out = []
+    for line in stderr.splitlines():
+        found = re.match(r"^[^:]*:\d+: (.*)$", line)
+        if found:
+            field, sep, _ = found.group(1).partition(": ")
+            out.append(tuple(field.split(".")) if sep else ())
+    return out
+
+
+def same_field(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """One names the other or a field inside it (a whole mapping vs one of its keys)."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n] and (n > 0 or a == b)
+
+
 def check_zone(tmp: Path, text: str) -> int:
     """``gslb check`` of one zone file alone in a folder: its exit code."""
-    zones = tmp / "zones"
-    zones.mkdir(parents=True)
-    (zones / "corpus.example.com.yaml").write_text(text)
-    return cli.main(["check", "--zones", str(zones)])
+    return _check(tmp, text, None)[0]
 
 
 def check_server(tmp: Path, text: str) -> int:
     """``gslb check -c`` of a server file beside a folder with one good zone: its exit code."""
-    (tmp / "zones").mkdir(parents=True)
-    (tmp / "zones" / "corpus.example.com.yaml").write_text(
-        (CORPUS / "zone" / "good" / "minimal.yaml").read_text())
-    (tmp / "gslb.yaml").write_text(text)
-    return cli.main(["check", "-c", str(tmp / "gslb.yaml")])
+    return _check(tmp, (CORPUS / "zone" / "good" / "minimal.yaml").read_text(), text)[0]
+
+
+def _check(tmp: Path, zone: str, server: str | None) -> tuple[int, str]:
+    """(exit code, stderr) of ``gslb check`` of ``zone`` alone in a folder (with ``server`` as -c)."""
+    zones = tmp / "zones"
+    zones.mkdir(parents=True)
+    (zones / "corpus.example.com.yaml").write_text(zone)
+    args = ["check", "--zones", str(zones)]
+    if server is not None:
+        (tmp / "gslb.yaml").write_text(server)
+        args = ["check", "-c", str(tmp / "gslb.yaml")]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(args)
+    return code, err.getvalue()
 
 
 @pytest.mark.parametrize("kind", ["zone", "server"])
@@ -141,6 +183,12 @@ def test_corpus_schema_and_gslb_check_agree(kind, tmp_path, monkeypatch):
             else:
                 assert errors, f"{path.name}: the schema accepts it"
                 assert code == 1, f"{path.name}: gslb check exits {code}"
+                # and both reject it for the same field
+                zone, server = (text, None) if kind == "zone" else \
+                    ((CORPUS / "zone" / "good" / "minimal.yaml").read_text(), text)
+                _, stderr = _check(tmp_path / "again" / path.stem, zone, server)
+                theirs, ours = gslb_fields(stderr), schema_fields(kind, text)
+                assert any(same_field(a, b) for a in theirs for b in ours), (path.name, theirs, ours)
             seen[verdict] += 1
     assert seen["good"] >= 3 and seen["bad"] >= 15, seen
 
