@@ -57,7 +57,7 @@ def schema_fields(kind: str, text: str) -> list[tuple[str, ...]]:
         named = re.search(r"\('(.+?)' was unexpected\)|^'(.+?)' is a required property", e.message)
         if named:
             path += (named.group(1) or named.group(2),)
-        elif e.validator == "propertyNames":
+        elif "propertyNames" in e.absolute_schema_path:
             path += (str(e.instance),)
         out.append(path)
     return out
