@@ -64,6 +64,31 @@ def dashboard_queries() -> list[str]:
     return out
 
 
+#: Grafana's variables, replaced by what they stand for at query time
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$instance": ".*"}
+
+
+def test_dashboard_queries_are_promql_that_promtool_accepts(tmp_path):
+    # each panel query as a recording rule, so promtool's parser checks it
+    doc = json.loads(DASHBOARD.read_text())
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids))
+    rules = []
+    for panel in doc["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for var, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(var, value)
+            assert "$" not in expr, expr
+            rules.append({"record": f"gslb_dashboard:panel_{panel['id']}_{target['refId']}", "expr": expr})
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in done.stdout
+
+
 def scrape(server: Any) -> str:
     with urllib.request.urlopen(server.http + "/metrics", timeout=5) as resp:
         return resp.read().decode()
