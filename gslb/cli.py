@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("checker", help="run one region's health checks into a shared Redis table")
     k.add_argument("--region", required=True, metavar="NAME")
-    k.add_argument("--state", required=True, metavar="URL", help="redis://HOST:PORT/DB or redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER/DB")
+    k.add_argument("--state", required=True, metavar="URL",
+                   help="redis://HOST:PORT/DB or redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER/DB")
     config_arg(k)
     k.add_argument("--zones", metavar="DIR", help="folder of zone files (*.yaml)")
 
