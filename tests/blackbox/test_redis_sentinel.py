@@ -49,15 +49,16 @@ class SentinelServer:
         self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True)
 
     def master_port(self) -> int:
-        host, port = self.client.sentinel_get_master_addr_by_name(MASTER)
-        return int(port)
+        addr: Any = self.client.sentinel_get_master_addr_by_name(MASTER)
+        return int(addr[1])
 
     def ready(self, replica_port: int, others: int) -> bool:
         """It knows the replica (linked) and the ``others`` Sentinels."""
-        replicas = self.client.sentinel_slaves(MASTER)
+        replicas: Any = self.client.sentinel_slaves(MASTER)
         linked = any(int(r["port"]) == replica_port and not r["is_disconnected"] and not r["is_sdown"]
                      for r in replicas)
-        return linked and len(self.client.sentinel_sentinels(MASTER)) >= others
+        known: Any = self.client.sentinel_sentinels(MASTER)
+        return linked and len(known) >= others
 
     def stop(self) -> None:
         self.client.close()
