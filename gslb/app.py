@@ -37,6 +37,7 @@ from gslb.geo import GeoLocator
 from gslb.answercache import AnswerCache
 from gslb.cookies import Cookies
 from gslb.handler import QueryHandler, ReadinessGate, expire_cookies_every
+from gslb import sdnotify
 from gslb.metrics import CheckStats
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
@@ -145,6 +146,8 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
         self._hup_queued = False
+        #: READY=1 went to systemd ($NOTIFY_SOCKET); reloads then send RELOADING=1 and READY=1
+        self._notified_ready = False
         #: the GeoIP file: the version in use, a changed one seen at the last poll, one that failed
         self._geo_watch = FileWatch(config.geoip or "")
 
@@ -246,9 +249,12 @@ class Server:
         http = f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else "off"
         logger.info("gslb: serving %d zone(s) on %s (udp+tcp), http %s, state %s, region %s, checks %s",
                     len(zones), listen, http, self.table.backend.url, cfg.region, "on" if cfg.checks else "off")
+        # systemd (Type=notify): ready only now, with the listeners bound and pool names answered
+        self._notified_ready = sdnotify.notify(f"READY=1\nSTATUS=serving {len(zones)} zone(s) on {listen}")
 
     async def shutdown(self) -> None:
         """Close listeners, cancel background tasks, stop checks and the table."""
+        sdnotify.notify("STOPPING=1")
         self.dns_ready = False
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -290,10 +296,15 @@ class Server:
         self._spawn(self._reload_from_signal(), "reload")
 
     async def _reload_from_signal(self) -> None:
+        # systemd: `systemctl reload` waits for READY=1 (a SIGHUP during start-up: no READY early)
+        notified = self._notified_ready and sdnotify.notify(sdnotify.reloading())
         try:
             await self.reload(force=True, on_start=self._hup_started)
         except Exception:  # the reload's own errors are in its result; this is a bug
             logger.exception("gslb: reload failed")
+        finally:
+            if notified:
+                sdnotify.notify("READY=1")
 
     def _hup_started(self) -> None:
         self._hup_queued = False  # a SIGHUP from now on sees the files after this reload read them

@@ -16,6 +16,8 @@ from gslb import __version__
 from gslb.errors import ConfigErrors, GslbError, UsageError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_STARTUP = 0, 1, 2, 3
+#: the files ``gslb schema`` has a JSON Schema for (gslb/schemas/KIND.schema.json)
+SCHEMA_KINDS = ("zone", "server")
 
 logger = logging.getLogger("gslb")
 
@@ -37,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", metavar="HOST:PORT", action="append", help="DNS address, UDP and TCP (repeatable)")
     s.add_argument("--http", metavar="HOST:PORT", help="HTTP status address ('off' disables it)")
     s.add_argument("--geoip", metavar="FILE", help="GeoIP2/GeoLite2 City or Country database ('none': no database)")
-    s.add_argument("--state", metavar="URL", help="site-state table: memory:// or redis://HOST:PORT/DB")
+    s.add_argument("--state", metavar="URL", help="site-state table: memory://, redis://HOST:PORT/DB or "
+                   "redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER/DB")
     s.add_argument("--region", metavar="NAME", help="the region this node's checks count for")
     s.add_argument("--no-checks", action="store_true", help="answer DNS only, run no health checks")
     s.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1)")
@@ -59,9 +62,13 @@ def _parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("checker", help="run one region's health checks into a shared Redis table")
     k.add_argument("--region", required=True, metavar="NAME")
-    k.add_argument("--state", required=True, metavar="URL", help="redis://HOST:PORT/DB")
+    k.add_argument("--state", required=True, metavar="URL",
+                   help="redis://HOST:PORT/DB or redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER/DB")
     config_arg(k)
     k.add_argument("--zones", metavar="DIR", help="folder of zone files (*.yaml)")
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of the zone file or the server file")
+    sc.add_argument("kind", choices=SCHEMA_KINDS, help="zone (zones/NAME.yaml) or server (gslb.yaml)")
 
     st = sub.add_parser("status", help="a running server's site states as a table")
     config_arg(st)
@@ -215,8 +222,9 @@ def cmd_checker(args: argparse.Namespace) -> int:
     if isinstance(config, int):
         return config
     if config.state.partition("://")[0] not in REDIS_SCHEMES:
-        print(f"gslb checker: --state: expected the shared Redis table (redis://HOST:PORT/DB, rediss://... "
-              f"or unix://PATH), got {config.state!r}", file=sys.stderr)
+        print(f"gslb checker: --state: expected the shared Redis table (redis://HOST:PORT/DB, rediss://..., "
+              f"unix://PATH or redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER/DB), got {config.state!r}",
+              file=sys.stderr)
         return EXIT_USAGE
 
     async def main() -> None:
@@ -234,6 +242,19 @@ def cmd_checker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def schema_text(kind: str) -> str:
+    """The JSON Schema (draft 2020-12) of a ``zone`` or ``server`` file, as shipped in the package."""
+    from importlib.resources import files
+
+    return files("gslb").joinpath("schemas", f"{kind}.schema.json").read_text(encoding="utf-8")
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """``gslb schema zone|server``: print the file's JSON Schema (for editors and CI)."""
+    sys.stdout.write(schema_text(args.kind))
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """``gslb status``: a running server's zones and site states as a table."""
     from gslb.status_cli import run_status
@@ -242,7 +263,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "check": cmd_check, "explain": cmd_explain,
-            "checker": cmd_checker, "status": cmd_status}
+            "checker": cmd_checker, "status": cmd_status, "schema": cmd_schema}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

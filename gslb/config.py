@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from gslb.errors import ConfigError, ConfigErrors, UsageError, display_path
 from gslb.yamlsafe import Errors, Fields, LineDict, LineList, check_keys, kind_of, load_yaml
@@ -122,11 +122,15 @@ _TOP_KEYS = ("listen", "http", "zones", "geoip", "region", "regions", "state", "
 RELOAD_MODES = ("auto", "manual")
 #: the smallest ``max_zone_file_bytes``
 MIN_ZONE_FILE_BYTES = 1024
+#: the scheme of a Redis reached through Sentinel (:func:`parse_sentinel_url`)
+SENTINEL_SCHEME = "redis+sentinel"
+#: the default port of a Sentinel
+SENTINEL_PORT = 26379
 #: the schemes of a Redis ``state:`` URL (gslb.redis_state.RedisBackend)
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
 #: every scheme ``state:`` accepts; :func:`check_state_url` is the one check of it
 STATE_SCHEMES = ("memory",) + REDIS_SCHEMES
-_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&#]*", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"((?:^|&)(?:sentinel_)?password=)[^&#]*", re.IGNORECASE)
 _CLI = "command line"
 
 
@@ -240,8 +244,71 @@ def redact_url(url: str) -> str:
     return base + sep + query
 
 
+@dataclass(frozen=True, slots=True)
+class SentinelUrl:
+    """A ``redis+sentinel://`` state URL, parsed (:func:`parse_sentinel_url`)."""
+
+    #: (host, port) of every Sentinel to ask where the master is
+    sentinels: tuple[tuple[str, int], ...]
+    #: the monitored master's name (``sentinel monitor NAME ...``)
+    master: str
+    db: int = 0
+    #: ACL user and password of the Redis master and replicas (``user:password@``)
+    username: str | None = None
+    password: str | None = None
+    #: password of the Sentinels themselves (``?sentinel_password=``)
+    sentinel_password: str | None = None
+
+
+SENTINEL_FORM = "redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER/DB"
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """``redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB][?sentinel_password=P]``.
+
+    Ports default to 26379 (IPv6 hosts in brackets), DB to 0. Raises ValueError saying what is
+    wrong, without the password.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"expected {SENTINEL_FORM}")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        if not item.strip():
+            raise ValueError(f"missing a Sentinel HOST:PORT (expected {SENTINEL_FORM})")
+        try:
+            hp = parse_hostport(item, SENTINEL_PORT)
+        except ValueError as exc:
+            raise ValueError(f"Sentinel {exc}") from None
+        if hp not in sentinels:
+            sentinels.append(hp)
+    path = [unquote(p) for p in parts.path.split("/")[1:]]
+    if path and path[-1] == "" and len(path) > 1:
+        path.pop()  # a trailing slash
+    if not path or not path[0]:
+        raise ValueError(f"missing the master's name (expected {SENTINEL_FORM})")
+    if len(path) > 2:
+        raise ValueError(f"expected /MASTER/DB after the Sentinels ({SENTINEL_FORM})")
+    db_text = path[1] if len(path) == 2 else "0"
+    if not db_text.isdigit():
+        raise ValueError(f"the database must be a number ({SENTINEL_FORM})")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(query) - {"sentinel_password"})
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} (known: sentinel_password)")
+    return SentinelUrl(sentinels=tuple(sentinels), master=path[0], db=int(db_text), username=username,
+                       password=password, sentinel_password=query.get("sentinel_password") or None)
+
+
 def check_state_url(url: str) -> str | None:
-    """Why ``url`` is not a usable state URL (memory://, redis://, rediss://, unix://), or None.
+    """Why ``url`` is not a usable state URL (memory://, redis://, rediss://, unix://,
+    redis+sentinel://), or None.
 
     The message shows the URL with its password redacted (:func:`redact_url`).
     """
@@ -253,6 +320,12 @@ def check_state_url(url: str) -> str | None:
     if parts.scheme not in STATE_SCHEMES:
         return f"{shown}: the scheme must be one of {', '.join(s + '://' for s in STATE_SCHEMES)}"
     if parts.scheme == "memory":
+        return None
+    if parts.scheme == SENTINEL_SCHEME:
+        try:
+            parse_sentinel_url(url)
+        except ValueError as exc:
+            return f"{shown}: {exc}"
         return None
     if parts.scheme == "unix":
         if not parts.path.startswith("/"):

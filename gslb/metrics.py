@@ -104,6 +104,9 @@ class GslbCollector(Collector):
 
     def __init__(self, server: Any) -> None:
         self._server = server
+        #: region -> newest checked_at seen in a view; a region once seen keeps its series (its
+        #: fresh-results count falls to 0 when it stops reporting) until the process restarts
+        self._regions_seen: dict[str, float] = {}
 
     def collect(self) -> Iterator[Metric]:
         """Yield every gslb metric family."""
@@ -157,6 +160,9 @@ class GslbCollector(Collector):
 
         yield from self._checks(getattr(server, "check_stats", None))
         yield from self._sites()
+        yield from self._pools()
+        yield from self._regions()
+        yield from self._zone_files()
 
         reloads = CounterMetricFamily(
             "gslb_reloads", "Configuration and zone reloads, by result", labels=["result"])
@@ -199,6 +205,54 @@ class GslbCollector(Collector):
                 current = table.site_state(zone.key, name)[1]
                 for state in SITE_STATES:
                     family.add_metric([zone.key, name, state], 1 if state == current else 0)
+        yield family
+
+
+    def _pools(self) -> Iterator[Metric]:
+        # as /api/v1/status counts them: up or unknown under the pool's own quorum
+        view = self._server.table.view
+        up = GaugeMetricFamily(
+            "gslb_pool_sites_up", "Sites of a pool that are up (or unknown) under the pool's quorum",
+            labels=["zone", "pool"])
+        total = GaugeMetricFamily("gslb_pool_sites", "Sites listed by a pool", labels=["zone", "pool"])
+        for zone in self._server.zone_store.zones:
+            for pool in zone.pools.values():
+                n = sum(1 for name in pool.sites
+                        if view.site(zone.key, name).state(pool.quorum) in ("up", "unknown"))
+                up.add_metric([zone.key, pool.name], n)
+                total.add_metric([zone.key, pool.name], len(pool.sites))
+        yield up
+        yield total
+
+    def _regions(self) -> Iterator[Metric]:
+        fresh: Counter[str] = Counter()
+        seen = self._regions_seen
+        for status in self._server.table.view.sites.values():
+            for region, result in status.regions.items():
+                fresh[region] += 1
+                if result.checked_at > seen.get(region, 0.0):
+                    seen[region] = result.checked_at
+        config = getattr(self._server, "config", None)
+        for region in getattr(config, "regions", None) or ():
+            seen.setdefault(region, 0.0)  # a configured region that never reported: 0 fresh
+        count = GaugeMetricFamily(
+            "gslb_region_fresh_results", "Sites with a fresh (not stale) result from a checker region; "
+            "0 when every result of a region that reported before went stale", labels=["region"])
+        last = GaugeMetricFamily(
+            "gslb_region_last_result_timestamp_seconds", "Check time of the newest result seen from a "
+            "region (Unix time; 0: none yet)", labels=["region"])
+        for region in sorted(seen):
+            count.add_metric([region], fresh.get(region, 0))
+            last.add_metric([region], seen[region])
+        yield count
+        yield last
+
+    def _zone_files(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "gslb_zone_file_rejected", "1 when a zone file's current version was rejected (the zone "
+            "serves its last good version, if any), else 0", labels=["file"])
+        for entry in self._server.zone_store.status():
+            family.add_metric([str(entry["file"])], 1 if entry.get("error") else 0)
         yield family
 
 

@@ -58,10 +58,11 @@ from urllib.parse import quote, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from gslb.config import REDIS_SCHEMES, check_state_url, redact_url
+from gslb.config import REDIS_SCHEMES, SENTINEL_SCHEME, check_state_url, parse_sentinel_url, redact_url
 from gslb.errors import StartupError
 from gslb.model import Override, RegionResult, SiteKey
 from gslb.state import OutageClock, parse_override
@@ -221,6 +222,36 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
+class _SentinelMaster(aioredis.Redis):
+    """The master of a Sentinel-monitored Redis; closing it also closes the Sentinel connections."""
+
+    sentinel_nodes: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the master's connections, then the Sentinels'."""
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            for node in self.sentinel_nodes.sentinels if self.sentinel_nodes is not None else ():
+                await node.aclose()
+
+
+def sentinel_client(url: str, timeout: float) -> aioredis.Redis:
+    """A client of the master a ``redis+sentinel://`` URL names: every new connection asks the
+    Sentinels where the master is now, so after a failover the next (re)connection reaches the
+    promoted replica (:class:`RedisBackend` reconnects when a command fails)."""
+    spec = parse_sentinel_url(url)
+    sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if spec.sentinel_password:
+        sentinel_kwargs["password"] = spec.sentinel_password
+    sentinel = Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_kwargs)
+    client = sentinel.master_for(spec.master, redis_class=_SentinelMaster, db=spec.db, username=spec.username,
+                                 password=spec.password, retry=Retry(NoBackoff(), 0), socket_timeout=timeout,
+                                 socket_connect_timeout=timeout, decode_responses=True)
+    client.sentinel_nodes = sentinel
+    return client
+
+
 class RedisBackend:
     """A StateBackend shared by every node and checker agent through one Redis database."""
 
@@ -233,7 +264,8 @@ class RedisBackend:
             problem = f"{redact_url(url)!r} is not a Redis URL"
         if problem is not None:
             raise StartupError(f"state: unsupported URL {problem}, expected "
-                               "redis://[:PASSWORD@]HOST:PORT/DB, rediss://... or unix://PATH")
+                               "redis://[:PASSWORD@]HOST:PORT/DB, rediss://..., unix://PATH or "
+                               "redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER/DB")
         self._url = url
         #: the URL without its password (shown in /api/v1/status)
         self.url = redact_url(url)
@@ -453,6 +485,8 @@ class RedisBackend:
 
     def _client(self) -> aioredis.Redis:
         # No retries inside redis-py: this class reconnects itself, and a command must fail fast.
+        if self._url.startswith(SENTINEL_SCHEME + "://"):
+            return sentinel_client(self._url, self.timeout)
         return aioredis.from_url(self._url, retry=Retry(NoBackoff(), 0), socket_timeout=self.timeout,
                                  socket_connect_timeout=self.timeout, decode_responses=True)
 

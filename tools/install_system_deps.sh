@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests talk to (dig, redis-server, unbound, knot, chromium) when missing.
+# Install the Debian packages the tests talk to (dig, redis-server, redis-sentinel, unbound, knot, chromium,
+# systemd-analyze, promtool) when missing.
 set -euo pipefail
 need=()
 command -v dig >/dev/null || need+=(dnsutils)
@@ -9,6 +10,9 @@ command -v unbound >/dev/null || need+=(unbound)
 command -v knotd >/dev/null || [ -x /usr/sbin/knotd ] || need+=(knot)
 command -v chromium >/dev/null || need+=(chromium)
 command -v openssl >/dev/null || need+=(openssl)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
+command -v promtool >/dev/null || need+=(prometheus)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
@@ -18,4 +22,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # the packaged services are not needed: tests start their own on free ports
-systemctl disable --now redis-server unbound knot >/dev/null 2>&1 || true
+systemctl disable --now redis-server redis-sentinel unbound knot prometheus >/dev/null 2>&1 || true

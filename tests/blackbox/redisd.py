@@ -38,7 +38,8 @@ class RedisServer:
     """
 
     def __init__(self, workdir: Path, *, persist: bool = False, password: str | None = None,
-                 port: int | None = None, unixsocket: Path | None = None) -> None:
+                 port: int | None = None, unixsocket: Path | None = None,
+                 extra_args: list[str] | None = None) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or _free_tcp_port()
@@ -46,6 +47,8 @@ class RedisServer:
         self.password = password
         #: also listen on this Unix socket (``unix_url``)
         self.unixsocket = unixsocket
+        #: more redis-server options (e.g. ``["--replicaof", "127.0.0.1", "6379"]``)
+        self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file = workdir / "redis.log"
 
@@ -73,6 +76,7 @@ class RedisServer:
             args += ["--requirepass", self.password]
         if self.unixsocket is not None:
             args += ["--unixsocket", str(self.unixsocket), "--unixsocketperm", "700"]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
         proc = self.proc
