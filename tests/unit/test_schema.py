@@ -19,7 +19,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from harness import ROOT, two_site_zone
+from harness import ROOT, quorum_zone, small_zone, two_site_zone
 
 from gslb import cli
 from gslb.yamlsafe import LineDict, LineList, load_yaml
@@ -149,6 +149,9 @@ def harvested_zones() -> list[tuple[str, str]]:
                     and re.search(r"(?m)^zone:\s*\S", node.value):
                 out.append((f"{path.relative_to(ROOT)}:{node.lineno}", node.value))
     out.append(("harness.two_site_zone", two_site_zone({"fra": 8001, "iad": 8002})))
+    out.append(("harness.small_zone", small_zone("small.test.", "  www: {A: 192.0.2.1}\n", serial="auto")))
+    out.append(("harness.quorum_zone", quorum_zone(("192.0.2.10", "198.51.100.20"), ("web", "web"),
+                                                   {"web": "{type: tcp, port: 8001}"})))
     return out
 
 
