@@ -155,7 +155,7 @@ class Server:
         self._geo_stamp = _stamp_of(cfg.geoip)
         self.geo = GeoLocator.open(usable_geoip(cfg))  # a missing built-in default: no database
         regions = {name: loc for name, loc in cfg.regions.items()}
-        self.balancer = Balancer(self.geo, regions, random.Random())
+        self.balancer = Balancer(self.geo, regions, random.Random(), cfg.ecs_scope == "merged")
         zones = self.zone_store.zones
         self.table.configure(zones)
         await self.table.start()
@@ -167,6 +167,7 @@ class Server:
         # every new view reaches the balancer at once; it drops the answers of the pools whose
         # verdicts changed (and only those) from the answer cache
         pools.on_change = handler.pools_changed
+        pools.set_lock(handler.lock)
         table.add_listener(lambda old, new: handler.locked(pools.sync, new))
         self.dns = DnsServer(handler, cfg.tcp)
         await self.dns.start(list(cfg.listen), reuse_port=cfg.workers > 1)
@@ -392,7 +393,8 @@ class Server:
 
     def _swap_geo(self, geo: GeoLocator | None, regions: Any) -> None:
         old_geo = self.geo
-        balancer = Balancer(geo, {name: loc for name, loc in regions.items()}, random.Random())
+        balancer = Balancer(geo, {name: loc for name, loc in regions.items()}, random.Random(),
+                            self.config.ecs_scope == "merged")
         self.geo = geo
         self.balancer = balancer
         if self.pools is not None:
@@ -438,7 +440,8 @@ class Server:
         assert self.dns is not None and self.pools is not None
         return init_payload(self.zone_store.zones, self.table.view, self.pools.ready,
                             self.geo.path if self.geo is not None else None, dict(self.config.regions),
-                            self.config.acl, self.dns.addresses, logging.getLogger().level)
+                            self.config.acl, self.dns.addresses, logging.getLogger().level,
+                            merge_scopes=self.config.ecs_scope == "merged")
 
     def query_stats(self) -> QueryStats:
         """The query counters of every DNS process (this one, the workers, the workers that exited)."""

@@ -43,9 +43,12 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
+from gslb.netmap import NetworkIndex, ScopeTable, build_table
 from gslb.model import Location, Pool, PoolAnswer, Site, SiteStatus, StateView, Zone, ZoneSet
 from gslb.policies import (
     POLICIES, Candidate, Context, GeoMap, Policy, client_address, distance_km, nearest_region, site_rtt,
@@ -69,6 +72,10 @@ RTT_BAND = 0.20
 RTT_FLOOR = 2.0
 
 _UP_STATES = frozenset(("up", "unknown"))
+
+#: the policies whose answer depends on the client only through its location: their ECS scope is
+#: widened by a merged scope table (gslb.netmap) once it is built for the pool's current inputs
+MERGED_POLICIES = frozenset(("closest", "geo"))
 
 
 class Locator(Protocol):
@@ -238,7 +245,7 @@ class _Prepared:
     """
 
     __slots__ = ("zone", "pool", "policy", "located", "client_free", "cands", "by_name", "geomap",
-                 "eligible", "decision", "serial", "decisions", "_interned")
+                 "eligible", "decision", "serial", "decisions", "_interned", "table")
 
     def __init__(self, zone: Zone, pool: Pool, view: StateView, geomap: GeoMap | None, policy: Policy,
                  located: bool, previous: "_Prepared | None" = None) -> None:
@@ -275,6 +282,15 @@ class _Prepared:
         #: the distinct decisions made under these inputs; the cache stores indexes into it
         self.decisions: list[_Decision] = []
         self._interned: dict[tuple, int] = {}
+        #: the merged scope table built for exactly these inputs (None: the per-network scope)
+        self.table: ScopeTable | None = None
+
+    def fresh_decisions(self) -> None:
+        """Forget the decisions made so far (a scope table came): a new serial misses the cache."""
+        self.serial = next(_SERIALS)
+        self.decisions = []
+        self._interned = {}
+        self.decision = None
 
     def intern(self, decision: "_Decision") -> int:
         """The index of ``decision`` (or of an equal one made before) in ``decisions``."""
@@ -330,7 +346,7 @@ class Balancer:
     """Answers pool names: see the module docstring for the rules."""
 
     def __init__(self, geo: Locator | None, regions: Mapping[str, tuple[float, float] | None],
-                 rng: random.Random) -> None:
+                 rng: random.Random, merge_scopes: bool = False) -> None:
         self.geo = geo
         self.rng = rng
         self.regions = tuple(regions)
@@ -353,6 +369,16 @@ class Balancer:
         self._turns: dict[tuple[str, str, str], int] = {}
         #: called with the pools whose answers may have changed (PoolChange; the answer cache listens)
         self.on_change: Callable[[list[PoolChange]], None] | None = None
+        #: merged ECS scopes (closest, geo): built per pool and inputs by a worker thread
+        self.merge_scopes = bool(merge_scopes) and getattr(geo, "_reader", None) is not None
+        #: held while a built scope table is installed (the DNS handler's lock in the server)
+        self.lock: threading.RLock = threading.RLock()
+        self._cv = threading.Condition(threading.Lock())
+        self._pending: dict[tuple[str, str], _Prepared] = {}
+        self._builder: threading.Thread | None = None
+        self._closed = False
+        #: (zone key, pool) -> (runs, seconds) of the last table built (logs, tests, tools)
+        self.table_stats: dict[tuple[str, str], tuple[int, float]] = {}
 
     # -- state changes -----------------------------------------------------------------------
 
@@ -374,9 +400,13 @@ class Balancer:
             change = prep.changes(new)
             if change == ():
                 if any(a.state != b.state for a, b in zip(prep.cands, new.cands)):
-                    self._prepared[pkey] = new  # up <-> unknown: the same answers, the states shown anew
+                    new.table = prep.table  # up <-> unknown: the same answers, the same scopes
+                    self._prepared[pkey] = new  # the states shown anew
+                    if new.table is None:
+                        self._want(pkey, new)
                 continue
-            self._prepared[pkey] = new
+            self._prepared[pkey] = new  # no table yet: the per-network scope until one is built
+            self._want(pkey, new)
             changed.append((pkey, change))
         if changed and self.on_change is not None:
             self.on_change(changed)
@@ -485,7 +515,95 @@ class Balancer:
                       else GeoMap.from_pool(pool))
         new = self._prepared[pkey] = _Prepared(zone, pool, view, geomap, POLICIES[pool.policy],
                                                self._located[pool.policy])
+        self._want(pkey, new)
         return new
+
+    # -- merged scope tables (gslb.netmap) ---------------------------------------------------
+
+    def _want(self, pkey: tuple[str, str], prep: _Prepared) -> None:
+        """Ask the builder thread for a scope table of ``prep`` (the newest request per pool wins)."""
+        if not self.merge_scopes or prep.policy.name not in MERGED_POLICIES:
+            return
+        with self._cv:
+            if self._closed:
+                return
+            self._pending[pkey] = prep
+            if self._builder is None:
+                self._builder = threading.Thread(target=self._build_loop, name="gslb-scopes", daemon=True)
+                self._builder.start()
+            self._cv.notify()
+
+    def close(self) -> None:
+        """Stop the builder thread (this balancer is no longer used)."""
+        with self._cv:
+            self._closed = True
+            self._pending.clear()
+            self._cv.notify()
+
+    def _build_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                pkey = next(iter(self._pending))
+                prep = self._pending.pop(pkey)
+            try:
+                t0 = time.perf_counter()
+                table = self.scope_table(prep)
+                seconds = time.perf_counter() - t0
+            except Exception:  # a closed database (swapped meanwhile), a bug: per-network scopes stay
+                logger.exception("ecs: cannot build the scope table of pool %s/%s", *pkey)
+                continue
+            with self.lock:
+                self.install_table(pkey, prep, table)
+            self.table_stats[pkey] = (table.size(), seconds)
+            logger.info("ecs: scope table of pool %s/%s: %d runs in %.2f s", pkey[0], pkey[1],
+                        table.size(), seconds)
+
+    def network_index(self) -> NetworkIndex:
+        """The database's networks as runs (built once per GeoIP database, kept on the locator)."""
+        geo = self.geo
+        index = getattr(geo, "netmap_index", None)
+        if index is None:
+            t0 = time.perf_counter()
+            index = NetworkIndex.build(geo)
+            geo.netmap_index = index  # type: ignore[union-attr]
+            logger.info("ecs: network index of %s: %d + %d runs, %d locations in %.1f s",
+                        getattr(geo, "path", None), len(index.runs[4].starts), len(index.runs[6].starts),
+                        len(index.locations), time.perf_counter() - t0)
+        return index
+
+    def scope_table(self, prep: _Prepared) -> ScopeTable:
+        """The merged scope table of a preparation (pure given the index; any thread)."""
+        index = self.network_index()
+
+        def answer_of(loc: tuple) -> tuple:
+            latlon, country, continent = loc
+            return self.located_answer(prep, Location("", "", 0, latlon, country, continent))
+
+        return build_table(index, answer_of)
+
+    def located_answer(self, prep: _Prepared, location: Location | None) -> tuple:
+        """What a client at ``location`` gets from the pool, CIDR rules aside: the table's answer key."""
+        decision = self._decide(prep, location, (0, 0, 0), "", 0, False, wide=False)
+        if decision.outcome != "answer":
+            return (decision.outcome,)
+        return ("answer", decision.family("A"), decision.family("AAAA"))
+
+    def install_table(self, pkey: tuple[str, str], prep: _Prepared, table: ScopeTable) -> bool:
+        """Use ``table`` for ``prep`` when it still serves (caller holds the query path's lock).
+
+        Decisions and cached answers of the pool carry the narrower scopes: both are dropped.
+        """
+        if self._prepared.get(pkey) is not prep:
+            return False  # the inputs changed meanwhile: the newer request builds its own
+        prep.table = table
+        prep.fresh_decisions()
+        if self.on_change is not None:
+            self.on_change([(pkey, None)])
+        return True
 
     def _forget(self, zone: Zone) -> None:
         """A new Zone object for ``zone.key`` (a reload): drop what the old one's pools left behind."""
@@ -519,7 +637,7 @@ class Balancer:
         return None, None, None
 
     def _decide(self, prep: _Prepared, location: Location | None, parsed: tuple[int, int, int] | None,
-                client_ip: str, turn: int, explain: bool) -> _Decision:
+                client_ip: str, turn: int, explain: bool, wide: bool = True) -> _Decision:
         """Who may serve, ranked by the policy; the ECS scope of the decision (uncapped).
 
         ``parsed`` is the client's :func:`client_address` (needed by ``geo`` and ``hash``; parsed
@@ -542,8 +660,14 @@ class Balancer:
                 parsed = client_address(client_ip)
             # a v4-mapped client matches IPv4 rules; its scope is expressed in IPv6 (offset 96)
             addr, version, offset = parsed
-            start = location.prefixlen - offset if location is not None else 0
-            scope = prep.geomap.scope(addr, version, max(start, 0))
+            start = max(location.prefixlen - offset if location is not None else 0, 0)
+            table = prep.table if wide else None
+            if table is not None:
+                # every address of the merged block gets the same answer, CIDR rules aside
+                merged = table.scope(addr, version)
+                if merged is not None and merged < start:
+                    start = merged
+            scope = prep.geomap.scope(addr, version, start)
             if offset and (scope or prep.geomap.has_rules(6)):
                 scope += offset  # else: no rule and no location tells mapped clients apart: scope 0
             match = prep.geomap.match(location, addr, version)
@@ -554,6 +678,12 @@ class Balancer:
         else:
             if prep.located:
                 scope = location.prefixlen if location is not None else 0
+                table = prep.table if wide else None
+                if table is not None and scope:
+                    addr, version, offset = parsed if parsed is not None else client_address(client_ip)
+                    merged = table.scope(addr, version)
+                    if merged is not None and merged + offset < scope:
+                        scope = merged + offset
             elif policy.uses_subnet:
                 scope = subnet_len
             tiers = [("", prep.cands)]

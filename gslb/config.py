@@ -67,6 +67,9 @@ class ServerConfig:
     rate_limit: RateLimit = RateLimit()
     tcp: TcpLimits = TcpLimits()
     workers: int = 1
+    #: ECS scope of closest/geo answers: "merged" (neighbouring networks with the same answer) or
+    #: "network" (the client's GeoIP network)
+    ecs_scope: str = "merged"
     #: the server file this came from, None when there was none
     file: str | None = None
     #: geoip is the built-in default path (given neither in the file nor by a flag)
@@ -79,7 +82,7 @@ class ServerConfig:
 
 DEFAULT_CONFIG_NAME = "gslb.yaml"
 _TOP_KEYS = ("listen", "http", "zones", "geoip", "region", "regions", "state", "checks",
-             "api_token_file", "acl", "rate_limit", "tcp", "workers")
+             "api_token_file", "acl", "rate_limit", "tcp", "workers", "ecs_scope")
 #: the schemes of a Redis ``state:`` URL (gslb.redis_state.RedisBackend)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 #: every scheme ``state:`` accepts; :func:`check_state_url` is the one check of it
@@ -385,6 +388,12 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
             max_connections=_number(tcp, "max_connections", 1024, 1),
             max_per_client=_number(tcp, "max_per_client", 32, 1))
     out["workers"] = _number(top, "workers", 1, 1, 256)
+    if "ecs_scope" in data:
+        v = data["ecs_scope"]
+        if v not in ("merged", "network"):
+            err.add(data.value_line("ecs_scope"), "ecs_scope", f"expected merged or network, got {v!r}")
+        else:
+            out["ecs_scope"] = v
     errors.extend(sorted(err.items, key=lambda e: e.line or 0))
     return out
 

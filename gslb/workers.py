@@ -294,11 +294,14 @@ class WorkerState:
         self.geo = GeoLocator.open(init["geoip"]) if init["geoip"] else GeoLocator.open(None)
         self._regions = dict(init["regions"])
         self.stats = QueryStats()
-        self.pools = LivePools(Balancer(self.geo, self._regions, random.Random()), lambda: self.view)
+        #: each worker builds its own merged scope tables (in its own thread)
+        self._merge = bool(init.get("merge_scopes", True))
+        self.pools = LivePools(Balancer(self.geo, self._regions, random.Random(), self._merge), lambda: self.view)
         self.pools.ready = init["ready"]
         self.handler = QueryHandler(lambda: self.zones, self.pools, self.stats, init["acl"],
                                     AnswerCache(init.get("cache_bytes") or 64 * 1024 * 1024))
         self.pools.on_change = self.handler.pools_changed
+        self.pools.set_lock(self.handler.lock)
 
     def apply(self, kind: str, body: Any) -> None:
         """One message from the main process."""
@@ -326,7 +329,7 @@ class WorkerState:
                 logger.error("worker: %s (keeping the database opened before)", exc)
                 return
             self._regions = dict(regions)
-            self.pools.use(Balancer(self.geo, self._regions, random.Random()))
+            self.pools.use(Balancer(self.geo, self._regions, random.Random(), self._merge))
             self.handler.clear_cache()
             old_geo.close()
         elif kind == "acl":
@@ -355,11 +358,11 @@ def build_zone(spec: tuple) -> Zone:
 
 def init_payload(zones: ZoneSet, view: StateView, ready: bool, geoip: str | None,
                  regions: dict[str, Any], acl: Acl, listen: list[tuple[str, int]],
-                 log_level: int, cache_bytes: int | None = None) -> dict[str, Any]:
+                 log_level: int, cache_bytes: int | None = None, merge_scopes: bool = True) -> dict[str, Any]:
     """The ``init`` message's payload."""
     return {"zones": [zone_spec(z) for z in zones], "view": view, "ready": ready, "geoip": geoip,
             "regions": dict(regions), "acl": acl, "listen": list(listen), "log_level": log_level,
-            "cache_bytes": cache_bytes}
+            "cache_bytes": cache_bytes, "merge_scopes": merge_scopes}
 
 
 def changed_zones(old: ZoneSet, new: ZoneSet) -> tuple[list[tuple], list[str]]:

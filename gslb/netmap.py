@@ -1,0 +1,316 @@
+"""The per-network engine: which answer every address of a GeoIP database gets, as merged runs.
+
+The database's search tree is walked once per database (:func:`walk_tree`, :meth:`NetworkIndex.build`):
+every address of each family falls in exactly one network, or in a gap (no record: an
+unlocated client). Neighbouring networks whose records locate the same way (same coordinates,
+country and continent as :class:`gslb.geo.GeoLocator` derives them) are merged into one *run*;
+an index holds, per family, the sorted run starts (runs cover the whole address space, the next
+start ends a run) and each run's location id.
+
+Per pool (:func:`answer_runs`, pure): a function location id -> answer key, and the runs of
+the index merged again wherever neighbours get the same answer. :meth:`AnswerRuns.scope` is
+the widest ECS scope for a client: the smallest prefix length L (at least ``minimum``) whose
+aligned block around the address lies inside the address's run (a bisect and bit arithmetic).
+:meth:`AnswerRuns.shares` tells how much of the address space each answer gets (the traffic
+map and ``gslb plan`` read the same runs).
+
+Aliased subtrees of an IPv6 database (the IPv4 space at ``::/96``, ``::ffff:0:0/96``,
+``2002::/16``) are one *opaque* run in the IPv6 index (location id :data:`OPAQUE`): a client
+there gets no answer key (``scope`` returns None: the caller falls back to its per-network
+scope). The IPv4 runs come from the IPv4 subtree; v4-mapped clients use them (the caller adds
+the offset 96).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import socket
+import sys
+from array import array
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Callable, Hashable, Iterator, Sequence
+
+#: location id of an aliased IPv6 subtree (no answer key: the caller's per-network scope)
+OPAQUE = -1
+
+_BITS = {4: 32, 6: 128}
+
+
+def walk_tree(buf: bytes | mmap.mmap, node_count: int, record_size: int, root: int, bits: int,
+              alias: int | None = None) -> Iterator[tuple[int, int, int]]:
+    """The leaves of a MaxMind DB search tree below node ``root``, in address order.
+
+    Yields ``(start, prefixlen, record)`` with ``start`` an integer of ``bits`` bits;
+    ``record`` is ``node_count`` for no data, a data pointer (> node_count) for a record, or
+    :data:`OPAQUE` for a pointer to node ``alias`` (the IPv4 subtree of an IPv6 tree).
+    """
+    if record_size not in (24, 28, 32):
+        raise ValueError(f"unsupported record size {record_size}")
+    if root >= node_count:
+        yield 0, 0, root
+        return
+    width = record_size // 4
+    half_w = width // 2
+    frombytes = int.from_bytes
+    stack = [(root, 0, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, start, depth = pop()
+        if node >= node_count or node == alias:
+            yield start, depth, (OPAQUE if node == alias else node)
+            continue
+        if depth >= bits:
+            raise ValueError("search tree deeper than the address")
+        o = node * width
+        if record_size == 28:
+            b = buf[o:o + 7]
+            m = b[3]
+            left = ((m & 0xF0) << 20) | frombytes(b[0:3], "big")
+            right = ((m & 0x0F) << 24) | frombytes(b[4:7], "big")
+        else:
+            left = frombytes(buf[o:o + half_w], "big")
+            right = frombytes(buf[o + half_w:o + width], "big")
+        depth += 1
+        # right first on the stack: the lower half comes out first
+        push((right, start | (1 << (bits - depth)), depth))
+        push((left, start, depth))
+
+
+@dataclass
+class FamilyRuns:
+    """Runs of one family: ``starts`` ascending (the first is 0), ``ids`` per run."""
+
+    bits: int
+    starts: Sequence[int]
+    ids: Sequence[int]
+
+
+def merge_leaves(leaves: Iterator[tuple[int, int, int]], id_of: Callable[[int, int], int],
+                 bits: int) -> FamilyRuns:
+    """Merge address-ordered leaves into runs of equal ids (``id_of(record, start)``)."""
+    starts = array("I") if bits == 32 else []
+    ids = array("i")
+    last = None
+    for start, _plen, record in leaves:
+        i = id_of(record, start)
+        if i != last:
+            starts.append(start)
+            ids.append(i)
+            last = i
+    if not ids:
+        starts.append(0)
+        ids.append(id_of(-2, 0))
+    return FamilyRuns(bits, starts, ids)
+
+
+class NetworkIndex:
+    """The networks of a GeoIP database as runs of location ids per family (see the module docstring).
+
+    ``locations[id]`` is ``(latlon, country, continent)``; ``sample[id]`` an address (family,
+    int) located there (the first one seen); ``plen`` of the gap/record, not needed.
+    """
+
+    def __init__(self, runs: dict[int, FamilyRuns], locations: list[tuple]) -> None:
+        self.runs = runs
+        self.locations = locations
+
+    @classmethod
+    def build(cls, locator) -> "NetworkIndex":
+        """Walk the database of a :class:`gslb.geo.GeoLocator` (its file, read by mmap)."""
+        reader = locator._reader
+        if reader is None:
+            return cls({4: FamilyRuns(32, array("I", [0]), array("i", [0])),
+                        6: FamilyRuns(128, [0], array("i", [0]))}, [(None, None, None)])
+        meta = reader.metadata()
+        node_count, record_size = meta.node_count, meta.record_size
+        locations: list[tuple] = []
+        loc_ids: dict[tuple, int] = {}
+        by_record: dict[int, int] = {}
+
+        def id_for(version: int) -> Callable[[int, int], int]:
+            bits = _BITS[version]
+
+            def id_of(record: int, start: int) -> int:
+                if record == OPAQUE:
+                    return OPAQUE
+                got = by_record.get(record)
+                if got is None:
+                    packed = start.to_bytes(bits // 8, "big")
+                    entry = locator._lookup(version, packed, start)
+                    key = entry[2:]
+                    got = loc_ids.get(key)
+                    if got is None:
+                        got = loc_ids[key] = len(locations)
+                        locations.append(key)
+                    by_record[record] = got  # gaps (record node_count) all locate alike
+                return got
+            return id_of
+
+        with open(os.fspath(locator.path), "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            runs: dict[int, FamilyRuns] = {}
+            if meta.ip_version == 4:
+                runs[4] = merge_leaves(walk_tree(buf, node_count, record_size, 0, 32), id_for(4), 32)
+                gap = _gap_id(locations, loc_ids)
+                runs[6] = FamilyRuns(128, [0], array("i", [gap]))
+            else:
+                v4root = 0
+                for _ in range(96):
+                    if v4root >= node_count:
+                        break
+                    v4root = _children(buf, record_size, v4root)[0]
+                runs[6] = merge_leaves(walk_tree(buf, node_count, record_size, 0, 128,
+                                                 v4root if v4root < node_count else None), id_for(6), 128)
+                runs[4] = merge_leaves(walk_tree(buf, node_count, record_size, v4root, 32), id_for(4), 32)
+        finally:
+            buf.close()
+        return cls(runs, locations)
+
+
+def _gap_id(locations: list[tuple], loc_ids: dict[tuple, int]) -> int:
+    key = (None, None, None)
+    got = loc_ids.get(key)
+    if got is None:
+        got = loc_ids[key] = len(locations)
+        locations.append(key)
+    return got
+
+
+def _children(buf, record_size: int, n: int) -> tuple[int, int]:
+    if record_size == 24:
+        o = n * 6
+        return int.from_bytes(buf[o:o + 3], "big"), int.from_bytes(buf[o + 3:o + 6], "big")
+    if record_size == 28:
+        o = n * 7
+        b = buf[o:o + 7]
+        return ((b[3] & 0xF0) << 20) | int.from_bytes(b[0:3], "big"), ((b[3] & 0x0F) << 24) | int.from_bytes(b[4:7], "big")
+    o = n * 8
+    return int.from_bytes(buf[o:o + 4], "big"), int.from_bytes(buf[o + 4:o + 8], "big")
+
+
+class AnswerRuns:
+    """One family's runs of answers: ``starts`` ascending from 0, ``answers[i]`` (a key, or None: opaque)."""
+
+    __slots__ = ("bits", "starts", "answers")
+
+    def __init__(self, bits: int, starts: Sequence[int], answers: list[Hashable | None]) -> None:
+        self.bits = bits
+        self.starts = starts
+        self.answers = answers
+
+    def run(self, addr: int) -> tuple[int, int, Hashable | None]:
+        """(first, last address, answer) of the run holding ``addr``."""
+        i = bisect_right(self.starts, addr) - 1
+        end = self.starts[i + 1] - 1 if i + 1 < len(self.starts) else (1 << self.bits) - 1
+        return self.starts[i], end, self.answers[i]
+
+    def scope(self, addr: int, minimum: int = 0) -> int | None:
+        """The smallest prefix length L >= ``minimum`` whose block around ``addr`` lies in its run.
+
+        None when the run is opaque (no answer key: the caller's own scope applies).
+        """
+        bits = self.bits
+        starts = self.starts
+        i = bisect_right(starts, addr) - 1
+        if self.answers[i] is None:
+            return None
+        scope = minimum
+        start = starts[i]
+        if start > 0:
+            # the block at L holds start - 1 while L <= the common prefix length of both
+            need = bits - (addr ^ (start - 1)).bit_length() + 1
+            if need > scope:
+                scope = need
+        if i + 1 < len(starts):
+            need = bits - (addr ^ starts[i + 1]).bit_length() + 1
+            if need > scope:
+                scope = need
+        return scope if scope <= bits else bits
+
+    def shares(self) -> dict[Hashable | None, float]:
+        """The fraction of the family's address space each answer gets."""
+        total = float(1 << self.bits)
+        out: dict[Hashable | None, float] = {}
+        starts = self.starts
+        n = len(starts)
+        for i, answer in enumerate(self.answers):
+            end = starts[i + 1] if i + 1 < n else 1 << self.bits
+            out[answer] = out.get(answer, 0.0) + (end - starts[i]) / total
+        return out
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def answer_runs(runs: FamilyRuns, answer_of: Callable[[int], Hashable]) -> AnswerRuns:
+    """Merge a family's location runs wherever neighbours get the same answer.
+
+    ``answer_of(location id)`` is called once per distinct id; OPAQUE runs get answer None
+    and are never merged with anything.
+    """
+    keys: dict[int, Hashable | None] = {OPAQUE: None}
+    interned: dict[Hashable, Hashable] = {}
+    starts = array("I") if runs.bits == 32 else []
+    answers: list[Hashable | None] = []
+    last: object = _NOTHING
+    for start, lid in zip(runs.starts, runs.ids):
+        try:
+            key = keys[lid]
+        except KeyError:
+            key = answer_of(lid)
+            key = interned.setdefault(key, key)
+            keys[lid] = key
+        if key is None or key is not last:
+            starts.append(start)
+            answers.append(key)
+            last = key if key is not None else _NOTHING
+    return AnswerRuns(runs.bits, starts, answers)
+
+
+_NOTHING = object()
+
+
+@dataclass
+class ScopeTable:
+    """A pool's answer runs for both families (for the inputs it was built under)."""
+
+    v4: AnswerRuns
+    v6: AnswerRuns
+
+    def scope(self, addr: int, version: int, minimum: int = 0) -> int | None:
+        """:meth:`AnswerRuns.scope` in the client's family (``version`` 4 or 6)."""
+        return (self.v4 if version == 4 else self.v6).scope(addr, minimum)
+
+    def size(self) -> int:
+        """Number of runs (both families)."""
+        return len(self.v4) + len(self.v6)
+
+
+def build_table(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable]) -> ScopeTable:
+    """A pool's :class:`ScopeTable`: ``answer_of_location((latlon, country, continent))`` per location."""
+    locations = index.locations
+    memo: dict[int, Hashable] = {}
+
+    def answer_of(lid: int) -> Hashable:
+        got = memo.get(lid)
+        if got is None:
+            got = memo[lid] = answer_of_location(locations[lid])
+        return got
+
+    return ScopeTable(answer_runs(index.runs[4], answer_of), answer_runs(index.runs[6], answer_of))
+
+
+if __name__ == "__main__":  # pragma: no cover - measuring aid: python -m gslb.netmap DB
+    import resource
+    import time
+
+    from gslb.geo import GeoLocator
+    t0 = time.perf_counter()
+    loc = GeoLocator.open(sys.argv[1])
+    idx = NetworkIndex.build(loc)
+    t1 = time.perf_counter()
+    print(f"index: {t1 - t0:.2f} s, runs v4 {len(idx.runs[4].starts)} v6 {len(idx.runs[6].starts)}, "
+          f"locations {len(idx.locations)}, maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
