@@ -328,8 +328,9 @@ def test_a_site_going_down_narrows_the_scopes_at_once():
     _settle(b, z, p, v1)
     client = "192.0.2.9"  # Frankfurt /26: fra, merged far wider
     assert _answer(b, z, p, client, v1, "A")[2] < 26
-    # hold the builder so that no new table can come in before we look
-    with b._cv:
+    # hold the query path's lock (as the DNS threads do while answering): no table is installed
+    # while it is held, so what we see is what the DNS path gives right after the change
+    with b.lock:
         v2 = _view(2, fra="down")
         b.sync(v2)
         for ip in _clients(random.Random(7), 200) + [client]:
