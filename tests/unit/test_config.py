@@ -151,6 +151,7 @@ CASES = [
     ("tcp-max", "tcp: {max_connections: 0}  #<\n", "tcp.max_connections", "max_connections 0 is out of range >= 1"),
     ("tcp-type", "tcp: 5  #<\n", "tcp", "expected a mapping, got an integer"),
     ("workers", "workers: 0  #<\n", "workers", "workers 0 is out of range 1..256"),
+    ("ecs-scope", "ecs_scope: wide  #<\n", "ecs_scope", "expected merged or network, got 'wide'"),
     ("duplicate", "region: a\nregion: b  #<\n", "", "duplicate key 'region' (first at line 1)"),
     ("syntax", "listen: [a\nhttp: x  #<\n", "", "YAML syntax error"),
     ("top-list", "- a  #<\n", "", "the top level must be a mapping, got a list"),
@@ -219,3 +220,11 @@ def test_region_location_reports_latitude_and_longitude(tmp_path):
     assert [str(e) for e in info.value.errors] == [
         f"{file}:4: regions.eu.location: latitude 95 is out of range -90..90",
         f"{file}:5: regions.eu.location: longitude 200 is out of range -180..180"]
+
+
+def test_ecs_scope_defaults_to_merged_and_takes_network(tmp_path):
+    file = tmp_path / "gslb.yaml"
+    file.write_text("region: a\n")
+    assert load_server_config(str(file), {}).ecs_scope == "merged"
+    file.write_text("ecs_scope: network\n")
+    assert load_server_config(str(file), {}).ecs_scope == "network"
