@@ -76,6 +76,8 @@ _UP_STATES = frozenset(("up", "unknown"))
 #: the policies whose answer depends on the client only through its location: their ECS scope is
 #: widened by a merged scope table (gslb.netmap) once it is built for the pool's current inputs
 MERGED_POLICIES = frozenset(("closest", "geo"))
+#: merged scope tables remembered per balancer (by zone, pool and verdicts)
+TABLES_KEPT = 32
 
 
 class Locator(Protocol):
@@ -379,6 +381,8 @@ class Balancer:
         self._closed = False
         #: (zone key, pool) -> (runs, seconds) of the last table built (logs, tests, tools)
         self.table_stats: dict[tuple[str, str], tuple[int, float]] = {}
+        #: tables by (zone, pool, verdicts): a site that flaps back finds its table again
+        self._tables: dict[tuple, tuple[Zone, Pool, ScopeTable]] = {}
 
     # -- state changes -----------------------------------------------------------------------
 
@@ -576,7 +580,22 @@ class Balancer:
         return index
 
     def scope_table(self, prep: _Prepared) -> ScopeTable:
-        """The merged scope table of a preparation (pure given the index; any thread)."""
+        """The merged scope table of a preparation (pure given the index; any thread).
+
+        Remembered by (zone, pool, verdicts): closest and geo read nothing else, so a site that
+        goes down and comes back finds the table of before (at most TABLES_KEPT are kept).
+        """
+        key = (id(prep.zone), id(prep.pool), tuple("up" if c.state in _UP_STATES else c.state for c in prep.cands))
+        kept = self._tables.get(key)
+        if kept is not None and kept[0] is prep.zone and kept[1] is prep.pool:
+            return kept[2]
+        table = self._build_scope_table(prep)
+        if len(self._tables) >= TABLES_KEPT:
+            self._tables.clear()
+        self._tables[key] = (prep.zone, prep.pool, table)  # the objects, so that their ids stay theirs
+        return table
+
+    def _build_scope_table(self, prep: _Prepared) -> ScopeTable:
         index = self.network_index()
 
         def answer_of(loc: tuple) -> tuple:

@@ -384,3 +384,16 @@ def test_hash_and_client_free_policies_keep_their_scopes():
         assert b.answer(z, pool, "A", "192.0.2.9", 32, _view()).scope_prefix == scope
     assert not b._pending and b._builder is None
     b.close()
+
+
+def test_a_site_that_comes_back_finds_its_table_again():
+    geo = GeoLocator.open(SAMPLE)
+    p = POOLS["closest"]
+    z = _zone(p)
+    b = Balancer(geo, {}, random.Random(1))
+    b.answer(z, p, "A", "10.0.0.1", 32, _view(1))
+    first = b.scope_table(b._prepared[(z.key, p.name)])
+    b.sync(_view(2, fra="down"))
+    down = b.scope_table(b._prepared[(z.key, p.name)])
+    b.sync(_view(3))
+    assert down is not first and b.scope_table(b._prepared[(z.key, p.name)]) is first
