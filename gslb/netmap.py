@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import socket
 import sys
 from array import array
 from bisect import bisect_right
@@ -108,8 +107,8 @@ def merge_leaves(leaves: Iterator[tuple[int, int, int]], id_of: Callable[[int, i
 class NetworkIndex:
     """The networks of a GeoIP database as runs of location ids per family (see the module docstring).
 
-    ``locations[id]`` is ``(latlon, country, continent)``; ``sample[id]`` an address (family,
-    int) located there (the first one seen); ``plen`` of the gap/record, not needed.
+    ``locations[id]`` is ``(latlon, country, continent)`` as the locator derives them (gaps:
+    ``(None, None, None)``); ``runs[4]``/``runs[6]`` the runs of location ids per family.
     """
 
     def __init__(self, runs: dict[int, FamilyRuns], locations: list[tuple]) -> None:
