@@ -7,7 +7,8 @@ client is when the query carries no ECS option, of the client's address. So the 
 after the ID are cached under
 
 - ``data[2:]`` (the query after its ID) when the reply depends on nothing else, or
-- ``(data[2:], client address)`` when it also depends on the packet's source,
+- ``(data[2:], client address)`` when it also depends on the packet's source (a pool answer
+  located by the source address, or a reply carrying a DNS server cookie, ``gslb.handler``),
 
 and the DNS transport answers a hit with ``data[:2] + tail``: one dict probe and one
 concatenation, no parse, no resolve, no encode.
@@ -57,7 +58,8 @@ MAX_COMBOS = 65536
 #: a dependency: a zone key ("gslb.example.com"), a pool ("gslb.example.com", "web") or a site
 #: of a pool ("gslb.example.com", "web", "fra")
 Dependency = Hashable
-#: one cache entry: (reply after the ID, stamp index, stamp value, statistics slot)
+#: one cache entry: (reply after the ID, stamp index, stamp value, statistics slot, rate-limit
+#: identity or None: ``gslb.ratelimit.identity``, computed once so that a hit is limited without a parse)
 Entry = tuple
 
 
@@ -117,9 +119,11 @@ class AnswerCache:
         """Whether the stamp table reached MAX_COMBOS (the owner then starts a new cache)."""
         return len(self.stamps) >= MAX_COMBOS
 
-    def put(self, key: bytes, host: str | None, tail: bytes, token: tuple[int, int], slot: int) -> None:
+    def put(self, key: bytes, host: str | None, tail: bytes, token: tuple[int, int], slot: int,
+            rrl: object = None) -> None:
         """Store a reply (after the ID) computed under ``token``; ``host`` when it depends on the
-        client's address. Queries longer than MAX_KEY are not stored."""
+        client's address; ``rrl`` its rate-limit identity (None when rate limiting is off).
+        Queries longer than MAX_KEY are not stored."""
         index, value = token
         if len(key) > MAX_KEY or index >= len(self.stamps) or self.stamps[index] != value:
             return  # too long, or computed from data that changed since (a stale token)
@@ -131,7 +135,7 @@ class AnswerCache:
         else:
             full = key
         self._discard(full)
-        entry = (tail, index, value, slot)
+        entry = (tail, index, value, slot, rrl)
         entries[full] = entry
         self.bytes += _size(full, entry)
         while self.bytes > self.max_bytes and entries:

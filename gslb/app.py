@@ -5,7 +5,7 @@ health checks, DNS listeners, HTTP), then it waits for a stop signal, then ``shu
 
 Reload (SIGHUP, ``POST /api/v1/reload``) re-reads the server file with the command line's flags
 over it, then every zone file. What can change live is applied: ``api_token_file`` (the token is
-re-read), ``acl``, ``regions``, ``tcp`` limits, ``geoip`` (re-opened when its path or file
+re-read), ``acl``, ``rate_limit`` (with new, empty buckets), ``regions``, ``tcp`` limits, ``geoip`` (re-opened when its path or file
 changed) and ``zones`` (another folder). ``listen``, ``http``, ``state``, ``checks``, ``workers``
 and ``region`` need a restart: a change is logged as a warning and the running value stays. A
 server file, token file or GeoIP database that cannot be used changes nothing: the errors are in
@@ -21,6 +21,7 @@ import gc
 import logging
 import os
 import random
+import resource
 import signal
 import time
 from pathlib import Path
@@ -28,12 +29,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gslb.balancer import Balancer
-from gslb.config import ServerConfig, check_state_url, load_server_config, usable_geoip
+from gslb.config import DEFAULT_CONFIG_NAME, ServerConfig, check_state_url, load_server_config, usable_geoip
 from gslb.dnsserver import DnsServer
 from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
 from gslb.geo import GeoLocator
 from gslb.answercache import AnswerCache
-from gslb.handler import LivePools, QueryHandler
+from gslb.cookies import Cookies
+from gslb.handler import LivePools, QueryHandler, expire_cookies_every
 from gslb.metrics import CheckStats
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
@@ -43,7 +45,46 @@ from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, reload_
 logger = logging.getLogger(__name__)
 
 #: server-file fields that only a restart applies
-RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region")
+RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region", "cookies")
+
+
+#: open files kept for everything but TCP clients: listeners, HTTP clients, health probes (64 in
+#: flight), zone and GeoIP files, worker pipes, logs
+FD_RESERVE = 256
+
+
+def fd_limit_plan(soft: int, hard: int, max_connections: int, reserve: int = FD_RESERVE
+                  ) -> tuple[int, str | None]:
+    """(the soft open-file limit to set, a warning or None) at start-up.
+
+    The soft limit goes up to the hard one (``RLIM_INFINITY``: at least 1048576, Linux's usual
+    ceiling); the warning says when ``max_connections`` TCP clients plus ``reserve`` cannot fit.
+    """
+    infinite = hard == resource.RLIM_INFINITY
+    target = max(soft, 1 << 20) if infinite else max(soft, hard)
+    need = max_connections + reserve
+    if infinite or need <= target:
+        return target, None
+    return target, (f"tcp.max_connections {max_connections} plus {reserve} files for the rest need "
+                    f"{need} open files, but the limit is {target} (hard limit {hard}): connections "
+                    f"beyond about {max(target - reserve, 0)} fail; raise the hard limit (ulimit -Hn, "
+                    f"systemd LimitNOFILE=) or lower tcp.max_connections")
+
+
+def raise_fd_limit(max_connections: int) -> str | None:
+    """Raise the soft open-file limit to the hard one; log and return a warning when the caps do not fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target, warning = fd_limit_plan(soft, hard, max_connections)
+    if target != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            logger.info("gslb: open file limit raised from %d to %d", soft, target)
+        except (ValueError, OSError) as exc:
+            logger.info("gslb: cannot raise the open file limit from %d to %d: %s", soft, target, exc)
+            _, warning = fd_limit_plan(soft, soft, max_connections)
+    if warning:
+        logger.warning("gslb: %s", warning)
+    return warning
 
 
 def _stamp_of(path: str | None) -> Stamp | None:
@@ -87,8 +128,11 @@ class Server:
         self.config = config
         #: the command line's flags, put over the server file again on every reload
         self.overrides = dict(overrides or {})
+        #: started without a server file (no -c, no gslb.yaml in the working directory): the
+        #: gslb.yaml a reload reads once it exists there; None when a file was given or found
+        self.default_file = None if config.file is not None else os.path.join(os.getcwd(), DEFAULT_CONFIG_NAME)
         self.stats = QueryStats()
-        self.zone_store = ZoneStore(config.zones, serial_state=True)
+        self.zone_store = ZoneStore(config.zones, serial_state=True, max_file_bytes=config.max_zone_file_bytes)
         self.table = SiteStateTable(make_backend(config.state))
         self.api_token = read_token(config.api_token_file)
         self.geo: GeoLocator | None = None
@@ -97,6 +141,8 @@ class Server:
         self.dns: DnsServer | None = None
         self.pools: LivePools | None = None
         self.handler: QueryHandler | None = None
+        #: DNS Cookies (None when ``cookies.enabled`` is false); its secret reaches every worker
+        self.cookies: Cookies | None = None
         self.check_stats = CheckStats()
         #: the DNS worker processes (``workers:`` above 1), else None
         self.workers: WorkerPool | None = None
@@ -144,9 +190,7 @@ class Server:
         problem = check_zones_folder(cfg.zones)
         if problem is not None:
             raise StartupError(problem)
-        if cfg.rate_limit.responses_per_second:
-            logger.warning("rate_limit: response rate limiting is not implemented in this version; "
-                           "responses_per_second is ignored")
+        raise_fd_limit(cfg.tcp.max_connections)
         result = self.zone_store.reload(force=True)
         for error in result.get("errors", []):
             logger.error("zones: %s", error)
@@ -162,8 +206,14 @@ class Server:
         # Bind first: static names answer at once and a busy port fails fast (exit 3).
         table = self.table
         pools = self.pools = LivePools(self.balancer, lambda: table.view)
+        if cfg.cookies.enabled:
+            # no secret_file: a random secret for this run (shared with the workers, not with other nodes)
+            self.cookies = Cookies(cfg.cookies.secret or os.urandom(16), cfg.cookies.max_nocookie_udp)
         handler = self.handler = QueryHandler(lambda: self.zone_store.zones, pools, self.stats, cfg.acl,
-                                              AnswerCache())
+                                              AnswerCache(), cookies=self.cookies, rate_limit=cfg.rate_limit)
+        _log_rate_limit(cfg.rate_limit, cfg.workers)
+        if self.cookies is not None:
+            self._spawn(expire_cookies_every(handler), "cookie-expiry")
         # every new view reaches the balancer at once; it drops the answers of the pools whose
         # verdicts changed (and only those) from the answer cache
         pools.on_change = handler.pools_changed
@@ -198,6 +248,11 @@ class Server:
         gc.collect()
         gc.freeze()
         self._spawn(self._watch_zones(), "zone-watch")
+        if self.default_file is not None:
+            logger.info("config: no server file (%s does not exist): defaults and flags; SIGHUP or "
+                        "POST /api/v1/reload reads it once it exists", self.default_file)
+        else:
+            logger.info("config: server file %s (re-read on SIGHUP or POST /api/v1/reload)", cfg.file)
         listen = ", ".join(f"{h}:{p}" for h, p in cfg.listen)
         http = f"{cfg.http[0]}:{cfg.http[1]}" if cfg.http else "off"
         logger.info("gslb: serving %d zone(s) on %s (udp+tcp), http %s, state %s, region %s, checks %s",
@@ -276,7 +331,7 @@ class Server:
             result = await reload_in_thread(store, force=force or store is not self.zone_store)
             zone_errors = [str(e) for e in result.get("errors", [])]
             for error in zone_errors:
-                logger.error("zones: %s (keeping the last good version)", error)
+                logger.error("zones: %s", error)  # what is served instead: logged by the store
             removed = list(result.get("removed", []))
             if store is not self.zone_store:
                 kept = {z.key for z in store.zones}
@@ -311,8 +366,16 @@ class Server:
         Returns the errors (nothing was applied when there are any) and the zone store to use.
         """
         old = self.config
+        path = old.file
+        if path is None and self.default_file is not None:
+            if os.path.isfile(self.default_file):
+                path = self.default_file
+                logger.info("config: %s now exists: reading it", path)
+            else:
+                logger.info("config: still no server file (%s does not exist): defaults and flags",
+                            self.default_file)
         try:
-            new = load_server_config(old.file, self.overrides)
+            new = load_server_config(path, self.overrides)
         except ConfigErrors as exc:
             errors = [str(e) for e in exc.errors]
             for error in errors:
@@ -331,7 +394,7 @@ class Server:
             if problem is not None:
                 errors.append(problem)
             else:
-                store = ZoneStore(new.zones, serial_state=True)
+                store = ZoneStore(new.zones, serial_state=True, max_file_bytes=new.max_zone_file_bytes)
         geo: GeoLocator | None = None
         geo_stamp = _stamp_of(new.geoip)
         if new.geoip != old.geoip or geo_stamp != self._geo_stamp:
@@ -346,7 +409,7 @@ class Server:
                 geo.close()
             return errors, self.zone_store
         # Apply.
-        where = old.file or "the command line"
+        where = new.file or "the command line"
         for name in RESTART_FIELDS:
             if getattr(new, name) != getattr(old, name):
                 msg = (f"{name} changed in {where} but only a restart applies it; "
@@ -361,9 +424,17 @@ class Server:
                 self.workers.send("acl", new.acl)
             logger.info("config: acl applied (allow %s; deny %s)", ", ".join(new.acl.allow),
                         ", ".join(new.acl.deny) or "none")
+        if new.rate_limit != old.rate_limit and self.handler is not None:
+            self.handler.locked(self.handler.set_rate_limit, new.rate_limit)
+            if self.workers is not None:
+                self.workers.send("rate_limit", new.rate_limit)
+            logger.info("config: rate_limit applied")
+            _log_rate_limit(new.rate_limit, old.workers)
         if new.tcp != old.tcp and self.dns is not None:
             self.dns.limits = new.tcp  # read when a connection opens and by its idle timer
             logger.info("config: tcp limits applied")
+            if new.tcp.max_connections > old.tcp.max_connections:
+                raise_fd_limit(new.tcp.max_connections)
         if geo is not None:
             self._geo_stamp, self._geo_pending, self._geo_failed = geo_stamp, None, None
         if geo is not None or dict(new.regions) != dict(old.regions):
@@ -372,6 +443,9 @@ class Server:
                 logger.info("config: regions applied (%s)", ", ".join(new.regions) or "none")
         if store is not self.zone_store:
             logger.info("config: zones folder is now %s", new.zones)
+        store.max_file_bytes = new.max_zone_file_bytes  # before this reload reads the files
+        if new.reload != old.reload:
+            logger.info("config: reload: %s applied", new.reload)
         self.config = live
         return [], store
 
@@ -432,8 +506,37 @@ class Server:
         return None
 
     async def _watch_zones(self) -> None:
-        """The 1 s poll of the zone files and the GeoIP file (:func:`gslb.zones.watch`)."""
-        await watch(lambda forced: self.reload(force=False), self._stop)
+        """The 1 s poll of the zone files and the GeoIP file (:func:`gslb.zones.watch`).
+
+        With ``reload: manual`` it applies nothing: it logs, once per version, that a file changed.
+        """
+        noticed: dict[str, Stamp | None] = {}
+
+        async def tick(forced: bool) -> Any:
+            if self.config.reload == "manual":
+                self._notice_changes(noticed)
+                return None
+            noticed.clear()
+            return await self.reload(force=False)
+
+        await watch(tick, self._stop)
+
+    def _notice_changes(self, noticed: dict[str, Stamp | None]) -> None:
+        """``reload: manual``: log each zone or GeoIP file version changed on disk once."""
+        changed = self.zone_store.changed_on_disk()
+        geo = self.config.geoip
+        if geo and _stamp_of(geo) not in (self._geo_stamp, None):
+            changed.append(geo)
+        for path in list(noticed):
+            if path not in changed:
+                del noticed[path]
+        for path in changed:
+            stamp = _stamp_of(path)
+            if path in noticed and noticed[path] == stamp:
+                continue
+            noticed[path] = stamp
+            logger.info("zones: %s changed on disk; reload: manual, so it applies on SIGHUP or "
+                        "POST /api/v1/reload", path)
 
     def _worker_init(self) -> dict[str, Any]:
         """What a DNS worker process starts from: the state of this moment."""
@@ -441,6 +544,8 @@ class Server:
         return init_payload(self.zone_store.zones, self.table.view, self.pools.ready,
                             self.geo.path if self.geo is not None else None, dict(self.config.regions),
                             self.config.acl, self.dns.addresses, logging.getLogger().level,
+                            rate_limit=self.config.rate_limit,
+                            cookies=(self.cookies.secret, self.cookies.max_nocookie_udp) if self.cookies else None,
                             merge_scopes=self.config.ecs_scope == "merged")
 
     def query_stats(self) -> QueryStats:
@@ -469,6 +574,15 @@ class Server:
             return explain(self.zone_store.zones, self.balancer, self.table.view, name, qtype, client)
         with self.handler.lock:  # the balancer's caches are shared with the DNS threads
             return explain(self.zone_store.zones, self.balancer, self.table.view, name, qtype, client)
+
+
+def _log_rate_limit(rl: Any, workers: int) -> None:
+    if not rl.enabled:
+        return
+    per = f" per DNS process ({workers} processes)" if workers > 1 else ""
+    logger.info("rrl: UDP replies limited to %d/s per (client /%d or /%d, answer)%s, window %ds, slip %d%s",
+                rl.responses_per_second, rl.ipv4_prefix, rl.ipv6_prefix, per, rl.window, rl.slip,
+                f", exempt {', '.join(rl.exempt)}" if rl.exempt else "")
 
 
 def _shown(value: Any) -> str:

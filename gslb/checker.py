@@ -36,7 +36,7 @@ async def run_checker(config: ServerConfig, region: str, state_url: str, stop: a
 
     ``backend`` replaces the RedisBackend built from ``state_url`` (tests).
     """
-    store = ZoneStore(config.zones)
+    store = ZoneStore(config.zones, max_file_bytes=config.max_zone_file_bytes)
     _reload(store, force=True)
     if not len(store.zones):
         logger.warning("zones: no zone loaded from %s; checking nothing until one appears", config.zones)
@@ -66,6 +66,8 @@ async def run_checker(config: ServerConfig, region: str, state_url: str, stop: a
         async def tick(forced: bool) -> None:
             if forced:
                 logger.info("checker: SIGHUP, reloading zones")
+            elif config.reload == "manual":
+                return  # reload: manual: zone changes apply on SIGHUP only
             if _reload(store, force=forced):
                 table.configure(store.zones)
                 monitor.configure(store.zones)

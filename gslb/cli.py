@@ -145,7 +145,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _config_with_zones(args)
     if isinstance(config, int):
         return config
-    errors = check_directory(config.zones)
+    errors = check_directory(config.zones, config.max_zone_file_bytes)
     for error in errors:
         print(error, file=sys.stderr)
     if errors:
@@ -169,7 +169,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     config = _config_with_zones(args)
     if isinstance(config, int):
         return config
-    store = ZoneStore(config.zones)
+    store = ZoneStore(config.zones, max_file_bytes=config.max_zone_file_bytes)
     result = store.reload(force=True)
     for error in result.get("errors", []):
         print(error, file=sys.stderr)

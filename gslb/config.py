@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from gslb.errors import ConfigError, ConfigErrors, UsageError
 from gslb.yamlsafe import Errors, Fields, LineDict, LineList, check_keys, load_yaml, type_name
-from gslb.zones import check_name, display_path, is_ip, is_ipv6, parse_location
+from gslb.zones import MAX_ZONE_FILE_BYTES, check_name, display_path, is_ip, is_ipv6, parse_location
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +30,24 @@ class Acl:
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """Response rate limiting per client /24 or /56 and answer (0 = off)."""
+    """Response rate limiting (UDP) per client network and answer; ``responses_per_second`` 0 = off.
+
+    ``window``: seconds of credit a quiet client may build up; ``slip``: every Nth limited reply
+    is sent truncated (TC=1), the others dropped (0: drop all, 1: truncate all); ``exempt``:
+    networks never limited. See ``gslb.ratelimit``.
+    """
 
     responses_per_second: int = 0
     slip: int = 2
+    window: int = 5
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+    exempt: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether replies are limited at all."""
+        return self.responses_per_second > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +57,23 @@ class TcpLimits:
     idle_timeout: float = 10.0
     max_connections: int = 1024
     max_per_client: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class CookieConfig:
+    """DNS Cookies (RFC 7873, server cookies per RFC 9018; ``gslb.cookies``)."""
+
+    enabled: bool = True
+    #: the file holding the 16-byte secret every node shares (32 hex digits); None: random per start
+    secret_file: str | None = None
+    #: the largest UDP reply to a query without a valid server cookie (larger: TC=1)
+    max_nocookie_udp: int = 1232
+    #: the secret read from ``secret_file`` (None without one); never shown
+    secret: bytes | None = field(default=None, repr=False)
+
+
+#: the range of ``cookies.max_nocookie_udp`` (gdnsd's lower bound; gslb never sends more than 1232)
+NOCOOKIE_UDP_RANGE = (128, 1232)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +97,16 @@ class ServerConfig:
     acl: Acl = Acl()
     rate_limit: RateLimit = RateLimit()
     tcp: TcpLimits = TcpLimits()
+    cookies: CookieConfig = CookieConfig()
     workers: int = 1
     #: ECS scope of closest/geo answers: "merged" (neighbouring networks with the same answer) or
     #: "network" (the client's GeoIP network)
     ecs_scope: str = "merged"
+    #: ``auto``: the file watch applies zone file changes; ``manual``: only SIGHUP and
+    #: POST /api/v1/reload do (the watch logs that a file changed)
+    reload: str = "auto"
+    #: zone files bigger than this are refused before they are read
+    max_zone_file_bytes: int = MAX_ZONE_FILE_BYTES
     #: the server file this came from, None when there was none
     file: str | None = None
     #: geoip is the built-in default path (given neither in the file nor by a flag)
@@ -82,7 +119,14 @@ class ServerConfig:
 
 DEFAULT_CONFIG_NAME = "gslb.yaml"
 _TOP_KEYS = ("listen", "http", "zones", "geoip", "region", "regions", "state", "checks",
-             "api_token_file", "acl", "rate_limit", "tcp", "workers", "ecs_scope")
+             "api_token_file", "acl", "rate_limit", "tcp", "workers", "reload", "max_zone_file_bytes", "cookies",
+             "ecs_scope")
+#: the values of ``reload:``
+RELOAD_MODES = ("auto", "manual")
+#: the smallest ``max_zone_file_bytes``
+MIN_ZONE_FILE_BYTES = 1024
+#: the values of ``ecs_scope:``
+ECS_SCOPES = ("merged", "network")
 #: the schemes of a Redis ``state:`` URL (gslb.redis_state.RedisBackend)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 #: every scheme ``state:`` accepts; :func:`check_state_url` is the one check of it
@@ -375,11 +419,16 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
     if acl_m is not None:
         out["acl"] = Acl(allow=_networks(err, acl_m, "allow", "acl.allow", Acl().allow),
                          deny=_networks(err, acl_m, "deny", "acl.deny", ()))
-    rl_m = top.mapping("rate_limit", ("responses_per_second", "slip"))
+    rl_m = top.mapping("rate_limit", ("responses_per_second", "window", "slip", "ipv4_prefix",
+                                       "ipv6_prefix", "exempt"))
     if rl_m is not None:
         rl = Fields(err, rl_m, "rate_limit")
         out["rate_limit"] = RateLimit(responses_per_second=_number(rl, "responses_per_second", 0, 0),
-                                      slip=_number(rl, "slip", 2, 0, 10))
+                                      slip=_number(rl, "slip", 2, 0, 10),
+                                      window=_number(rl, "window", 5, 1, 3600),
+                                      ipv4_prefix=_number(rl, "ipv4_prefix", 24, 0, 32),
+                                      ipv6_prefix=_number(rl, "ipv6_prefix", 56, 0, 128),
+                                      exempt=_networks(err, rl_m, "exempt", "rate_limit.exempt", ()))
     tcp_m = top.mapping("tcp", ("idle_timeout", "max_connections", "max_per_client"))
     if tcp_m is not None:
         tcp = Fields(err, tcp_m, "tcp")
@@ -388,14 +437,44 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
             max_connections=_number(tcp, "max_connections", 1024, 1),
             max_per_client=_number(tcp, "max_per_client", 32, 1))
     out["workers"] = _number(top, "workers", 1, 1, 256)
-    if "ecs_scope" in data:
-        v = data["ecs_scope"]
-        if v not in ("merged", "network"):
-            err.add(data.value_line("ecs_scope"), "ecs_scope", f"expected merged or network, got {v!r}")
-        else:
-            out["ecs_scope"] = v
+    out["reload"] = top.choice("reload", "auto", RELOAD_MODES, "reload mode") or "auto"
+    out["max_zone_file_bytes"] = _number(top, "max_zone_file_bytes", MAX_ZONE_FILE_BYTES, MIN_ZONE_FILE_BYTES)
+    cookies_m = top.mapping("cookies", ("enabled", "secret_file", "max_nocookie_udp"))
+    if cookies_m is not None:
+        out["cookies"] = _cookies(err, cookies_m, base)
+    out["ecs_scope"] = top.choice("ecs_scope", "merged", ECS_SCOPES, "ecs_scope") or "merged"
     errors.extend(sorted(err.items, key=lambda e: e.line or 0))
     return out
+
+
+def _cookies(err: Errors, m: LineDict, base: str) -> CookieConfig:
+    """The ``cookies:`` section; the secret file is read (and checked) here."""
+    f = Fields(err, m, "cookies")
+    enabled = True
+    if "enabled" in m:
+        if isinstance(m["enabled"], bool):
+            enabled = m["enabled"]
+        else:
+            v = m["enabled"]
+            err.add(f.line("enabled"), "cookies.enabled",
+                    f"expected true or false, got {v!r}" if isinstance(v, str) else
+                    f"expected true or false, got {type_name(v)}")
+    lo, hi = NOCOOKIE_UDP_RANGE
+    limit = _number(f, "max_nocookie_udp", 1232, lo, hi)
+    path = _path(f, base, "secret_file", None, nullable=True)
+    secret = None
+    if path is not None:
+        from gslb.cookies import parse_secret
+
+        try:
+            with open(path, encoding="ascii") as fh:
+                secret = parse_secret(fh.read())
+        except OSError as exc:
+            err.add(f.line("secret_file"), "cookies.secret_file", f"cannot read {path}: {exc.strerror or exc}")
+        except (UnicodeDecodeError, ValueError) as exc:
+            why = "not ASCII text; expected 32 hex digits (16 bytes)" if isinstance(exc, UnicodeDecodeError) else exc
+            err.add(f.line("secret_file"), "cookies.secret_file", f"{path}: {why}")
+    return CookieConfig(enabled=enabled, secret_file=path, max_nocookie_udp=limit, secret=secret)
 
 
 def _apply_overrides(values: dict[str, Any], overrides: dict[str, Any], cwd: str) -> list[ConfigError]:

@@ -8,11 +8,24 @@
    source) is the reply, with the query's ID put in front: no parse, no resolve, no encode;
 3. else the full path (:meth:`QueryHandler.compute`): parse (``gslb.wire``), resolve
    (``gslb.resolver`` with the zones and the pools), encode, count; a cacheable reply is stored
-   under the dependencies it was computed from.
+   under the dependencies it was computed from;
+4. response rate limiting (``gslb.ratelimit``, when ``rate_limit`` is on), on both the cache hit
+   and the computed reply: the reply is sent, dropped or slipped (sent truncated). The cache
+   entry carries the reply's rate-limit identity, so a hit is limited without a parse. Off, it
+   costs the hit path one attribute test.
 
 ``QueryHandler.handle(data, client_ip, tcp)`` is the full path alone (TCP, tests, explain-like
-callers). Every reply from the cache is byte for byte the reply the full path gives (a test
-compares both over a generated corpus).
+callers), never rate limited. Every reply from the cache is byte for byte the reply the full
+path gives (a test compares both over a generated corpus).
+
+DNS Cookies (``gslb.cookies``, when enabled): the full path judges the query's COOKIE option,
+puts the reply's in the OPT record, and caps a UDP reply to a query without a valid server
+cookie at ``max_nocookie_udp`` bytes. A reply that carries a cookie depends on the client's
+address and on the time, so it is cached under (query bytes, client address) (a hit: this
+address sent these very cookie bytes before, and they were judged then) and depends on
+``COOKIE_DEP``, which :func:`expire_cookies_every` bumps every ``CACHE_PERIOD`` seconds: a cached
+reply never carries a server cookie more than that older than a computed one would. The cache
+hit path is unchanged.
 
 ``LivePools`` is the readiness gate between the resolver and the balancer: until the first round
 of health checks has finished it answers every pool name with the ``starting`` outcome (no reply
@@ -23,25 +36,29 @@ goes to ``Balancer.sync``, whose changed pools are dropped from the answer cache
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import threading
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any, Callable
 
 from gslb.answercache import AnswerCache
 from gslb.balancer import Balancer, PoolChange
-from gslb.config import Acl
+from gslb.config import Acl, RateLimit
+from gslb.cookies import CACHE_PERIOD, Cookies, Verdict
 from gslb.model import Pool, PoolAnswer, StateView, Zone, ZoneSet
+from gslb.ratelimit import DROP, ERROR, RateLimiter, identity
 from gslb.resolver import Pools, resolve
 from gslb.stats import QueryStats
-from gslb.wire import (NXDOMAIN, RCODE_NAMES, REFUSED, Drop, FormErr, Reject, encode_response, parse_query,
-                       servfail)
+from gslb.wire import (BADCOOKIE, NOERROR, NXDOMAIN, RCODE_NAMES, REFUSED, TCP_MAX, Drop, FormErr, Query, Reject,
+                       encode_response, formerr, parse_query, servfail, slipped, with_tc)
 
 logger = logging.getLogger(__name__)
 
-#: the largest DNS message (TCP)
-TCP_MAX = 65535
+#: the answer cache dependency of every reply that carries a server cookie (a 1-tuple: no zone
+#: key, pool or site dependency looks like it)
+COOKIE_DEP = ("#cookies",)
 
 #: rcodes whose replies the answer cache does not keep (see QueryHandler.compute)
 _NOT_STORED = frozenset((NXDOMAIN, REFUSED))
@@ -175,13 +192,22 @@ class QueryHandler:
     """
 
     def __init__(self, get_zones: Callable[[], ZoneSet], pools: Pools, stats: QueryStats, acl: Acl,
-                 cache: AnswerCache | None = None) -> None:
+                 cache: AnswerCache | None = None, cookies: Cookies | None = None,
+                 rate_limit: RateLimit | None = None) -> None:
         self._get_zones = get_zones
+        #: None: DNS Cookies off (COOKIE options ignored, no size cap)
+        self.cookies = cookies
         self._pools = pools
         self._stats = stats
         self._acl = AclMatcher(acl)
         #: None: no answer cache (every query takes the full path)
         self.cache = cache
+        #: None: UDP replies are not rate limited
+        self.rrl: RateLimiter | None = None
+        #: the clock of the rate limiter (monotonic seconds)
+        self.clock: Callable[[], float] = monotonic
+        if rate_limit is not None and rate_limit.enabled:
+            self.rrl = RateLimiter(rate_limit)
         #: held while an answer is computed and while the data it reads changes
         self.lock = threading.RLock()
 
@@ -193,6 +219,20 @@ class QueryHandler:
     def set_acl(self, acl: Acl) -> None:
         """Replace the ACL (on reload); the next query uses the new one."""
         self._acl = AclMatcher(acl)
+
+    def set_rate_limit(self, rate_limit: RateLimit) -> None:
+        """Replace the rate limiter (on reload; the caller holds the lock): new, empty buckets.
+
+        Turned on, the answer cache is cleared: its entries were stored without their rate-limit
+        identity.
+        """
+        if not rate_limit.enabled:
+            self.rrl = None
+            return
+        was_off = self.rrl is None
+        self.rrl = RateLimiter(rate_limit)
+        if was_off:
+            self.clear_cache()
 
     # -- invalidation (callers hold the lock) ----------------------------------------------------
 
@@ -223,6 +263,11 @@ class QueryHandler:
                 deps.extend((pool[0], pool[1], site) for site in left)
         self.cache.invalidate(deps)
 
+    def expire_cookies(self) -> None:
+        """Drop every cached reply that carries a server cookie (every CACHE_PERIOD seconds)."""
+        if self.cache is not None:
+            self.cache.invalidate((COOKIE_DEP,))
+
     def clear_cache(self) -> None:
         """Drop every cached answer (a new GeoIP database, new regions)."""
         if self.cache is not None:
@@ -252,13 +297,18 @@ class QueryHandler:
             if entry is not None:
                 try:
                     if cache.stamps[entry[1]] == entry[2]:
+                        rrl = self.rrl
+                        if rrl is not None:
+                            verdict = rrl.check(host, entry[4], self.clock())
+                            if verdict:
+                                return self._limited(verdict, data[:2] + entry[0], data)
                         self._stats.hits[entry[3]] += 1
                         entries.move_to_end(key)
                         return data[:2] + entry[0]
                 except (IndexError, KeyError):  # the slots started over, or it was just evicted
                     pass
         with self.lock:
-            return self.compute(data, host, False)
+            return self.compute(data, host, False, limit=True)
 
     def handle(self, data: bytes, host: str, tcp: bool) -> bytes | None:
         """The reply to ``data`` by the full path (no answer cache); None when nothing is to be sent."""
@@ -269,24 +319,33 @@ class QueryHandler:
         with self.lock:
             return self.compute(data, host, tcp, store=False)
 
-    def compute(self, data: bytes, host: str, tcp: bool, store: bool = True) -> bytes | None:
+    def compute(self, data: bytes, host: str, tcp: bool, store: bool = True, limit: bool = False) -> bytes | None:
         """Parse, resolve, encode and count (the ACL already passed); store a cacheable UDP reply
-        in the answer cache when ``store``."""
+        in the answer cache when ``store``; rate limit the reply when ``limit`` (UDP)."""
         start = perf_counter()
         stats = self._stats
         client = client_ip(host)
+        rrl = self.rrl if limit else None
         try:
             ident, query = parse_query(data)
         except Drop as e:
             stats.dropped[e.reason] += 1
             return None
         except FormErr as e:
+            if e.ping and self.cookies is not None:
+                return self._cookie_ping(e, client, tcp, start)
             logger.debug("FORMERR to %s: %s", client, e.why)
+            reply = self._error_reply(e, client, tcp)
+            if rrl is not None and (limited := rrl.check(host, ERROR, self.clock())):
+                return self._limited(limited, reply, None)
             stats.query("", _counted(e.qtype), "FORMERR", perf_counter() - start)
-            return e.reply
+            return reply
         except Reject as e:
+            reply = self._error_reply(e, client, tcp)
+            if rrl is not None and (limited := rrl.check(host, ERROR, self.clock())):
+                return self._limited(limited, reply, None)
             stats.query("", _counted(e.qtype), RCODE_NAMES.get(e.rcode, str(e.rcode)), perf_counter() - start)
-            return e.reply
+            return reply
         except Exception:  # a parser bug must not kill the listener
             logger.exception("cannot parse a query from %s", client)
             stats.dropped["error"] += 1
@@ -296,35 +355,123 @@ class QueryHandler:
             # stored by another thread meanwhile, or evicted and stored again: answered from it
             entry = cache.lookup(data[2:], host)
             if entry is not None:
+                if rrl is not None and (limited := rrl.check(host, entry[4], self.clock())):
+                    return self._limited(limited, data[:2] + entry[0], query)
                 stats.hits[entry[3]] += 1
                 return data[:2] + entry[0]
         epoch = cache.epoch if cache is not None else 0
+        zones = self._get_zones()
+        size = TCP_MAX if tcp else query.udp_limit
+        cookie = b""
+        cookie_verdict = ""
+        storable = True
+        if self.cookies is not None:
+            judged, cookie, storable, size = self._judge_cookie(query.cookie, client, tcp, size)
+            if judged is Verdict.MALFORMED:
+                # RFC 7873 5.2.2: a COOKIE option of a length other than 8 or 16..40
+                logger.debug("FORMERR to %s: malformed COOKIE option", client)
+                stats.query("", _counted(query.qtype_name), "FORMERR", perf_counter() - start)
+                return formerr(ident, query)
+            cookie_verdict = judged.value if judged is not None else ""
         try:
-            response = resolve(query, client, self._get_zones(), self._pools)
+            response = resolve(query, client, zones, self._pools)
             if response.drop is not None:
                 stats.dropped[response.drop] += 1
                 return None
-            reply = encode_response(ident, query, response, TCP_MAX if tcp else query.udp_limit)
+            reply = encode_response(ident, query, response, size, cookie)
         except Exception:
             logger.exception("SERVFAIL for %s %s from %s", query.qname, query.qtype_name, client)
+            reply = servfail(ident, query, cookie)
+            if rrl is not None and (limited := rrl.check(host, ERROR, self.clock())):
+                return self._limited(limited, reply, None)
             stats.query("", _counted(query.qtype_name), "SERVFAIL", perf_counter() - start)
-            return servfail(ident, query)
+            return reply
         qtype = _counted(query.qtype_name)
         rcode = RCODE_NAMES.get(response.rcode, str(response.rcode))
         pool = response.pool
-        if pool is not None:
-            stats.answered_sites(pool[0], pool[1], response.sites)
-        stats.query(response.zone, qtype, rcode, perf_counter() - start)
+        # with a limiter, every reply limited here or stored in the cache gets its identity
+        rrl_id = identity(query, response, zones) \
+            if self.rrl is not None and (rrl is not None or cache is not None) else None
+        limited = rrl.check(host, rrl_id, self.clock()) if rrl is not None else 0
+        if not limited:
+            if pool is not None:
+                stats.answered_sites(pool[0], pool[1], response.sites)
+            stats.query(response.zone, qtype, rcode, perf_counter() - start)
         # NXDOMAIN and REFUSED are not stored: resolvers cache them themselves (RFC 2308), so a
         # repeat is rare, while a flood of random names would push every useful answer out
-        if cache is not None and response.deps is not None and response.rcode not in _NOT_STORED:
+        if cache is not None and response.deps is not None and response.rcode not in _NOT_STORED and storable:
             if len(stats.hits) >= MAX_SLOTS or cache.full:
                 # start both over: a new cache, so no entry points at a slot of the old registry
                 stats.reset_slots()
                 cache = self.cache = AnswerCache(cache.max_bytes)
-            token = cache.token(response.deps)
+            deps = response.deps
+            per_client = response.per_client
+            if cookie:
+                # the server cookie depends on the client's address and on the time
+                deps = deps + (COOKIE_DEP,)
+                per_client = True
+            token = cache.token(deps)
             # nothing this answer read changed while it was computed (else: not stored)
             if cache.epoch == epoch:
-                slot = stats.slot(response.zone, qtype, rcode, pool, response.sites)
-                cache.put(data[2:], host if response.per_client else None, reply[2:], token, slot)
+                slot = stats.slot(response.zone, qtype, rcode, pool, response.sites, cookie_verdict)
+                cache.put(data[2:], host if per_client else None, reply[2:], token, slot, rrl_id)
+        if limited:
+            return self._limited(limited, reply, query)
         return reply
+
+    def _limited(self, verdict: int, reply: bytes, query: Query | bytes | None) -> bytes | None:
+        """A reply the rate limiter holds back: None (dropped), or the truncated reply (slipped).
+
+        ``query`` is the parsed query, or the query's bytes (parsed here, from the parser's memo:
+        only slips need it), or None for a reply without records (an error: its TC bit is set).
+        """
+        stats = self._stats
+        if verdict == DROP:
+            stats.rrl_dropped += 1
+            return None
+        stats.rrl_slipped += 1
+        if query is None:
+            return with_tc(reply)
+        if isinstance(query, bytes):
+            query = parse_query(query)[1]
+        return slipped(reply, query)
+
+    def _judge_cookie(self, option: bytes | None, client: str, tcp: bool,
+                      limit: int) -> tuple[Verdict | None, bytes, bool, int]:
+        """A query's COOKIE option judged and counted (cookies on): (the verdict, None without an
+        option; the reply's COOKIE option; whether the reply may be cached; the UDP size limit
+        left: ``max_nocookie_udp`` without a valid server cookie, as no proof the source is real)."""
+        cookies = self.cookies
+        assert cookies is not None
+        judged, cookie, storable = None, b"", True
+        if option is not None:
+            judged, cookie, storable = cookies.process(option, client)
+            self._stats.cookie(judged.value)
+        if not tcp and judged is not Verdict.VALID:
+            limit = min(limit, cookies.max_nocookie_udp)
+        return judged, cookie, storable, limit
+
+    def _error_reply(self, error: Reject, client: str, tcp: bool) -> bytes:
+        """An error reply fitted to the client's limit, with a COOKIE option when the query had one."""
+        limit = TCP_MAX if tcp else error.udp_limit
+        if self.cookies is None:
+            return error.build(limit, b"")
+        _, cookie, _, limit = self._judge_cookie(error.cookie, client, tcp, limit)
+        return error.build(limit, cookie)
+
+    def _cookie_ping(self, error: FormErr, client: str, tcp: bool, start: float) -> bytes:
+        """A query with no question and a COOKIE option (RFC 7873 5.4): NOERROR with our cookie, or
+        BADCOOKIE when it brought a server cookie that is not valid; FORMERR for a malformed option."""
+        assert error.cookie is not None
+        judged, cookie, _, limit = self._judge_cookie(error.cookie, client, tcp,
+                                                       TCP_MAX if tcp else error.udp_limit)
+        rcode = {Verdict.MALFORMED: error.rcode, Verdict.INVALID: BADCOOKIE}.get(judged, NOERROR)
+        self._stats.query("", "", RCODE_NAMES[rcode], perf_counter() - start)
+        return error.build(limit, cookie, rcode)
+
+async def expire_cookies_every(handler: QueryHandler, period: float = CACHE_PERIOD) -> None:
+    """Drop the cached replies that carry a server cookie every ``period`` seconds (a task of the
+    process's event loop; runs until cancelled)."""
+    while True:
+        await asyncio.sleep(period)
+        handler.locked(handler.expire_cookies)

@@ -11,8 +11,13 @@ immutable snapshots) and never walk configuration files. Routes (SPEC "HTTP endp
     PUT  /api/v1/sites/{zone}/{site}/override     (token) {"state": "up"|"down"|"drain"|"auto"}
     GET  /                                        the dashboard; assets under /static/
 
-Every error is JSON ``{"error": "..."}``. Write endpoints need ``Authorization: Bearer TOKEN``;
-with no token configured they answer 403, with a wrong or missing one 401.
+Every error is JSON ``{"error": "..."}``, also the 400s of aiohttp's HTTP parser (a request line
+over 8190 bytes, a bad header), which log one line each (``JsonErrorRunner``). Write endpoints
+need ``Authorization: Bearer TOKEN``; with no token configured they answer 403, with a wrong or
+missing one (any bytes) 401. A body announced bigger than MAX_BODY_BYTES is refused (413) before
+it is read; a JSON body is at most MAX_JSON_BYTES and its parse errors (nesting too deep, an
+integer of thousands of digits, bad UTF-8) are 400s. ``/static/NAME`` serves only the files the
+static folder held at start-up (no file-system lookup of the client's path).
 
 A site's overall ``state`` in /api/v1/status (and in gslb_site_state) is the table's verdict
 (``SiteStateTable.site_state``): judged with the quorum of the first pool (in zone file order)
@@ -34,6 +39,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
 
 from gslb.errors import StartupError
 from gslb.metrics import make_registry, render
@@ -56,6 +63,16 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_*.-]{1,253}$")
 #: how many recent verdict changes /api/v1/status lists
 MAX_CHANGES = 50
 
+#: the largest request body accepted at all (aiohttp's client_max_size); a bigger announced
+#: Content-Length is refused before the body is read
+MAX_BODY_BYTES = 1024 * 1024
+
+#: the largest JSON body (the override's is a few bytes)
+MAX_JSON_BYTES = 64 * 1024
+
+#: the method aiohttp gives the stand-in request of an error of its HTTP parser
+_PARSER_ERROR_METHOD = "UNKNOWN"
+
 SERVER_KEY = web.AppKey("gslb_server", Any)
 REGISTRY_KEY = web.AppKey("gslb_registry", Any)
 
@@ -69,6 +86,11 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every error into JSON ``{"error": ...}``; log unexpected exceptions once."""
+    size = request.content_length
+    if size is not None and size > MAX_BODY_BYTES:
+        response = _error(413, f"body: {size} bytes, larger than the limit {MAX_BODY_BYTES}")
+        response.force_close()  # the body is not read: the connection cannot be reused
+        return response
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -148,7 +170,20 @@ def build_status(server: Any) -> dict[str, Any]:
         "changes": [_change(c) for c in reversed(changes)],
         "dns_ready": bool(server.dns_ready),
         "workers": _workers(server),
+        "rate_limit": _rate_limit(server),
     }
+
+
+def _rate_limit(server: Any) -> dict[str, Any] | None:
+    """The response rate limiter: its settings and what it held back (every DNS process); None when off."""
+    rl = getattr(server.config, "rate_limit", None)
+    if rl is None or not rl.enabled:
+        return None
+    totals = getattr(server, "query_stats", None)
+    stats = totals() if callable(totals) else server.stats
+    return {"responses_per_second": rl.responses_per_second, "window": rl.window, "slip": rl.slip,
+            "ipv4_prefix": rl.ipv4_prefix, "ipv6_prefix": rl.ipv6_prefix, "exempt": list(rl.exempt),
+            "dropped": stats.rrl_dropped, "slipped": stats.rrl_slipped}
 
 
 def _workers(server: Any) -> list[dict[str, Any]]:
@@ -208,8 +243,10 @@ def _authorize(request: web.Request) -> web.Response | None:
         return _error(403, "write endpoints are disabled: no api_token_file is configured")
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    # compare in constant time, as bytes (compare_digest rejects non-ASCII str)
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    # compare in constant time, as bytes (compare_digest rejects non-ASCII str); header bytes
+    # that are not UTF-8 come as surrogate escapes, which encode back to those bytes
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, token.encode()):
         return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="gslb"'})
     return None
 
@@ -231,10 +268,9 @@ async def override(request: web.Request) -> web.Response:
     server = _server(request)
     zone_name = request.match_info["zone"]
     site_name = request.match_info["site"]
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, f"body: expected JSON {{\"state\": {_STATE_CHOICES}}}")
+    body, problem = await read_json(request)
+    if problem is not None:
+        return problem
     state = body.get("state") if isinstance(body, dict) else None
     if not isinstance(state, str) or state not in OVERRIDE_STATES:
         return _error(400, f"state: expected one of {', '.join(sorted(OVERRIDE_STATES))}, got {state!r}")
@@ -255,6 +291,36 @@ async def override(request: web.Request) -> web.Response:
                               "override": status.override, "state": verdict})
 
 
+async def read_json(request: web.Request) -> tuple[Any, web.Response | None]:
+    """(the JSON body, None), or (None, the 400/413 answer): at most MAX_JSON_BYTES, and a body
+    the parser chokes on (too deep, an integer of thousands of digits, not UTF-8) is a 400."""
+    data = await request.content.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        response = _error(413, f"body: larger than the limit {MAX_JSON_BYTES} bytes for JSON")
+        response.force_close()  # the rest of the body is not read
+        return None, response
+    try:
+        return json.loads(data.decode("utf-8")), None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else \
+            str(exc).partition(":")[0] if isinstance(exc, json.JSONDecodeError) else \
+            "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "a number too long"
+        return None, _error(400, f"body: expected JSON {{\"state\": {_STATE_CHOICES}}} ({reason})")
+
+
+def static_handler(folder: Path) -> Handler:
+    """GET /static/NAME: the files ``folder`` holds now, by exact name; anything else 404."""
+    files = {p.name: p for p in folder.iterdir() if p.is_file()}
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        path = files.get(request.match_info["name"])
+        if path is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
+
+    return serve
+
+
 async def dashboard(request: web.Request) -> web.FileResponse:
     """GET /: the dashboard page."""
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -262,7 +328,7 @@ async def dashboard(request: web.Request) -> web.FileResponse:
 
 def create_app(server: Any) -> web.Application:
     """The aiohttp application for ``server`` (a gslb.app.Server or an object with its attributes)."""
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[SERVER_KEY] = server
     app[REGISTRY_KEY] = make_registry(server)
     app.router.add_get("/healthz", healthz)
@@ -272,7 +338,7 @@ def create_app(server: Any) -> web.Application:
     app.router.add_post("/api/v1/reload", reload)
     app.router.add_put("/api/v1/sites/{zone}/{site}/override", override)
     app.router.add_get("/", dashboard)
-    app.router.add_static("/static/", STATIC_DIR)
+    app.router.add_get("/static/{name:.*}", static_handler(STATIC_DIR))
     return app
 
 
@@ -281,15 +347,67 @@ class AccessLogger(AbstractAccessLogger):
     at DEBUG, writes and errors at INFO."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        """Log one finished request."""
+        """Log one finished request (not the HTTP parser's 400s: ``handle_error`` logged them)."""
+        if request.method == _PARSER_ERROR_METHOD and response.status == 400:
+            return
         quiet = request.method in ("GET", "HEAD") and response.status < 400
         self.logger.log(logging.DEBUG if quiet else logging.INFO, '%s "%s %s" %s %.1fms',
                         request.remote, request.method, request.path_qs, response.status, time * 1000)
 
 
+class _JsonErrorRequestHandler(RequestHandler):
+    """aiohttp's connection handler, with its own error answers (the HTTP parser's 400s, a
+    handler's crash outside the middleware) as JSON and one log line, not a traceback."""
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """One log line and ``{"error": ...}`` (aiohttp: plain text and a traceback)."""
+        if status >= 500:
+            logger.error("http: %s %s failed: %s", request.method, request.path, _one_line(exc, message))
+            response = _error(status, "internal server error")
+        else:
+            reason = _one_line(exc, message)
+            logger.info("http: bad request from %s: %s", request.remote, reason)
+            response = _error(status, f"bad request: {reason}")
+        if request.writer.output_size > 0:  # as aiohttp: some of a response went out already
+            raise ConnectionError("Response is sent already, cannot send another response")
+        response.force_close()
+        return response
+
+
+def _one_line(exc: BaseException | None, message: str | None) -> str:
+    """The parser's reason on one line, without the echoed request bytes, at most 200 characters."""
+    text = getattr(exc, "message", None) or message or (str(exc) if exc is not None else "") or "error"
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    text = " ".join(str(text).split())
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class _JsonErrorServer(Server):
+    """aiohttp's low-level server making :class:`_JsonErrorRequestHandler` connections."""
+
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class JsonErrorRunner(web.AppRunner):
+    """An AppRunner whose connections answer aiohttp's own errors as JSON with one log line.
+
+    aiohttp has no public hook for the responses of its HTTP parser (``RequestHandler.handle_error``
+    writes plain text and logs a traceback); this swaps in a subclass of its connection handler.
+    """
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer
+        return server
+
+
 async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Serve ``app`` on host:port; raise StartupError when the address cannot be bound."""
-    runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=logging.getLogger("gslb.http.access"))
+    runner = JsonErrorRunner(app, access_log_class=AccessLogger, access_log=logging.getLogger("gslb.http.access"))
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)

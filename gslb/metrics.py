@@ -135,11 +135,25 @@ class GslbCollector(Collector):
             "gslb_answer_cache_hits", "DNS queries answered from the answer cache (also counted in gslb_queries)",
             value=stats.cache_hits)
 
+        yield CounterMetricFamily(
+            "gslb_rrl_dropped", "UDP replies the response rate limiter dropped (not in gslb_queries)",
+            value=getattr(stats, "rrl_dropped", 0))
+        yield CounterMetricFamily(
+            "gslb_rrl_slipped", "UDP replies the response rate limiter sent truncated (TC=1, no records) "
+            "instead of the answer (not in gslb_queries)", value=getattr(stats, "rrl_slipped", 0))
+
         dropped = CounterMetricFamily(
             "gslb_dropped", "Packets dropped without a reply, by reason", labels=["reason"])
         for reason, n in sorted(stats.dropped.items()):
             dropped.add_metric([reason], n)
         yield dropped
+
+        cookies = CounterMetricFamily(
+            "gslb_dns_cookies", "DNS queries with a COOKIE option, by verdict (valid, client_only, invalid, "
+            "malformed)", labels=["verdict"])
+        for verdict, n in sorted(stats.cookies.items()):
+            cookies.add_metric([verdict], n)
+        yield cookies
 
         yield from self._checks(getattr(server, "check_stats", None))
         yield from self._sites()

@@ -29,7 +29,7 @@ class QueryStats:
     """
 
     __slots__ = ("_queries", "_site_answers", "latency_counts", "latency_sum", "dropped", "hits",
-                 "cache_hits", "_slots", "_slot_keys", "_folded")
+                 "cache_hits", "rrl_dropped", "rrl_slipped", "_cookies", "_slots", "_slot_keys", "_folded")
 
     def __init__(self) -> None:
         #: (zone key or "", qtype name, rcode name) -> count
@@ -45,6 +45,12 @@ class QueryStats:
         self.hits: list[int] = []
         #: answers from the answer cache, in total
         self.cache_hits = 0
+        #: UDP replies the rate limiter dropped, and sent truncated instead (gslb.ratelimit); not
+        #: counted in ``queries``
+        self.rrl_dropped = 0
+        self.rrl_slipped = 0
+        #: queries with a COOKIE option by verdict (``gslb.cookies.Verdict`` values)
+        self._cookies: Counter[str] = Counter()
         self._slots: dict[tuple, int] = {}
         self._slot_keys: list[tuple] = []
         #: per slot, the hits already added to the counters
@@ -62,6 +68,17 @@ class QueryStats:
         self.fold()
         return self._site_answers
 
+    @property
+    def cookies(self) -> Counter[str]:
+        """Verdict ("valid", "client_only", "invalid", "malformed") -> queries with a COOKIE option
+        (cache hits included)."""
+        self.fold()
+        return self._cookies
+
+    def cookie(self, verdict: str) -> None:
+        """Count one query's COOKIE option verdict (answers computed, not from the cache)."""
+        self._cookies[verdict] += 1
+
     def query(self, zone: str, qtype: str, rcode: str, seconds: float) -> None:
         """Count one answered query."""
         self._queries[(zone, qtype, rcode)] += 1
@@ -74,9 +91,10 @@ class QueryStats:
             self._site_answers[(zone, pool, site)] += 1
 
     def slot(self, zone: str, qtype: str, rcode: str, pool: tuple[str, str] | None,
-             sites: tuple[str, ...]) -> int:
-        """The slot standing for one kind of answer (the answer cache stores it with the reply)."""
-        key = (zone, qtype, rcode, pool, sites)
+             sites: tuple[str, ...], cookie: str = "") -> int:
+        """The slot standing for one kind of answer (the answer cache stores it with the reply);
+        ``cookie``: the COOKIE verdict of the query ("" without one)."""
+        key = (zone, qtype, rcode, pool, sites, cookie)
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = len(self._slot_keys)
@@ -105,9 +123,11 @@ class QueryStats:
             new = n - folded[slot]
             if new:
                 folded[slot] = n
-                zone, qtype, rcode, pool, sites = keys[slot]
+                zone, qtype, rcode, pool, sites, cookie = keys[slot]
                 self._queries[(zone, qtype, rcode)] += new
                 self.cache_hits += new
+                if cookie:
+                    self._cookies[cookie] += new
                 if pool is not None:
                     for site in sites:
                         self._site_answers[(pool[0], pool[1], site)] += new
@@ -117,7 +137,8 @@ class QueryStats:
         self.fold()
         return {"queries": dict(self._queries), "site_answers": dict(self._site_answers),
                 "latency_counts": list(self.latency_counts), "latency_sum": self.latency_sum,
-                "dropped": dict(self.dropped), "cache_hits": self.cache_hits}
+                "dropped": dict(self.dropped), "cache_hits": self.cache_hits,
+                "rrl_dropped": self.rrl_dropped, "rrl_slipped": self.rrl_slipped, "cookies": dict(self._cookies)}
 
     def absorb(self, snapshot: dict) -> None:
         """Add another process's counters (a :meth:`snapshot`) to these."""
@@ -129,6 +150,9 @@ class QueryStats:
         self.latency_sum += snapshot["latency_sum"]
         self.dropped.update(snapshot["dropped"])
         self.cache_hits += snapshot["cache_hits"]
+        self.rrl_dropped += snapshot.get("rrl_dropped", 0)
+        self.rrl_slipped += snapshot.get("rrl_slipped", 0)
+        self._cookies.update(snapshot.get("cookies", {}))
 
     @classmethod
     def total(cls, parts: Iterable["QueryStats | dict"]) -> "QueryStats":

@@ -72,6 +72,15 @@ def _region(name: str, r: dict[str, Any], colour: bool, now: float | None = None
     return text
 
 
+def _zone_status(error: str | None) -> str:
+    """A zone file's errors in one table cell: the first, and how many more (``gslb check`` lists all)."""
+    lines = [line for line in (error or "").splitlines() if line.strip()]
+    if not lines:
+        return "ok"
+    more = len(lines) - 1
+    return lines[0] + (f" (+{more} more error{'s' if more > 1 else ''}: gslb check)" if more else "")
+
+
 def format_status(doc: dict[str, Any], url: str | None = None, colour: bool = False,
                   now: float | None = None) -> str:
     """The status document as text: header, zones, sites with regional results, pools, changes.
@@ -88,8 +97,8 @@ def format_status(doc: dict[str, Any], url: str | None = None, colour: bool = Fa
     lines += [head, ""]
 
     zones = doc.get("zones") or []
-    rows = [[z.get("zone") or "-", str(z.get("serial", "-")), z.get("loaded_at") or "-", z.get("error") or "ok"]
-            for z in zones]
+    rows = [[z.get("zone") or "-", "-" if z.get("serial") is None else str(z["serial"]), z.get("loaded_at") or "-",
+             _zone_status(z.get("error"))] for z in zones]
     lines += _table(["zone", "serial", "loaded", "status"], rows) + [""]
 
     rows, bare = [], []

@@ -21,6 +21,21 @@ Error mapping at the edge (as dnspython's nanonameserver and CoreDNS do):
   BADKEY (RFC 8945 section 5.2.1: gslb has no keys, so every key is unknown).
 Every error reply to a query whose OPT record could be read carries an OPT record (RFC 6891
 section 7); an OPT record outside the additional section is a FORMERR (section 6.1.1).
+
+Error replies echo the opcode and RD (RFC 1035 4.1.1), and CD only for QUERY: the CD bit is a
+QUERY flag (RFC 4035 3.1.6 has it copied into responses to queries); for other opcodes its
+meaning is not defined (RFC 6895 2), so NOTIMP and NOTIFY's REFUSED copy RD alone, as Knot and
+gdnsd do (ISC's EDNS compliance tester flags a NOTIMP that copies CD).
+
+No UDP reply is larger than the client's limit (512 without EDNS, else min(its size, 1232)), the
+error replies included: ``Reject.build(limit)`` drops, in this order, the TSIG record and then the
+question, and sets TC=1, when the reply would not fit (a BADKEY reply echoes the key and algorithm
+names in full, so a small query whose TSIG names point at a long question would otherwise get a
+reply almost three times its size).
+
+The COOKIE option (RFC 7873) is read here (``Query.cookie``, the first one; later ones are
+ignored, RFC 7873 5.2) and judged by ``gslb.cookies``; the reply's COOKIE option is passed to
+``encode_response`` and ``Reject.build`` as ready bytes.
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ from gslb.model import Record
 from gslb.rdata import TYPE_NUMBERS, name_to_wire
 
 __all__ = ["Query", "Response", "Ecs", "Drop", "Reject", "FormErr", "parse_query", "encode_response",
-           "servfail", "type_name", "type_number", "name_to_wire", "RCODE_NAMES"]
+           "servfail", "formerr", "slipped", "with_tc", "type_name", "type_number", "name_to_wire", "RCODE_NAMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +61,14 @@ logger = logging.getLogger(__name__)
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 NOTAUTH = 9
 BADVERS = 16
+#: the server cookie is not valid (RFC 7873 8), extended: its upper bits travel in the OPT record
+BADCOOKIE = 23
 #: TSIG error: the key is not known (RFC 8945 section 5.2.1)
 BADKEY = 17
 RCODE_NAMES: dict[int, str] = {
     NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
     NOTIMP: "NOTIMP", REFUSED: "REFUSED", NOTAUTH: "NOTAUTH", BADVERS: "BADVERS",
+    BADCOOKIE: "BADCOOKIE",
 }
 
 #: opcodes
@@ -63,11 +81,14 @@ TYPE_OPT, TYPE_DS, TYPE_TSIG, TYPE_IXFR, TYPE_AXFR, TYPE_ANY = 41, 43, 250, 251,
 
 #: EDNS option codes
 OPTION_ECS = 8
+OPTION_COOKIE = 10
 
 #: what gslb advertises and never exceeds over UDP (DNS flag day 2020)
 OUR_PAYLOAD = 1232
 #: the classic UDP limit without EDNS (RFC 1035 4.2.1)
 CLASSIC_UDP = 512
+#: the largest DNS message (TCP)
+TCP_MAX = 65535
 
 _HEADER = struct.Struct("!HHHHHH")
 _U16 = struct.Struct("!H")
@@ -90,21 +111,65 @@ class Drop(Exception):
 
 
 class Reject(Exception):
-    """The query gets a prebuilt error reply (``reply``) with ``rcode``; ``qtype`` as far as known."""
+    """The query gets an error reply with ``rcode``; ``qtype`` as far as known.
 
-    def __init__(self, rcode: int, reply: bytes, qtype: str = "") -> None:
+    ``reply`` is the complete reply (TCP); :meth:`build` fits it into a UDP limit and adds a
+    COOKIE option. ``cookie`` is the query's COOKIE option data when it could be read (None
+    otherwise); ``udp_limit`` the largest UDP reply the client takes (512 without EDNS).
+    """
+
+    def __init__(self, rcode: int, ident: int, flags: int, question: bytes = b"", edns: bool = False,
+                 do: bool = False, tsig: bytes = b"", qtype: str = "", udp_limit: int = 512,
+                 cookie: bytes | None = None) -> None:
         self.rcode = rcode
-        self.reply = reply
+        self.ident = ident
+        #: the header flags without the RCODE (QR, opcode, RD, CD as echoed)
+        self.flags = flags
+        self.question = question
+        self.edns = edns
+        self.do = do
+        self.tsig = tsig
         self.qtype = qtype
+        self.udp_limit = udp_limit
+        self.cookie = cookie
         super().__init__(RCODE_NAMES.get(rcode, str(rcode)))
+
+    @property
+    def reply(self) -> bytes:
+        """The complete reply (no COOKIE option, no size limit)."""
+        return self.build(TCP_MAX)
+
+    def build(self, limit: int, cookie: bytes = b"", rcode: int | None = None) -> bytes:
+        """The reply in at most ``limit`` bytes, with the COOKIE option ``cookie`` (code, length and
+        data) in its OPT record; ``rcode`` replaces the error's (the cookie ping of RFC 7873 5.4).
+
+        When it does not fit: TC=1 (the client retries over TCP, where it gets all of it) and the
+        TSIG record is left out, then the question too (a truncated reply only has to send the
+        client to TCP; the header alone always fits).
+        """
+        if rcode is None:
+            rcode = self.rcode
+        flags = self.flags | (rcode & 0xF)
+        opt = _opt_rr(rcode, self.do, cookie) if self.edns else b""
+        reply = _bare_reply(self.ident, flags, self.question, opt, self.tsig)
+        if len(reply) <= limit:
+            return reply
+        return _truncated(self.ident, flags, self.question, opt, limit)
 
 
 class FormErr(Reject):
-    """The query is malformed; ``reply`` is the FORMERR reply (question echoed when readable)."""
+    """The query is malformed: FORMERR (question echoed when readable); ``why`` says how.
 
-    def __init__(self, reply: bytes, why: str, qtype: str = "") -> None:
-        super().__init__(FORMERR, reply, qtype)
+    ``ping`` marks a query with no question but a COOKIE option: with cookies enabled it is the
+    cookie ping of RFC 7873 5.4 (answered NOERROR or BADCOOKIE), else a FORMERR.
+    """
+
+    def __init__(self, ident: int, flags: int, why: str, question: bytes = b"", edns: bool = False,
+                 do: bool = False, qtype: str = "", udp_limit: int = 512, cookie: bytes | None = None,
+                 ping: bool = False) -> None:
+        super().__init__(FORMERR, ident, flags, question, edns, do, b"", qtype, udp_limit, cookie)
         self.why = why
+        self.ping = ping
 
 
 class Ecs:
@@ -145,6 +210,8 @@ class Query:
     payload: int = CLASSIC_UDP
     do: bool = False
     ecs: Ecs | None = None
+    #: the data of the query's (first) COOKIE option as sent, any length; None without one
+    cookie: bytes | None = None
     #: derived: ``qname`` in lower case
     qname_lower: str = field(init=False, repr=False)
     #: derived: the type mnemonic (``A``, ``TYPE65534``)
@@ -411,6 +478,18 @@ def _bare_reply(ident: int, flags: int, question: bytes = b"", opt: bytes = b"",
             + question + opt + tsig)
 
 
+def _truncated(ident: int, flags: int, question: bytes, opt: bytes, limit: int) -> bytes:
+    """A TC=1 reply without records in at most ``limit`` bytes: the question and OPT kept when they
+    fit, else the question left out, else the OPT too (the header alone always fits)."""
+    flags |= _TC
+    reply = _bare_reply(ident, flags, question, opt)
+    if len(reply) > limit:
+        reply = _bare_reply(ident, flags, b"", opt)
+        if len(reply) > limit:
+            reply = _bare_reply(ident, flags)
+    return reply
+
+
 def _opt_rr(ext_rcode: int = 0, do: bool = False, options: bytes = b"") -> bytes:
     """Our OPT record: payload 1232, version 0, the DO bit echoed, the extended RCODE bits."""
     ttl = ((ext_rcode >> 4) << 24) | (0x8000 if do else 0)
@@ -445,8 +524,8 @@ def _parse(data: bytes) -> Query:
     if flags & _QR:
         raise Drop("response")
     opcode = (flags >> 11) & 0xF
-    # every error reply: QR set, opcode and RD/CD kept
-    base = _QR | (flags & (0x7800 | _RD | _CD))
+    # every error reply: QR set, opcode and RD kept; CD too for QUERY (module docstring)
+    base = _QR | (flags & (0x7800 | _RD | (_CD if opcode == OPCODE_QUERY else 0)))
 
     # The question: exactly one (RFC 1035 4.1.2 allows more, but no server answers them).
     question = b""
@@ -462,7 +541,7 @@ def _parse(data: bytes) -> Query:
             pos = after + 4
             question = data[12:pos]
     except _Malformed as e:
-        raise FormErr(_bare_reply(ident, base | FORMERR), str(e)) from None
+        raise FormErr(ident, base, str(e)) from None
     qtype_name = type_name(qtype) if question else ""
 
     # The rest: further questions (counted, then refused below), answer and authority records
@@ -473,6 +552,7 @@ def _parse(data: bytes) -> Query:
     payload = CLASSIC_UDP
     do = False
     ecs: Ecs | None = None
+    cookie: bytes | None = None
     tsig: _Tsig | None = None
     malformed: str | None = None
     end = len(data)
@@ -515,36 +595,40 @@ def _parse(data: bytes) -> Query:
             payload = max(rclass, CLASSIC_UDP)  # values below 512 are treated as 512 (6.2.5)
             version = (ttl >> 16) & 0xFF
             do = bool(ttl & 0x8000)
-            ecs = _parse_options(data, rdata_at, pos)
+            ecs, cookie = _parse_options(data, rdata_at, pos)
         if pos != end:
             raise _Malformed("trailing bytes after the last record")
     except _Malformed as e:
         malformed = str(e)
 
     echo = question if qdcount == 1 else b""
-    opt = _opt_rr(0, do) if edns else b""
+    limit = min(payload, OUR_PAYLOAD) if edns else CLASSIC_UDP
     opcode_rcode = _opcode_rcode(opcode)
     if malformed is not None or (qdcount != 1 and not opcode_rcode):
         if opcode_rcode:
             # not a query at all: the opcode's answer rather than a judgement of a format we do not serve
-            raise Reject(opcode_rcode, _bare_reply(ident, base | opcode_rcode, echo, opt), qtype_name)
-        raise FormErr(_bare_reply(ident, base | FORMERR, echo, opt),
-                      malformed or f"QDCOUNT {qdcount}, expected 1", qtype_name)
+            raise Reject(opcode_rcode, ident, base, echo, edns, do, b"", qtype_name, limit)
+        # no question, a COOKIE option and nothing else wrong: the cookie ping (RFC 7873 5.4)
+        ping = malformed is None and qdcount == 0 and cookie is not None and tsig is None and version == 0
+        raise FormErr(ident, base, malformed or f"QDCOUNT {qdcount}, expected 1", echo, edns, do, qtype_name,
+                      limit, cookie if malformed is None else None, ping)
     if tsig is not None:
         # RFC 8945 5.2.1: an unknown key gets NOTAUTH with an unsigned TSIG, error BADKEY (5.3.2)
-        raise Reject(NOTAUTH, _bare_reply(ident, base | NOTAUTH, echo, opt, _badkey_tsig(tsig)), qtype_name)
+        raise Reject(NOTAUTH, ident, base, echo, edns, do, _badkey_tsig(tsig), qtype_name, limit, cookie)
     if version > 0:
         # RFC 6891 6.1.3: BADVERS (its upper bits in the OPT), with an OPT of the highest version we implement (0).
-        raise Reject(BADVERS, _bare_reply(ident, base | (BADVERS & 0xF), echo, _opt_rr(BADVERS, do)), qtype_name)
+        raise Reject(BADVERS, ident, base, echo, edns, do, b"", qtype_name, limit, cookie)
     if opcode_rcode:
-        raise Reject(opcode_rcode, _bare_reply(ident, base | opcode_rcode, echo, opt), qtype_name)
+        raise Reject(opcode_rcode, ident, base, echo, edns, do, b"", qtype_name, limit, cookie)
     return Query(opcode, bool(flags & _RD), bool(flags & _CD), qname, qtype, qclass, question,
-                 edns, payload, do, ecs)
+                 edns, payload, do, ecs, cookie)
 
 
-def _parse_options(data: bytes, pos: int, end: int) -> Ecs | None:
-    """The ECS option among the OPT's options, validated per RFC 7871 section 6 and 7.2.1."""
+def _parse_options(data: bytes, pos: int, end: int) -> tuple[Ecs | None, bytes | None]:
+    """The ECS option among the OPT's options, validated per RFC 7871 section 6 and 7.2.1, and
+    the first COOKIE option's data as sent (its length is judged by ``gslb.cookies``)."""
     ecs = None
+    cookie = None
     while pos < end:
         if pos + 4 > end:
             raise _Malformed("truncated EDNS option")
@@ -556,8 +640,10 @@ def _parse_options(data: bytes, pos: int, end: int) -> Ecs | None:
             if ecs is not None:
                 raise _Malformed("more than one ECS option")
             ecs = _parse_ecs(data[pos:pos + length])
+        elif code == OPTION_COOKIE and cookie is None:
+            cookie = data[pos:pos + length]
         pos += length
-    return ecs
+    return ecs, cookie
 
 
 def _parse_ecs(opt: bytes) -> Ecs:
@@ -643,23 +729,24 @@ def _ecs_option(query: Query, scope: int) -> bytes:
     return struct.pack("!HH", OPTION_ECS, len(body)) + body
 
 
-def encode_response(ident: int, query: Query, response: "Response", max_size: int) -> bytes:
+def encode_response(ident: int, query: Query, response: "Response", max_size: int, cookie: bytes = b"") -> bytes:
     """The reply bytes (ID ``ident``) for ``response``; never longer than ``max_size`` (else TC=1, question and OPT kept).
 
     Additional records that do not fit are left out without TC (RFC 2181 9), except the glue of
-    a referral, which a resolver needs (RFC 9471): then the reply is truncated.
+    a referral, which a resolver needs (RFC 9471): then the reply is truncated. ``cookie`` is the
+    reply's COOKIE option (code, length and data), put in the OPT record after the ECS option.
     """
     rcode = response.rcode
     flags = query.reply_flags | (rcode & 0xF)
     if response.aa:
         flags |= _AA
-    opt = _opt_rr(rcode, query.do, _ecs_option(query, response.ecs_scope)) if query.edns else b""
+    opt = _opt_rr(rcode, query.do, _ecs_option(query, response.ecs_scope) + cookie) if query.edns else b""
     writer = _Writer(b"\x00" * 12 + query.question, query.compress)
     ancount = writer.records(response.answer)
     nscount = writer.records(response.authority)
     budget = max_size - len(opt)
     if len(writer.buf) > budget:
-        return _bare_reply(ident, flags | _TC, query.question, opt)  # the client retries over TCP (RFC 7766)
+        return _truncated(ident, flags, query.question, opt, max_size)  # the client retries over TCP (RFC 7766)
     arcount = 0
     if response.additional:
         referral = not response.aa and not response.answer and nscount > 0
@@ -668,7 +755,7 @@ def encode_response(ident: int, query: Query, response: "Response", max_size: in
             writer.records((record,))
             if len(writer.buf) > budget:
                 if referral:
-                    return _bare_reply(ident, flags | _TC, query.question, opt)
+                    return _truncated(ident, flags, query.question, opt, max_size)
                 del writer.buf[mark:]
                 writer.names = {k: v for k, v in writer.names.items() if v < mark}
                 break
@@ -680,7 +767,29 @@ def encode_response(ident: int, query: Query, response: "Response", max_size: in
     return bytes(writer.buf)
 
 
-def servfail(ident: int, query: Query) -> bytes:
-    """A bare SERVFAIL reply (ID ``ident``) to ``query`` (question and OPT kept)."""
+def servfail(ident: int, query: Query, cookie: bytes = b"") -> bytes:
+    """A bare SERVFAIL reply (ID ``ident``) to ``query`` (question and OPT kept, ``cookie`` in the OPT)."""
     return _bare_reply(ident, query.reply_flags | SERVFAIL, query.question,
+                       _opt_rr(0, query.do, cookie) if query.edns else b"")
+
+
+def formerr(ident: int, query: Query) -> bytes:
+    """A bare FORMERR reply (ID ``ident``) to a query that parsed but is malformed (a bad COOKIE
+    option, RFC 7873 5.2.2): question and OPT kept."""
+    return _bare_reply(ident, query.reply_flags | FORMERR, query.question,
                        _opt_rr(0, query.do) if query.edns else b"")
+
+
+def slipped(reply: bytes, query: Query) -> bytes:
+    """What a rate limiter sends instead of ``reply`` (``gslb.ratelimit``): its header with TC=1,
+    the question and, when the query had EDNS, an OPT record (DO and the ECS option echoed, scope
+    0); no records. A real client retries over TCP, which is never limited."""
+    flags = (reply[2] << 8) | reply[3]
+    ident = (reply[0] << 8) | reply[1]
+    opt = _opt_rr(0, query.do, _ecs_option(query, 0)) if query.edns else b""
+    return _bare_reply(ident, flags | _TC, query.question, opt)
+
+
+def with_tc(reply: bytes) -> bytes:
+    """A reply without records (an error reply) with its TC bit set."""
+    return reply[:2] + bytes((reply[2] | (_TC >> 8),)) + reply[3:]

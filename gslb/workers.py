@@ -12,7 +12,8 @@ The main process keeps its workers in step over a Unix socket pair per worker, w
 length-prefixed pickled messages (:func:`frame`):
 
 - ``init``: everything a worker needs to answer (listen addresses, zones, state view, readiness,
-  GeoIP database path and regions, ACL, answer cache budget, log level);
+  GeoIP database path and regions, ACL, rate limit, answer cache budget, log level, and the DNS
+  Cookies secret and size cap: every process of a node makes and accepts the same server cookies);
 - ``zones``: the zones that changed and the set of zone names (after a reload). A zone travels as
   its file's bytes, modification time, digest and serial (:func:`zone_spec`): the worker builds
   it with the same loader, in a thread, and gets the same zone. Pickling the built zone instead
@@ -23,7 +24,13 @@ length-prefixed pickled messages (:func:`frame`):
   loop turn (a burst of probe results is one message);
 - ``ready``: pool names may be answered (the first round of health checks is done);
 - ``geo``: another GeoIP database or other checker regions;
-- ``acl``: another ACL.
+- ``acl``: another ACL;
+- ``rate_limit``: another ``rate_limit`` (the worker starts new, empty buckets).
+
+Response rate limiting (``gslb.ratelimit``) is per process: every worker keeps its own buckets,
+with the full ``responses_per_second``. The kernel spreads one client's queries over the workers
+by source address and port, so a flood from many source ports gets up to N times the rate in
+all; a real resolver that sticks to one port is limited as with one process.
 
 Workers send ``stats`` (their cumulative query counters) every ``STATS_INTERVAL`` seconds;
 ``/metrics`` adds them to the main process's own, and keeps the counts of a worker that died so
@@ -55,7 +62,7 @@ import time
 from types import MappingProxyType
 from typing import Any, Callable
 
-from gslb.config import Acl
+from gslb.config import Acl, RateLimit
 from gslb.errors import GeoDatabaseError, StartupError
 from gslb.model import StateView, Zone, ZoneSet
 from gslb.stats import QueryStats
@@ -298,8 +305,15 @@ class WorkerState:
         self._merge = bool(init.get("merge_scopes", True))
         self.pools = LivePools(Balancer(self.geo, self._regions, random.Random(), self._merge), lambda: self.view)
         self.pools.ready = init["ready"]
+        cookies = None
+        if init.get("cookies") is not None:
+            from gslb.cookies import Cookies
+
+            secret, max_nocookie_udp = init["cookies"]
+            cookies = Cookies(secret, max_nocookie_udp)
         self.handler = QueryHandler(lambda: self.zones, self.pools, self.stats, init["acl"],
-                                    AnswerCache(init.get("cache_bytes") or 64 * 1024 * 1024))
+                                    AnswerCache(init.get("cache_bytes") or 64 * 1024 * 1024), cookies=cookies,
+                                    rate_limit=init.get("rate_limit"))
         self.pools.on_change = self.handler.pools_changed
         self.pools.set_lock(self.handler.lock)
 
@@ -334,6 +348,8 @@ class WorkerState:
             old_geo.close()
         elif kind == "acl":
             self.handler.set_acl(body)
+        elif kind == "rate_limit":
+            self.handler.set_rate_limit(body)
         else:
             logger.warning("worker: unknown message %r ignored", kind)
 
@@ -358,11 +374,14 @@ def build_zone(spec: tuple) -> Zone:
 
 def init_payload(zones: ZoneSet, view: StateView, ready: bool, geoip: str | None,
                  regions: dict[str, Any], acl: Acl, listen: list[tuple[str, int]],
-                 log_level: int, cache_bytes: int | None = None, merge_scopes: bool = True) -> dict[str, Any]:
-    """The ``init`` message's payload."""
+                 log_level: int, cache_bytes: int | None = None,
+                 rate_limit: RateLimit | None = None,
+                 cookies: tuple[bytes, int] | None = None, merge_scopes: bool = True) -> dict[str, Any]:
+    """The ``init`` message's payload (``cookies``: the secret and ``max_nocookie_udp``, None when off)."""
     return {"zones": [zone_spec(z) for z in zones], "view": view, "ready": ready, "geoip": geoip,
             "regions": dict(regions), "acl": acl, "listen": list(listen), "log_level": log_level,
-            "cache_bytes": cache_bytes, "merge_scopes": merge_scopes}
+            "cache_bytes": cache_bytes, "rate_limit": rate_limit, "cookies": cookies,
+            "merge_scopes": merge_scopes}
 
 
 def changed_zones(old: ZoneSet, new: ZoneSet) -> tuple[list[tuple], list[str]]:
@@ -432,6 +451,10 @@ async def _worker_main(fd: int, index: int) -> int:
 
     tasks = [asyncio.create_task(report()), asyncio.create_task(listen()), asyncio.create_task(stop.wait()),
              asyncio.create_task(build_zones())]
+    if state.handler.cookies is not None:
+        from gslb.handler import expire_cookies_every
+
+        tasks.append(asyncio.create_task(expire_cookies_every(state.handler)))
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
         task.cancel()

@@ -447,6 +447,21 @@ def type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def reader_error(text: str | bytes, filename: str, exc: yaml.reader.ReaderError) -> ConfigError:
+    """A located error for a character YAML does not allow (NUL, 0x01, other control characters).
+
+    PyYAML's ReaderError has no mark, only the position of the character in the text.
+    """
+    position = exc.position if isinstance(exc.position, int) else 0
+    before = text[:position]
+    line = (before.count(b"\n") if isinstance(before, bytes) else before.count("\n")) + 1
+    char = exc.character
+    code = char if isinstance(char, int) else ord(char) if isinstance(char, str) and char else None
+    what = f"the control character U+{code:04X}" if code is not None else "a character"
+    return ConfigError(filename, line, "", f"{what} is not allowed in YAML (only tab, line breaks and "
+                       "printable characters; write it as an escape in a double-quoted string, e.g. \"\\x01\")")
+
+
 def load_yaml(text: str | bytes, filename: str, *, pure: bool = False) -> Any:
     """Parse one YAML document; raises ConfigErrors (``filename:LINE: message``) on any problem.
 
@@ -466,6 +481,8 @@ def load_yaml(text: str | bytes, filename: str, *, pure: bool = False) -> Any:
         if exc.context and exc.context not in problem:
             problem = f"{exc.context}: {problem}"
         raise ConfigErrors([ConfigError(filename, line, "", f"YAML syntax error: {problem}")]) from None
+    except yaml.reader.ReaderError as exc:  # a control character: no mark, a position
+        raise ConfigErrors([reader_error(text, filename, exc)]) from None
     except yaml.YAMLError as exc:
         raise ConfigErrors([ConfigError(filename, None, "", f"YAML error: {exc}")]) from None
     if duplicates:

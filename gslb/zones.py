@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import hashlib
 import ipaddress
@@ -62,6 +63,7 @@ from gslb.errors import ConfigError, ConfigErrors
 from gslb.model import (
     POLICY_NAMES, STATIC_TYPES, Check, GeoRule, Node, Pool, Record, Site, Soa, Zone, ZoneSet, iso_time,
 )
+from gslb.rdata import name_to_wire
 from gslb.yamlsafe import (
     Errors, Fields, LineDict, LineList, as_list, check_keys, fmt_num, is_int, is_num, load_yaml, release,
     type_name,
@@ -548,8 +550,28 @@ def _build_nodes(err: Errors, pending: dict[str, _PendingNode], origin: str, zon
                     records[rtype] = tuple([Record(name, rtype, ttl, v) for v in values])
             except ValueError as exc:
                 err.add(p.type_lines.get(rtype, p.line), f"{p.path}.{rtype}", str(exc))
+                continue
+            # (a cheap bound first: only a big RRset pays for the exact size)
+            rrset = records[rtype]
+            if (len(rrset[0].tail) if len(rrset) == 1 else sum(len(r.tail) for r in rrset)) \
+                    + 273 + 2 * len(rrset) > MAX_MESSAGE and \
+                    (size := rrset_message_size(name, rrset)) > MAX_MESSAGE:
+                del records[rtype]
+                err.add(p.type_lines.get(rtype, p.line), f"{p.path}.{rtype}",
+                        f"the {len(values)} {rtype} record(s) need {size} octets in a reply (header, "
+                        f"question, records), more than the {MAX_MESSAGE} a DNS message can hold")
         nodes[name] = Node(name, MappingProxyType(records), p.pool, p.ttl, p.line)
     return nodes
+
+
+#: the largest DNS message (RFC 1035 4.2.2: TCP's two-octet length)
+MAX_MESSAGE = 65535
+
+
+def rrset_message_size(name: str, records: tuple[Record, ...]) -> int:
+    """The smallest reply holding all of ``records`` (an RRset of ``name``): the 12-octet header,
+    the question (``name`` with type and class) and each record with a compressed owner (2)."""
+    return 12 + len(name_to_wire(name)) + 4 + sum(2 + len(r.tail) for r in records)
 
 
 def _existing_names(pending: dict[str, _PendingNode], origin: str) -> frozenset[str]:
@@ -1079,16 +1101,51 @@ def _check_glue(err: Errors, pending: dict[str, _PendingNode], origin: str,
 # Files
 
 
-def load_zone_file(path: str, previous: Zone | None = None, recorded: tuple[str, int] | None = None) -> Zone:
-    """Read and validate one zone file; raises ConfigErrors listing every error in it."""
+def load_zone_file(path: str, previous: Zone | None = None, recorded: tuple[str, int] | None = None,
+                   max_bytes: int | None = None) -> Zone:
+    """Read and validate one zone file; raises ConfigErrors listing every error in it.
+
+    A file bigger than ``max_bytes`` (default MAX_ZONE_FILE_BYTES) is refused before it is read.
+    """
+    limit = MAX_ZONE_FILE_BYTES if max_bytes is None else max_bytes
     try:
         with open(path, "rb") as fh:
-            content = fh.read()
-            mtime = os.fstat(fh.fileno()).st_mtime
+            st = os.fstat(fh.fileno())
+            if st.st_size > limit:
+                raise ConfigErrors([ConfigError(display_path(path), None, "", too_big(st.st_size, limit))])
+            content = fh.read(limit + 1)  # it may have grown since fstat
+            if len(content) > limit:
+                raise ConfigErrors([ConfigError(display_path(path), None, "", too_big(len(content), limit))])
+            mtime = st.st_mtime
     except OSError as exc:
-        raise ConfigErrors([ConfigError(display_path(path), None, "",
-                                        f"cannot read: {exc.strerror or exc}")]) from None
+        raise ConfigErrors([ConfigError(display_path(path), None, "", _cannot_read(path, exc))]) from None
     return load_zone_bytes(content, path, mtime, previous, recorded)
+
+
+#: the biggest zone file read (``max_zone_file_bytes`` in the server file): about 400,000
+#: simple records; a bigger file is refused before it is read, so a runaway generator or a
+#: stray dump cannot keep a reload (and the memory it needs) busy for minutes
+MAX_ZONE_FILE_BYTES = 16 * 1024 * 1024
+
+
+def too_big(size: int, limit: int) -> str:
+    """The error for a zone file over the size limit."""
+    return (f"file is {size} bytes, larger than the limit {limit} "
+            "(max_zone_file_bytes in the server file)")
+
+
+def _cannot_read(path: str, exc: OSError) -> str:
+    """Why ``path`` cannot be read; a dangling or looping symbolic link says so and where it points."""
+    reason = f"cannot read: {exc.strerror or exc}"
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return reason
+    if exc.errno == errno.ELOOP:
+        return f"{reason} (a symbolic link to {target} that loops)"
+    if exc.errno == errno.ENOENT:
+        return f"{reason} (a symbolic link to {target}, which does not exist)"
+    return f"{reason} (a symbolic link to {target})"
 
 
 def load_zone_bytes(content: bytes, path: str, mtime: float, previous: Zone | None = None,
@@ -1182,12 +1239,16 @@ def display_path(path: str) -> str:
 
 
 def _zone_files(directory: str) -> list[str]:
+    """The zone files of ``directory``: ``*.yaml`` files and symbolic links (dangling or looping
+    ones too, so that they get an error), dotfiles and folders left out."""
     names = sorted(n for n in os.listdir(directory) if n.endswith(".yaml") and not n.startswith("."))
-    return [os.path.join(directory, n) for n in names if os.path.isfile(os.path.join(directory, n))]
+    paths = [os.path.join(directory, n) for n in names]
+    return [p for p in paths if os.path.isfile(p) or os.path.islink(p) and not os.path.isdir(p)]
 
 
-#: a changed file whose modification time is at least this old is applied at the first poll
-SETTLE_SECONDS = 0.5
+#: a changed file is read once its modification time is at least this old (and it was seen
+#: unchanged at the previous poll: :func:`settled`)
+SETTLE_SECONDS = 1.0
 #: how often the file watch polls (SPEC: a change is applied within 2 s)
 WATCH_SECONDS = 1.0
 
@@ -1201,12 +1262,17 @@ def file_stamp(st: os.stat_result) -> Stamp:
 
 
 def settled(stamp: Stamp, pending: Stamp | None, now_ns: int) -> bool:
-    """Whether a changed file may be read: seen unchanged at the last poll, or its mtime is old.
+    """Whether a changed file may be read: seen unchanged at the previous poll (``pending``) and
+    its mtime at least SETTLE_SECONDS before ``now_ns``.
 
     A file still being written (copied in place, streamed by a deploy tool) changes between
-    polls; reading it then would report an error for a half-written file.
+    polls; reading it then would report an error for a half-written file, or serve it when the
+    writer paused at a point that is valid YAML. Both conditions: a pause must last a full poll
+    interval and SETTLE_SECONDS for a half-written file to be read (with a 1 s poll a change is
+    read 1-2 s after the last write). Only writing a copy and renaming it over the file (the
+    README's advice) is safe whatever the writer's pauses.
     """
-    return stamp == pending or now_ns - stamp[1] >= int(SETTLE_SECONDS * 1e9)
+    return stamp == pending and now_ns - stamp[1] >= int(SETTLE_SECONDS * 1e9)
 
 
 @dataclass(slots=True)
@@ -1306,8 +1372,11 @@ class ZoneStore:
     serialises them (``gslb serve`` holds its reload lock).
     """
 
-    def __init__(self, directory: str, serial_state: bool = False) -> None:
+    def __init__(self, directory: str, serial_state: bool = False,
+                 max_file_bytes: int | None = None) -> None:
         self.directory = directory
+        #: files bigger than this are refused (``max_zone_file_bytes``)
+        self.max_file_bytes = MAX_ZONE_FILE_BYTES if max_file_bytes is None else max_file_bytes
         #: the zones being served; replaced by one assignment when something changed
         self.zones: ZoneSet = ZoneSet()
         self._files: dict[str, _FileState] = {}
@@ -1374,6 +1443,8 @@ class ZoneStore:
                     replaced.append(state.zone)
                     removed.append(state.zone.key)
                     logger.info("zones: %s removed (file %s deleted)", state.zone.key, path)
+                elif state.error is not None:
+                    logger.info("zones: %s: removed (it had errors and was not served)", display_path(path))
 
         if serial_state and recorded is None:
             recorded = read_serial_state(self.directory)
@@ -1383,7 +1454,8 @@ class ZoneStore:
             state = files.setdefault(path, _FileState(path))
             try:
                 st = os.stat(path)
-            except OSError:
+            except OSError as exc:  # a dangling or looping symbolic link, or gone since listed
+                self._unreadable(state, path, exc, errors, force or bool(removed))
                 continue
             stamp = file_stamp(st)
             # After a removal, a file that failed (e.g. "zone already declared") may load now.
@@ -1398,8 +1470,10 @@ class ZoneStore:
             state.stamp = stamp
             state.pending = None
             old = state.zone
+            was_broken = state.error is not None
             try:
-                zone = load_zone_file(path, previous=old, recorded=known.get(os.path.basename(path)))
+                zone = load_zone_file(path, previous=old, recorded=known.get(os.path.basename(path)),
+                                      max_bytes=self.max_file_bytes)
                 owner = owners.get(zone.origin)
                 if owner is not None and owner != path:
                     raise ConfigErrors([ConfigError(display_path(path), _zone_line(path), "zone",
@@ -1410,13 +1484,15 @@ class ZoneStore:
                 errors.extend(str(e) for e in exc.errors)
                 for e in exc.errors:
                     logger.debug("zones: %s", e)
-                if old is not None:
-                    logger.warning("zones: %s keeps serving serial %d from its last good version",
-                                 old.key, old.serial)
+                _log_not_applied(path, old)
                 continue
             state.error = None
             state.errors = ()
-            if old is not None and old.digest == zone.digest and old.origin == zone.origin:
+            unchanged = old is not None and old.digest == zone.digest and old.origin == zone.origin
+            if was_broken:
+                logger.info("zones: %s: fixed, serving serial %d", display_path(path),
+                            old.serial if unchanged and old is not None else zone.serial)
+            if unchanged:
                 if zone is not old:
                     replaced.append(zone)  # the same content again: this copy is not used
                 continue
@@ -1440,6 +1516,43 @@ class ZoneStore:
                              if s.zone is not None and owners.get(s.zone.origin) == p})
         return ZoneUpdate(changed, errors, removed, files, zones, None, recorded, serial_state,
                           [_retire(zone) for zone in replaced])
+
+    @staticmethod
+    def _unreadable(state: _FileState, path: str, exc: OSError, errors: list[str], again: bool) -> None:
+        """A listed file that cannot be stat'ed: one located error, kept in ``status()``.
+
+        Reported when it first happens (or with ``again``), not on every poll; the file's zone,
+        if it had one, keeps serving its last good version.
+        """
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return  # removed since the folder was listed: the next poll drops it
+        stamp = (-st.st_ino, st.st_mtime_ns, -1)  # the link itself: a new link is reported anew
+        if stamp == state.stamp and not again:
+            return
+        state.stamp, state.pending = stamp, None
+        error = ConfigError(display_path(path), None, "", _cannot_read(path, exc))
+        state.error, state.errors = str(error), (error,)
+        errors.append(str(error))
+        _log_not_applied(path, state.zone)
+
+    def changed_on_disk(self) -> list[str]:
+        """The files new, changed or removed since they were last read (for ``reload: manual``)."""
+        try:
+            paths = _zone_files(self.directory)
+        except OSError:
+            return []
+        out = [p for p in self._files if p not in paths]
+        for path in paths:
+            state = self._files.get(path)
+            try:
+                stamp: Stamp | None = file_stamp(os.stat(path))
+            except OSError:
+                stamp = None
+            if state is None or (stamp is not None and stamp != state.stamp):
+                out.append(path)
+        return sorted(out)
 
     def _release_retired(self) -> None:
         """Free the nodes of replaced zones nobody uses any more, a few at a time.
@@ -1542,6 +1655,14 @@ async def reload_in_thread(store: ZoneStore, force: bool = False) -> dict:
     return store.apply(update)
 
 
+def _log_not_applied(path: str, old: Zone | None) -> None:
+    """After a file's errors: what is served instead (its last good version, or nothing)."""
+    if old is not None:
+        logger.warning("zones: %s keeps serving serial %d from its last good version", old.key, old.serial)
+    else:
+        logger.info("zones: %s: not served (it has no good version yet)", display_path(path))
+
+
 def _retire(zone: Zone) -> tuple[Any, list[Node]]:
     """(weak reference to ``zone`` or None, its nodes) for ZoneStore._release_retired."""
     try:
@@ -1574,7 +1695,7 @@ def check_zones_folder(path: str, setting: str = "zones") -> str | None:
     return None
 
 
-def check_directory(directory: str) -> list[ConfigError]:
+def check_directory(directory: str, max_file_bytes: int | None = None) -> list[ConfigError]:
     """Every error of every zone file in ``directory`` (for ``gslb check``), as ZoneStore finds them."""
     try:
         paths = _zone_files(directory)
@@ -1582,7 +1703,7 @@ def check_directory(directory: str) -> list[ConfigError]:
         return [ConfigError(directory, None, "", f"cannot read the zones folder: {exc.strerror or exc}")]
     if not paths:
         return [ConfigError(directory, None, "", "no zone files (*.yaml) in this folder")]
-    store = ZoneStore(directory)
+    store = ZoneStore(directory, max_file_bytes=max_file_bytes)
     result = store.reload(force=True)
     errors = [e for _, state in sorted(store._files.items()) for e in state.errors]
     # Only when the folder became unreadable since it was listed above: the store's message.

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Callable
 
 import dns.edns
 import dns.message
 import dns.query
 import dns.rdatatype
 import yaml
+
+from gslb.model import Node, Pool, Record, Soa, Zone
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +47,7 @@ class Gslb:
     """A running ``gslb serve`` in its own folder; stopped by ``stop()`` (or the fixture)."""
 
     def __init__(self, workdir: Path, zones: dict[str, str], config: dict[str, Any] | None = None,
-                 args: list[str] | None = None) -> None:
+                 args: list[str] | None = None, rlimit_nofile: tuple[int, int] | None = None) -> None:
         self.workdir = workdir
         self.zones_dir = workdir / "zones"
         self.zones_dir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +65,8 @@ class Gslb:
         self.config_file = workdir / "gslb.yaml"
         self.config_file.write_text(yaml.safe_dump(cfg))
         self.args = args or []
+        #: (soft, hard) open-file limit the server starts with; None: this process's
+        self.rlimit_nofile = rlimit_nofile
         self.proc: subprocess.Popen[str] | None = None
         self.log_file = workdir / "gslb.log"
 
@@ -69,26 +78,33 @@ class Gslb:
         """Start the server and wait until it answers DNS (and HTTP when enabled)."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log = open(self.log_file, "w")
+        limits = self.rlimit_nofile
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gslb", "serve", "-c", str(self.config_file), *self.args],
             cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT, text=True, env=env,
+            preexec_fn=None if limits is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits),
         )
-        deadline = time.monotonic() + timeout
         qname = wait_for or "invalid."
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gslb exited with {self.proc.returncode}:\n{self.log()}")
+        proc = self.proc
+
+        def answering() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gslb exited with {proc.returncode}:\n{self.log()}")
             # "gslb: serving" is logged once the first round of health checks is done
-            if "gslb: serving" in self.log():
-                try:
-                    dns.query.udp(dns.message.make_query(qname, "SOA"), "127.0.0.1", port=self.port,
-                                  timeout=0.2)
-                    return self
-                except (dns.exception.Timeout, ConnectionRefusedError, OSError):
-                    pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"gslb did not answer within {timeout}s:\n{self.log()}")
+            if "gslb: serving" not in self.log():
+                return False
+            try:
+                dns.query.udp(dns.message.make_query(qname, "SOA"), "127.0.0.1", port=self.port, timeout=0.2)
+                return True
+            except (dns.exception.Timeout, OSError):
+                return False
+
+        try:
+            eventually(answering, timeout=timeout, what=f"gslb answering {qname}")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"gslb did not answer within {timeout}s:\n{self.log()}") from None
+        return self
 
     def log(self) -> str:
         return self.log_file.read_text() if self.log_file.exists() else ""
@@ -126,12 +142,51 @@ class Gslb:
         return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=timeout)
 
 
-def eventually(predicate: Any, timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> Any:
+def _first_error(predicate: Callable[[], Any], ignoring: tuple[type[BaseException], ...]) -> Any:
+    try:
+        return predicate()
+    except ignoring as exc:
+        return exc
+
+
+def eventually(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
+               what: str = "condition", ignoring: tuple[type[BaseException], ...] = ()) -> Any:
     """Poll ``predicate()`` until it returns something true (returned), or fail after ``timeout`` seconds.
 
     The timeout is a ceiling for a slow machine, not a measurement: a passing test returns as
-    soon as the condition holds.
+    soon as the condition holds. Exceptions of the ``ignoring`` types count as "not yet" (a
+    server still starting, a key not there yet).
     """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = _first_error(predicate, ignoring)
+        if result and not isinstance(result, BaseException):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout}s (last: {result!r})")
+        time.sleep(interval)
+
+
+def holds_for(predicate: Callable[[], Any], duration: float, interval: float = 0.05,
+              what: str = "condition") -> None:
+    """Check ``predicate()`` again and again for ``duration`` seconds; fail the first time it is false.
+
+    For "X stays true while time passes" (nothing flips back, a frozen state stays frozen): the
+    duration is how long the behaviour must last, checked throughout rather than once at the end.
+    """
+    deadline = time.monotonic() + duration
+    while True:
+        result = predicate()
+        if not result:
+            raise AssertionError(f"{what} stopped holding (got {result!r})")
+        if time.monotonic() > deadline:
+            return
+        time.sleep(interval)
+
+
+async def eventually_async(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+                           what: str = "condition") -> Any:
+    """``eventually`` inside an event loop: polls without blocking the loop the code under test runs on."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -139,4 +194,124 @@ def eventually(predicate: Any, timeout: float = 10.0, interval: float = 0.05, wh
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout}s (last: {result!r})")
-        time.sleep(interval)
+        await asyncio.sleep(interval)
+
+
+async def holds_for_async(predicate: Callable[[], Any], duration: float, interval: float = 0.02,
+                          what: str = "condition") -> None:
+    """``holds_for`` inside an event loop."""
+    deadline = time.monotonic() + duration
+    while True:
+        result = predicate()
+        if not result:
+            raise AssertionError(f"{what} stopped holding (got {result!r})")
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(interval)
+
+
+# zones built in memory (unit tests of the query path) ----------------------------------------
+
+def make_zone(origin: str, records: dict[str, dict], pools: dict[str, Pool] | None = None,
+              ttl: int = 3600, minimum: int = 60, ns: tuple[str, ...] | None = None) -> Zone:
+    """A Zone from ``{"owner": {"A": [...], "pool": "web", "ttl": 60}}``; "@" is the apex."""
+    origin = origin.lower().rstrip(".") + "."
+    ns = ns or (f"ns1.{origin}",)
+
+    def absolute(name: str) -> str:
+        if name == "@":
+            return origin
+        return name if name.endswith(".") else f"{name}.{origin}"
+
+    soa = Soa(ns[0], f"hostmaster.{origin}", 2024010101, 3600, 600, 1209600, minimum, ttl)
+    nodes: dict[str, Node] = {}
+    specs = dict(records)
+    specs.setdefault("@", {})
+    for owner, spec in specs.items():
+        name = absolute(owner)
+        node_ttl = spec.get("ttl")
+        recs: dict[str, tuple[Record, ...]] = {}
+        for rtype, values in spec.items():
+            if rtype in ("ttl", "pool"):
+                continue
+            values = values if isinstance(values, list) else [values]
+            recs[rtype] = tuple(Record(name, rtype, node_ttl or ttl, v) for v in values)
+        if name == origin:
+            recs["SOA"] = (Record(origin, "SOA", ttl, f"{soa.mname} {soa.rname} {soa.serial} 3600 600 1209600 {minimum}"),)
+            recs["NS"] = tuple(Record(origin, "NS", ttl, n) for n in ns)
+        nodes[name] = Node(name, MappingProxyType(recs), spec.get("pool"), node_ttl)
+    names = set()
+    for name in nodes:
+        n = name
+        while True:
+            names.add(n)
+            if n == origin:
+                break
+            n = n.split(".", 1)[1]
+    cuts = frozenset(n for n, node in nodes.items() if n != origin and "NS" in node.records)
+    return Zone(origin=origin, file="test.yaml", serial=soa.serial, ttl=ttl, soa=soa, ns=ns,
+                nodes=MappingProxyType(nodes), pools=MappingProxyType(dict(pools or {})),
+                names=frozenset(names), cuts=cuts)
+
+
+# the two-site health zone (test_health, test_http_live) -----------------------------------------
+# Sites fra and iad, each with one check on a loopback backend (tests/blackbox/backends.py); the
+# site addresses are documentation addresses that are only ever answered, never probed.
+
+ORIGIN = "gslb.example.com."
+FRA, IAD = "192.0.2.10", "198.51.100.20"
+INTERVAL, TIMEOUT, RISE, FALL = 0.5, 0.3, 2, 2
+
+
+def two_site_zone(ports: dict[str, int], kinds: dict[str, str] | None = None) -> str:
+    """A zone with sites fra and iad, one check per site on its backend's port, two pools."""
+    kinds = kinds or {}
+    checks = []
+    for site, port in ports.items():
+        kind = kinds.get(site, "http")
+        extra = "    path: /health\n    host: www.gslb.example.com\n    expect_status: [200]\n    expect_body: OK\n" if kind == "http" else ""
+        checks.append(
+            f"  c_{site}:\n    type: {kind}\n    target: 127.0.0.1\n    port: {port}\n{extra}"
+            f"    interval: {INTERVAL}\n    timeout: {TIMEOUT}\n    rise: {RISE}\n    fall: {FALL}\n")
+    return f"""
+zone: gslb.example.com
+ns: [ns1.gslb.example.com]
+records:
+  ns1: {{A: 192.0.2.53}}
+  www: {{pool: web}}
+  near: {{pool: near}}
+  light: {{pool: light}}
+sites:
+  fra: {{location: [50.11, 8.68], addresses: [{FRA}], checks: [c_fra]}}
+  iad: {{location: [38.95, -77.45], addresses: [{IAD}], checks: [c_iad]}}
+checks:
+{''.join(checks)}
+pools:
+  web: {{policy: failover, sites: [fra, iad], ttl: 5}}
+  near: {{policy: closest, sites: [fra, iad], ttl: 5}}
+  light: {{policy: least_load, sites: [fra, iad], ttl: 5}}
+"""
+
+
+def answer(server: Gslb, name: str = "www") -> set[str]:
+    """The A addresses gslb answers for ``name``."""
+    msg = server.query(f"{name}.{ORIGIN}", "A")
+    return {rr.address for rrset in msg.answer for rr in rrset}
+
+
+def get_json(server: Gslb, path: str) -> Any:
+    """GET ``path`` from the server's HTTP endpoint as JSON."""
+    with urllib.request.urlopen(server.http + path, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def site_entry(server: Gslb, site: str) -> dict[str, Any]:
+    """The /api/v1/status entry of ``site``."""
+    doc = get_json(server, "/api/v1/status")
+    return next(s for s in doc["sites"] if s["site"] == site)
+
+
+def start_two_sites(gslb_server: Callable[..., Gslb], ports: dict[str, int], kinds: dict[str, str] | None = None, **config: Any):
+    """A started server for ``two_site_zone(ports, kinds)``, region lab-1, plus ``config``."""
+    cfg = {"region": "lab-1", **config}
+    return gslb_server({"gslb.example.com.yaml": two_site_zone(ports, kinds)}, config=cfg, wait_for=ORIGIN)

@@ -8,7 +8,7 @@ first. Queries cycle through a mix of names and types, given with ``--query NAME
 
 Example (a server from ``gslb serve`` on the defaults):
 
-    python tools/bench_dns.py 127.0.0.1:5300 --count 50000 --concurrency 32 \\
+    tools/bench_dns.py 127.0.0.1:5300 --count 50000 --concurrency 32 \\
         -q gslb.example.com/SOA -q www.gslb.example.com/A -q api.gslb.example.com/AAAA \\
         --ecs 198.51.100.0/24
 
@@ -24,10 +24,16 @@ import socket
 import struct
 import sys
 import time
+from pathlib import Path
 
-import dns.edns
-import dns.message
-import dns.rcode
+if __name__ == "__main__":  # run under the project's venv (tools/_venv.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _venv
+    _venv.use_project_venv(("dns",))
+
+import dns.edns  # noqa: E402
+import dns.message  # noqa: E402
+import dns.rcode  # noqa: E402
 
 
 def parse_target(text: str) -> tuple[str, int]:

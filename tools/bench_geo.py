@@ -3,9 +3,9 @@
 
 Usage (from the repository root)::
 
-    python tools/bench_geo.py                       # the sample database
-    python tools/bench_geo.py --db GeoLite2-City.mmdb
-    python tools/bench_geo.py --synthetic 20000     # a temporary DB with MaxMind-sized records
+    tools/bench_geo.py                       # the sample database
+    tools/bench_geo.py --db GeoLite2-City.mmdb
+    tools/bench_geo.py --synthetic 20000     # a temporary DB with MaxMind-sized records
 
 Workloads: ``repeat`` (1000 clients asking again and again: the per-network cache), ``spread``
 (a new address every time, inside the located networks: the per-network cache) and ``geoip2``
@@ -22,6 +22,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+if __name__ == "__main__":  # run under the project's venv (tools/_venv.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _venv
+    _venv.use_project_venv((*_venv.GSLB, "maxminddb"))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

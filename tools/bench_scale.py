@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Memory under a million client subnets, and how fast a state change reaches every DNS worker.
 
-    .venv/bin/python tools/bench_scale.py memory [--subnets 1000000]
-    .venv/bin/python tools/bench_scale.py propagation [--workers 2] [--repeat 20]
+    tools/bench_scale.py memory [--subnets 1000000]
+    tools/bench_scale.py propagation [--workers 2] [--repeat 20]
 
 ``memory``: starts ``gslb serve`` (the project's venv) on a three-site ``closest`` pool with the
 GeoIP database given by ``--geoip`` (default: GeoLite2 City as cached by ``tools/bench``, else
@@ -35,6 +35,11 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+if __name__ == "__main__":  # run under the project's venv (tools/_venv.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _venv
+    _venv.use_project_venv(())
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 15385

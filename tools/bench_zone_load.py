@@ -9,7 +9,7 @@ Load time (default): the median wall time of ``--repeat`` runs of ``load_zone_fi
 fresh ``ZoneStore.reload``, in seconds, and the process CPU time of the same runs; first, how
 long a 10M-iteration Python loop takes (this machine's speed at the moment).
 
-    .venv/bin/python tools/bench_zone_load.py [--records 100000] [--repeat 3] [--profile]
+    tools/bench_zone_load.py [--records 100000] [--repeat 3] [--profile]
 
 ``--profile`` prints a cProfile summary (top functions by cumulative and by own time) of one
 ``load_zone_file`` instead.
@@ -26,7 +26,7 @@ counts stalls of this process or the OS), the slowest answer and how many were a
 ``--workers N`` runs the server with N DNS processes; ``--root DIR`` runs the ``gslb`` package
 of another checkout (first on the path), to compare before and after.
 
-    .venv/bin/python tools/bench_zone_load.py --pause [--records 100000] [--root ../main]
+    tools/bench_zone_load.py --pause [--records 100000] [--root ../main]
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+if __name__ == "__main__":  # run under the project's venv (tools/_venv.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _venv
+    _venv.use_project_venv()
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

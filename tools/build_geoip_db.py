@@ -3,9 +3,9 @@
 
 Usage (from the repository root)::
 
-    python tools/build_geoip_db.py                      # data/sample-city.csv -> data/sample-city.mmdb
-    python tools/build_geoip_db.py --country --out /tmp/sample-country.mmdb
-    python tools/build_geoip_db.py --csv my.csv --out my.mmdb [--build-epoch 1767225600]
+    tools/build_geoip_db.py                      # data/sample-city.csv -> data/sample-city.mmdb
+    tools/build_geoip_db.py --country --out /tmp/sample-country.mmdb
+    tools/build_geoip_db.py --csv my.csv --out my.mmdb [--build-epoch 1767225600]
 
 The CSV has a header row ``network,city,subdivision,country,continent,latitude,longitude``;
 lines whose first field starts with ``#`` are comments. ``network`` is an IPv4 or IPv6 CIDR;
@@ -35,8 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from mmdb_writer import MMDBWriter
-from netaddr import IPSet
+if __name__ == "__main__":  # run under the project's venv (tools/_venv.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _venv
+    _venv.use_project_venv(("mmdb_writer", "netaddr"))
+
+from mmdb_writer import MMDBWriter  # noqa: E402
+from netaddr import IPSet  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

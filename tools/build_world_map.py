@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Build gslb/static/world.js, the dashboard's world map outline, from Natural Earth data.
 
 Source: the npm package ``world-atlas`` (TopoJSON of Natural Earth's public-domain 1:110m
@@ -10,7 +11,7 @@ and written as one SVG path string per country.
 Rerun (needs npm; nothing is installed into the tree, node_modules is never committed)::
 
     tmp=$(mktemp -d) && (cd "$tmp" && npm pack world-atlas@2.0.2 && tar xzf world-atlas-2.0.2.tgz)
-    python tools/build_world_map.py "$tmp/package/countries-110m.json" gslb/static/world.js
+    tools/build_world_map.py "$tmp/package/countries-110m.json" gslb/static/world.js
     rm -rf "$tmp"
 """
 
@@ -19,6 +20,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+if __name__ == "__main__":  # run under the project's venv (tools/_venv.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _venv
+    _venv.use_project_venv(())
 
 #: latitude at the top edge of the map and at the bottom edge (everything south is clipped)
 LAT_TOP = 84.0

@@ -17,7 +17,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PY=${PYTHON:-python3}
+PY=${PYTHON:-$ROOT/.venv/bin/python}   # the project's venv, as for every tool (PYTHON=... to override)
+if ! "$PY" -c 'import gslb, dnslib, redis' 2>/dev/null; then
+    echo "cluster_demo: gslb cannot run under $PY: run \`make .venv/.installed\` in $ROOT (or PYTHON=...)" >&2
+    exit 2
+fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gslb-cluster-demo.XXXXXX")
 PIDS=()
 

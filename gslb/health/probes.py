@@ -3,7 +3,9 @@
 A probe never raises for a failing backend: it returns a ``ProbeResult`` whose ``error`` is a
 short readable reason ("connect refused", "timeout after 3.0s", "status 503, expected 200").
 The check's ``timeout`` bounds the whole probe (connect, TLS, headers and body), so a backend
-that accepts and never answers fails after exactly that long.
+that accepts and never answers fails after exactly that long. An http(s) probe passes only when
+the whole response, or its first ``BODY_LIMIT`` bytes, arrived within it: headers followed by
+a stalled body are a timeout, ``expect_body`` or not.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from gslb.model import Check
 
 logger = logging.getLogger(__name__)
 
-#: how much of a response body ``expect_body`` is searched in
+#: how much of a response body a probe reads (and ``expect_body`` is searched in); the rest is
+#: not waited for
 BODY_LIMIT = 64 * 1024
 
 #: the longest error a probe reports (status pages, logs); longer ones end in "..."
@@ -149,13 +152,15 @@ async def _http(check: Check, address: str, session: aiohttp.ClientSession, star
         if not check.status_ok(resp.status):
             rtt = (time.perf_counter() - started) * 1000.0
             return ProbeResult(False, rtt, load, f"status {resp.status}, expected {_expected(check)}")
+        # The whole response (its first BODY_LIMIT bytes) must arrive within the timeout: a
+        # backend that sends headers and then hangs is down, whether or not a body is expected.
+        body = bytearray()
+        while len(body) < BODY_LIMIT:
+            chunk = await resp.content.read(BODY_LIMIT - len(body))
+            if not chunk:
+                break
+            body += chunk
         if check.expect_body is not None:
-            body = bytearray()
-            while len(body) < BODY_LIMIT:
-                chunk = await resp.content.read(BODY_LIMIT - len(body))
-                if not chunk:
-                    break
-                body += chunk
             if check.expect_body.encode("utf-8") not in body[:BODY_LIMIT]:
                 rtt = (time.perf_counter() - started) * 1000.0
                 return ProbeResult(False, rtt, load, f"body does not contain {check.expect_body!r}")

@@ -8,8 +8,9 @@ import signal
 import socket
 import sys
 import subprocess
-import time
 from pathlib import Path
+
+from harness import eventually
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -74,15 +75,19 @@ class RedisServer:
             args += ["--unixsocket", str(self.unixsocket), "--unixsocketperm", "700"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{self.log()}")
-            if self._ping():
-                return self
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"redis-server did not start within {timeout}s:\n{self.log()}")
+        proc = self.proc
+
+        def answering() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {proc.returncode}:\n{self.log()}")
+            return self._ping()
+
+        try:
+            eventually(answering, timeout=timeout, interval=0.02, what="redis-server answering PING")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"redis-server did not start within {timeout}s:\n{self.log()}") from None
+        return self
 
     def _ping(self) -> bool:
         try:

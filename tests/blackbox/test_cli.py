@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,7 +24,7 @@ import dns.query
 import dns.rcode
 import pytest
 import yaml
-from harness import ROOT, Gslb, free_port
+from harness import ROOT, Gslb, eventually, free_port
 
 GEOIP = str(ROOT / "data" / "sample-city.mmdb")
 
@@ -116,18 +115,22 @@ class Serve:
 
     def wait_serving(self, port: int, qname: str, timeout: float = 15.0, host: str = "127.0.0.1") -> "Serve":
         """Wait until the log says serving and ``qname`` SOA is answered on ``port``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def serving() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"gslb exited with {self.proc.returncode}:\n{self.log()}")
-            if "gslb: serving" in self.log():
-                try:
-                    soa(port, qname, host=host)
-                    return self
-                except (dns.exception.Timeout, OSError):
-                    pass
-            time.sleep(0.05)
-        raise AssertionError(f"gslb did not serve within {timeout}s:\n{self.log()}")
+            if "gslb: serving" not in self.log():
+                return False
+            try:
+                soa(port, qname, host=host)
+                return True
+            except (dns.exception.Timeout, OSError):
+                return False
+
+        try:
+            eventually(serving, timeout=timeout, what=f"gslb serving {qname} on {host}:{port}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log()}") from None
+        return self
 
     def wait_exit(self, timeout: float = 15.0) -> int:
         """The exit code of a process expected to stop by itself."""
@@ -660,10 +663,11 @@ def test_signal_during_first_check_round_stops_at_once(tmp_path, serve, sig):
         port = free_port()
         write_config(tmp_path, zones="zones", listen=[f"127.0.0.1:{port}"], http=None, checks=True)
         s = serve(tmp_path, [])
-        deadline = time.monotonic() + 15
-        while "DNS listening" not in s.log():
-            assert s.proc.poll() is None and time.monotonic() < deadline, s.log()
-            time.sleep(0.05)
+        def listening() -> bool:
+            assert s.proc.poll() is None, s.log()
+            return "DNS listening" in s.log()
+
+        eventually(listening, timeout=15, what="DNS listening")
         s.proc.send_signal(sig)
         assert s.wait_exit(timeout=10) == 0, s.log()
     assert "Traceback" not in s.log()

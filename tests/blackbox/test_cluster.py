@@ -15,17 +15,20 @@ import sys
 import threading
 import time
 import urllib.request
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROOT, Gslb, holds_for
+from harness import eventually as _eventually
+from redisd import RedisServer
 
-from harness import ROOT, Gslb  # noqa: E402
-from redisd import RedisServer  # noqa: E402
+#: a node or a site not there yet, a status entry not yet written: "not yet", poll again
+eventually = partial(_eventually, ignoring=(OSError, StopIteration, KeyError))
 
 ZONE = """\
 zone: gslb.test
@@ -179,19 +182,6 @@ def put_override(node: Gslb, name: str, state: str) -> dict:
         return json.load(r)
 
 
-def eventually(pred: Callable[[], bool], timeout: float = 8.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if pred():
-                return
-        except (OSError, StopIteration, KeyError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        time.sleep(0.1)
-
-
 def both(cluster: Cluster, name: str, expected: list[str]) -> bool:
     return all(addresses(node, name) == expected for node in cluster.nodes)
 
@@ -229,8 +219,8 @@ def test_quorum_staleness_and_redis_restart(cluster: Cluster) -> None:
     cluster.redis.stop()
     eventually(lambda: not status(node1)["state_backend"]["connected"], what="disconnected")
     assert not status(node2)["state_backend"]["connected"]
-    time.sleep(2.0)  # longer than the results' stale_after: frozen, fra stays out
-    assert both(cluster, "www.gslb.test", [IAD])
+    # for longer than the results' stale_after (3 x 0.5 s): frozen, fra stays out throughout
+    holds_for(lambda: both(cluster, "www.gslb.test", [IAD]), 2.0, what="fra out while Redis is down")
     # ... meanwhile fra recovers; once Redis is back, the agent's latest result converges both nodes
     cluster.fra.status = 200
     cluster.redis.start()
@@ -274,9 +264,10 @@ def test_two_agents_of_one_region_share_one_vote(cluster: Cluster) -> None:
     eventually(lambda: set(site(node1, "fra")["regions"]) == {"eu-west", "us-east"}
                and set(site(node1, "iad")["regions"]) == {"eu-west", "us-east"}, what="two regions")
     # exactly one result per site per region in Redis, and two regions in the status
-    time.sleep(1.5)  # several rounds of all three agents
-    keys = redis_keys(cluster, "gslb:v1:result:*")
-    assert keys == [f"gslb:v1:result:gslb.test:{s}:{r}" for s in ("fra", "iad") for r in ("eu-west", "us-east")]
+    expected = [f"gslb:v1:result:gslb.test:{s}:{r}" for s in ("fra", "iad") for r in ("eu-west", "us-east")]
+    eventually(lambda: redis_keys(cluster, "gslb:v1:result:*") == expected, what="four result keys")
+    # through several rounds of all three agents (interval 0.5 s), never a fifth key
+    holds_for(lambda: redis_keys(cluster, "gslb:v1:result:*") == expected, 1.5, what="one key per site and region")
     for name in ("fra", "iad"):
         assert set(site(node1, name)["regions"]) == {"eu-west", "us-east"}
     # fra down for us-east only: 1 of 2 regions, not 1 of 3 votes -> out with quorum 0.5
@@ -295,17 +286,18 @@ def test_node_over_a_unix_socket_survives_a_crafted_message(cluster: Cluster) ->
     eventually(lambda: site(node1, "fra")["regions"].get("eu-west", {}).get("state") == "up",
                what="results over the Unix socket")
     assert status(node1)["state_backend"]["connected"] is True
-    # an override through the socket node reaches the TCP node
-    put_override(node1, "fra", "drain")
-    eventually(lambda: addresses(node2, "www.gslb.test") == [IAD], timeout=1.5, what="override on node 2")
-    put_override(node1, "fra", "auto")
-    eventually(lambda: addresses(node2, "www.gslb.test") == [FRA], timeout=1.5, what="override removed")
     # a crafted message with times out of range: ignored, the status API keeps answering
     bomb = {"kind": "result", "zone": "gslb.test", "site": "iad", "region": "mars",
             "result": {"state": "down", "checked_at": 1e300, "stale_after": 1e300}}
     with redis.Redis(port=cluster.redis.port) as client:
         client.publish("gslb:v1:events", json.dumps(bomb))
-    time.sleep(0.5)
+    # an override through the socket node reaches the TCP node, and its removal through the TCP
+    # node the socket node: both came on the channel after the crafted message, so each node has
+    # read that message by the time it applies the override
+    put_override(node1, "fra", "drain")
+    eventually(lambda: addresses(node2, "www.gslb.test") == [IAD], timeout=1.5, what="override on node 2")
+    put_override(node2, "fra", "auto")
+    eventually(lambda: addresses(node1, "www.gslb.test") == [FRA], timeout=1.5, what="override removed on node 1")
     for node in cluster.nodes:
         assert "mars" not in site(node, "iad")["regions"]
     assert addresses(node1, "www.gslb.test") == [FRA]

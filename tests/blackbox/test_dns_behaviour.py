@@ -308,7 +308,7 @@ def test_tcp_cap_on_open_connections(server):
     # max_per_client: 4 in the server file; the fifth from the same address is closed at once
     socks = [socket.create_connection(("127.0.0.1", server.port), timeout=2) for _ in range(5)]
     try:
-        time.sleep(0.2)
+        # each socket is read until its reply or its close: no need to wait for the accepts first
         closed = 0
         for sock in socks:
             try:
@@ -471,3 +471,74 @@ def test_tcp_trickled_query_does_not_hold_the_connection(server):
                 closed = True
                 break
         assert closed and time.monotonic() - start < 4
+
+
+# --- issue 9 item 5: no UDP reply exceeds the client's limit, TSIG error replies included ------
+
+def _long_question() -> bytes:
+    """A 255-octet question name (three 63-octet labels and one of 61) with type A, class IN."""
+    name = b"".join(bytes([63]) + b"a" * 63 for _ in range(3)) + bytes([61]) + b"b" * 61 + b"\x00"
+    assert len(name) == 255
+    return name + struct.pack("!HH", 1, 1)
+
+
+def _tsig_amplifier(edns_payload: int | None = None) -> bytes:
+    """A query whose TSIG key and algorithm names are pointers to the 255-octet question: 301 bytes without EDNS."""
+    rdata = b"\xc0\x0c" + b"\x00\x00\x5f\x00\x00\x00\x01\x2c" + b"\x00\x00" + b"\x12\x34" + b"\x00\x00" + b"\x00\x00"
+    tsig = b"\xc0\x0c" + struct.pack("!HHIH", 250, 255, 0, len(rdata)) + rdata
+    opt = b"" if edns_payload is None else b"\x00" + struct.pack("!HHIH", 41, edns_payload, 0, 0)
+    return struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 2 if opt else 1) + _long_question() + opt + tsig
+
+
+@pytest.mark.parametrize("payload,limit", [(None, 512), (512, 512), (600, 600)])
+def test_tsig_error_reply_never_exceeds_the_clients_udp_limit(server, payload, limit):
+    data = _tsig_amplifier(payload)
+    if payload is None:
+        assert len(data) == 301
+    raw = udp_raw(server, data)
+    assert raw is not None and len(raw) <= limit  # was 807 bytes without TC
+    reply = dns.message.from_wire(raw, keyring=False)
+    assert reply.rcode() == dns.rcode.NOTAUTH and reply.id == 0x1234
+    assert reply.flags & dns.flags.TC and reply.tsig is None  # TSIG left out: the client retries over TCP
+    assert len(reply.question) == 1
+
+
+def test_tsig_error_reply_is_whole_over_tcp(server):
+    data = _tsig_amplifier()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+        sock.sendall(struct.pack("!H", len(data)) + data)
+        size = struct.unpack("!H", _recv_exact(sock, 2))[0]
+        raw = _recv_exact(sock, size)
+    reply = dns.message.from_wire(raw, keyring=False)
+    assert len(raw) == 807 and not reply.flags & dns.flags.TC
+    assert reply.rcode() == dns.rcode.NOTAUTH and reply.tsig[0].error == dns.rcode.BADKEY
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "connection closed"
+        data += chunk
+    return data
+
+
+# --- issue 9 item 11: NOTIMP copies RD, not CD ---------------------------------------------------
+
+@pytest.mark.parametrize("opcode,rcode", [(15, dns.rcode.NOTIMP), (dns.opcode.STATUS, dns.rcode.NOTIMP),
+                                          (dns.opcode.UPDATE, dns.rcode.NOTIMP), (dns.opcode.NOTIFY, dns.rcode.REFUSED)])
+def test_other_opcodes_copy_rd_but_not_cd(server, opcode, rcode):
+    question = dns.name.from_text(ORIGIN).to_wire() + struct.pack("!HH", 6, 1)
+    flags = (opcode << 11) | 0x0100 | 0x0010  # opcode, RD, CD
+    raw = udp_raw(server, struct.pack("!HHHHHH", 0x7777, flags, 1, 0, 0, 0) + question)
+    assert raw is not None
+    (ident, got), rd, cd = struct.unpack("!HH", raw[:4]), raw[2] & 0x01, raw[3] & 0x10
+    assert ident == 0x7777 and got & 0x8000 and (got >> 11) & 0xF == opcode and got & 0xF == rcode
+    assert rd and not cd
+
+
+def test_queries_still_copy_cd(server):
+    q = dns.message.make_query("api." + ORIGIN, "A")
+    q.flags |= dns.flags.CD
+    reply = dns.message.from_wire(udp_raw(server, q.to_wire()))
+    assert reply.flags & dns.flags.CD and reply.flags & dns.flags.RD and reply.answer

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
-import sys
-from pathlib import Path
 
 import dns.asyncquery
 import dns.message
@@ -21,8 +20,7 @@ from gslb.handler import QueryHandler
 from gslb.model import Pool, PoolAnswer, ZoneSet
 from gslb.stats import QueryStats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
-from test_authority import make_zone  # noqa: E402
+from harness import eventually_async, make_zone
 
 ZONE = make_zone("example.com", {
     "www": {"A": "192.0.2.1"},
@@ -58,6 +56,14 @@ def frame(message: dns.message.Message) -> bytes:
 async def read_frame(reader: asyncio.StreamReader) -> dns.message.Message:
     length = struct.unpack("!H", await reader.readexactly(2))[0]
     return dns.message.from_wire(await reader.readexactly(length))
+
+
+async def shut(writer: asyncio.StreamWriter) -> None:
+    """Close a client connection and wait until its socket is closed (none left for the GC to find
+    after the test's event loop is gone)."""
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
 
 
 async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = 2.0) -> bool:
@@ -116,7 +122,7 @@ async def test_tcp_pipelined_queries_answered_in_order():
         replies = [await asyncio.wait_for(read_frame(reader), 2) for _ in queries]
         assert [r.id for r in replies] == [q.id for q in queries]
         assert [r.rcode() for r in replies] == [0, 0, dns.rcode.NXDOMAIN, 0]
-        writer.close()
+        await shut(writer)
     finally:
         await server.close()
 
@@ -130,7 +136,7 @@ async def test_tcp_query_split_across_segments():
             writer.write(data[i:i + 1])
             await writer.drain()
         assert (await asyncio.wait_for(read_frame(reader), 2)).answer
-        writer.close()
+        await shut(writer)
     finally:
         await server.close()
 
@@ -145,7 +151,7 @@ async def test_tcp_idle_timeout_closes_connection():
         t0 = loop.time()
         assert await closed_by_peer(reader, 3)
         assert 0.2 <= loop.time() - t0 < 2.5
-        writer.close()
+        await shut(writer)
     finally:
         await server.close()
 
@@ -171,7 +177,7 @@ async def test_tcp_trickled_query_closed_at_its_deadline():
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
         assert server.tcp_connections == 0
-        writer.close()
+        await shut(writer)
     finally:
         await server.close()
 
@@ -193,7 +199,7 @@ async def test_tcp_idle_timer_restarts_on_answered_queries():
         assert (await asyncio.wait_for(read_frame(reader), 2)).answer
         assert server.tcp_connections == 1
         assert await closed_by_peer(reader, 2.0)  # and then idle: closed
-        writer.close()
+        await shut(writer)
     finally:
         await server.close()
 
@@ -208,11 +214,7 @@ async def test_tcp_client_that_does_not_read_is_aborted_at_the_deadline():
         sock.setblocking(False)
         query = frame(dns.message.make_query("big.example.com.", "TXT"))
         loop = asyncio.get_running_loop()
-        for _ in range(40):
-            if server.tcp_connections == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert server.tcp_connections == 1
+        await eventually_async(lambda: server.tcp_connections == 1, what="the connection accepted")
 
         async def flood() -> None:
             for _ in range(50000):
@@ -222,11 +224,7 @@ async def test_tcp_client_that_does_not_read_is_aborted_at_the_deadline():
             await asyncio.wait_for(flood(), 5)  # blocks once the server stops reading
         except (ConnectionResetError, BrokenPipeError, asyncio.TimeoutError):
             pass
-        for _ in range(40):
-            if server.tcp_connections == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert server.tcp_connections == 0
+        await eventually_async(lambda: server.tcp_connections == 0, what="the connection dropped")
         sock.close()
     finally:
         await server.close()
@@ -242,13 +240,13 @@ async def test_tcp_cap_per_client():
             assert (await asyncio.wait_for(read_frame(reader), 2)).answer
         assert server.tcp_connections == 2
         for _, writer in conns:
-            writer.close()
+            await shut(writer)
         # once they are gone, new connections are accepted again
-        await asyncio.sleep(0.1)
+        await eventually_async(lambda: server.tcp_connections == 0, what="the connections closed")
         reader, writer = await asyncio.open_connection(*server.addresses[0])
         writer.write(frame(dns.message.make_query("www.example.com.", "A")))
         assert (await asyncio.wait_for(read_frame(reader), 2)).answer
-        writer.close()
+        await shut(writer)
     finally:
         await server.close()
 
@@ -261,8 +259,8 @@ async def test_tcp_cap_in_total():
         assert await closed_by_peer(second[0])
         first[1].write(frame(dns.message.make_query("www.example.com.", "A")))
         assert (await asyncio.wait_for(read_frame(first[0]), 2)).answer
-        first[1].close()
-        second[1].close()
+        await shut(first[1])
+        await shut(second[1])
     finally:
         await server.close()
 
@@ -278,7 +276,7 @@ async def test_tcp_garbage_frame_closes_connection(garbage):
         reader, writer = await asyncio.open_connection(*server.addresses[0])
         writer.write(garbage)
         assert await closed_by_peer(reader)
-        writer.close()
+        await shut(writer)
         # the listener is unaffected
         host, port = server.addresses[0]
         reply = await dns.asyncquery.tcp(dns.message.make_query("www.example.com.", "A"), host,
@@ -297,7 +295,7 @@ async def test_tcp_malformed_query_gets_formerr_and_connection_stays():
         assert (await asyncio.wait_for(read_frame(reader), 2)).rcode() == dns.rcode.FORMERR
         writer.write(frame(dns.message.make_query("www.example.com.", "A")))
         assert (await asyncio.wait_for(read_frame(reader), 2)).answer
-        writer.close()
+        await shut(writer)
     finally:
         await server.close()
 
@@ -360,11 +358,10 @@ async def test_bind_failure_names_address():
 async def test_close_drops_open_connections():
     server, _ = await start()
     reader, writer = await asyncio.open_connection(*server.addresses[0])
-    await asyncio.sleep(0.05)
-    assert server.tcp_connections == 1
+    await eventually_async(lambda: server.tcp_connections == 1, what="the connection accepted")
     await server.close()
     assert await closed_by_peer(reader)
-    writer.close()
+    await shut(writer)
     assert server.tcp_connections == 0
 
 

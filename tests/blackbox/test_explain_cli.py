@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 import yaml
-from harness import ROOT, Gslb
+from harness import ROOT, Gslb, eventually
 
 ORIGIN = "gslb.example.com."
 EXAMPLE = ROOT / "zones" / "example.yaml"
@@ -258,14 +257,13 @@ def test_explain_down_matches_dns_with_the_sites_overridden_down(workdir, server
     try:
         for site in down:
             _http(server, "PUT", f"/api/v1/sites/gslb.example.com/{site}/override", {"state": "down"})
-        deadline = time.monotonic() + 3
-        while True:
+        def served_as_traced():
             reply = server.query(f"{name}.{ORIGIN}", rtype, ecs=f"{client}/{_full(client)}")
             got = sorted(r.to_text() for rrset in reply.answer for r in rrset)
-            if (dns.rcode.to_text(reply.rcode()), got) == (rcode, sorted(trace["answers"])):
-                break
-            assert time.monotonic() < deadline, (dns.rcode.to_text(reply.rcode()), got, trace["answers"])
-            time.sleep(0.05)
+            return reply if (dns.rcode.to_text(reply.rcode()), got) == (rcode, sorted(trace["answers"])) else None
+
+        reply = eventually(served_as_traced, timeout=3,
+                           what=f"{name} {rtype} for {client}: {rcode} {trace['answers']} as traced")
         if rcode == "NOERROR":
             assert trace["scope_prefix"] == _ecs(reply).scopelen
         # the HTTP endpoint gives the same trace as the command (one implementation)

@@ -7,105 +7,19 @@ Outcomes are polled with generous deadlines; nothing asserts how fast something 
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
-import time
 import urllib.request
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import dns.exception
 import pytest
-from backends import Backend
-from harness import Gslb
+from harness import (FALL, FRA, IAD, INTERVAL, ORIGIN, RISE, TIMEOUT, Gslb, answer, eventually, get_json,
+                     site_entry, start_two_sites, two_site_zone)
 from prometheus_client.parser import text_string_to_metric_families
 
-ORIGIN = "gslb.example.com."
-FRA, IAD = "192.0.2.10", "198.51.100.20"
-INTERVAL, TIMEOUT, RISE, FALL = 0.5, 0.3, 2, 2
 #: interval x fall plus a generous margin for a loaded CI machine
 DEADLINE = INTERVAL * FALL + 8.0
-
-
-def zone_text(ports: dict[str, int], kinds: dict[str, str] | None = None) -> str:
-    """A zone with sites fra and iad, one check per site on its backend's port, two pools."""
-    kinds = kinds or {}
-    checks = []
-    for site, port in ports.items():
-        kind = kinds.get(site, "http")
-        extra = "    path: /health\n    host: www.gslb.example.com\n    expect_status: [200]\n    expect_body: OK\n" if kind == "http" else ""
-        checks.append(
-            f"  c_{site}:\n    type: {kind}\n    target: 127.0.0.1\n    port: {port}\n{extra}"
-            f"    interval: {INTERVAL}\n    timeout: {TIMEOUT}\n    rise: {RISE}\n    fall: {FALL}\n")
-    return f"""
-zone: gslb.example.com
-ns: [ns1.gslb.example.com]
-records:
-  ns1: {{A: 192.0.2.53}}
-  www: {{pool: web}}
-  near: {{pool: near}}
-  light: {{pool: light}}
-sites:
-  fra: {{location: [50.11, 8.68], addresses: [{FRA}], checks: [c_fra]}}
-  iad: {{location: [38.95, -77.45], addresses: [{IAD}], checks: [c_iad]}}
-checks:
-{''.join(checks)}
-pools:
-  web: {{policy: failover, sites: [fra, iad], ttl: 5}}
-  near: {{policy: closest, sites: [fra, iad], ttl: 5}}
-  light: {{policy: least_load, sites: [fra, iad], ttl: 5}}
-"""
-
-
-@pytest.fixture
-def backends() -> Iterator[Callable[..., Backend]]:
-    """Factory of loopback backends, all stopped after the test."""
-    made: list[Backend] = []
-
-    def make(**kw: Any) -> Backend:
-        b = Backend(**kw)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.stop()
-
-
-def answer(server, name: str = "www") -> set[str]:
-    """The A addresses gslb answers for ``name``."""
-    msg = server.query(f"{name}.{ORIGIN}", "A")
-    return {rr.address for rrset in msg.answer for rr in rrset}
-
-
-def get_json(server, path: str) -> Any:
-    """GET ``path`` from the server's HTTP endpoint as JSON."""
-    with urllib.request.urlopen(server.http + path, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def site_entry(server, site: str) -> dict[str, Any]:
-    """The /api/v1/status entry of ``site``."""
-    doc = get_json(server, "/api/v1/status")
-    return next(s for s in doc["sites"] if s["site"] == site)
-
-
-def wait_for(predicate: Callable[[], Any], deadline: float = DEADLINE, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    last = None
-    while time.monotonic() < end:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"not reached within {deadline}s: {what} (last: {last!r})")
-
-
-def start(gslb_server, ports: dict[str, int], kinds: dict[str, str] | None = None, **config: Any):
-    """A started server for ``zone_text(ports, kinds)``, region lab-1, plus ``config``."""
-    cfg = {"region": "lab-1", **config}
-    return gslb_server({"gslb.example.com.yaml": zone_text(ports, kinds)}, config=cfg, wait_for=ORIGIN)
 
 
 @pytest.mark.parametrize("failure, error", [
@@ -117,12 +31,12 @@ def start(gslb_server, ports: dict[str, int], kinds: dict[str, str] | None = Non
 ])
 def test_failover_follows_the_backend(gslb_server, backends, failure, error):
     fra, iad = backends(load=7), backends(load=3)
-    server = start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    server = start_two_sites(gslb_server, {"fra": fra.port, "iad": iad.port})
     assert answer(server) == {FRA}
     assert answer(server, "near") == {FRA}  # client without a location: sites order
 
     fra.set(failure)
-    wait_for(lambda: answer(server) == {IAD}, what=f"www moves to iad after fra {failure}")
+    eventually(lambda: answer(server) == {IAD}, what=f"www moves to iad after fra {failure}")
     assert answer(server, "near") == {IAD}
     entry = site_entry(server, "fra")
     assert entry["state"] == "down"
@@ -132,14 +46,14 @@ def test_failover_follows_the_backend(gslb_server, backends, failure, error):
     assert region["error"] == f"c_fra 127.0.0.1: {error}"
 
     fra.set("healthy")
-    wait_for(lambda: answer(server) == {FRA}, what="www back on fra after rise")
+    eventually(lambda: answer(server) == {FRA}, what="www back on fra after rise")
     assert answer(server, "near") == {FRA}
-    wait_for(lambda: site_entry(server, "fra")["regions"]["lab-1"]["error"] is None, what="error cleared")
+    eventually(lambda: site_entry(server, "fra")["regions"]["lab-1"]["error"] is None, what="error cleared")
 
 
 def test_status_shows_region_rtt_load_and_checked_at(gslb_server, backends):
     fra, iad = backends(load=7), backends(load=0.25)
-    server = start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    server = start_two_sites(gslb_server, {"fra": fra.port, "iad": iad.port})
     doc = get_json(server, "/api/v1/status")
     assert doc["region"] == "lab-1"
     sites = {s["site"]: s for s in doc["sites"]}
@@ -157,49 +71,49 @@ def test_status_shows_region_rtt_load_and_checked_at(gslb_server, backends):
 
     # a load change is read from the next responses
     fra.set("healthy", load=42)
-    wait_for(lambda: site_entry(server, "fra")["regions"]["lab-1"]["load"] == 42, what="load 42")
+    eventually(lambda: site_entry(server, "fra")["regions"]["lab-1"]["load"] == 42, what="load 42")
 
 
 def test_tcp_check_refused_and_back(gslb_server, backends):
     fra, iad = backends(kind="tcp"), backends(kind="tcp")
-    server = start(gslb_server, {"fra": fra.port, "iad": iad.port}, {"fra": "tcp", "iad": "tcp"})
+    server = start_two_sites(gslb_server, {"fra": fra.port, "iad": iad.port}, {"fra": "tcp", "iad": "tcp"})
     assert answer(server) == {FRA}
     fra.set("refusing")
-    wait_for(lambda: answer(server) == {IAD}, what="tcp refused moves www to iad")
+    eventually(lambda: answer(server) == {IAD}, what="tcp refused moves www to iad")
     assert site_entry(server, "fra")["regions"]["lab-1"]["error"] == "c_fra 127.0.0.1: connect refused"
     fra.set("healthy")
-    wait_for(lambda: answer(server) == {FRA}, what="tcp back")
+    eventually(lambda: answer(server) == {FRA}, what="tcp back")
 
 
 @pytest.mark.parametrize("failure", ["refusing", "hanging", "failing_status"])
 def test_site_down_at_start_is_never_in_the_first_answer(gslb_server, backends, failure):
     fra, iad = backends(), backends()
     fra.set(failure)
-    server = start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    server = start_two_sites(gslb_server, {"fra": fra.port, "iad": iad.port})
     # the very first answer the server gives already avoids fra
     assert answer(server) == {IAD}
     assert answer(server, "near") == {IAD}
     assert site_entry(server, "fra")["state"] == "down"
     fra.set("healthy")
-    wait_for(lambda: answer(server) == {FRA}, what="fra up after rise")
+    eventually(lambda: answer(server) == {FRA}, what="fra up after rise")
 
 
 def test_all_down_fails_open(gslb_server, backends):
     fra, iad = backends(), backends()
-    server = start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    server = start_two_sites(gslb_server, {"fra": fra.port, "iad": iad.port})
     fra.set("failing_status")
     iad.set("refusing")
-    wait_for(lambda: {s["site"]: s["state"] for s in get_json(server, "/api/v1/status")["sites"]}
+    eventually(lambda: {s["site"]: s["state"] for s in get_json(server, "/api/v1/status")["sites"]}
              == {"fra": "down", "iad": "down"}, what="both down")
     # when_all_down defaults to all: answer as if all were up (failover: first in order)
     assert answer(server) == {FRA}
     iad.set("healthy")
-    wait_for(lambda: answer(server) == {IAD}, what="iad up alone")
+    eventually(lambda: answer(server) == {IAD}, what="iad up alone")
 
 
 def test_http_check_sends_path_and_host(gslb_server, backends):
     fra, iad = backends(), backends()
-    start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    start_two_sites(gslb_server, {"fra": fra.port, "iad": iad.port})
     assert fra.last_request is not None
     line, headers = fra.last_request
     assert line.startswith("GET /health HTTP/1.")
@@ -209,27 +123,27 @@ def test_http_check_sends_path_and_host(gslb_server, backends):
 
 def test_least_load_follows_x_load(gslb_server, backends):
     fra, iad = backends(load=7), backends(load=3)
-    server = start(gslb_server, {"fra": fra.port, "iad": iad.port})
+    server = start_two_sites(gslb_server, {"fra": fra.port, "iad": iad.port})
     assert answer(server, "light") == {IAD}
     fra.set("healthy", load=1)
-    wait_for(lambda: answer(server, "light") == {FRA}, what="least_load moves to fra")
+    eventually(lambda: answer(server, "light") == {FRA}, what="least_load moves to fra")
     assert site_entry(server, "fra")["regions"]["lab-1"]["load"] == 1
 
 
 def test_every_check_of_a_site_must_pass(gslb_server, backends):
     web, tcp, iad = backends(), backends(kind="tcp"), backends()
-    zone = zone_text({"fra": web.port, "iad": iad.port}).replace(
+    zone = two_site_zone({"fra": web.port, "iad": iad.port}).replace(
         "checks: [c_fra]", "checks: [c_fra, c_fra_tcp]").replace(
         "checks:\n", f"checks:\n  c_fra_tcp: {{type: tcp, target: 127.0.0.1, port: {tcp.port}, "
                      f"interval: {INTERVAL}, timeout: {TIMEOUT}, rise: {RISE}, fall: {FALL}}}\n", 1)
     server = gslb_server({"gslb.example.com.yaml": zone}, config={"region": "lab-1"}, wait_for=ORIGIN)
     assert answer(server) == {FRA}
     tcp.set("refusing")
-    wait_for(lambda: answer(server) == {IAD}, what="fra down when its tcp check fails")
+    eventually(lambda: answer(server) == {IAD}, what="fra down when its tcp check fails")
     error = site_entry(server, "fra")["regions"]["lab-1"]["error"]
     assert "c_fra_tcp" in error and "connect refused" in error
     tcp.set("healthy")
-    wait_for(lambda: answer(server) == {FRA}, what="fra back")
+    eventually(lambda: answer(server) == {FRA}, what="fra back")
 
 
 def test_first_round_covers_more_sites_than_the_in_flight_limit(gslb_server, backends):
@@ -258,7 +172,7 @@ def test_first_round_covers_more_sites_than_the_in_flight_limit(gslb_server, bac
 def start_fall3(gslb_server, backends):
     """fra and iad (fall 3, rise 2) on healthy backends; (server, fra backend)."""
     fra, iad = backends(), backends()
-    zone = zone_text({"fra": fra.port, "iad": iad.port}).replace(f"fall: {FALL}\n", "fall: 3\n")
+    zone = two_site_zone({"fra": fra.port, "iad": iad.port}).replace(f"fall: {FALL}\n", "fall: 3\n")
     assert zone.count("fall: 3\n") == 2
     server = gslb_server({"gslb.example.com.yaml": zone}, config={"region": "lab-1"}, wait_for=ORIGIN)
     assert answer(server) == {FRA}
@@ -274,16 +188,19 @@ def test_fewer_failures_than_fall_never_move_the_answer(gslb_server, backends):
     server, fra = start_fall3(gslb_server, backends)
     before = fra_changes(server)
     fra.fail_next(2)  # two failed probes in a row, then healthy again
-    # poll until the two failures and three healthy probes after them were served
-    end = time.monotonic() + DEADLINE * 3
-    mark = None
-    while mark is None or fra.requests < mark + 3:
-        assert time.monotonic() < end, f"backend not probed enough ({fra.requests} requests)"
-        if mark is None and fra.failed == 2:
-            mark = fra.requests
+    # poll until the two failures and three healthy probes after them were served; fra stays in
+    # the answer and up at every look meanwhile
+    mark: list[int] = []
+
+    def probed_past_the_failures() -> bool:
+        if not mark and fra.failed == 2:
+            mark.append(fra.requests)
         assert answer(server) == {FRA}
         assert site_entry(server, "fra")["state"] == "up"
-        time.sleep(0.05)
+        return bool(mark) and fra.requests >= mark[0] + 3
+
+    eventually(probed_past_the_failures, timeout=DEADLINE * 3,
+               what="two failures and three healthy probes after them")
     assert answer(server) == {FRA}
     # gslb did see both failures, yet fra never changed state
     assert check_fails(server) >= 2
@@ -293,10 +210,10 @@ def test_fewer_failures_than_fall_never_move_the_answer(gslb_server, backends):
 def test_fall_failures_move_the_answer_and_rise_passes_bring_it_back(gslb_server, backends):
     server, fra = start_fall3(gslb_server, backends)
     fra.fail_next(3)
-    wait_for(lambda: answer(server) == {IAD}, what="www moves to iad after 3 failures")
+    eventually(lambda: answer(server) == {IAD}, what="www moves to iad after 3 failures")
     assert fra.failed == 3
     assert site_entry(server, "fra")["regions"]["lab-1"]["error"] == "c_fra 127.0.0.1: status 503, expected 200"
-    wait_for(lambda: answer(server) == {FRA}, what="www back on fra after rise")
+    eventually(lambda: answer(server) == {FRA}, what="www back on fra after rise")
     assert [(c["old"], c["new"]) for c in reversed(fra_changes(server))] == [("up", "down"), ("down", "up")]
 
 
@@ -319,13 +236,13 @@ def check_series(server) -> set[tuple[str, str]]:
 
 def test_reload_drops_the_metrics_of_removed_sites_and_checks(gslb_server, backends):
     web, tcp, iad = backends(), backends(kind="tcp"), backends()
-    zone = zone_text({"fra": web.port, "iad": iad.port}).replace(
+    zone = two_site_zone({"fra": web.port, "iad": iad.port}).replace(
         "checks: [c_fra]", "checks: [c_fra, c_fra_tcp]").replace(
         "checks:\n", f"checks:\n  c_fra_tcp: {{type: tcp, target: 127.0.0.1, port: {tcp.port}, "
                      f"interval: {INTERVAL}, timeout: {TIMEOUT}, rise: {RISE}, fall: {FALL}}}\n", 1)
     server = gslb_server({"gslb.example.com.yaml": zone}, config={"region": "lab-1"}, wait_for=ORIGIN)
     everything = {("fra", "c_fra"), ("fra", "c_fra_tcp"), ("iad", "c_iad")}
-    wait_for(lambda: check_series(server) == everything, what="a series per site and check")
+    eventually(lambda: check_series(server) == everything, what="a series per site and check")
 
     # drop site iad, and check c_fra_tcp from site fra (the check itself stays defined)
     smaller = zone.replace("checks: [c_fra, c_fra_tcp]", "checks: [c_fra]").replace(
@@ -334,21 +251,21 @@ def test_reload_drops_the_metrics_of_removed_sites_and_checks(gslb_server, backe
     assert "iad" not in smaller.split("checks:\n", 1)[0].split("sites:\n", 1)[1]
     (server.zones_dir / "gslb.example.com.yaml").write_text(smaller)
     server.signal(signal.SIGHUP)
-    wait_for(lambda: check_series(server) == {("fra", "c_fra")}, what="removed series dropped")
+    eventually(lambda: check_series(server) == {("fra", "c_fra")}, what="removed series dropped")
     assert answer(server) == {FRA}
 
 
 def test_pool_names_get_no_reply_until_the_first_round_is_done(tmp_path, backends):
     fra, iad = backends(), backends()
     fra.set("hanging")  # the first round lasts the check timeout (2 s)
-    zone = zone_text({"fra": fra.port, "iad": iad.port}).replace(
+    zone = two_site_zone({"fra": fra.port, "iad": iad.port}).replace(
         f"interval: {INTERVAL}\n    timeout: {TIMEOUT}", "interval: 4\n    timeout: 2")
     server = Gslb(tmp_path / "srv", {"gslb.example.com.yaml": zone}, {"region": "lab-1"})
     starter = threading.Thread(target=server.start, kwargs={"wait_for": ORIGIN})
     starter.start()
     try:
         # once DNS answers static names, pool names are still held (no reply) ...
-        wait_for(lambda: _answers_soa(server), deadline=15, what="DNS bound")
+        eventually(lambda: _answers_soa(server), timeout=15, what="DNS bound")
         early = "gslb: serving" not in server.log()
         held = 0
         while "gslb: serving" not in server.log():

@@ -14,6 +14,7 @@ from typing import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
+from harness import eventually_async, holds_for_async
 
 from gslb.health.probes import BODY_LIMIT, host_header, parse_load, probe, probe_url
 from gslb.model import Check
@@ -317,11 +318,7 @@ async def test_tcp_connect_passes(session):
     try:
         result = await probe(Check("db", "tcp", port), "127.0.0.1", session)
         assert result.ok and result.error is None and result.rtt_ms is not None
-        for _ in range(50):
-            if accepted:
-                break
-            await asyncio.sleep(0.01)
-        assert accepted
+        await eventually_async(lambda: accepted, what="the connection accepted")
     finally:
         server.close()
         await server.wait_closed()
@@ -355,11 +352,8 @@ async def test_monitor_drives_the_table_down_and_up_again(backend):
     monitor.configure(zones)
 
     async def wait_for(state: str) -> None:
-        for _ in range(300):
-            if table.view.site("z.test", "fra").state(0.5) == state:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"site never turned {state}: {table.view.site('z.test', 'fra')}")
+        await eventually_async(lambda: table.view.site("z.test", "fra").state(0.5) == state,
+                               what=f"site turned {state}")
 
     try:
         assert await monitor.first_round() is True
@@ -376,8 +370,8 @@ async def test_monitor_drives_the_table_down_and_up_again(backend):
         await wait_for("up")
         assert table.view.site("z.test", "fra").regions["local"].error is None
         # heartbeats keep a healthy result fresh well past stale_after
-        await asyncio.sleep(0.3)
-        assert "local" in table.view.site("z.test", "fra").regions
+        await holds_for_async(lambda: "local" in table.view.site("z.test", "fra").regions, 0.3,
+                              what="a fresh local result")
     finally:
         await monitor.close()
         await table.close()
@@ -439,3 +433,64 @@ def test_clean_error():
     assert clean_error("a\x00b\x1b[1mc\x7f") == "a?b?[1mc?"
     long = clean_error("x" * 1000)
     assert len(long) == 200 and long.endswith("...")
+
+
+# -- a response must arrive whole (issue 9, item 10) -------------------------------------------
+
+class Stall:
+    """A raw HTTP backend: answers 200 with ``Content-Length: length``, sends ``sent`` bytes of
+    the body, then holds the connection open (until the test stops it)."""
+
+    def __init__(self, length: int, sent: int) -> None:
+        self.length, self.sent = length, sent
+        self.release = asyncio.Event()
+        self.server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {self.length}\r\n\r\n".encode()
+                     + b"x" * self.sent)
+        await writer.drain()
+        await self.release.wait()
+        writer.close()
+
+    async def start(self) -> "Stall":
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        self.release.set()
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.mark.parametrize("length, sent", [(100, 0), (100, 99), (BODY_LIMIT, BODY_LIMIT - 1)])
+async def test_http_headers_then_a_stalled_body_is_a_timeout_without_expect_body(session, length, sent):
+    stall = await Stall(length, sent).start()
+    try:
+        result = await probe(http(stall.port, timeout=0.3), "127.0.0.1", session)
+    finally:
+        await stall.stop()
+    assert not result.ok
+    assert result.error == "timeout after 0.3s"
+
+
+async def test_http_body_beyond_the_first_64k_is_not_waited_for(session):
+    # the first BODY_LIMIT bytes arrived: the rest (never sent here) does not count
+    stall = await Stall(BODY_LIMIT * 4, BODY_LIMIT).start()
+    try:
+        result = await probe(http(stall.port, timeout=5.0), "127.0.0.1", session)
+        assert result.ok and result.error is None
+        result = await probe(http(stall.port, timeout=5.0, expect_body="x"), "127.0.0.1", session)
+        assert result.ok
+    finally:
+        await stall.stop()
+
+
+async def test_http_big_complete_body_passes(backend, session):
+    backend.body = b"y" * (BODY_LIMIT * 3)
+    result = await probe(http(backend.port), "127.0.0.1", session)
+    assert result.ok and result.error is None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import dns.edns
@@ -17,7 +16,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from harness import free_port
+from harness import eventually, free_port
 
 ZONE = """
 zone: interop.example
@@ -78,16 +77,13 @@ stub-zone:
         self.log = workdir / "unbound.log"
         self.proc = subprocess.Popen([shutil.which("unbound") or "unbound", "-d", "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                dns.query.udp(dns.message.make_query("ns1.interop.example", "A"), "127.0.0.1",
-                              port=self.port, timeout=0.3)
-                return
-            except (dns.exception.Timeout, OSError):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("unbound did not start: " + (self.log.read_text() if self.log.exists() else ""))
+        try:
+            eventually(lambda: dns.query.udp(dns.message.make_query("ns1.interop.example", "A"), "127.0.0.1",
+                                             port=self.port, timeout=0.3),
+                       timeout=10, what="unbound answering", ignoring=(dns.exception.Timeout, OSError))
+        except AssertionError:
+            self.stop()
+            raise RuntimeError("unbound did not start: " + (self.log.read_text() if self.log.exists() else "")) from None
 
     def query(self, qname: str, rdtype: str = "A", ecs: str | None = None) -> dns.message.Message:
         options = []

@@ -1,10 +1,12 @@
 """The answer cache: every cached reply equals the full path's reply, and only changes drop entries.
 
-The equivalence test runs a generated corpus (names, letter case, types, EDNS sizes and DO, ECS
+The equivalence tests run a generated corpus (names, letter case, types, EDNS sizes and DO, ECS
 v4/v6 with every prefix length, no ECS, several packet sources, CNAME chains, wildcards,
 referrals, NXDOMAIN, truncation) through ``QueryHandler.udp`` twice (computed, then from the
 cache, with another query ID) and compares the second reply byte for byte with the full path
-(``QueryHandler.handle``, which never reads the cache) for the same packet.
+(``QueryHandler.handle``, which never reads the cache) for the same packet. With DNS Cookies on,
+a second corpus adds COOKIE options of every kind (client cookie alone, valid server cookies young
+and old, expired, from the future, made for another address, garbage, malformed).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import pytest
 from gslb.answercache import ENTRY_OVERHEAD, MAX_KEY, AnswerCache
 from gslb.balancer import Balancer
 from gslb.config import Acl
+from gslb.cookies import CACHE_PERIOD, LIFETIME, REUSE, Cookies, address_bytes, server_cookie
 from gslb.geo import GeoLocator
-from gslb.handler import LivePools, QueryHandler
+from gslb.handler import LivePools, QueryHandler, client_ip
 from gslb.model import RegionResult, SiteStatus, StateView, ZoneSet
 from gslb.stats import QueryStats
 from gslb.zones import load_zone_file
@@ -118,7 +121,7 @@ def corpus(seed: int = 7, count: int = 1500) -> list[bytes]:
 class Env:
     """A handler over the example zone and a second zone, with a GeoIP database and a view."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, cookies: Cookies | None = None) -> None:
         (tmp / "second.yaml").write_text(SECOND)
         zones = [load_zone_file(str(ROOT / "zones" / "example.yaml")), load_zone_file(str(tmp / "second.yaml"))]
         self.zones = ZoneSet({z.origin: z for z in zones})
@@ -129,7 +132,7 @@ class Env:
         self.pools.ready = True
         self.stats = QueryStats()
         self.cache = AnswerCache()
-        self.handler = QueryHandler(lambda: self.zones, self.pools, self.stats, Acl(), self.cache)
+        self.handler = QueryHandler(lambda: self.zones, self.pools, self.stats, Acl(), self.cache, cookies)
         self.pools.on_change = self.handler.pools_changed
 
     def set_view(self, sites: dict) -> None:
@@ -400,3 +403,128 @@ def test_cached_replies_equal_the_full_path_through_random_verdict_changes(env):
                 step, key, dns.message.from_wire(packet))
     env.stats.fold()
     assert env.stats.cache_hits > 5000
+
+
+# --- DNS Cookies -----------------------------------------------------------------------------
+
+SECRET = bytes.fromhex("e5e973e5a6b2a43f48e7dc849e37bfcf")
+NOW = 1_700_000_000
+COOKIE_KINDS = ["client", "young", "old", "ending", "expired", "future", "other-host", "garbage", "malformed",
+                "none"]
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def cookie_env(tmp_path):
+    clock = Clock(NOW)
+    e = Env(tmp_path, Cookies(SECRET, 600, clock))
+    e.clock = clock
+    yield e
+    e.close()
+
+
+def cookie_option(rng: random.Random, kind: str, host: str) -> bytes | None:
+    """The COOKIE option data of one kind, for a query from ``host``."""
+    client = bytes(rng.randrange(256) for _ in range(8))
+    address = address_bytes(client_ip(host))
+    age = {"young": rng.randrange(0, REUSE), "old": rng.randrange(REUSE, LIFETIME - CACHE_PERIOD),
+           "ending": rng.randrange(LIFETIME - CACHE_PERIOD + 1, LIFETIME + 1),
+           "expired": rng.randrange(LIFETIME + 1, 10 * LIFETIME), "future": -rng.randrange(0, 600)}.get(kind)
+    if kind == "none":
+        return None
+    if kind == "client":
+        return client
+    if kind == "malformed":
+        return bytes(rng.choice([0, 5, 9, 15, 41]))
+    if kind == "garbage":
+        return client + bytes(rng.randrange(256) for _ in range(rng.choice([8, 16, 32])))
+    if kind == "other-host":
+        return client + server_cookie(SECRET, client, address_bytes("192.0.2.99"), NOW - 10)
+    return client + server_cookie(SECRET, client, address, NOW - age)
+
+
+def cookie_corpus(seed: int = 11, count: int = 900) -> list[tuple[bytes, str]]:
+    """(packet, source) pairs: corpus-like questions with COOKIE options made for their source."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        host = rng.choice(HOSTS)
+        name = "".join(c.upper() if rng.random() < 0.3 else c for c in rng.choice(NAMES))
+        kind = COOKIE_KINDS[i % len(COOKIE_KINDS)]
+        options = []
+        data = cookie_option(rng, kind, host)
+        if data is not None:
+            options.append(dns.edns.GenericOption(10, data))
+        if rng.random() < 0.3:
+            family = rng.choice([4, 6])
+            prefix = rng.randrange(33 if family == 4 else 129)
+            options.append(dns.edns.ECSOption(masked(located_addresses(rng, family), prefix, family), prefix))
+            rng.shuffle(options)
+        q = dns.message.make_query(name, rng.choice(TYPES), use_edns=0, payload=rng.choice([512, 1232, 4096]),
+                                   options=options or None, want_dnssec=rng.random() < 0.3)
+        q.id = rng.randrange(65536)
+        out.append((q.to_wire(), host))
+    return out
+
+
+def test_cached_cookie_replies_equal_the_full_path(cookie_env):
+    env = cookie_env
+    rng = random.Random(5)
+    compared = 0
+    for packet, host in cookie_corpus():
+        first = env.handler.udp(packet, host)
+        again = with_id(packet, rng.randrange(65536))
+        cached = env.handler.udp(again, host)
+        full = env.handler.handle(again, host, False)
+        assert cached == full, (dns.message.from_wire(packet), host)
+        if first is not None:
+            assert first[2:] == full[2:]
+            compared += 1
+        other = rng.choice(HOSTS)  # the same cookie bytes from elsewhere: judged for that address
+        assert env.handler.udp(again, other) == env.handler.handle(again, other, False), (
+            dns.message.from_wire(packet), host, other)
+    assert compared > 800
+    env.stats.fold()
+    assert env.stats.cache_hits > 300
+    assert set(env.stats.cookies) == {"valid", "client_only", "invalid", "malformed"}
+
+
+def test_a_valid_cookie_lifts_the_nocookie_size_cap(cookie_env):
+    env = cookie_env
+    host = "198.51.100.7"
+    client = bytes(range(8))
+
+    def ask(data: bytes | None) -> dns.message.Message:
+        options = None if data is None else [dns.edns.GenericOption(10, data)]
+        q = dns.message.make_query("big.second.test.", "TXT", use_edns=0, payload=1232, options=options)
+        return dns.message.from_wire(env.handler.udp(q.to_wire(), host))
+
+    assert ask(None).flags & dns.flags.TC  # about 1 kB: over max_nocookie_udp (600)
+    learnt = ask(client)
+    assert learnt.flags & dns.flags.TC
+    cookie = learnt.options[0].to_wire()
+    assert cookie[:8] == client and len(cookie) == 24
+    full = ask(cookie)
+    assert not full.flags & dns.flags.TC and len(full.answer[0]) == 5
+    assert full.options[0].to_wire() == cookie  # young: echoed
+    env.stats.fold()
+    assert env.stats.cookies["valid"] == 1 and env.stats.cookies["client_only"] == 1
+
+
+def test_cached_cookie_replies_are_dropped_every_cache_period(cookie_env):
+    env = cookie_env
+    q = dns.message.make_query("api.gslb.example.com.", "A", use_edns=0,
+                               options=[dns.edns.GenericOption(10, bytes(8))]).to_wire()
+    first = env.handler.udp(q, "127.0.0.1")
+    env.clock.now += 100
+    assert env.handler.udp(q, "127.0.0.1") == first  # from the cache: the cookie made 100 s ago
+    assert env.handler.handle(q, "127.0.0.1", False) != first  # the full path stamps now
+    env.handler.expire_cookies()  # what expire_cookies_every does each CACHE_PERIOD
+    assert env.handler.udp(q, "127.0.0.1") == env.handler.handle(q, "127.0.0.1", False) != first

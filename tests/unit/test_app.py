@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import eventually_async
+
 from gslb.app import Server
 from gslb.config import load_server_config
 
@@ -91,11 +93,7 @@ async def test_sighup_tasks_are_forgotten_when_done_and_coalesced(server, monkey
     await asyncio.sleep(0)
     for _ in range(5):  # while the first runs: one more is queued, the rest join it
         server._reload_soon()
-    for _ in range(50):
-        if not server._tasks:
-            break
-        await asyncio.sleep(0.02)
-    assert server._tasks == set()
+    await eventually_async(lambda: not server._tasks, what="the reloads done")
     assert len(runs) == 2
 
 
@@ -105,3 +103,44 @@ def test_acl_with_only_deny_keeps_the_default_allow(tmp_path):
     cfg.write_text("acl: {deny: [10.0.0.0/8]}\n")
     acl = load_server_config(str(cfg)).acl
     assert acl.allow == ("0.0.0.0/0", "::/0") and acl.deny == ("10.0.0.0/8",)
+
+
+# -- the open-file limit (issue 9, item 8) ------------------------------------------------------
+
+def test_fd_limit_plan_raises_the_soft_limit_to_the_hard_one():
+    import resource
+
+    from gslb.app import FD_RESERVE, fd_limit_plan
+
+    assert fd_limit_plan(1024, 4096, 1024) == (4096, None)
+    assert fd_limit_plan(1024, 1024 + FD_RESERVE, 1024) == (1024 + FD_RESERVE, None)
+    assert fd_limit_plan(8192, 8192, 1024) == (8192, None)
+    assert fd_limit_plan(1024, resource.RLIM_INFINITY, 100_000) == (1 << 20, None)
+    target, warning = fd_limit_plan(1024, 1024, 1024)
+    assert target == 1024
+    assert warning == (f"tcp.max_connections 1024 plus {FD_RESERVE} files for the rest need "
+                       f"{1024 + FD_RESERVE} open files, but the limit is 1024 (hard limit 1024): "
+                       f"connections beyond about {1024 - FD_RESERVE} fail; raise the hard limit "
+                       "(ulimit -Hn, systemd LimitNOFILE=) or lower tcp.max_connections")
+    assert fd_limit_plan(1024, 1024, 1024 - FD_RESERVE) == (1024, None)
+    assert fd_limit_plan(1024, 1024, 1025 - FD_RESERVE)[1] is not None
+
+
+async def test_reload_applies_rate_limit_with_new_buckets(server, tmp_path):
+    from gslb.answercache import AnswerCache
+    from gslb.handler import QueryHandler
+
+    server.handler = QueryHandler(lambda: server.zone_store.zones, None, server.stats, server.config.acl,
+                                  AnswerCache(), rate_limit=server.config.rate_limit)
+    assert server.handler.rrl is None
+    cfg = tmp_path / "gslb.yaml"
+    base = cfg.read_text()
+    cfg.write_text(base + "rate_limit: {responses_per_second: 7, exempt: [10.0.0.0/8]}\n")
+    result = await server.reload()
+    assert result["ok"] is True and result["warnings"] == [], result
+    limiter = server.handler.rrl
+    assert limiter is not None and limiter.config.responses_per_second == 7 and limiter.exempt("10.1.2.3")
+    assert server.config.rate_limit.exempt == ("10.0.0.0/8",)
+    cfg.write_text(base)
+    assert (await server.reload())["ok"] is True
+    assert server.handler.rrl is None and not server.config.rate_limit.enabled

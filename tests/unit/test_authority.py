@@ -2,54 +2,14 @@
 
 from __future__ import annotations
 
-from types import MappingProxyType
 
 import pytest
 
 from gslb.authority import Outcome, lookup
-from gslb.model import Node, Pool, Record, Soa, Zone
+from gslb.model import Pool, Record
+from harness import make_zone
 
 
-def make_zone(origin: str, records: dict[str, dict], pools: dict[str, Pool] | None = None,
-              ttl: int = 3600, minimum: int = 60, ns: tuple[str, ...] | None = None) -> Zone:
-    """A Zone from ``{"owner": {"A": [...], "pool": "web", "ttl": 60}}``; "@" is the apex."""
-    origin = origin.lower().rstrip(".") + "."
-    ns = ns or (f"ns1.{origin}",)
-
-    def absolute(name: str) -> str:
-        if name == "@":
-            return origin
-        return name if name.endswith(".") else f"{name}.{origin}"
-
-    soa = Soa(ns[0], f"hostmaster.{origin}", 2024010101, 3600, 600, 1209600, minimum, ttl)
-    nodes: dict[str, Node] = {}
-    specs = dict(records)
-    specs.setdefault("@", {})
-    for owner, spec in specs.items():
-        name = absolute(owner)
-        node_ttl = spec.get("ttl")
-        recs: dict[str, tuple[Record, ...]] = {}
-        for rtype, values in spec.items():
-            if rtype in ("ttl", "pool"):
-                continue
-            values = values if isinstance(values, list) else [values]
-            recs[rtype] = tuple(Record(name, rtype, node_ttl or ttl, v) for v in values)
-        if name == origin:
-            recs["SOA"] = (Record(origin, "SOA", ttl, f"{soa.mname} {soa.rname} {soa.serial} 3600 600 1209600 {minimum}"),)
-            recs["NS"] = tuple(Record(origin, "NS", ttl, n) for n in ns)
-        nodes[name] = Node(name, MappingProxyType(recs), spec.get("pool"), node_ttl)
-    names = set()
-    for name in nodes:
-        n = name
-        while True:
-            names.add(n)
-            if n == origin:
-                break
-            n = n.split(".", 1)[1]
-    cuts = frozenset(n for n, node in nodes.items() if n != origin and "NS" in node.records)
-    return Zone(origin=origin, file="test.yaml", serial=soa.serial, ttl=ttl, soa=soa, ns=ns,
-                nodes=MappingProxyType(nodes), pools=MappingProxyType(dict(pools or {})),
-                names=frozenset(names), cuts=cuts)
 
 
 ZONE = make_zone("example.com", {

@@ -134,3 +134,10 @@ def test_sphere_points_and_distance():
     assert len(set(points)) == 50
     assert all(-90 <= lat <= 90 and -180 <= lon <= 180 for lat, lon in points)
     assert bench.distance_km((50.11, 8.68), (38.95, -77.45)) == pytest.approx(6500, rel=0.02)
+
+
+def test_rate_limit_option():
+    assert bench.parse_args(["--rate-limit", "1000000"]).rate_limit == 1000000
+    assert bench.parse_args([]).rate_limit is None
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--rate-limit", "0"])

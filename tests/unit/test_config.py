@@ -22,6 +22,7 @@ def test_defaults_without_file_or_flags(tmp_path, monkeypatch):
     assert (cfg.region, cfg.state, cfg.checks, cfg.workers, cfg.file) == ("local", "memory://", True, 1, None)
     assert cfg.acl == Acl() and cfg.rate_limit == RateLimit() and cfg.tcp == TcpLimits()
     assert cfg.api_token_file is None and dict(cfg.regions) == {}
+    assert cfg.reload == "auto" and cfg.max_zone_file_bytes == 16 * 1024 * 1024
 
 
 def test_find_default_config(tmp_path):
@@ -52,9 +53,12 @@ api_token_file: token
 acl:
   allow: ["192.0.2.0/24", "2001:db8::/32"]
   deny: [192.0.2.128/25]
-rate_limit: {responses_per_second: 20, slip: 3}
+rate_limit: {responses_per_second: 20, slip: 3, window: 2, ipv4_prefix: 22, ipv6_prefix: 48,
+             exempt: [192.0.2.0/26, "2001:db8::/32"]}
 tcp: {idle_timeout: 2.5, max_connections: 100, max_per_client: 4}
 workers: 2
+reload: manual
+max_zone_file_bytes: 1048576
 """)
     cfg = load_server_config(str(path), {})
     assert cfg.listen == (("127.0.0.1", 5300), ("::1", 5301), ("localhost", 5300))
@@ -65,8 +69,11 @@ workers: 2
     assert cfg.state == "redis://redis.example.net:6380/2" and cfg.checks is False
     assert cfg.api_token_file == str(etc / "token")
     assert cfg.acl == Acl(allow=("192.0.2.0/24", "2001:db8::/32"), deny=("192.0.2.128/25",))
-    assert cfg.rate_limit == RateLimit(20, 3) and cfg.tcp == TcpLimits(2.5, 100, 4)
+    assert cfg.rate_limit == RateLimit(20, 3, 2, 22, 48, ("192.0.2.0/26", "2001:db8::/32"))
+    assert cfg.rate_limit.enabled and not RateLimit().enabled
+    assert cfg.tcp == TcpLimits(2.5, 100, 4)
     assert cfg.workers == 2 and cfg.file == str(path)
+    assert cfg.reload == "manual" and cfg.max_zone_file_bytes == 1048576
 
 
 def test_file_defaults_are_relative_to_the_file_and_http_null(tmp_path):
@@ -147,11 +154,32 @@ CASES = [
     ("acl-key", "acl: {permit: []}  #<\n", "acl.permit", "unknown key 'permit' (allowed: allow, deny)"),
     ("rrl-negative", "rate_limit: {responses_per_second: -1}  #<\n", "rate_limit.responses_per_second", "responses_per_second -1 is out of range >= 0"),
     ("rrl-slip", "rate_limit: {slip: 11}  #<\n", "rate_limit.slip", "slip 11 is out of range 0..10"),
+    ("rrl-window", "rate_limit: {window: 0}  #<\n", "rate_limit.window", "window 0 is out of range 1..3600"),
+    ("rrl-rate-type", "rate_limit: {responses_per_second: fast}  #<\n", "rate_limit.responses_per_second", "expected an integer, got a string"),
+    ("rrl-v4", "rate_limit: {ipv4_prefix: 33}  #<\n", "rate_limit.ipv4_prefix", "ipv4_prefix 33 is out of range 0..32"),
+    ("rrl-v6", "rate_limit: {ipv6_prefix: 129}  #<\n", "rate_limit.ipv6_prefix", "ipv6_prefix 129 is out of range 0..128"),
+    ("rrl-exempt", "rate_limit:\n  exempt:\n    - 10.0.0.0/8\n    - 10.1.2.3/8  #<\n", "rate_limit.exempt", "'10.1.2.3/8' is not a network in CIDR form"),
+    ("rrl-exempt-type", "rate_limit:\n  exempt: [5]  #<\n", "rate_limit.exempt", "expected a network such as 192.0.2.0/24, got an integer"),
+    ("rrl-key", "rate_limit: {burst: 5}  #<\n", "rate_limit.burst", "unknown key 'burst' (allowed: responses_per_second, window, slip"),
     ("tcp-idle", "tcp: {idle_timeout: 0}  #<\n", "tcp.idle_timeout", "idle_timeout 0 is out of range > 0"),
     ("tcp-max", "tcp: {max_connections: 0}  #<\n", "tcp.max_connections", "max_connections 0 is out of range >= 1"),
     ("tcp-type", "tcp: 5  #<\n", "tcp", "expected a mapping, got an integer"),
     ("workers", "workers: 0  #<\n", "workers", "workers 0 is out of range 1..256"),
-    ("ecs-scope", "ecs_scope: wide  #<\n", "ecs_scope", "expected merged or network, got 'wide'"),
+    ("ecs-scope", "ecs_scope: wide  #<\n", "ecs_scope", "unknown ecs_scope 'wide' (one of: merged, network)"),
+    ("reload-mode", "reload: sometimes  #<\n", "reload", "unknown reload mode 'sometimes' (one of: auto, manual)"),
+    ("reload-type", "reload: true  #<\n", "reload", "unknown reload mode a boolean (one of: auto, manual)"),
+    ("max-zone-small", "max_zone_file_bytes: 100  #<\n", "max_zone_file_bytes", "max_zone_file_bytes 100 is out of range >= 1024"),
+    ("max-zone-type", "max_zone_file_bytes: 64MiB  #<\n", "max_zone_file_bytes", "expected an integer, got a string"),
+    ("cookies-enabled", "cookies:\n  enabled: yes  #<\n", "cookies.enabled", "expected true or false, got 'yes'"),
+    ("cookies-size", "cookies: {max_nocookie_udp: 100}  #<\n", "cookies.max_nocookie_udp",
+     "max_nocookie_udp 100 is out of range 128..1232"),
+    ("cookies-key", "cookies: {secret: x}  #<\n", "cookies.secret",
+     "unknown key 'secret' (allowed: enabled, secret_file, max_nocookie_udp)"),
+    ("cookies-missing", "cookies:\n  secret_file: nope.hex  #<\n", "cookies.secret_file", "nope.hex: No such file"),
+    ("cookies-short", "cookies:\n  secret_file: short.hex  #<\n", "cookies.secret_file",
+     "short.hex: expected 32 hex digits (16 bytes), got 30 characters"),
+    ("cookies-not-hex", "cookies:\n  secret_file: nothex.hex  #<\n", "cookies.secret_file",
+     "nothex.hex: expected 32 hex digits (16 bytes), got a character that is not a hex digit"),
     ("duplicate", "region: a\nregion: b  #<\n", "", "duplicate key 'region' (first at line 1)"),
     ("syntax", "listen: [a\nhttp: x  #<\n", "", "YAML syntax error"),
     ("top-list", "- a  #<\n", "", "the top level must be a mapping, got a list"),
@@ -161,6 +189,8 @@ CASES = [
 @pytest.mark.parametrize("text,path,message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_server_file_errors(tmp_path, text, path, message):
     line = next(i for i, ln in enumerate(text.splitlines(), 1) if "#<" in ln)
+    (tmp_path / "short.hex").write_text("00" * 15 + "\n")
+    (tmp_path / "nothex.hex").write_text("zz" * 16 + "\n")
     file = tmp_path / "gslb.yaml"
     file.write_text(text)
     with pytest.raises(ConfigErrors) as info:
@@ -228,3 +258,30 @@ def test_ecs_scope_defaults_to_merged_and_takes_network(tmp_path):
     assert load_server_config(str(file), {}).ecs_scope == "merged"
     file.write_text("ecs_scope: network\n")
     assert load_server_config(str(file), {}).ecs_scope == "network"
+
+
+def test_readme_rate_limit_example_loads_with_the_documented_defaults(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Response rate limiting", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    file = tmp_path / "gslb.yaml"
+    file.write_text(block)
+    assert load_server_config(str(file), {}).rate_limit == RateLimit()
+
+
+def test_cookies_defaults_and_secret_file(tmp_path):
+    from gslb.config import CookieConfig
+
+    file = tmp_path / "gslb.yaml"
+    file.write_text("zones: zones\n")
+    assert load_server_config(str(file), {}).cookies == CookieConfig(True, None, 1232, None)
+    (tmp_path / "cookie.hex").write_text("e5e973e5 a6b2a43f\n48e7dc84 9e37bfcf\n")  # whitespace ignored
+    file.write_text("cookies:\n  enabled: false\n  secret_file: cookie.hex\n  max_nocookie_udp: 512\n")
+    cookies = load_server_config(str(file), {}).cookies
+    assert cookies.enabled is False and cookies.max_nocookie_udp == 512
+    assert cookies.secret_file == str(tmp_path / "cookie.hex")
+    assert cookies.secret == bytes.fromhex("e5e973e5a6b2a43f48e7dc849e37bfcf")
+    assert "e5e973" not in repr(cookies)  # the secret is never shown (reload warnings print the value)

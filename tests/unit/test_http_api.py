@@ -436,6 +436,30 @@ def test_format_status_table():
     assert "\033[31mdown\033[0m" in coloured
 
 
+def test_format_status_zone_rows_never_loaded_and_several_errors_stay_one_line_each():
+    doc = {"zones": [
+        {"zone": None, "serial": None, "file": "zones/a.yaml", "loaded_at": None,
+         "error": "zones/a.yaml:2: serial: bad\nzones/a.yaml:5: records.x: bad\nzones/a.yaml:6: records.y: bad"},
+        {"zone": None, "serial": None, "file": "zones/b.yaml", "loaded_at": None,
+         "error": "zones/b.yaml:2: serial: bad\nzones/b.yaml:5: records.x: bad"},
+        {"zone": "c.test", "serial": 0, "file": "zones/c.yaml", "loaded_at": "2026-01-01T00:00:00Z",
+         "error": "zones/c.yaml:3: ns: bad"},
+        {"zone": "d.test", "serial": 7, "file": "zones/d.yaml", "loaded_at": "2026-01-01T00:00:00Z", "error": None},
+    ]}
+    lines = format_status(doc).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("ZONE"))
+    table = lines[start:lines.index("", start)]
+    assert len(table) == 5
+    col = table[0].index("STATUS")
+    assert [line[col:] for line in table[1:]] == [
+        "zones/a.yaml:2: serial: bad (+2 more errors: gslb check)",
+        "zones/b.yaml:2: serial: bad (+1 more error: gslb check)",
+        "zones/c.yaml:3: ns: bad",
+        "ok",
+    ]
+    assert [line.split()[:2] for line in table[1:]] == [["-", "-"], ["-", "-"], ["c.test", "0"], ["d.test", "7"]]
+
+
 def test_format_status_shows_how_long_ago_each_region_was_checked():
     doc = build_status(FakeServer())
     fra = next(s for s in doc["sites"] if s["site"] == "fra")

@@ -8,6 +8,8 @@ import random
 
 import pytest
 
+from harness import eventually_async, holds_for_async
+
 from gslb.health.monitor import (
     UNKNOWN,
     Monitor,
@@ -424,16 +426,12 @@ async def test_running_loop_probes_and_close_stops_it():
     monitor = Monitor(table, "local", prober=prober, rng=random.Random(1))
     monitor.configure(zoneset(make_zone("z.test", {"fra": (("192.0.2.1",), ("web",))}, checks=(check,))))
     await monitor.start()
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if len(prober.calls) >= 3:
-            break
-    assert len(prober.calls) >= 3
+    await eventually_async(lambda: len(prober.calls) >= 3, what="three probes")
     assert table.reports and table.reports[0][3].state == "up"
     await monitor.close()
     calls = len(prober.calls)
-    await asyncio.sleep(0.06)
-    assert len(prober.calls) == calls
+    # three intervals after close: no probe
+    await holds_for_async(lambda: len(prober.calls) == calls, 0.06, what="no probe after close")
 
 
 async def test_a_crashing_prober_counts_as_a_failure():
@@ -468,11 +466,7 @@ async def test_the_loop_logs_an_error_and_keeps_checking(monkeypatch, caplog):
     monitor.run_due = flaky  # type: ignore[method-assign]
     with caplog.at_level(logging.ERROR, logger="gslb.health.monitor"):
         await monitor.start()
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if len(prober.calls) >= 2:
-                break
-    assert len(prober.calls) >= 2
+        await eventually_async(lambda: len(prober.calls) >= 2, what="two probes")
     assert any("scheduling failed" in r.getMessage() and r.exc_info for r in caplog.records)
     await monitor.close()
 

@@ -10,7 +10,7 @@ from gslb.model import Pool, PoolAnswer, ZoneSet
 from gslb.resolver import MAX_CHAIN, resolve
 from gslb.wire import NOERROR, NXDOMAIN, REFUSED, SERVFAIL, parse_query
 
-from test_authority import make_zone
+from harness import make_zone
 
 WEB = Pool("web", "closest", ("fra", "iad"))
 DOWN = Pool("down", "closest", ("fra",), when_all_down="servfail")

@@ -8,6 +8,8 @@ from typing import Callable
 
 import pytest
 
+from harness import eventually_async
+
 from gslb.model import Check, Pool, RegionResult, Site, Soa, Zone, ZoneSet
 from gslb.state import (
     MemoryBackend,
@@ -183,10 +185,7 @@ async def test_stale_results_expire_on_a_timer():
     await table.report("z.test", "a", "local", down(time.time(), stale=0.05))
     assert table.view.site("z.test", "a").state(0.5) == "down"
     version = table.view.version
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if table.view.version != version:
-            break
+    await eventually_async(lambda: table.view.version != version, what="a new view once the result is stale")
     assert table.view.site("z.test", "a").state(0.5) == "unknown"
     assert table.view.site("z.test", "a").regions == {}
     await table.close()

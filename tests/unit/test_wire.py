@@ -472,3 +472,154 @@ def test_cname_chain_owners_keep_zone_case_under_0x20():
     # a suffix the client wrote in lower case is still a compression target
     wire = encode_response(*parse_query(wire_query("NOPE.t.test.")), Response(3, True, (), (soa,)), 512)
     assert wire[12 + 17:12 + 17 + 2] == struct.pack("!H", 0xC000 | (12 + 5))
+
+
+def test_the_parsed_query_cache_is_bounded_in_bytes():
+    """Issue 9 item 6: distinct queries with a big EDNS option are parsed but never kept, so the
+    cache holds at most _PARSED_MAX keys of at most _PARSED_KEY bytes."""
+    import gslb.wire as wire
+
+    wire._PARSED.clear()
+    for i in range(50):
+        q = dns.message.make_query(f"n{i}.example.com.", "A", use_edns=0,
+                                   options=[dns.edns.GenericOption(12, b"\0" * 1000)])
+        assert parse_query(q.to_wire())[1].qname == f"n{i}.example.com."
+    assert wire._PARSED == {}
+    small = dns.message.make_query("www.example.com.", "A").to_wire()
+    parse_query(small)
+    assert list(wire._PARSED) == [small[2:]]
+    for i in range(wire._PARSED_MAX + 10):
+        parse_query(dns.message.make_query(f"a{i}.example.com.", "A").to_wire())
+    assert len(wire._PARSED) <= wire._PARSED_MAX
+    assert sum(len(k) for k in wire._PARSED) <= wire._PARSED_MAX * wire._PARSED_KEY
+    wire._PARSED.clear()
+
+
+# --- issue 9: error replies fitted to the client's limit; CD only for QUERY; COOKIE option ------
+
+def long_name(size: int = 255) -> bytes:
+    """A wire name of exactly ``size`` octets (63-octet labels, then the rest)."""
+    out = b""
+    left = size - 1
+    while left > 0:
+        label = min(63, left - 1)
+        out += bytes([label]) + b"a" * label
+        left -= label + 1
+    return out + b"\x00"
+
+
+def tsig_amplifier(edns_payload: int | None = None) -> bytes:
+    """A 301-byte query (without EDNS) whose TSIG key and algorithm names point at a 255-octet question."""
+    question = long_name() + struct.pack("!HH", 1, 1)
+    rdata = b"\xc0\x0c" + b"\x00\x00\x5f\x00\x00\x00\x01\x2c" + b"\x00\x00" + b"\xab\xcd" + b"\x00\x00" + b"\x00\x00"
+    tsig = b"\xc0\x0c" + struct.pack("!HHIH", 250, 255, 0, len(rdata)) + rdata
+    opt = b"" if edns_payload is None else b"\x00" + struct.pack("!HHIH", 41, edns_payload, 0, 0)
+    return struct.pack("!HHHHHH", 0xABCD, 0x0100, 1, 0, 0, 2 if opt else 1) + question + opt + tsig
+
+
+def test_tsig_amplifier_is_301_bytes_and_its_full_reply_807():
+    data = tsig_amplifier()
+    assert len(data) == 301 and len(long_name()) == 255
+    with pytest.raises(Reject) as info:
+        parse_query(data)
+    assert info.value.rcode == NOTAUTH and len(info.value.reply) == 807  # over TCP: all of it
+
+
+@pytest.mark.parametrize("payload,limit", [(None, 512), (512, 512), (700, 700), (4096, 1232)])
+def test_error_replies_never_exceed_the_clients_udp_limit(payload, limit):
+    with pytest.raises(Reject) as info:
+        parse_query(tsig_amplifier(payload))
+    error = info.value
+    assert error.udp_limit == limit
+    data = error.build(error.udp_limit)
+    assert len(data) <= limit
+    reply = dns.message.from_wire(data, keyring=False)
+    assert reply.rcode() == dns.rcode.NOTAUTH and reply.id == 0xABCD
+    if len(error.reply) > limit:  # did not fit: TC, the TSIG left out, the question kept
+        assert reply.flags & dns.flags.TC and reply.tsig is None and len(reply.question) == 1
+    else:
+        assert not reply.flags & dns.flags.TC and reply.tsig is not None
+
+
+def test_a_reply_without_room_for_the_question_keeps_the_header():
+    with pytest.raises(Reject) as info:
+        parse_query(tsig_amplifier(1232))
+    assert len(info.value.build(200)) == 12 + 11  # header and OPT; the 259-octet question dropped
+    assert len(info.value.build(20)) == 12
+    assert info.value.build(20)[2] & 0x02  # TC
+
+
+@pytest.mark.parametrize("opcode,rcode", [(dns.opcode.STATUS, dns.rcode.NOTIMP), (dns.opcode.UPDATE, dns.rcode.NOTIMP),
+                                          (15, dns.rcode.NOTIMP), (dns.opcode.NOTIFY, dns.rcode.REFUSED)])
+def test_other_opcodes_copy_rd_but_not_cd(opcode, rcode):
+    q = dns.message.make_query("example.com.", "SOA")
+    data = bytearray(q.to_wire())
+    data[2] = (data[2] & 0x87) | (opcode << 3) | 0x01  # RD
+    data[3] |= 0x10  # CD
+    with pytest.raises(Reject) as info:
+        parse_query(bytes(data))
+    reply = info.value.reply
+    assert reply[3] & 0x0F == rcode and (reply[2] >> 3) & 0x0F == opcode
+    assert reply[2] & 0x01 and not reply[3] & 0x10
+
+
+def test_query_error_replies_still_copy_cd():
+    q = dns.message.make_query("www.example.com.", "A", use_edns=1)
+    q.flags |= dns.flags.CD
+    with pytest.raises(Reject) as info:
+        parse_query(q.to_wire())
+    assert info.value.reply[3] & 0x10  # BADVERS to a QUERY: CD copied (RFC 4035 3.1.6)
+    ident, query = parse_query(wire_query(use_edns=0, flags=dns.flags.RD | dns.flags.CD))
+    assert servfail(ident, query)[3] & 0x10
+
+
+def cookie_query(data: bytes, *more: bytes, name="www.example.com.", qdcount=1) -> bytes:
+    options = [dns.edns.GenericOption(10, data)] + [dns.edns.GenericOption(10, m) for m in more]
+    q = dns.message.make_query(name, "A", use_edns=0, options=options)
+    wire = bytearray(q.to_wire())
+    if qdcount == 0:
+        end = 12 + len(dns.name.from_text(name).to_wire()) + 4
+        del wire[12:end]
+        wire[4:6] = b"\x00\x00"
+    return bytes(wire)
+
+
+def test_the_first_cookie_option_is_read_as_sent_later_ones_ignored():
+    _, q = parse_query(cookie_query(bytes(range(8)), b"\x01" * 3))
+    assert q.cookie == bytes(range(8))
+    _, q = parse_query(cookie_query(b"\x07" * 5))  # any length: gslb.cookies judges it
+    assert q.cookie == b"\x07" * 5
+    assert parse_query(wire_query(use_edns=0))[1].cookie is None
+
+
+def test_the_reply_cookie_goes_into_the_opt_record():
+    ident, q = parse_query(cookie_query(bytes(8)))
+    cookie = b"\x00\x0a\x00\x18" + bytes(range(24))
+    reply = dns.message.from_wire(encode_response(ident, q, answer(), 1232, cookie))
+    assert [(o.otype, o.to_wire()) for o in reply.options] == [(10, bytes(range(24)))]
+
+
+def test_a_query_with_no_question_and_a_cookie_is_a_ping():
+    with pytest.raises(FormErr) as info:
+        parse_query(cookie_query(bytes(8), qdcount=0))
+    assert info.value.ping and info.value.cookie == bytes(8)
+    reply = dns.message.from_wire(info.value.reply)  # cookies off: a FORMERR as before
+    assert reply.rcode() == dns.rcode.FORMERR and not reply.question
+    pinged = dns.message.from_wire(info.value.build(512, b"\x00\x0a\x00\x08" + bytes(8), 0))
+    assert pinged.rcode() == dns.rcode.NOERROR and pinged.options[0].otype == 10
+    with pytest.raises(FormErr) as info:
+        parse_query(wire_query()[:4] + b"\x00\x00" + wire_query()[6:12])  # no question, no cookie
+    assert not info.value.ping
+
+
+def test_a_truncated_answer_fits_even_a_limit_below_its_question():
+    name = ".".join(["a" * 63] * 3) + "." + "b" * 61 + "."  # 255 octets
+    ident, q = parse_query(wire_query(name, use_edns=0))
+    big = Record(name, "TXT", 60, '"%s" "%s"' % ("x" * 200, "y" * 200))
+    cookie = b"\x00\x0a\x00\x18" + bytes(24)
+    assert len(encode_response(ident, q, answer(big), 512, cookie)) <= 512  # question and OPT kept
+    reply = encode_response(ident, q, answer(big), 200, cookie)  # e.g. max_nocookie_udp: 200
+    assert len(reply) <= 200 and reply[2] & 0x02  # TC, the 259-octet question left out
+    message = dns.message.from_wire(reply)
+    assert not message.question and message.options[0].otype == 10
+    assert len(encode_response(ident, q, answer(big), 20, cookie)) == 12

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,6 @@ import pytest
 from gslb.errors import ConfigErrors
 from gslb.model import POLICY_NAMES, ZoneSet
 import gslb.zones as zones_module
-from gslb.yamlsafe import LIBYAML
 from gslb.zones import ZoneStore, check_directory, load_zone_file, settled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -624,10 +624,12 @@ def test_store_settle_waits_for_a_fresh_file_to_stop_changing(tmp_path):
     path.write_text(zone_text("a.example"))
     mtime = os.stat(path).st_mtime_ns
     store = ZoneStore(str(tmp_path))
-    # just written: not read at the first poll, read at the next when unchanged
+    # just written: not read at the first poll, nor at the next before SETTLE_SECONDS passed,
+    # read once unchanged at the previous poll and SETTLE_SECONDS old
     assert store.reload(settle=True, now_ns=mtime + 100_000_000) == {"changed": [], "errors": [], "removed": []}
     assert len(store.zones) == 0
-    assert store.reload(settle=True, now_ns=mtime + 200_000_000)["changed"] == ["a.example"]
+    assert store.reload(settle=True, now_ns=mtime + 999_000_000)["changed"] == []
+    assert store.reload(settle=True, now_ns=mtime + 10**9)["changed"] == ["a.example"]
     # a file still growing between polls waits; its errors are not reported meanwhile
     path.write_text("zone: a.example\nns: [ns1")  # half written
     os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
@@ -635,12 +637,14 @@ def test_store_settle_waits_for_a_fresh_file_to_stop_changing(tmp_path):
     path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
     os.utime(path, ns=(mtime + 2 * 10**9, mtime + 2 * 10**9))
     assert store.reload(settle=True, now_ns=mtime + 2 * 10**9 + 1000) == {"changed": [], "errors": [], "removed": []}
-    result = store.reload(settle=True, now_ns=mtime + 2 * 10**9 + 2000)  # stable for one poll
+    result = store.reload(settle=True, now_ns=mtime + 3 * 10**9)  # stable for one poll and 1 s old
     assert result == {"changed": ["a.example"], "errors": [], "removed": []}
-    # a change whose mtime is at least 0.5 s old is read at once
+    # a change whose mtime is old already still waits for a second poll (a writer that paused
+    # at a point that is valid YAML is not read at once)
     path.write_text(zone_text("a.example", "  www: {A: 192.0.2.10}\n"))
     os.utime(path, ns=(mtime + 3 * 10**9, mtime + 3 * 10**9))
-    assert store.reload(settle=True, now_ns=mtime + 3 * 10**9 + 500_000_000)["changed"] == ["a.example"]
+    assert store.reload(settle=True, now_ns=mtime + 5 * 10**9)["changed"] == []
+    assert store.reload(settle=True, now_ns=mtime + 6 * 10**9)["changed"] == ["a.example"]
     # a forced reload never waits
     path.write_text(zone_text("a.example", "  www: {A: 192.0.2.11}\n"))
     assert store.reload(force=True, settle=True, now_ns=0)["changed"] == ["a.example"]
@@ -648,10 +652,12 @@ def test_store_settle_waits_for_a_fresh_file_to_stop_changing(tmp_path):
 
 def test_settled():
     stamp = (1, 10**9, 5)
-    assert settled(stamp, stamp, 0)  # seen unchanged at the previous poll
-    assert not settled(stamp, None, 10**9 + 499_999_999)
-    assert settled(stamp, None, 10**9 + 500_000_000)
-    assert not settled(stamp, (1, 10**9, 4), 10**9)
+    # both: seen unchanged at the previous poll, and the mtime SETTLE_SECONDS (1 s) old
+    assert settled(stamp, stamp, 2 * 10**9)
+    assert not settled(stamp, stamp, 2 * 10**9 - 1)  # unchanged, but written less than 1 s ago
+    assert not settled(stamp, None, 10**12)  # old, but not seen at the previous poll
+    assert not settled(stamp, (1, 10**9, 4), 10**12)  # it changed since the previous poll
+    assert not settled(stamp, (2, 10**9, 5), 10**12)  # replaced by another file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -807,7 +813,10 @@ def test_reload_changed_waits_for_a_file_to_settle(tmp_path):
     path = tmp_path / "a.yaml"
     path.write_text(zone_text("a.example", ""))
     assert reload_changed(store)["changed"] == []  # just written: maybe still being written
-    assert reload_changed(store)["changed"] == ["a.example"]  # unchanged since the last poll
+    old = time.time() - 2
+    os.utime(path, (old, old))  # as if written 2 s ago: settled at the next poll
+    assert reload_changed(store)["changed"] == []  # changed (mtime) since the last poll
+    assert reload_changed(store)["changed"] == ["a.example"]  # unchanged since the last poll, old
     path.write_text(zone_text("a.example", "  www: {A: 192.0.2.9}\n"))
     assert reload_changed(store, force=True)["changed"] == ["a.example"]  # forced: read at once
 
@@ -854,7 +863,6 @@ def load_outcome(path: Path, text: str) -> object:
         return [str(e) for e in exc.errors]
 
 
-@pytest.mark.skipif(not LIBYAML, reason="PyYAML built without libyaml")
 def test_libyaml_and_pure_loaders_give_identical_zones_and_errors(tmp_path, monkeypatch):
     import gslb.yamlsafe as yamlsafe
 
@@ -1006,3 +1014,149 @@ def test_bulk_build_shortens_the_switch_interval_meanwhile():
         import gc
 
         gc.unfreeze()
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile files (issue 9): RRsets too big for a message, control characters, size limit, links
+
+
+def test_an_rrset_that_cannot_fit_a_message_is_a_located_error(tmp_path):
+    file = str(tmp_path / "z.yaml")
+    # each record fits (30001 octets of RDATA), three together do not fit a 65535-octet message
+    many = ", ".join(repr("y" * 30000 + str(i)) for i in range(3))
+    two = ", ".join(repr("y" * 30000 + str(i)) for i in range(2))
+    errors = errors_of(tmp_path, BASE + f"  many:\n    TXT: [{many}]\n  ok: {{TXT: [{two}]}}\n")
+    assert len(errors) == 1
+    assert errors[0].startswith(f"{file}:6: records.many.TXT: the 3 TXT record(s) need ")
+    assert errors[0].endswith("octets in a reply (header, question, records), more than the 65535 "
+                              "a DNS message can hold")
+    # the biggest single TXT record whose reply fits, and the smallest one whose does not
+    name_wire = len("one.example.org.") + 1
+    fits = 65535 - 12 - name_wire - 4 - 2 - 10  # header, question, owner pointer, fixed fields
+    octets = fits - (fits + 255) // 256  # each character-string adds a length octet
+    zone = load(tmp_path, BASE + f"  one: {{TXT: {'z' * octets}}}\n")
+    record = zone.nodes["one.example.org."].records["TXT"][0]
+    assert zones_module.rrset_message_size("one.example.org.", (record,)) == 65535
+    errors = errors_of(tmp_path, BASE + f"  one: {{TXT: {'z' * (octets + 1)}}}\n")
+    assert errors == [f"{file}:5: records.one.TXT: the 1 TXT record(s) need 65536 octets in a reply "
+                      "(header, question, records), more than the 65535 a DNS message can hold"]
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\x1b", "\x7f", "\ufffe"])
+@pytest.mark.parametrize("pure", [False, True])
+def test_a_control_character_is_one_located_error(tmp_path, monkeypatch, char, pure):
+    if pure:
+        monkeypatch.setattr("gslb.yamlsafe.LIBYAML", False)
+    file = str(tmp_path / "z.yaml")
+    errors = errors_of(tmp_path, BASE + f"  www: {{TXT: \"a{char}b\"}}\n")
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"{file}:5: the control character U+{ord(char):04X} is not allowed in YAML")
+    # the escape the message suggests loads
+    zone = load(tmp_path, BASE + '  www: {TXT: "a\\x01b"}\n')
+    assert rdata(zone, "www.example.org.", "TXT") == ['"a\\001b"']
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "z.yaml"
+    path.write_text(BASE + "  big: {TXT: " + "x" * 5000 + "}\n")
+    size = path.stat().st_size
+    opened = []
+    real_open = open
+
+    def spy(file, mode="r", *args, **kw):
+        handle = real_open(file, mode, *args, **kw)
+        if str(file) == str(path):
+            real_read = handle.read
+            handle.read = lambda n=-1: opened.append(n) or real_read(n)  # type: ignore[method-assign]
+        return handle
+
+    monkeypatch.setattr("builtins.open", spy)
+    with pytest.raises(ConfigErrors) as info:
+        load_zone_file(str(path), max_bytes=4096)
+    assert [str(e) for e in info.value.errors] == [
+        f"{path}: file is {size} bytes, larger than the limit 4096 (max_zone_file_bytes in the server file)"]
+    assert opened == []  # refused on its size: nothing read
+    assert load_zone_file(str(path), max_bytes=size).origin == "example.org."
+    monkeypatch.setattr(zones_module, "MAX_ZONE_FILE_BYTES", size - 1)  # the default limit
+    with pytest.raises(ConfigErrors):
+        load_zone_file(str(path))
+
+
+def test_the_store_applies_its_size_limit_and_keeps_the_last_good_version(tmp_path):
+    path = tmp_path / "a.yaml"
+    path.write_text(zone_text("a.example"))
+    store = ZoneStore(str(tmp_path), max_file_bytes=2048)
+    assert store.reload()["changed"] == ["a.example"]
+    path.write_text(zone_text("a.example", "  big: {TXT: " + "x" * 3000 + "}\n"))
+    result = store.reload()
+    assert result["changed"] == [] and len(result["errors"]) == 1
+    assert "larger than the limit 2048" in result["errors"][0]
+    assert store.zones.by_key("a.example") is not None
+    [entry] = store.status()
+    assert entry["zone"] == "a.example" and "larger than the limit 2048" in entry["error"]
+    errors = check_directory(str(tmp_path), max_file_bytes=2048)
+    assert [e.message for e in errors] == [
+        f"file is {path.stat().st_size} bytes, larger than the limit 2048 (max_zone_file_bytes in the server file)"]
+
+
+def test_dangling_and_looping_links_are_located_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text(zone_text("a.example"))
+    os.symlink(tmp_path / "nowhere.yaml", tmp_path / "dangling.yaml")
+    os.symlink(tmp_path / "loop2.yaml", tmp_path / "loop1.yaml")
+    os.symlink(tmp_path / "loop1.yaml", tmp_path / "loop2.yaml")
+    store = ZoneStore(str(tmp_path))
+    result = store.reload()
+    assert result["changed"] == ["a.example"]
+    assert result["errors"] == [
+        f"{tmp_path}/dangling.yaml: cannot read: No such file or directory "
+        f"(a symbolic link to {tmp_path}/nowhere.yaml, which does not exist)",
+        f"{tmp_path}/loop1.yaml: cannot read: Too many levels of symbolic links "
+        f"(a symbolic link to {tmp_path}/loop2.yaml that loops)",
+        f"{tmp_path}/loop2.yaml: cannot read: Too many levels of symbolic links "
+        f"(a symbolic link to {tmp_path}/loop1.yaml that loops)",
+    ]
+    status = {os.path.basename(e["file"]): e for e in store.status()}
+    assert status["dangling.yaml"]["zone"] is None and "does not exist" in status["dangling.yaml"]["error"]
+    assert "loops" in status["loop1.yaml"]["error"]
+    # reported once, not at every poll; again with a forced reload
+    assert store.reload()["errors"] == []
+    assert len(store.reload(force=True)["errors"]) == 3
+    assert [e.message.split(" (")[0] for e in check_directory(str(tmp_path))] == [
+        "cannot read: No such file or directory", "cannot read: Too many levels of symbolic links",
+        "cannot read: Too many levels of symbolic links"]
+    # the target appears: the link loads
+    (tmp_path / "nowhere.yaml").write_text(zone_text("b.example"))
+    os.rename(tmp_path / "nowhere.yaml", tmp_path / "target.yml")  # not a *.yaml: only via the link
+    os.unlink(tmp_path / "dangling.yaml")
+    os.symlink(tmp_path / "target.yml", tmp_path / "dangling.yaml")
+    result = store.reload()
+    assert result["changed"] == ["b.example"]
+    assert {os.path.basename(e["file"]): e["error"] for e in store.status()}["dangling.yaml"] is None
+
+
+def test_a_link_that_breaks_keeps_its_zone_last_good_version(tmp_path):
+    target = tmp_path / "real.yml"
+    target.write_text(zone_text("a.example"))
+    os.symlink(target, tmp_path / "a.yaml")
+    store = ZoneStore(str(tmp_path))
+    assert store.reload()["changed"] == ["a.example"]
+    target.unlink()
+    result = store.reload()
+    assert len(result["errors"]) == 1 and "which does not exist" in result["errors"][0]
+    assert result["removed"] == [] and store.zones.by_key("a.example") is not None
+    [entry] = store.status()
+    assert entry["zone"] == "a.example" and "which does not exist" in entry["error"]
+
+
+def test_changed_on_disk_lists_what_a_reload_would_read(tmp_path):
+    (tmp_path / "a.yaml").write_text(zone_text("a.example"))
+    store = ZoneStore(str(tmp_path))
+    assert store.changed_on_disk() == [str(tmp_path / "a.yaml")]
+    store.reload(force=True)
+    assert store.changed_on_disk() == []
+    (tmp_path / "b.yaml").write_text(zone_text("b.example"))
+    (tmp_path / "a.yaml").write_text(zone_text("a.example", "  www: {A: 192.0.2.2}\n"))
+    assert store.changed_on_disk() == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
+    store.reload(force=True)
+    (tmp_path / "b.yaml").unlink()
+    assert store.changed_on_disk() == [str(tmp_path / "b.yaml")]
