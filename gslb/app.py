@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gslb.balancer import Balancer
+from gslb.balancer import Balancer, ScopeSpec
 from gslb.config import DEFAULT_CONFIG_NAME, ServerConfig, check_state_url, load_server_config, usable_geoip
 from gslb.dnsserver import DnsServer
 from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
@@ -37,6 +37,8 @@ from gslb.answercache import AnswerCache
 from gslb.cookies import Cookies
 from gslb.handler import LivePools, QueryHandler, expire_cookies_every
 from gslb.metrics import CheckStats
+from gslb.netmap import CompactScopes
+from gslb.scopebuilder import ScopeService
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
 from gslb.workers import WorkerPool, changed_zones, init_payload
@@ -45,7 +47,7 @@ from gslb.zones import Stamp, ZoneStore, check_zones_folder, file_stamp, reload_
 logger = logging.getLogger(__name__)
 
 #: server-file fields that only a restart applies
-RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region", "cookies")
+RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region", "cookies", "ecs_scope")
 
 
 #: open files kept for everything but TCP clients: listeners, HTTP clients, health probes (64 in
@@ -146,6 +148,9 @@ class Server:
         self.check_stats = CheckStats()
         #: the DNS worker processes (``workers:`` above 1), else None
         self.workers: WorkerPool | None = None
+        #: merged ECS scopes (``ecs_scope: merged``): the builder process's service
+        self.scopes: ScopeService | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.http_runner: Any = None
         self.dns_ready = False
         self.reloads = {"ok": 0, "error": 0}
@@ -199,7 +204,11 @@ class Server:
         self._geo_stamp = _stamp_of(cfg.geoip)
         self.geo = GeoLocator.open(usable_geoip(cfg))  # a missing built-in default: no database
         regions = {name: loc for name, loc in cfg.regions.items()}
-        self.balancer = Balancer(self.geo, regions, random.Random(), cfg.ecs_scope == "merged")
+        self._loop = asyncio.get_running_loop()
+        if cfg.ecs_scope == "merged":
+            self.scopes = ScopeService(self.geo.path if self.geo is not None else None, self._install_scopes,
+                                       self._send_scopes)
+        self.balancer = self._new_balancer(self.geo, regions)
         zones = self.zone_store.zones
         self.table.configure(zones)
         await self.table.start()
@@ -217,12 +226,12 @@ class Server:
         # every new view reaches the balancer at once; it drops the answers of the pools whose
         # verdicts changed (and only those) from the answer cache
         pools.on_change = handler.pools_changed
-        pools.set_lock(handler.lock)
         table.add_listener(lambda old, new: handler.locked(pools.sync, new))
         self.dns = DnsServer(handler, cfg.tcp)
         await self.dns.start(list(cfg.listen), reuse_port=cfg.workers > 1)
         if cfg.workers > 1:
             self.workers = WorkerPool(cfg.workers - 1, self._worker_init)
+            self.workers.on_message = self._worker_message
             table.add_listener(lambda old, new: self.workers.send_view(new))  # type: ignore[union-attr]
             await self.workers.start()
         self.dns_ready = True
@@ -271,6 +280,8 @@ class Server:
         self._tasks.clear()
         if self.workers is not None:
             await self.workers.close()
+        if self.scopes is not None:
+            await self.scopes.close()
         if self.dns is not None:
             await self.dns.close()
         if self.http_runner is not None:
@@ -458,6 +469,9 @@ class Server:
 
     def _use_geo(self, geo: GeoLocator | None, regions: Any) -> None:
         """Answer pools with ``geo`` and ``regions`` from the next query on (a new Balancer)."""
+        if self.scopes is not None:
+            # before the workers hear of it: tables of the new generation reach them after "geo"
+            self.scopes.reset(geo.path if geo is not None else None, reopen=geo is not self.geo)
         if self.handler is None:
             self._swap_geo(geo, regions)
         else:
@@ -465,10 +479,39 @@ class Server:
         if self.workers is not None:
             self.workers.send("geo", (geo.path if geo is not None else None, dict(regions)))
 
+    def _new_balancer(self, geo: GeoLocator | None, regions: dict[str, Any]) -> Balancer:
+        return Balancer(geo, regions, random.Random(), self._ask_scopes if self.scopes is not None else None)
+
+    def _ask_scopes(self, pkey: tuple[str, str], spec: ScopeSpec) -> None:
+        """The main process's balancer wants a table (any thread: the UDP threads prepare pools too)."""
+        assert self._loop is not None and self.scopes is not None
+        self._loop.call_soon_threadsafe(self.scopes.request, 0, pkey, spec)
+
+    def _install_scopes(self, spec: ScopeSpec, table: CompactScopes, stats: dict[str, Any]) -> None:
+        """A table the main process's balancer asked for (on the event loop)."""
+        assert self.handler is not None and self.pools is not None
+        installed = self.handler.locked(self.pools.balancer.install_table, spec, table)
+        for zone, pool in installed:
+            logger.info("ecs: scope table of pool %s/%s: %d runs, %d kB, built in %.2f s by the builder process "
+                        "(peak %.0f MB)", zone, pool, table.size(), table.nbytes // 1024, stats.get("seconds", 0.0),
+                        stats.get("builder_rss_mb", 0.0))
+
+    def _send_scopes(self, index: int, kind: str, payload: Any) -> None:
+        if self.workers is not None:
+            self.workers.send_to(index, kind, payload)
+
+    def _worker_message(self, index: int, kind: str, body: Any) -> None:
+        """A DNS worker's message other than its counters."""
+        if self.scopes is None:
+            return
+        if kind == "want_scopes":
+            self.scopes.request(index, *body)
+        elif kind == "started":
+            self.scopes.forget(index)
+
     def _swap_geo(self, geo: GeoLocator | None, regions: Any) -> None:
         old_geo = self.geo
-        balancer = Balancer(geo, {name: loc for name, loc in regions.items()}, random.Random(),
-                            self.config.ecs_scope == "merged")
+        balancer = self._new_balancer(geo, {name: loc for name, loc in regions.items()})
         self.geo = geo
         self.balancer = balancer
         if self.pools is not None:

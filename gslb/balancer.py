@@ -43,13 +43,11 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-import threading
-import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
-from gslb.netmap import NetworkIndex, ScopeTable, build_table
-from gslb.model import Location, Pool, PoolAnswer, Site, SiteStatus, StateView, Zone, ZoneSet
+from gslb.model import Location, Pool, PoolAnswer, Site, SiteStatus, Soa, StateView, Zone, ZoneSet
+from gslb.netmap import CompactScopes, NetworkIndex, ScopeTable, build_table
 from gslb.policies import (
     POLICIES, Candidate, Context, GeoMap, Policy, client_address, distance_km, nearest_region, site_rtt,
     subnet_of, subnet_text,
@@ -76,8 +74,8 @@ _UP_STATES = frozenset(("up", "unknown"))
 #: the policies whose answer depends on the client only through its location: their ECS scope is
 #: widened by a merged scope table (gslb.netmap) once it is built for the pool's current inputs
 MERGED_POLICIES = frozenset(("closest", "geo"))
-#: merged scope tables remembered per balancer (by zone, pool and verdicts)
-TABLES_KEPT = 32
+#: merged scope tables a balancer keeps (by ScopeSpec): a site that flaps back finds its table
+TABLES_KEPT = 8
 
 
 class Locator(Protocol):
@@ -247,7 +245,7 @@ class _Prepared:
     """
 
     __slots__ = ("zone", "pool", "policy", "located", "client_free", "cands", "by_name", "geomap",
-                 "eligible", "decision", "serial", "decisions", "_interned", "table")
+                 "eligible", "decision", "serial", "decisions", "_interned", "table", "spec")
 
     def __init__(self, zone: Zone, pool: Pool, view: StateView, geomap: GeoMap | None, policy: Policy,
                  located: bool, previous: "_Prepared | None" = None) -> None:
@@ -285,7 +283,9 @@ class _Prepared:
         self.decisions: list[_Decision] = []
         self._interned: dict[tuple, int] = {}
         #: the merged scope table built for exactly these inputs (None: the per-network scope)
-        self.table: ScopeTable | None = None
+        self.table: ScopeTable | CompactScopes | None = None
+        #: what that table depends on (set when one is wanted)
+        self.spec: ScopeSpec | None = None
 
     def fresh_decisions(self) -> None:
         """Forget the decisions made so far (a scope table came): a new serial misses the cache."""
@@ -321,7 +321,7 @@ class _Prepared:
             return None
         reads_load, reads_rtt = self.policy.reads_load, self.policy.reads_rtt
         removed: list[str] = []
-        for a, b in zip(self.cands, other.cands):
+        for a, b in zip(self.cands, other.cands, strict=True):
             if a.site is not b.site:
                 return None
             if reads_load and a.load != b.load:
@@ -340,6 +340,82 @@ class _Prepared:
         return tuple(removed)
 
 
+@dataclass(frozen=True, slots=True)
+class ScopeSpec:
+    """What the merged scope table of a ``closest`` or ``geo`` pool depends on, besides the GeoIP
+    database: the pool, its sites as the zone defines them (in ``pool.sites`` order) and their
+    verdicts (``unknown`` counts as ``up``: the policies treat both alike). Equal specs get equal
+    tables, in any zone, process or reload; a spec travels to the builder process and back."""
+
+    pool: Pool
+    sites: tuple[Site, ...]
+    states: tuple[str, ...]
+
+    @classmethod
+    def of(cls, prep: _Prepared) -> "ScopeSpec":
+        """The spec of a preparation's inputs."""
+        return cls(prep.pool, tuple(c.site for c in prep.cands),
+                   tuple("up" if c.state in _UP_STATES else c.state for c in prep.cands))
+
+
+_NO_SOA = Soa("invalid.", "invalid.", 0, 0, 0, 0, 0, 0)
+
+
+def scope_table_of(index: NetworkIndex, spec: ScopeSpec) -> ScopeTable:
+    """The merged scope table of ``spec`` over the networks of ``index`` (pure; the builder
+    process runs it). Each location's answer key is what a client there gets from the pool, CIDR
+    rules aside: its A and AAAA answer (or the all-down outcome)."""
+    pool = spec.pool
+    zone = Zone("scope.invalid.", "", 0, 0, _NO_SOA, (), {}, sites={s.name: s for s in spec.sites},
+                pools={pool.name: pool})
+    view = StateView(0, {(zone.key, site.name): SiteStatus(override=state)  # type: ignore[arg-type]
+                         for site, state in zip(spec.sites, spec.states, strict=True)})
+    policy = POLICIES[pool.policy]
+    geomap = GeoMap.from_pool(pool) if pool.policy == "geo" else None
+    prep = _Prepared(zone, pool, view, geomap, policy, policy.depends_on_location(()))
+    balancer = Balancer(None, {}, random.Random(0))
+
+    def answer_of(loc: tuple) -> tuple:
+        latlon, country, continent = loc
+        return balancer.located_answer(prep, Location("", "", 0, latlon, country, continent))
+
+    return build_table(index, answer_of)
+
+
+class LocalScopes:
+    """Scope tables built in this process, when :meth:`run` is called (tests and tools; the
+    server builds them in its builder process, ``gslb.scopebuilder``). Pass it as a Balancer's
+    ``scopes``: it collects the requests; ``run`` builds each (through the compact form the
+    builder ships) and installs it."""
+
+    def __init__(self, geo: object) -> None:
+        self.geo = geo
+        self.index: NetworkIndex | None = None
+        self.requests: dict[ScopeSpec, tuple[str, str]] = {}
+        #: tables built so far
+        self.built = 0
+
+    def __call__(self, pkey: tuple[str, str], spec: ScopeSpec) -> None:
+        self.requests[spec] = pkey
+
+    def table(self, spec: ScopeSpec) -> ScopeTable:
+        """The full table of a spec (answers per run)."""
+        if self.index is None:
+            self.index = NetworkIndex.build(self.geo)
+        self.built += 1
+        return scope_table_of(self.index, spec)
+
+    def run(self, balancer: "Balancer") -> int:
+        """Build every table asked for and install it in ``balancer``; returns how many."""
+        done = 0
+        while self.requests:
+            spec = next(iter(self.requests))
+            del self.requests[spec]
+            balancer.install_table(spec, CompactScopes.from_bytes(self.table(spec).compact()))
+            done += 1
+        return done
+
+
 #: what changed in a pool's answers: ((zone key, pool name), None for everything or the sites that left)
 PoolChange = tuple[tuple[str, str], "tuple[str, ...] | None"]
 
@@ -348,7 +424,8 @@ class Balancer:
     """Answers pool names: see the module docstring for the rules."""
 
     def __init__(self, geo: Locator | None, regions: Mapping[str, tuple[float, float] | None],
-                 rng: random.Random, merge_scopes: bool = False) -> None:
+                 rng: random.Random,
+                 scopes: Callable[[tuple[str, str], ScopeSpec], None] | None = None) -> None:
         self.geo = geo
         self.rng = rng
         self.regions = tuple(regions)
@@ -371,18 +448,12 @@ class Balancer:
         self._turns: dict[tuple[str, str, str], int] = {}
         #: called with the pools whose answers may have changed (PoolChange; the answer cache listens)
         self.on_change: Callable[[list[PoolChange]], None] | None = None
-        #: merged ECS scopes (closest, geo): built per pool and inputs by a worker thread
-        self.merge_scopes = bool(merge_scopes) and getattr(geo, "_reader", None) is not None
-        #: held while a built scope table is installed (the DNS handler's lock in the server)
-        self.lock: threading.RLock = threading.RLock()
-        self._cv = threading.Condition(threading.Lock())
-        self._pending: dict[tuple[str, str], _Prepared] = {}
-        self._builder: threading.Thread | None = None
-        self._closed = False
-        #: (zone key, pool) -> (runs, seconds) of the last table built (logs, tests, tools)
-        self.table_stats: dict[tuple[str, str], tuple[int, float]] = {}
-        #: tables by (zone, pool, verdicts): a site that flaps back finds its table again
-        self._tables: dict[tuple, tuple[Zone, Pool, ScopeTable]] = {}
+        #: merged ECS scopes (closest, geo): asks for the table of a spec (the builder process,
+        #: ``gslb.scopebuilder``; None: every scope is the GeoIP network's); the table comes back
+        #: through :meth:`install_table`
+        self.scopes = scopes if getattr(geo, "_reader", None) is not None else None
+        #: tables installed so far, by spec (at most TABLES_KEPT)
+        self._tables: dict[ScopeSpec, ScopeTable | CompactScopes] = {}
 
     # -- state changes -----------------------------------------------------------------------
 
@@ -403,8 +474,8 @@ class Balancer:
             new = _Prepared(prep.zone, prep.pool, view, prep.geomap, prep.policy, prep.located, prep)
             change = prep.changes(new)
             if change == ():
-                if any(a.state != b.state for a, b in zip(prep.cands, new.cands)):
-                    new.table = prep.table  # up <-> unknown: the same answers, the same scopes
+                if any(a.state != b.state for a, b in zip(prep.cands, new.cands, strict=True)):
+                    new.table, new.spec = prep.table, prep.spec  # up <-> unknown: the same answers, scopes
                     self._prepared[pkey] = new  # the states shown anew
                     if new.table is None:
                         self._want(pkey, new)
@@ -525,84 +596,36 @@ class Balancer:
     # -- merged scope tables (gslb.netmap) ---------------------------------------------------
 
     def _want(self, pkey: tuple[str, str], prep: _Prepared) -> None:
-        """Ask the builder thread for a scope table of ``prep`` (the newest request per pool wins)."""
-        if not self.merge_scopes or prep.policy.name not in MERGED_POLICIES:
+        """Give ``prep`` the table of its spec, or ask for one (closest and geo, when merging)."""
+        if self.scopes is None or prep.policy.name not in MERGED_POLICIES:
             return
-        with self._cv:
-            if self._closed:
-                return
-            self._pending[pkey] = prep
-            if self._builder is None:
-                self._builder = threading.Thread(target=self._build_loop, name="gslb-scopes", daemon=True)
-                self._builder.start()
-            self._cv.notify()
+        spec = prep.spec = ScopeSpec.of(prep)
+        table = self._tables.get(spec)
+        if table is not None:
+            prep.table = table  # a new preparation: nothing was decided or cached under it yet
+        else:
+            self.scopes(pkey, spec)
 
-    def close(self) -> None:
-        """Stop the builder thread (this balancer is no longer used)."""
-        with self._cv:
-            self._closed = True
-            self._pending.clear()
-            self._cv.notify()
+    def install_table(self, spec: ScopeSpec, table: ScopeTable | CompactScopes) -> list[tuple[str, str]]:
+        """A table built for ``spec``: the pools whose current inputs are exactly ``spec`` use it
+        (caller holds the query path's lock); returns them.
 
-    def _build_loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._pending and not self._closed:
-                    self._cv.wait()
-                if self._closed:
-                    return
-                pkey = next(iter(self._pending))
-                prep = self._pending.pop(pkey)
-            try:
-                t0 = time.perf_counter()
-                table = self.scope_table(prep)
-                seconds = time.perf_counter() - t0
-            except Exception:  # a closed database (swapped meanwhile), a bug: per-network scopes stay
-                logger.exception("ecs: cannot build the scope table of pool %s/%s", *pkey)
-                continue
-            with self.lock:
-                self.install_table(pkey, prep, table)
-            self.table_stats[pkey] = (table.size(), seconds)
-            logger.info("ecs: scope table of pool %s/%s: %d runs in %.2f s", pkey[0], pkey[1],
-                        table.size(), seconds)
-
-    def network_index(self) -> NetworkIndex:
-        """The database's networks as runs (built once per GeoIP database, kept on the locator)."""
-        geo = self.geo
-        index = getattr(geo, "netmap_index", None)
-        if index is None:
-            t0 = time.perf_counter()
-            index = NetworkIndex.build(geo)
-            geo.netmap_index = index  # type: ignore[union-attr]
-            logger.info("ecs: network index of %s: %d + %d runs, %d locations in %.1f s",
-                        getattr(geo, "path", None), len(index.runs[4].starts), len(index.runs[6].starts),
-                        len(index.locations), time.perf_counter() - t0)
-        return index
-
-    def scope_table(self, prep: _Prepared) -> ScopeTable:
-        """The merged scope table of a preparation (pure given the index; any thread).
-
-        Remembered by (zone, pool, verdicts): closest and geo read nothing else, so a site that
-        goes down and comes back finds the table of before (at most TABLES_KEPT are kept).
+        A table never reaches a preparation of other inputs (a table that comes after the
+        verdicts moved on is only kept), so no stale wide scope is handed out. The pools'
+        decisions and cached answers carry the narrower scopes: both are dropped.
         """
-        key = (id(prep.zone), id(prep.pool), tuple("up" if c.state in _UP_STATES else c.state for c in prep.cands))
-        kept = self._tables.get(key)
-        if kept is not None and kept[0] is prep.zone and kept[1] is prep.pool:
-            return kept[2]
-        table = self._build_scope_table(prep)
         if len(self._tables) >= TABLES_KEPT:
-            self._tables.clear()
-        self._tables[key] = (prep.zone, prep.pool, table)  # the objects, so that their ids stay theirs
-        return table
-
-    def _build_scope_table(self, prep: _Prepared) -> ScopeTable:
-        index = self.network_index()
-
-        def answer_of(loc: tuple) -> tuple:
-            latlon, country, continent = loc
-            return self.located_answer(prep, Location("", "", 0, latlon, country, continent))
-
-        return build_table(index, answer_of)
+            del self._tables[next(iter(self._tables))]
+        self._tables[spec] = table
+        installed = []
+        for pkey, prep in self._prepared.items():
+            if prep.table is None and prep.spec is not None and prep.spec == spec:
+                prep.table = table
+                prep.fresh_decisions()
+                installed.append(pkey)
+        if installed and self.on_change is not None:
+            self.on_change([(pkey, None) for pkey in installed])
+        return installed
 
     def located_answer(self, prep: _Prepared, location: Location | None) -> tuple:
         """What a client at ``location`` gets from the pool, CIDR rules aside: the table's answer key."""
@@ -610,19 +633,6 @@ class Balancer:
         if decision.outcome != "answer":
             return (decision.outcome,)
         return ("answer", decision.family("A"), decision.family("AAAA"))
-
-    def install_table(self, pkey: tuple[str, str], prep: _Prepared, table: ScopeTable) -> bool:
-        """Use ``table`` for ``prep`` when it still serves (caller holds the query path's lock).
-
-        Decisions and cached answers of the pool carry the narrower scopes: both are dropped.
-        """
-        if self._prepared.get(pkey) is not prep:
-            return False  # the inputs changed meanwhile: the newer request builds its own
-        prep.table = table
-        prep.fresh_decisions()
-        if self.on_change is not None:
-            self.on_change([(pkey, None)])
-        return True
 
     def _forget(self, zone: Zone) -> None:
         """A new Zone object for ``zone.key`` (a reload): drop what the old one's pools left behind."""

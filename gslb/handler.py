@@ -138,31 +138,20 @@ class LivePools:
     answers may have changed (``Balancer.sync``; the answer cache listens).
     """
 
-    __slots__ = ("balancer", "view", "ready", "on_change", "lock")
+    __slots__ = ("balancer", "view", "ready", "on_change")
 
     def __init__(self, balancer: Balancer, view: Callable[[], StateView]) -> None:
         self.balancer = balancer
         self.view = view
         self.ready = False
         self.on_change: Callable[[list[PoolChange]], None] | None = None
-        #: the query path's lock (the handler's): the balancer installs its scope tables under it
-        self.lock: Any = None
         balancer.on_change = self._changed
-
-    def set_lock(self, lock: Any) -> None:
-        """Share the handler's lock with the balancer (it installs built scope tables under it)."""
-        self.lock = lock
-        self.balancer.lock = lock
 
     def use(self, balancer: Balancer) -> None:
         """Answer with another balancer from now on (a new GeoIP database or new regions)."""
         balancer.on_change = self._changed
-        if self.lock is not None:
-            balancer.lock = self.lock
         balancer.sync(self.view())
-        old, self.balancer = self.balancer, balancer
-        if old is not balancer:
-            old.close()
+        self.balancer = balancer
 
     def sync(self, view: StateView) -> None:
         """A new state view: only the pools whose verdicts (or held metrics) changed are dropped."""

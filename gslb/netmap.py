@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 import sys
 from array import array
 from bisect import bisect_right
@@ -211,23 +212,10 @@ class AnswerRuns:
 
         None when the run is opaque (no answer key: the caller's own scope applies).
         """
-        bits = self.bits
-        starts = self.starts
-        i = bisect_right(starts, addr) - 1
+        i = bisect_right(self.starts, addr) - 1
         if self.answers[i] is None:
             return None
-        scope = minimum
-        start = starts[i]
-        if start > 0:
-            # the block at L holds start - 1 while L <= the common prefix length of both
-            need = bits - (addr ^ (start - 1)).bit_length() + 1
-            if need > scope:
-                scope = need
-        if i + 1 < len(starts):
-            need = bits - (addr ^ starts[i + 1]).bit_length() + 1
-            if need > scope:
-                scope = need
-        return scope if scope <= bits else bits
+        return _run_scope(self.bits, self.starts, i, addr, minimum)
 
     def shares(self) -> dict[Hashable | None, float]:
         """The fraction of the family's address space each answer gets."""
@@ -244,6 +232,22 @@ class AnswerRuns:
         return len(self.starts)
 
 
+def _run_scope(bits: int, starts: Sequence[int], i: int, addr: int, minimum: int) -> int:
+    """The smallest prefix length >= ``minimum`` whose block around ``addr`` lies in run ``i``."""
+    scope = minimum
+    start = starts[i]
+    if start > 0:
+        # the block at L holds start - 1 while L <= the common prefix length of both
+        need = bits - (addr ^ (start - 1)).bit_length() + 1
+        if need > scope:
+            scope = need
+    if i + 1 < len(starts):
+        need = bits - (addr ^ starts[i + 1]).bit_length() + 1
+        if need > scope:
+            scope = need
+    return scope if scope <= bits else bits
+
+
 def answer_runs(runs: FamilyRuns, answer_of: Callable[[int], Hashable]) -> AnswerRuns:
     """Merge a family's location runs wherever neighbours get the same answer.
 
@@ -255,7 +259,7 @@ def answer_runs(runs: FamilyRuns, answer_of: Callable[[int], Hashable]) -> Answe
     starts = array("I") if runs.bits == 32 else []
     answers: list[Hashable | None] = []
     last: object = _NOTHING
-    for start, lid in zip(runs.starts, runs.ids):
+    for start, lid in zip(runs.starts, runs.ids, strict=True):
         try:
             key = keys[lid]
         except KeyError:
@@ -287,9 +291,90 @@ class ScopeTable:
         """Number of runs (both families)."""
         return len(self.v4) + len(self.v6)
 
+    def compact(self) -> bytes:
+        """What a DNS process needs of the table, as bytes (:meth:`CompactScopes.from_bytes`).
+
+        The answers themselves stay here: a DNS process computes its answer on its own and only
+        asks the table for the run boundaries (and whether a run is opaque).
+        """
+        v4, v6 = self.v4, self.v6
+        starts4 = array("I", v4.starts)
+        if sys.byteorder != "little":  # pragma: no cover
+            starts4.byteswap()
+        return b"".join((_HEADER.pack(_MAGIC, len(v4), len(v6)), starts4.tobytes(),
+                         bytes(a is None for a in v4.answers),
+                         b"".join(s.to_bytes(16, "big") for s in v6.starts),
+                         bytes(a is None for a in v6.answers)))
+
+
+_MAGIC = b"GSC1"
+_HEADER = struct.Struct("<4sII")
+
+
+class CompactScopes:
+    """A :class:`ScopeTable` as a DNS process keeps it: run starts and opaque flags per family.
+
+    ``scope`` answers as :meth:`ScopeTable.scope` does. Memory: 4 bytes and a flag per IPv4
+    run, a Python integer and a flag per IPv6 run.
+    """
+
+    __slots__ = ("starts4", "opaque4", "starts6", "opaque6", "nbytes")
+
+    def __init__(self, starts4: Sequence[int], opaque4: bytes, starts6: Sequence[int], opaque6: bytes,
+                 nbytes: int = 0) -> None:
+        self.starts4 = starts4
+        self.opaque4 = opaque4
+        self.starts6 = starts6
+        self.opaque6 = opaque6
+        #: the size of the bytes it came from
+        self.nbytes = nbytes
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "CompactScopes":
+        """The table of :meth:`ScopeTable.compact` (ValueError when ``data`` is not one)."""
+        if len(data) < _HEADER.size:
+            raise ValueError("scope table: truncated header")
+        magic, n4, n6 = _HEADER.unpack_from(data)
+        if magic != _MAGIC or n4 < 1 or n6 < 1 or len(data) != _HEADER.size + 5 * n4 + 17 * n6:
+            raise ValueError(f"scope table: not a compact table ({len(data)} bytes)")
+        o = _HEADER.size
+        starts4 = array("I")
+        starts4.frombytes(data[o:o + 4 * n4])
+        if sys.byteorder != "little":  # pragma: no cover
+            starts4.byteswap()
+        o += 4 * n4
+        opaque4 = data[o:o + n4]
+        o += n4
+        view = memoryview(data)
+        frombytes = int.from_bytes
+        starts6 = [frombytes(view[o + 16 * k:o + 16 * k + 16], "big") for k in range(n6)]
+        o += 16 * n6
+        return cls(starts4, opaque4, starts6, data[o:o + n6], len(data))
+
+    def scope(self, addr: int, version: int, minimum: int = 0) -> int | None:
+        """The smallest prefix length >= ``minimum`` whose block around ``addr`` lies in its run
+        (None: an opaque run, the caller's own scope applies)."""
+        if version == 4:
+            starts, opaque, bits = self.starts4, self.opaque4, 32
+        else:
+            starts, opaque, bits = self.starts6, self.opaque6, 128
+        i = bisect_right(starts, addr) - 1
+        if opaque[i]:
+            return None
+        return _run_scope(bits, starts, i, addr, minimum)
+
+    def size(self) -> int:
+        """Number of runs (both families)."""
+        return len(self.starts4) + len(self.starts6)
+
 
 def build_table(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable]) -> ScopeTable:
     """A pool's :class:`ScopeTable`: ``answer_of_location((latlon, country, continent))`` per location."""
+    return ScopeTable(answer_runs(index.runs[4], _memo(index, answer_of_location)),
+                      answer_runs(index.runs[6], _memo(index, answer_of_location)))
+
+
+def _memo(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable]) -> Callable[[int], Hashable]:
     locations = index.locations
     memo: dict[int, Hashable] = {}
 
@@ -299,7 +384,26 @@ def build_table(index: NetworkIndex, answer_of_location: Callable[[tuple], Hasha
             got = memo[lid] = answer_of_location(locations[lid])
         return got
 
-    return ScopeTable(answer_runs(index.runs[4], answer_of), answer_runs(index.runs[6], answer_of))
+    return answer_of
+
+
+def country_shares(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable],
+                   version: int = 4) -> dict[tuple[str | None, Hashable], float]:
+    """The fraction of one family's address space per (country, answer) (the traffic map's and
+    ``gslb plan``'s view of a pool; opaque IPv6 runs count as country and answer None)."""
+    runs = index.runs[version]
+    answer_of = _memo(index, answer_of_location)
+    locations = index.locations
+    total = float(1 << runs.bits)
+    starts, ids = runs.starts, runs.ids
+    n = len(starts)
+    out: dict[tuple[str | None, Hashable], float] = {}
+    for i in range(n):
+        lid = ids[i]
+        key = (None, None) if lid == OPAQUE else (locations[lid][1], answer_of(lid))
+        end = starts[i + 1] if i + 1 < n else 1 << runs.bits
+        out[key] = out.get(key, 0.0) + (end - starts[i]) / total
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover - measuring aid: python -m gslb.netmap DB

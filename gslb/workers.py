@@ -142,6 +142,9 @@ class WorkerPool:
         self._view_pending = False
         #: counters of workers that exited, so totals never go down
         self.retired = QueryStats()
+        #: called with (worker index, kind, payload) for a worker's messages other than ``stats``,
+        #: and with ``started`` when a worker (re)starts
+        self.on_message: Callable[[int, str, Any], None] | None = None
 
     async def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start every worker and wait until each answers (StartupError when one cannot start:
@@ -176,6 +179,12 @@ class WorkerPool:
         for w in self._workers:
             if w.writer is not None and w.ready and not w.writer.is_closing():
                 w.writer.write(data)
+
+    def send_to(self, index: int, kind: str, payload: Any) -> None:
+        """Send one message to worker ``index`` (nothing when it is not running)."""
+        w = self._workers[index - 1] if 0 < index <= len(self._workers) else None
+        if w is not None and w.writer is not None and w.ready and not w.writer.is_closing():
+            w.writer.write(frame(kind, payload))
 
     def send_view(self, view: StateView) -> None:
         """Send a new state view; views arriving within one event loop turn go out as the last one."""
@@ -245,8 +254,13 @@ class WorkerPool:
         payload = self._init()
         writer.write(frame("init", payload))
         # the view may have changed since init() was built: the next view message catches up
+        early: list[tuple[str, Any]] = []  # a table asked for by a query answered before "ready"
         try:
-            kind, body = await asyncio.wait_for(read_message(reader), START_TIMEOUT)
+            while True:
+                kind, body = await asyncio.wait_for(read_message(reader), START_TIMEOUT)
+                if kind in ("ready", "error"):
+                    break
+                early.append((kind, body))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
             raise RuntimeError(f"DNS worker {worker.index} (pid {worker.pid}) did not start") from None
         if kind == "error":
@@ -254,6 +268,10 @@ class WorkerPool:
         worker.ready = True
         if self._view is not None:
             writer.write(frame("view", self._view))
+        if self.on_message is not None:
+            self.on_message(worker.index, "started", None)
+            for kind, body in early:
+                self.on_message(worker.index, kind, body)
         logger.info("DNS worker %d (pid %d) answering", worker.index, worker.pid)
         while True:
             try:
@@ -263,6 +281,8 @@ class WorkerPool:
                 raise RuntimeError(f"DNS worker {worker.index} (pid {worker.pid}) exited with {code}") from None
             if kind == "stats":
                 worker.stats = body
+            elif self.on_message is not None:
+                self.on_message(worker.index, kind, body)
 
 
 async def _stop(worker: _Worker) -> None:
@@ -290,7 +310,8 @@ async def _stop(worker: _Worker) -> None:
 class WorkerState:
     """What a worker answers with: zones, a state view, the balancer, the handler and the cache."""
 
-    def __init__(self, init: dict[str, Any]) -> None:
+    def __init__(self, init: dict[str, Any],
+                 ask_scopes: Callable[[tuple[str, str], Any], None] | None = None) -> None:
         from gslb.answercache import AnswerCache
         from gslb.balancer import Balancer
         from gslb.geo import GeoLocator
@@ -301,9 +322,9 @@ class WorkerState:
         self.geo = GeoLocator.open(init["geoip"]) if init["geoip"] else GeoLocator.open(None)
         self._regions = dict(init["regions"])
         self.stats = QueryStats()
-        #: each worker builds its own merged scope tables (in its own thread)
-        self._merge = bool(init.get("merge_scopes", True))
-        self.pools = LivePools(Balancer(self.geo, self._regions, random.Random(), self._merge), lambda: self.view)
+        #: merged ECS scopes: tables asked of the main process (its builder process builds them)
+        self._ask = ask_scopes if init.get("merge_scopes", True) else None
+        self.pools = LivePools(Balancer(self.geo, self._regions, random.Random(), self._ask), lambda: self.view)
         self.pools.ready = init["ready"]
         cookies = None
         if init.get("cookies") is not None:
@@ -315,7 +336,6 @@ class WorkerState:
                                     AnswerCache(init.get("cache_bytes") or 64 * 1024 * 1024), cookies=cookies,
                                     rate_limit=init.get("rate_limit"))
         self.pools.on_change = self.handler.pools_changed
-        self.pools.set_lock(self.handler.lock)
 
     def apply(self, kind: str, body: Any) -> None:
         """One message from the main process."""
@@ -343,9 +363,12 @@ class WorkerState:
                 logger.error("worker: %s (keeping the database opened before)", exc)
                 return
             self._regions = dict(regions)
-            self.pools.use(Balancer(self.geo, self._regions, random.Random(), self._merge))
+            self.pools.use(Balancer(self.geo, self._regions, random.Random(), self._ask))
             self.handler.clear_cache()
             old_geo.close()
+        elif kind == "scopes":
+            spec, table = body  # decoded by the listener, outside the lock
+            self.pools.balancer.install_table(spec, table)
         elif kind == "acl":
             self.handler.set_acl(body)
         elif kind == "rate_limit":
@@ -401,8 +424,14 @@ async def _worker_main(fd: int, index: int) -> int:
     except (asyncio.IncompleteReadError, ConnectionError):
         return 1
     logging.getLogger().setLevel(init.get("log_level", logging.INFO))
+    loop = asyncio.get_running_loop()
+
+    def ask_scopes(pkey: tuple[str, str], spec: Any) -> None:
+        # any thread (a UDP thread prepares a pool on its first query): the loop writes
+        loop.call_soon_threadsafe(writer.write, frame("want_scopes", (pkey, spec)))
+
     try:
-        state = await asyncio.to_thread(WorkerState, init)
+        state = await asyncio.to_thread(WorkerState, init, ask_scopes)
         server = DnsServer(state.handler, TcpLimits())
         await server.start(init["listen"], reuse_port=True, tcp=False)
     except (StartupError, GeoDatabaseError, OSError) as exc:
@@ -412,7 +441,6 @@ async def _worker_main(fd: int, index: int) -> int:
     gc.collect()
     gc.freeze()  # the zones and the database index never change: keep them out of collections
     writer.write(frame("ready", os.getpid()))
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process decides
@@ -444,6 +472,10 @@ async def _worker_main(fd: int, index: int) -> int:
             if kind == "zones":
                 zone_updates.put_nowait(body)
                 continue
+            if kind == "scopes":
+                from gslb.netmap import CompactScopes
+
+                body = (body[0], CompactScopes.from_bytes(body[1]))
             try:
                 state.handler.locked(state.apply, kind, body)
             except Exception:

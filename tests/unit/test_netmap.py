@@ -16,15 +16,12 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from gslb.balancer import Balancer
+from gslb.balancer import Balancer, LocalScopes, ScopeSpec, scope_table_of
 from gslb.geo import GeoLocator
 from gslb.model import GeoRule, Pool, Site, Soa, StateView, SiteStatus, Zone
-from gslb.netmap import OPAQUE, AnswerRuns, FamilyRuns, NetworkIndex, answer_runs
+from gslb.netmap import OPAQUE, AnswerRuns, CompactScopes, FamilyRuns, NetworkIndex, answer_runs, country_shares
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-from harness import eventually  # noqa: E402
-
 SAMPLE = ROOT / "data" / "sample-city.mmdb"
 
 
@@ -89,7 +86,6 @@ def _check_index_against_reader(path: Path) -> None:
     geo = GeoLocator.open(path, cache_size=0)
     index = NetworkIndex.build(geo)
     reader = maxminddb.open_database(str(path))
-    v4only = reader.metadata().ip_version == 4
     seen = 0
     for network, _record in reader:
         seen += 1
@@ -232,11 +228,17 @@ def _view(version: int = 1, **states: str) -> StateView:
     return StateView(version, {("example.com", n): SiteStatus(override=s) for n, s in states.items()})
 
 
+def _merging(geo: GeoLocator) -> Balancer:
+    """A balancer with merged scopes whose tables are built here (LocalScopes: by ``_settle``)."""
+    return Balancer(geo, {}, random.Random(1), LocalScopes(geo))
+
+
 def _settle(b: Balancer, z: Zone, p: Pool, v: StateView) -> None:
-    """Ask once (prepares the pool and asks for its table), then wait for the table."""
+    """Ask once (prepares the pool and asks for its table), then build and install the table."""
     b.answer(z, p, "A", "10.0.0.1", 32, v)
-    pkey = (z.key, p.name)
-    eventually(lambda: not b._pending and b._prepared[pkey].table is not None, what="scope table built")
+    assert isinstance(b.scopes, LocalScopes)
+    b.scopes.run(b)
+    assert b._prepared[(z.key, p.name)].table is not None
 
 
 def _clients(rng: random.Random, n: int) -> list[str]:
@@ -295,12 +297,11 @@ def test_every_address_in_the_scope_gets_the_same_answer_sample_db(policy):
     geo = GeoLocator.open(SAMPLE)
     p = POOLS[policy]
     z, v = _zone(p), _view()
-    b = Balancer(geo, {}, random.Random(1), merge_scopes=True)
+    b = _merging(geo)
     ref = Balancer(geo, {}, random.Random(1))
     _settle(b, z, p, v)
     wider = check_property(b, ref, z, p, v, random.Random(policy))
     assert wider > 0
-    b.close()
 
 
 @pytest.mark.parametrize("policy", sorted(POOLS))
@@ -308,57 +309,56 @@ def test_every_address_in_the_scope_gets_the_same_answer_synthetic_db(policy, sy
     geo = GeoLocator.open(synthetic)
     p = POOLS[policy]
     z = _zone(p)
-    b = Balancer(geo, {}, random.Random(1), merge_scopes=True)
+    b = _merging(geo)
     ref = Balancer(geo, {}, random.Random(1))
     for version, states in enumerate([{}, {"fra": "down"}, {"iad": "drain", "sin": "down"},
                                       {"fra": "down", "iad": "down", "sin": "down", "syd": "drain"}], 1):
         v = _view(version, **states)
         _settle(b, z, p, v)
         check_property(b, ref, z, p, v, random.Random(version), clients=60)
-    b.close()
 
 
 def test_a_site_going_down_narrows_the_scopes_at_once():
     geo = GeoLocator.open(SAMPLE)
     p = POOLS["closest"]
     z = _zone(p)
-    b = Balancer(geo, {}, random.Random(1), merge_scopes=True)
+    b = _merging(geo)
     ref = Balancer(geo, {}, random.Random(1))
     v1 = _view(1)
     _settle(b, z, p, v1)
     client = "192.0.2.9"  # Frankfurt /26: fra, merged far wider
     assert _answer(b, z, p, client, v1, "A")[2] < 26
-    # hold the query path's lock (as the DNS threads do while answering): no table is installed
-    # while it is held, so what we see is what the DNS path gives right after the change
-    with b.lock:
-        v2 = _view(2, fra="down")
-        b.sync(v2)
-        for ip in _clients(random.Random(7), 200) + [client]:
-            for rt in ("A", "AAAA"):
-                assert _answer(b, z, p, ip, v2, rt) == _answer(ref, z, p, ip, v2, rt), ip
-        assert b._prepared[(z.key, p.name)].table is None
+    # the verdicts change; the builder has not delivered the new table yet: every answer and
+    # scope is the per-network one (never the old table's wide scope)
+    v2 = _view(2, fra="down")
+    b.sync(v2)
+    for ip in _clients(random.Random(7), 200) + [client]:
+        for rt in ("A", "AAAA"):
+            assert _answer(b, z, p, ip, v2, rt) == _answer(ref, z, p, ip, v2, rt), ip
+    assert b._prepared[(z.key, p.name)].table is None
+    assert len(b.scopes.requests) == 1
     _settle(b, z, p, v2)
     check_property(b, ref, z, p, v2, random.Random(3))
-    b.close()
 
 
 def test_a_table_built_for_older_inputs_is_never_installed():
     geo = GeoLocator.open(SAMPLE)
     p = POOLS["closest"]
     z = _zone(p)
-    b = Balancer(geo, {}, random.Random(1))  # no thread: tables by hand
-    b.merge_scopes = False
+    b = _merging(geo)
     v1 = _view(1)
     b.answer(z, p, "A", "10.0.0.1", 32, v1)
     pkey = (z.key, p.name)
-    old = b._prepared[pkey]
-    table = b.scope_table(old)
+    old_spec = b._prepared[pkey].spec
+    old_table = CompactScopes.from_bytes(b.scopes.table(old_spec).compact())
     changes = []
     b.on_change = changes.append
     b.sync(_view(2, fra="down"))
-    assert not b.install_table(pkey, old, table)
     new = b._prepared[pkey]
-    assert b.install_table(pkey, new, b.scope_table(new))
+    assert new.spec != old_spec
+    assert b.install_table(old_spec, old_table) == []  # came after the verdicts moved on: only kept
+    assert new.table is None
+    assert b.install_table(new.spec, CompactScopes.from_bytes(b.scopes.table(new.spec).compact())) == [pkey]
     assert changes[-1] == [(pkey, None)]  # the answer cache drops the pool's answers
     assert new.table is not None
 
@@ -367,33 +367,86 @@ def test_the_table_is_kept_when_only_up_and_unknown_swap():
     geo = GeoLocator.open(SAMPLE)
     p = POOLS["closest"]
     z = _zone(p)
-    b = Balancer(geo, {}, random.Random(1), merge_scopes=True)
+    b = _merging(geo)
     v1 = StateView(1, {})  # every site unknown
     _settle(b, z, p, v1)
     table = b._prepared[(z.key, p.name)].table
     b.sync(_view(2, fra="up", iad="up", sin="up", syd="up"))
     assert b._prepared[(z.key, p.name)].table is table
-    b.close()
 
 
 def test_hash_and_client_free_policies_keep_their_scopes():
     geo = GeoLocator.open(SAMPLE)
-    b = Balancer(geo, {}, random.Random(1), merge_scopes=True)
+    b = _merging(geo)
     for pool, scope in ((Pool("h", "hash", ("fra", "iad")), 24), (Pool("f", "failover", ("fra", "iad")), 0)):
         z = _zone(pool)
         assert b.answer(z, pool, "A", "192.0.2.9", 32, _view()).scope_prefix == scope
-    assert not b._pending and b._builder is None
-    b.close()
+    assert not b.scopes.requests
 
 
 def test_a_site_that_comes_back_finds_its_table_again():
     geo = GeoLocator.open(SAMPLE)
     p = POOLS["closest"]
     z = _zone(p)
-    b = Balancer(geo, {}, random.Random(1))
-    b.answer(z, p, "A", "10.0.0.1", 32, _view(1))
-    first = b.scope_table(b._prepared[(z.key, p.name)])
+    b = _merging(geo)
+    _settle(b, z, p, _view(1))
+    first = b._prepared[(z.key, p.name)].table
     b.sync(_view(2, fra="down"))
-    down = b.scope_table(b._prepared[(z.key, p.name)])
+    _settle(b, z, p, _view(2, fra="down"))
+    down = b._prepared[(z.key, p.name)].table
     b.sync(_view(3))
-    assert down is not first and b.scope_table(b._prepared[(z.key, p.name)]) is first
+    assert down is not first and b._prepared[(z.key, p.name)].table is first
+    assert not b.scopes.requests and b.scopes.built == 2
+
+
+def test_a_reloaded_zone_with_the_same_pool_reuses_the_table():
+    geo = GeoLocator.open(SAMPLE)
+    p = POOLS["closest"]
+    b = _merging(geo)
+    _settle(b, _zone(p), p, _view(1))
+    z2 = _zone(Pool(p.name, p.policy, p.sites))  # equal values, new objects (a reload)
+    b.answer(z2, z2.pools[p.name], "A", "10.0.0.1", 32, _view(1))
+    assert b._prepared[(z2.key, p.name)].table is not None and not b.scopes.requests
+
+
+def test_the_compact_form_gives_the_same_scopes():
+    geo = GeoLocator.open(SAMPLE)
+    index = NetworkIndex.build(geo)
+    rng = random.Random(5)
+    for name in sorted(POOLS):
+        pool = POOLS[name]
+        spec = ScopeSpec(pool, tuple(SITES[n] for n in pool.sites), ("up", "down", "up", "drain"))
+        table = scope_table_of(index, spec)
+        data = table.compact()
+        compact = CompactScopes.from_bytes(data)
+        assert compact.size() == table.size() and compact.nbytes == len(data)
+        for ip in _clients(rng, 300):
+            addr = int(ipaddress.ip_address(ip))
+            version = 6 if ":" in ip else 4
+            for minimum in (0, 8):
+                assert compact.scope(addr, version, minimum) == table.scope(addr, version, minimum), ip
+    with pytest.raises(ValueError):
+        CompactScopes.from_bytes(data[:-1])
+
+
+def test_country_shares_cover_the_address_space():
+    geo = GeoLocator.open(SAMPLE)
+    index = NetworkIndex.build(geo)
+    pool = POOLS["closest"]
+    spec = ScopeSpec(pool, tuple(SITES[n] for n in pool.sites), ("up",) * 4)
+    b = Balancer(None, {}, random.Random(0))
+    from gslb.balancer import _Prepared
+    from gslb.model import Location
+    from gslb.policies import POLICIES
+
+    prep = _Prepared(_zone(pool), pool, _view(), None, POLICIES["closest"], True)
+    shares = country_shares(index, lambda loc: b.located_answer(prep, Location("", "", 0, *loc)))
+    assert abs(sum(shares.values()) - 1.0) < 1e-9
+    # Germany's networks get fra; each (country, answer) share matches the table's runs per answer
+    assert any(country == "DE" and answer[1][1] == ("fra",) for country, answer in shares)
+    per_answer: dict = {}
+    for (_, answer), share in shares.items():
+        per_answer[answer] = per_answer.get(answer, 0.0) + share
+    table = scope_table_of(index, spec)
+    for answer, share in table.v4.shares().items():
+        assert abs(per_answer[answer] - share) < 1e-9
