@@ -47,7 +47,7 @@ from typing import Any, Callable
 from gslb.balancer import ScopeSpec, scope_table_of
 from gslb.netmap import CompactScopes, NetworkIndex
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("gslb.scopebuilder")  # also when run as __main__
 
 #: built tables the service keeps (by spec): a site that flaps back gets its table at once
 KEPT = 64
@@ -265,7 +265,8 @@ def serve(fd: int) -> int:
             if geo is None or new_path != path or reopen:
                 if geo is not None:
                     geo.close()
-                geo, path, index = GeoLocator.open(new_path), new_path, None
+                # no per-address cache: the builder looks every database record up once
+                geo, path, index = GeoLocator.open(new_path, cache_size=0), new_path, None
             continue
         if kind != "build":
             continue
@@ -292,9 +293,57 @@ def serve(fd: int) -> int:
         sock.sendall(reply)
 
 
+def measure(path: str) -> int:
+    """``python -m gslb.scopebuilder --measure DB``: what the builder and a DNS process pay for
+    the benchmark's pool (closest of fra, iad, sin), all up and with fra down."""
+    import tracemalloc
+
+    from gslb.geo import GeoLocator
+    from gslb.model import Pool, Site
+
+    def rss() -> float:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    geo = GeoLocator.open(path, cache_size=0)
+    before = rss()
+    t0 = time.perf_counter()
+    index = NetworkIndex.build(geo)
+    print(f"index: {time.perf_counter() - t0:.1f} s, {len(index.runs[4].starts)} IPv4 + "
+          f"{len(index.runs[6].starts)} IPv6 runs, {len(index.locations)} locations, "
+          f"+{rss() - before:.0f} MB RSS in the builder process (the database file, mapped, is "
+          f"{os.path.getsize(path) / 1e6:.0f} MB of it at most)")
+    sites = (Site("fra", (50.11, 8.68), ("127.0.0.10",), ()), Site("iad", (38.95, -77.45), ("127.0.0.20",), ()),
+             Site("sin", (1.35, 103.82), ("127.0.0.30",), ()))
+    pool = Pool("www", "closest", ("fra", "iad", "sin"))
+    for states in (("up", "up", "up"), ("down", "up", "up")):
+        spec = ScopeSpec(pool, sites, states)
+        t0 = time.perf_counter()
+        table = scope_table_of(index, spec)
+        built = time.perf_counter() - t0
+        data = table.compact()
+        t0 = time.perf_counter()
+        CompactScopes.from_bytes(data)
+        decoded = time.perf_counter() - t0
+        tracemalloc.start()
+        compact = CompactScopes.from_bytes(data)
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        print(f"table {'/'.join(states)}: built in {built:.2f} s, {len(table.v4)} IPv4 + {len(table.v6)} IPv6 "
+              f"runs, shipped {len(data) / 1024:.0f} kB, decoded in {decoded * 1000:.0f} ms, "
+              f"{held / 1024 / 1024:.2f} MB in a DNS process ({compact.size()} runs)")
+    print(f"builder peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m gslb.scopebuilder FD``."""
+    """Entry point: ``python -m gslb.scopebuilder FD`` (``--measure DB``: the costs, see :func:`measure`)."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "--measure":
+        return measure(args[1])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s scopes %(levelname)s %(name)s: %(message)s")
     try:
         os.nice(5)  # the DNS processes come first when the cores are busy
