@@ -368,20 +368,35 @@ class CompactScopes:
         return len(self.starts4) + len(self.starts6)
 
 
-def build_table(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable]) -> ScopeTable:
-    """A pool's :class:`ScopeTable`: ``answer_of_location((latlon, country, continent))`` per location."""
-    return ScopeTable(answer_runs(index.runs[4], _memo(index, answer_of_location)),
-                      answer_runs(index.runs[6], _memo(index, answer_of_location)))
+def build_table(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable],
+                relevant: Callable[[tuple], Hashable] | None = None) -> ScopeTable:
+    """A pool's :class:`ScopeTable`: ``answer_of_location((latlon, country, continent))`` per location.
+
+    ``relevant(location)``: the part of a location the answer depends on (locations with an equal
+    part are asked once; e.g. ``geo`` reads no coordinates); default the whole location.
+    """
+    answer_of = _memo(index, answer_of_location, relevant)  # one memo: both families share locations
+    return ScopeTable(answer_runs(index.runs[4], answer_of), answer_runs(index.runs[6], answer_of))
 
 
-def _memo(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable]) -> Callable[[int], Hashable]:
+def _memo(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable],
+          relevant: Callable[[tuple], Hashable] | None = None) -> Callable[[int], Hashable]:
     locations = index.locations
     memo: dict[int, Hashable] = {}
+    by_part: dict[Hashable, Hashable] = {}
 
     def answer_of(lid: int) -> Hashable:
         got = memo.get(lid)
         if got is None:
-            got = memo[lid] = answer_of_location(locations[lid])
+            location = locations[lid]
+            if relevant is None:
+                got = answer_of_location(location)
+            else:
+                part = relevant(location)
+                got = by_part.get(part)
+                if got is None:
+                    got = by_part[part] = answer_of_location(location)
+            memo[lid] = got
         return got
 
     return answer_of
