@@ -30,7 +30,10 @@ import sys
 from array import array
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
+
+#: a location as the index keeps it: (latlon, country, continent), all None for a gap
+LocationKey = tuple[tuple[float, float] | None, str | None, str | None]
 
 #: location id of an aliased IPv6 subtree (no answer key: the caller's per-network scope)
 OPAQUE = -1
@@ -112,12 +115,12 @@ class NetworkIndex:
     ``(None, None, None)``); ``runs[4]``/``runs[6]`` the runs of location ids per family.
     """
 
-    def __init__(self, runs: dict[int, FamilyRuns], locations: list[tuple]) -> None:
+    def __init__(self, runs: dict[int, FamilyRuns], locations: list[LocationKey]) -> None:
         self.runs = runs
         self.locations = locations
 
     @classmethod
-    def build(cls, locator) -> "NetworkIndex":
+    def build(cls, locator: Any) -> "NetworkIndex":
         """Walk the database of a :class:`gslb.geo.GeoLocator` (its file, read by mmap)."""
         reader = locator._reader
         if reader is None:
@@ -125,8 +128,8 @@ class NetworkIndex:
                         6: FamilyRuns(128, [0], array("i", [0]))}, [(None, None, None)])
         meta = reader.metadata()
         node_count, record_size = meta.node_count, meta.record_size
-        locations: list[tuple] = []
-        loc_ids: dict[tuple, int] = {}
+        locations: list[LocationKey] = []
+        loc_ids: dict[LocationKey, int] = {}
         by_record: dict[int, int] = {}
 
         def id_for(version: int) -> Callable[[int, int], int]:
@@ -170,7 +173,7 @@ class NetworkIndex:
         return cls(runs, locations)
 
 
-def _gap_id(locations: list[tuple], loc_ids: dict[tuple, int]) -> int:
+def _gap_id(locations: list[LocationKey], loc_ids: dict[LocationKey, int]) -> int:
     key = (None, None, None)
     got = loc_ids.get(key)
     if got is None:
@@ -179,7 +182,7 @@ def _gap_id(locations: list[tuple], loc_ids: dict[tuple, int]) -> int:
     return got
 
 
-def _children(buf, record_size: int, n: int) -> tuple[int, int]:
+def _children(buf: bytes | mmap.mmap, record_size: int, n: int) -> tuple[int, int]:
     if record_size == 24:
         o = n * 6
         return int.from_bytes(buf[o:o + 3], "big"), int.from_bytes(buf[o + 3:o + 6], "big")
@@ -368,8 +371,8 @@ class CompactScopes:
         return len(self.starts4) + len(self.starts6)
 
 
-def build_table(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable],
-                relevant: Callable[[tuple], Hashable] | None = None) -> ScopeTable:
+def build_table(index: NetworkIndex, answer_of_location: Callable[[LocationKey], Hashable],
+                relevant: Callable[[LocationKey], Hashable] | None = None) -> ScopeTable:
     """A pool's :class:`ScopeTable`: ``answer_of_location((latlon, country, continent))`` per location.
 
     ``relevant(location)``: the part of a location the answer depends on (locations with an equal
@@ -379,8 +382,8 @@ def build_table(index: NetworkIndex, answer_of_location: Callable[[tuple], Hasha
     return ScopeTable(answer_runs(index.runs[4], answer_of), answer_runs(index.runs[6], answer_of))
 
 
-def _memo(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable],
-          relevant: Callable[[tuple], Hashable] | None = None) -> Callable[[int], Hashable]:
+def _memo(index: NetworkIndex, answer_of_location: Callable[[LocationKey], Hashable],
+          relevant: Callable[[LocationKey], Hashable] | None = None) -> Callable[[int], Hashable]:
     locations = index.locations
     memo: dict[int, Hashable] = {}
     by_part: dict[Hashable, Hashable] = {}
@@ -402,7 +405,7 @@ def _memo(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable],
     return answer_of
 
 
-def country_shares(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable],
+def country_shares(index: NetworkIndex, answer_of_location: Callable[[LocationKey], Hashable],
                    version: int = 4) -> dict[tuple[str | None, Hashable], float]:
     """The fraction of one family's address space per (country, answer) (the traffic map's and
     ``gslb plan``'s view of a pool; opaque IPv6 runs count as country and answer None)."""
