@@ -163,6 +163,11 @@ class ScopeService:
                 self._failed.add(spec)
                 await self._stop()
                 continue
+            except Exception:  # a bug (a reply that does not unpickle...): that pool keeps per-network scopes
+                logger.exception("ecs: scope builder request for pool %s failed", spec.pool.name)
+                self._failed.add(spec)
+                await self._stop()
+                continue
             if generation != self.generation:
                 continue  # built from the database before a reset: dropped
             if kind == "failed":
