@@ -75,7 +75,7 @@ _UP_STATES = frozenset(("up", "unknown"))
 #: widened by a merged scope table (gslb.netmap) once it is built for the pool's current inputs
 MERGED_POLICIES = frozenset(("closest", "geo"))
 #: merged scope tables a balancer keeps (by ScopeSpec): a site that flaps back finds its table
-TABLES_KEPT = 8
+TABLES_KEPT = 4
 
 
 class Locator(Protocol):

@@ -50,7 +50,7 @@ from gslb.netmap import CompactScopes, NetworkIndex
 logger = logging.getLogger("gslb.scopebuilder")  # also when run as __main__
 
 #: built tables the service keeps (by spec): a site that flaps back gets its table at once
-KEPT = 64
+KEPT = 16
 
 PKey = tuple[str, str]
 
@@ -70,7 +70,8 @@ class ScopeService:
         self._send_worker = send_worker
         #: per requester (0: the main process, N: worker N): the spec it wants per pool
         self._wants: dict[int, dict[PKey, ScopeSpec]] = {}
-        self._kept: dict[ScopeSpec, tuple[bytes, CompactScopes | None, dict]] = {}
+        #: built tables (the bytes) by spec, the last KEPT
+        self._kept: dict[ScopeSpec, tuple[bytes, dict]] = {}
         self._failed: set[ScopeSpec] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -111,18 +112,15 @@ class ScopeService:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(_frame("geo", (self.generation, geoip, reopen)))
 
-    def _deliver(self, requester: int, spec: ScopeSpec, kept: tuple[bytes, CompactScopes | None, dict]) -> None:
-        data, table, stats = kept
+    def _deliver(self, requester: int, spec: ScopeSpec, kept: tuple[bytes, dict]) -> None:
+        data, stats = kept
         if requester == 0:
-            if table is None:
-                table = CompactScopes.from_bytes(data)
-                self._kept[spec] = (data, table, stats)
-            self._install(spec, table, stats)
+            self._install(spec, CompactScopes.from_bytes(data), stats)  # it keeps the bytes: no copy
         elif self._send_worker is not None:
             self._send_worker(requester, "scopes", (spec, data))
 
     def _arrived(self, spec: ScopeSpec, data: bytes, stats: dict) -> None:
-        kept: tuple[bytes, CompactScopes | None, dict] = (data, None, stats)
+        kept = (data, stats)
         if len(self._kept) >= KEPT:
             del self._kept[next(iter(self._kept))]
         self._kept[spec] = kept
