@@ -4,7 +4,8 @@ Building a pool's table (:func:`gslb.balancer.scope_table_of`) walks every run o
 database: seconds of Python for GeoLite2 City, after an index of ~48 MB built once per
 database. Done in a DNS process it would compete with its UDP thread for the GIL on every
 verdict change, and every DNS process would hold its own index. So one *builder process*
-(``python -m gslb.scopebuilder FD``, started by the main process on the first request) holds
+(``python -m gslb.scopebuilder FD LOG_LEVEL``, started by the main process on the first request,
+niced to 19) holds
 the database index and builds the tables; the DNS processes only keep compact tables (run
 starts and opaque flags, :class:`gslb.netmap.CompactScopes`).
 
@@ -48,6 +49,10 @@ from gslb.balancer import ScopeSpec, scope_table_of
 from gslb.netmap import CompactScopes, NetworkIndex
 
 logger = logging.getLogger("gslb.scopebuilder")  # also when run as __main__
+
+#: the builder's niceness: it only takes CPU time nobody else wants (a build is never urgent:
+#: the per-network scope serves meanwhile)
+NICE = 19
 
 #: built tables the service keeps (by spec): a site that flaps back gets its table at once
 KEPT = 16
@@ -182,7 +187,7 @@ class ScopeService:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gslb.scopebuilder", str(theirs.fileno()),
+                sys.executable, "-m", "gslb.scopebuilder", str(theirs.fileno()), str(logging.getLogger().level),
                 pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL)
         finally:
             theirs.close()
@@ -343,13 +348,14 @@ def measure(path: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m gslb.scopebuilder FD`` (``--measure DB``: the costs, see :func:`measure`)."""
+    """Entry point: ``python -m gslb.scopebuilder FD [LOG_LEVEL]`` (``--measure DB``: the costs, see :func:`measure`)."""
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "--measure":
         return measure(args[1])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s scopes %(levelname)s %(name)s: %(message)s")
+    level = int(args[1]) if len(args) > 1 else logging.INFO  # the server's log level
+    logging.basicConfig(level=level, format="%(asctime)s scopes %(levelname)s %(name)s: %(message)s")
     try:
-        os.nice(5)  # the DNS processes come first when the cores are busy
+        os.nice(NICE)  # the DNS processes (and everything else) come first when the cores are busy
     except OSError:  # pragma: no cover
         pass
     import signal
