@@ -95,6 +95,7 @@ class ScopeService:
             return
         kept = self._kept.get(spec)
         if kept is not None:
+            self._wants.get(requester, {}).pop(pkey, None)  # what it wanted before is left behind
             self._deliver(requester, spec, kept)
             return
         self._wants.setdefault(requester, {})[pkey] = spec
@@ -120,7 +121,7 @@ class ScopeService:
     def _deliver(self, requester: int, spec: ScopeSpec, kept: tuple[bytes, dict]) -> None:
         data, stats = kept
         if requester == 0:
-            self._install(spec, CompactScopes.from_bytes(data), stats)  # it keeps the bytes: no copy
+            self._install(spec, CompactScopes.from_bytes(data), stats)
         elif self._send_worker is not None:
             self._send_worker(requester, "scopes", (spec, data))
 

@@ -48,9 +48,12 @@ def test_one_build_per_spec_reaches_every_process_that_wants_it():
                 addr = rng.randrange(1 << 32)
                 assert main_got[0][1].scope(addr, 4) == worker_table.scope(addr, 4) == local.scope(addr, 4)
             assert service.last["pool"] == "near" and service.last["runs"] == local.size()
-            # a kept spec is delivered at once, without a build
+            # a kept spec is delivered at once, without a build; what that process wanted before
+            # for the pool is not built any more
+            service.request(2, PKEY, _spec("drain", "up", "up"))
             service.request(2, PKEY, up)
             assert sent[-1][0] == 2 and sent[-1][2][0] == up
+            assert service._next() is None
             # a new database (generation): kept tables are gone, the spec is built again
             service.reset(str(SAMPLE))
             down = _spec("down", "up", "up")
