@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine
 from urllib.parse import urlsplit
 
-from gslb.balancer import Balancer
+from gslb.balancer import Balancer, ScopeSpec
 from gslb.config import DEFAULT_CONFIG_NAME, ServerConfig, check_state_url, load_server_config, usable_geoip
 from gslb.dnsserver import DnsServer
 from gslb.errors import ConfigErrors, GeoDatabaseError, GslbError, StartupError
@@ -39,6 +39,8 @@ from gslb.cookies import Cookies
 from gslb.handler import QueryHandler, ReadinessGate, expire_cookies_every
 from gslb import sdnotify
 from gslb.metrics import CheckStats
+from gslb.netmap import CompactScopes
+from gslb.scopebuilder import ScopeService
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
 from gslb.workers import WorkerPool, changed_zones, init_payload
@@ -47,7 +49,7 @@ from gslb.zonestore import ZoneStore, check_zones_folder, reload_in_thread
 logger = logging.getLogger(__name__)
 
 #: server-file fields that only a restart applies
-RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region", "cookies")
+RESTART_FIELDS = ("listen", "http", "state", "checks", "workers", "region", "cookies", "ecs_scope")
 
 
 #: open files kept for everything but TCP clients: listeners, HTTP clients, health probes (64 in
@@ -139,6 +141,9 @@ class Server:
         self.check_stats = CheckStats()
         #: the DNS worker processes (``workers:`` above 1), else None
         self.workers: WorkerPool | None = None
+        #: merged ECS scopes (``ecs_scope: merged``): the builder process's service
+        self.scopes: ScopeService | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.http_runner: Any = None
         self.dns_ready = False
         self.reloads = {"ok": 0, "error": 0}
@@ -192,7 +197,11 @@ class Server:
         self._geo_watch = FileWatch(cfg.geoip or "", stamp_of(cfg.geoip))
         self.geo = GeoLocator.open(usable_geoip(cfg))  # a missing built-in default: no database
         regions = {name: loc for name, loc in cfg.regions.items()}
-        self.balancer = Balancer(self.geo, regions, random.Random())
+        self._loop = asyncio.get_running_loop()
+        if cfg.ecs_scope == "merged":
+            self.scopes = ScopeService(self.geo.path if self.geo is not None else None, self._install_scopes,
+                                       self._send_scopes)
+        self.balancer = self._new_balancer(self.geo, regions)
         zones = self.zone_store.zones
         self.table.configure(zones)
         await self.table.start()
@@ -215,6 +224,7 @@ class Server:
         await self.dns.start(list(cfg.listen), reuse_port=cfg.workers > 1)
         if cfg.workers > 1:
             workers = self.workers = WorkerPool(cfg.workers - 1, self._worker_init)
+            workers.on_message = self._worker_message
             table.add_listener(lambda old, new: workers.send_view(new))
             await workers.start()
         self.dns_ready = True
@@ -266,6 +276,8 @@ class Server:
         self._tasks.clear()
         if self.workers is not None:
             await self.workers.close()
+        if self.scopes is not None:
+            await self.scopes.close()
         if self.dns is not None:
             await self.dns.close()
         if self.http_runner is not None:
@@ -458,6 +470,9 @@ class Server:
 
     def _use_geo(self, geo: GeoLocator | None, regions: Any) -> None:
         """Answer pools with ``geo`` and ``regions`` from the next query on (a new Balancer)."""
+        if self.scopes is not None:
+            # before the workers hear of it: tables of the new generation reach them after "geo"
+            self.scopes.reset(geo.path if geo is not None else None, reopen=geo is not self.geo)
         if self.handler is None:
             self._swap_geo(geo, regions)
         else:
@@ -465,9 +480,39 @@ class Server:
         if self.workers is not None:
             self.workers.send("geo", (geo.path if geo is not None else None, dict(regions)))
 
+    def _new_balancer(self, geo: GeoLocator | None, regions: dict[str, Any]) -> Balancer:
+        return Balancer(geo, regions, random.Random(), self._ask_scopes if self.scopes is not None else None)
+
+    def _ask_scopes(self, pkey: tuple[str, str], spec: ScopeSpec) -> None:
+        """The main process's balancer wants a table (any thread: the UDP threads prepare pools too)."""
+        assert self._loop is not None and self.scopes is not None
+        self._loop.call_soon_threadsafe(self.scopes.request, 0, pkey, spec)
+
+    def _install_scopes(self, spec: ScopeSpec, table: CompactScopes, stats: dict[str, Any]) -> None:
+        """A table the main process's balancer asked for (on the event loop)."""
+        assert self.handler is not None and self.pools is not None
+        installed = self.handler.locked(self.pools.balancer.install_table, spec, table)
+        for zone, pool in installed:
+            logger.info("ecs: scope table of pool %s/%s: %d runs, %d kB, built in %.2f s by the builder process "
+                        "(peak %.0f MB)", zone, pool, table.size(), table.nbytes // 1024, stats.get("seconds", 0.0),
+                        stats.get("builder_rss_mb", 0.0))
+
+    def _send_scopes(self, index: int, kind: str, payload: Any) -> None:
+        if self.workers is not None:
+            self.workers.send_to(index, kind, payload)
+
+    def _worker_message(self, index: int, kind: str, body: Any) -> None:
+        """A DNS worker's message other than its counters."""
+        if self.scopes is None:
+            return
+        if kind == "want_scopes":
+            self.scopes.request(index, *body)
+        elif kind == "started":
+            self.scopes.forget(index)
+
     def _swap_geo(self, geo: GeoLocator | None, regions: Any) -> None:
         old_geo = self.geo
-        balancer = Balancer(geo, {name: loc for name, loc in regions.items()}, random.Random())
+        balancer = self._new_balancer(geo, {name: loc for name, loc in regions.items()})
         self.geo = geo
         self.balancer = balancer
         if self.pools is not None:
@@ -539,7 +584,8 @@ class Server:
                             self.geo.path if self.geo is not None else None, dict(self.config.regions),
                             self.config.acl, self.dns.addresses, logging.getLogger().level,
                             rate_limit=self.config.rate_limit,
-                            cookies=(self.cookies.secret, self.cookies.max_nocookie_udp) if self.cookies else None)
+                            cookies=(self.cookies.secret, self.cookies.max_nocookie_udp) if self.cookies else None,
+                            merge_scopes=self.config.ecs_scope == "merged")
 
     def query_stats(self) -> QueryStats:
         """The query counters of every DNS process (this one, the workers, the workers that exited)."""
@@ -550,10 +596,10 @@ class Server:
 
     def dns_processes(self) -> list[dict[str, Any]]:
         """The DNS processes for the status API: this one (worker 0) and the worker processes,
-        each with the queries it answered."""
+        each with the queries it answered and the version of the state view it answers with."""
         own = self.handler.stats_snapshot() if self.handler is not None else self.stats.snapshot()
         rows = [{"worker": 0, "pid": os.getpid(), "ready": bool(self.dns_ready), "restarts": 0,
-                 "queries": sum(own["queries"].values())}]
+                 "queries": sum(own["queries"].values()), "view": self.table.view.version}]
         if self.workers is not None:
             rows += self.workers.status()
         return rows

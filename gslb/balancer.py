@@ -47,7 +47,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
 from gslb.geo import distance_km
-from gslb.model import Location, Pool, PoolAnswer, PoolOutcome, Site, SiteStatus, StateView, Zone, ZoneSet
+from gslb.model import Location, Pool, PoolAnswer, PoolOutcome, Site, SiteStatus, Soa, StateView, Zone, ZoneSet
+from gslb.netmap import CompactScopes, NetworkIndex, ScopeTable, build_table
 from gslb.policies import (
     POLICIES, Candidate, Context, GeoMap, Policy, Reasons, client_address, nearest_region, site_rtt,
     subnet_of, subnet_text,
@@ -70,6 +71,12 @@ RTT_BAND = 0.20
 RTT_FLOOR = 2.0
 
 _UP_STATES = frozenset(("up", "unknown"))
+
+#: the policies whose answer depends on the client only through its location: their ECS scope is
+#: widened by a merged scope table (gslb.netmap) once it is built for the pool's current inputs
+MERGED_POLICIES = frozenset(("closest", "geo"))
+#: merged scope tables a balancer keeps (by ScopeSpec): a site that flaps back finds its table
+TABLES_KEPT = 4
 
 
 class Locator(Protocol):
@@ -239,7 +246,7 @@ class _Prepared:
     """
 
     __slots__ = ("zone", "pool", "policy", "located", "client_free", "cands", "by_name", "geomap",
-                 "eligible", "decision", "serial", "decisions", "_interned")
+                 "eligible", "decision", "serial", "decisions", "_interned", "table", "spec")
 
     def __init__(self, zone: Zone, pool: Pool, view: StateView, geomap: GeoMap | None, policy: Policy,
                  located: bool, previous: "_Prepared | None" = None) -> None:
@@ -276,6 +283,17 @@ class _Prepared:
         #: the distinct decisions made under these inputs; the cache stores indexes into it
         self.decisions: list[_Decision] = []
         self._interned: dict[tuple[PoolOutcome, tuple[str, ...], int, str], int] = {}
+        #: the merged scope table built for exactly these inputs (None: the per-network scope)
+        self.table: ScopeTable | CompactScopes | None = None
+        #: what that table depends on (set when one is wanted)
+        self.spec: ScopeSpec | None = None
+
+    def fresh_decisions(self) -> None:
+        """Forget the decisions made so far (a scope table came): a new serial misses the cache."""
+        self.serial = next(_SERIALS)
+        self.decisions = []
+        self._interned = {}
+        self.decision = None
 
     def intern(self, decision: "_Decision") -> int:
         """The index of ``decision`` (or of an equal one made before) in ``decisions``."""
@@ -323,6 +341,84 @@ class _Prepared:
         return tuple(removed)
 
 
+@dataclass(frozen=True, slots=True)
+class ScopeSpec:
+    """What the merged scope table of a ``closest`` or ``geo`` pool depends on, besides the GeoIP
+    database: the pool, its sites as the zone defines them (in ``pool.sites`` order) and their
+    verdicts (``unknown`` counts as ``up``: the policies treat both alike). Equal specs get equal
+    tables, in any zone, process or reload; a spec travels to the builder process and back."""
+
+    pool: Pool
+    sites: tuple[Site, ...]
+    states: tuple[str, ...]
+
+    @classmethod
+    def of(cls, prep: _Prepared) -> "ScopeSpec":
+        """The spec of a preparation's inputs."""
+        return cls(prep.pool, tuple(c.site for c in prep.cands),
+                   tuple("up" if c.state in _UP_STATES else c.state for c in prep.cands))
+
+
+_NO_SOA = Soa("invalid.", "invalid.", 0, 0, 0, 0, 0, 0)
+
+
+def scope_table_of(index: NetworkIndex, spec: ScopeSpec) -> ScopeTable:
+    """The merged scope table of ``spec`` over the networks of ``index`` (pure; the builder
+    process runs it). Each location's answer key is what a client there gets from the pool, CIDR
+    rules aside: its A and AAAA answer (or the all-down outcome)."""
+    pool = spec.pool
+    zone = Zone("scope.invalid.", "", 0, 0, _NO_SOA, (), {}, sites={s.name: s for s in spec.sites},
+                pools={pool.name: pool})
+    view = StateView(0, {(zone.key, site.name): SiteStatus(override=state)  # type: ignore[arg-type]  # spec.states holds Override values
+                         for site, state in zip(spec.sites, spec.states, strict=True)})
+    policy = POLICIES[pool.policy]
+    geomap = GeoMap.from_pool(pool) if pool.policy == "geo" else None
+    prep = _Prepared(zone, pool, view, geomap, policy, policy.depends_on_location(()))
+    balancer = Balancer(None, {}, random.Random(0))
+
+    def answer_of(loc: tuple[tuple[float, float] | None, str | None, str | None]) -> tuple[object, ...]:
+        latlon, country, continent = loc
+        return balancer.located_answer(prep, Location("", "", 0, latlon, country, continent))
+
+    # geo picks its tier by country and continent and keeps the list's order: the coordinates do
+    # not matter (the property tests compare every answer with the full decision path)
+    return build_table(index, answer_of, (lambda loc: loc[1:]) if pool.policy == "geo" else None)
+
+
+class LocalScopes:
+    """Scope tables built in this process, when :meth:`run` is called (tests and tools; the
+    server builds them in its builder process, ``gslb.scopebuilder``). Pass it as a Balancer's
+    ``scopes``: it collects the requests; ``run`` builds each (through the compact form the
+    builder ships) and installs it."""
+
+    def __init__(self, geo: object) -> None:
+        self.geo = geo
+        self.index: NetworkIndex | None = None
+        self.requests: dict[ScopeSpec, tuple[str, str]] = {}
+        #: tables built so far
+        self.built = 0
+
+    def __call__(self, pkey: tuple[str, str], spec: ScopeSpec) -> None:
+        self.requests[spec] = pkey
+
+    def table(self, spec: ScopeSpec) -> ScopeTable:
+        """The full table of a spec (answers per run)."""
+        if self.index is None:
+            self.index = NetworkIndex.build(self.geo)
+        self.built += 1
+        return scope_table_of(self.index, spec)
+
+    def run(self, balancer: "Balancer") -> int:
+        """Build every table asked for and install it in ``balancer``; returns how many."""
+        done = 0
+        while self.requests:
+            spec = next(iter(self.requests))
+            del self.requests[spec]
+            balancer.install_table(spec, CompactScopes.from_bytes(self.table(spec).compact()))
+            done += 1
+        return done
+
+
 #: what changed in a pool's answers: ((zone key, pool name), None for everything or the sites that left)
 PoolChange = tuple[tuple[str, str], "tuple[str, ...] | None"]
 
@@ -331,7 +427,8 @@ class Balancer:
     """Answers pool names: see the module docstring for the rules."""
 
     def __init__(self, geo: Locator | None, regions: Mapping[str, tuple[float, float] | None],
-                 rng: random.Random) -> None:
+                 rng: random.Random,
+                 scopes: Callable[[tuple[str, str], ScopeSpec], None] | None = None) -> None:
         self.geo = geo
         self.rng = rng
         self.regions = tuple(regions)
@@ -354,6 +451,12 @@ class Balancer:
         self._turns: dict[tuple[str, str, str], int] = {}
         #: called with the pools whose answers may have changed (PoolChange; the answer cache listens)
         self.on_change: Callable[[list[PoolChange]], None] | None = None
+        #: merged ECS scopes (closest, geo): asks for the table of a spec (the builder process,
+        #: ``gslb.scopebuilder``; None: every scope is the GeoIP network's); the table comes back
+        #: through :meth:`install_table`
+        self.scopes = scopes if getattr(geo, "_reader", None) is not None else None
+        #: tables installed so far, by spec (at most TABLES_KEPT)
+        self._tables: dict[ScopeSpec, ScopeTable | CompactScopes] = {}
 
     # -- state changes -----------------------------------------------------------------------
 
@@ -375,9 +478,13 @@ class Balancer:
             change = prep.changes(new)
             if change == ():
                 if any(a.state != b.state for a, b in zip(prep.cands, new.cands, strict=True)):
-                    self._prepared[pkey] = new  # up <-> unknown: the same answers, the states shown anew
+                    new.table, new.spec = prep.table, prep.spec  # up <-> unknown: the same answers, scopes
+                    self._prepared[pkey] = new  # the states shown anew
+                    if new.table is None:
+                        self._want(pkey, new)
                 continue
-            self._prepared[pkey] = new
+            self._prepared[pkey] = new  # no table yet: the per-network scope until one is built
+            self._want(pkey, new)
             changed.append((pkey, change))
         if changed and self.on_change is not None:
             self.on_change(changed)
@@ -489,7 +596,49 @@ class Balancer:
                       else GeoMap.from_pool(pool))
         new = self._prepared[pkey] = _Prepared(zone, pool, view, geomap, POLICIES[pool.policy],
                                                self._located[pool.policy])
+        self._want(pkey, new)
         return new
+
+    # -- merged scope tables (gslb.netmap) ---------------------------------------------------
+
+    def _want(self, pkey: tuple[str, str], prep: _Prepared) -> None:
+        """Give ``prep`` the table of its spec, or ask for one (closest and geo, when merging)."""
+        if self.scopes is None or prep.policy.name not in MERGED_POLICIES:
+            return
+        spec = prep.spec = ScopeSpec.of(prep)
+        table = self._tables.get(spec)
+        if table is not None:
+            prep.table = table  # a new preparation: nothing was decided or cached under it yet
+        else:
+            self.scopes(pkey, spec)
+
+    def install_table(self, spec: ScopeSpec, table: ScopeTable | CompactScopes) -> list[tuple[str, str]]:
+        """A table built for ``spec``: the pools whose current inputs are exactly ``spec`` use it
+        (caller holds the query path's lock); returns them.
+
+        A table never reaches a preparation of other inputs (a table that comes after the
+        verdicts moved on is only kept), so no stale wide scope is handed out. The pools'
+        decisions and cached answers carry the narrower scopes: both are dropped.
+        """
+        if len(self._tables) >= TABLES_KEPT:
+            del self._tables[next(iter(self._tables))]
+        self._tables[spec] = table
+        installed = []
+        for pkey, prep in self._prepared.items():
+            if prep.table is None and prep.spec is not None and prep.spec == spec:
+                prep.table = table
+                prep.fresh_decisions()
+                installed.append(pkey)
+        if installed and self.on_change is not None:
+            self.on_change([(pkey, None) for pkey in installed])
+        return installed
+
+    def located_answer(self, prep: _Prepared, location: Location | None) -> tuple[object, ...]:
+        """What a client at ``location`` gets from the pool, CIDR rules aside: the table's answer key."""
+        decision = self._decide(prep, location, (0, 0, 0), "", 0, False, wide=False)
+        if decision.outcome != "answer":
+            return (decision.outcome,)
+        return ("answer", decision.family("A"), decision.family("AAAA"))
 
     def _forget(self, zone: Zone) -> None:
         """A new Zone object for ``zone.key`` (a reload): drop what the old one's pools left behind."""
@@ -523,7 +672,7 @@ class Balancer:
         return None, None, None
 
     def _decide(self, prep: _Prepared, location: Location | None, parsed: tuple[int, int, int] | None,
-                client_ip: str, turn: int, explain: bool) -> _Decision:
+                client_ip: str, turn: int, explain: bool, wide: bool = True) -> _Decision:
         """Who may serve, ranked by the policy; the ECS scope of the decision (uncapped).
 
         ``parsed`` is the client's :func:`client_address` (needed by ``geo`` and ``hash``; parsed
@@ -546,8 +695,14 @@ class Balancer:
                 parsed = client_address(client_ip)
             # a v4-mapped client matches IPv4 rules; its scope is expressed in IPv6 (offset 96)
             addr, version, offset = parsed
-            start = location.prefixlen - offset if location is not None else 0
-            scope = prep.geomap.scope(addr, version, max(start, 0))
+            start = max(location.prefixlen - offset if location is not None else 0, 0)
+            table = prep.table if wide else None
+            if table is not None:
+                # every address of the merged block gets the same answer, CIDR rules aside
+                merged = table.scope(addr, version)
+                if merged is not None and merged < start:
+                    start = merged
+            scope = prep.geomap.scope(addr, version, start)
             if offset and (scope or prep.geomap.has_rules(6)):
                 scope += offset  # else: no rule and no location tells mapped clients apart: scope 0
             match = prep.geomap.match(location, addr, version)
@@ -558,6 +713,12 @@ class Balancer:
         else:
             if prep.located:
                 scope = location.prefixlen if location is not None else 0
+                table = prep.table if wide else None
+                if table is not None and scope:
+                    addr, version, offset = parsed if parsed is not None else client_address(client_ip)
+                    merged = table.scope(addr, version)
+                    if merged is not None and merged + offset < scope:
+                        scope = merged + offset
             elif policy.uses_subnet:
                 scope = subnet_len
             tiers = [("", prep.cands)]

@@ -100,6 +100,9 @@ class ServerConfig:
     tcp: TcpLimits = TcpLimits()
     cookies: CookieConfig = CookieConfig()
     workers: int = 1
+    #: ECS scope of closest/geo answers: "merged" (neighbouring networks with the same answer) or
+    #: "network" (the client's GeoIP network)
+    ecs_scope: str = "merged"
     #: ``auto``: the file watch applies zone file changes; ``manual``: only SIGHUP and
     #: POST /api/v1/reload do (the watch logs that a file changed)
     reload: str = "auto"
@@ -117,7 +120,8 @@ class ServerConfig:
 
 DEFAULT_CONFIG_NAME = "gslb.yaml"
 _TOP_KEYS = ("listen", "http", "zones", "geoip", "region", "regions", "state", "checks",
-             "api_token_file", "acl", "rate_limit", "tcp", "workers", "reload", "max_zone_file_bytes", "cookies")
+             "api_token_file", "acl", "rate_limit", "tcp", "workers", "reload", "max_zone_file_bytes", "cookies",
+             "ecs_scope")
 #: the values of ``reload:``
 RELOAD_MODES = ("auto", "manual")
 #: the smallest ``max_zone_file_bytes``
@@ -126,6 +130,8 @@ MIN_ZONE_FILE_BYTES = 1024
 SENTINEL_SCHEME = "redis+sentinel"
 #: the default port of a Sentinel
 SENTINEL_PORT = 26379
+#: the values of ``ecs_scope:``
+ECS_SCOPES = ("merged", "network")
 #: the schemes of a Redis ``state:`` URL (gslb.redis_state.RedisBackend)
 REDIS_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
 #: every scheme ``state:`` accepts; :func:`check_state_url` is the one check of it
@@ -510,6 +516,7 @@ def _read_file(path: str, errors: list[ConfigError]) -> dict[str, Any]:
     cookies_m = top.mapping("cookies", ("enabled", "secret_file", "max_nocookie_udp"))
     if cookies_m is not None:
         out["cookies"] = _cookies(err, cookies_m, base)
+    out["ecs_scope"] = top.choice("ecs_scope", "merged", ECS_SCOPES, "ecs_scope") or "merged"
     errors.extend(sorted(err.items, key=lambda e: e.line or 0))
     return out
 

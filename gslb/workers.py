@@ -32,7 +32,9 @@ with the full ``responses_per_second``. The kernel spreads one client's queries 
 by source address and port, so a flood from many source ports gets up to N times the rate in
 all; a real resolver that sticks to one port is limited as with one process.
 
-Workers send ``stats`` (their cumulative query counters) every ``STATS_INTERVAL`` seconds;
+A worker acknowledges each view it applied (``view_applied``, its version: the status API's
+``workers[].view``, so a client can tell when every process answers by a change). Workers send
+``stats`` (their cumulative query counters) every ``STATS_INTERVAL`` seconds;
 ``/metrics`` adds them to the main process's own, and keeps the counts of a worker that died so
 that counters never go down. A worker that exits is restarted (after 1 s, backing off to 30 s
 while it keeps failing) and gets the current state in its ``init``. A worker exits by itself
@@ -122,6 +124,8 @@ class _Worker:
     stats: dict[str, Any] | None = None
     restarts: int = 0
     task: asyncio.Task[None] | None = None
+    #: the version of the last state view it applied (``view_applied``)
+    view: int | None = None
 
 
 class WorkerPool:
@@ -140,6 +144,9 @@ class WorkerPool:
         self._view_pending = False
         #: counters of workers that exited, so totals never go down
         self.retired = QueryStats()
+        #: called with (worker index, kind, payload) for a worker's messages other than ``stats``,
+        #: and with ``started`` when a worker (re)starts
+        self.on_message: Callable[[int, str, Any], None] | None = None
 
     async def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start every worker and wait until each answers (StartupError when one cannot start:
@@ -175,6 +182,12 @@ class WorkerPool:
             if w.writer is not None and w.ready and not w.writer.is_closing():
                 w.writer.write(data)
 
+    def send_to(self, index: int, kind: str, payload: Any) -> None:
+        """Send one message to worker ``index`` (nothing when it is not running)."""
+        w = self._workers[index - 1] if 0 < index <= len(self._workers) else None
+        if w is not None and w.writer is not None and w.ready and not w.writer.is_closing():
+            w.writer.write(frame(kind, payload))
+
     def send_view(self, view: StateView) -> None:
         """Send a new state view; views arriving within one event loop turn go out as the last one."""
         self._view = view
@@ -190,9 +203,10 @@ class WorkerPool:
     # -- introspection
 
     def status(self) -> list[dict[str, Any]]:
-        """One row per worker: index, pid, ready, restarts, queries answered (as last reported)."""
+        """One row per worker: index, pid, ready, restarts, queries answered (as last reported),
+        the version of the state view it answers with."""
         return [{"worker": w.index, "pid": w.pid, "ready": w.ready, "restarts": w.restarts,
-                 "queries": sum(w.stats["queries"].values()) if w.stats else 0}
+                 "queries": sum(w.stats["queries"].values()) if w.stats else 0, "view": w.view}
                 for w in self._workers]
 
     def snapshots(self) -> list[dict[str, Any]]:
@@ -215,6 +229,7 @@ class WorkerPool:
                     raise  # the first start: start() reports it
                 logger.error("DNS worker %d: %s", worker.index, exc)
             worker.ready = False
+            worker.view = None
             if worker.stats is not None:
                 self.retired.absorb(worker.stats)
                 worker.stats = None
@@ -243,8 +258,13 @@ class WorkerPool:
         payload = self._init()
         writer.write(frame("init", payload))
         # the view may have changed since init() was built: the next view message catches up
+        early: list[tuple[str, Any]] = []  # a table asked for by a query answered before "ready"
         try:
-            kind, body = await asyncio.wait_for(read_message(reader), START_TIMEOUT)
+            while True:
+                kind, body = await asyncio.wait_for(read_message(reader), START_TIMEOUT)
+                if kind in ("ready", "error"):
+                    break
+                early.append((kind, body))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
             raise RuntimeError(f"DNS worker {worker.index} (pid {worker.pid}) did not start") from None
         if kind == "error":
@@ -252,6 +272,10 @@ class WorkerPool:
         worker.ready = True
         if self._view is not None:
             writer.write(frame("view", self._view))
+        if self.on_message is not None:
+            self.on_message(worker.index, "started", None)
+            for kind, body in early:
+                self.on_message(worker.index, kind, body)
         logger.info("DNS worker %d (pid %d) answering", worker.index, worker.pid)
         while True:
             try:
@@ -261,6 +285,10 @@ class WorkerPool:
                 raise RuntimeError(f"DNS worker {worker.index} (pid {worker.pid}) exited with {code}") from None
             if kind == "stats":
                 worker.stats = body
+            elif kind == "view_applied":
+                worker.view = body
+            elif self.on_message is not None:
+                self.on_message(worker.index, kind, body)
 
 
 async def _stop(worker: _Worker) -> None:
@@ -288,7 +316,8 @@ async def _stop(worker: _Worker) -> None:
 class WorkerState:
     """What a worker answers with: zones, a state view, the balancer, the handler and the cache."""
 
-    def __init__(self, init: dict[str, Any]) -> None:
+    def __init__(self, init: dict[str, Any],
+                 ask_scopes: Callable[[tuple[str, str], Any], None] | None = None) -> None:
         from gslb.answercache import AnswerCache
         from gslb.balancer import Balancer
         from gslb.geo import GeoLocator
@@ -299,7 +328,9 @@ class WorkerState:
         self.geo = GeoLocator.open(init["geoip"]) if init["geoip"] else GeoLocator.open(None)
         self._regions = dict(init["regions"])
         self.stats = QueryStats()
-        self.pools = ReadinessGate(Balancer(self.geo, self._regions, random.Random()), lambda: self.view)
+        #: merged ECS scopes: tables asked of the main process (its builder process builds them)
+        self._ask = ask_scopes if init.get("merge_scopes", True) else None
+        self.pools = ReadinessGate(Balancer(self.geo, self._regions, random.Random(), self._ask), lambda: self.view)
         self.pools.ready = init["ready"]
         cookies = None
         if init.get("cookies") is not None:
@@ -338,9 +369,12 @@ class WorkerState:
                 logger.error("worker: %s (keeping the database opened before)", exc)
                 return
             self._regions = dict(regions)
-            self.pools.use(Balancer(self.geo, self._regions, random.Random()))
+            self.pools.use(Balancer(self.geo, self._regions, random.Random(), self._ask))
             self.handler.clear_cache()
             old_geo.close()
+        elif kind == "scopes":
+            spec, table = body  # decoded by the listener, outside the lock
+            self.pools.balancer.install_table(spec, table)
         elif kind == "acl":
             self.handler.set_acl(body)
         elif kind == "rate_limit":
@@ -371,11 +405,12 @@ def init_payload(zones: ZoneSet, view: StateView, ready: bool, geoip: str | None
                  regions: dict[str, Any], acl: Acl, listen: list[tuple[str, int]],
                  log_level: int, cache_bytes: int | None = None,
                  rate_limit: RateLimit | None = None,
-                 cookies: tuple[bytes, int] | None = None) -> dict[str, Any]:
+                 cookies: tuple[bytes, int] | None = None, merge_scopes: bool = True) -> dict[str, Any]:
     """The ``init`` message's payload (``cookies``: the secret and ``max_nocookie_udp``, None when off)."""
     return {"zones": [zone_spec(z) for z in zones], "view": view, "ready": ready, "geoip": geoip,
             "regions": dict(regions), "acl": acl, "listen": list(listen), "log_level": log_level,
-            "cache_bytes": cache_bytes, "rate_limit": rate_limit, "cookies": cookies}
+            "cache_bytes": cache_bytes, "rate_limit": rate_limit, "cookies": cookies,
+            "merge_scopes": merge_scopes}
 
 
 def changed_zones(old: ZoneSet, new: ZoneSet) -> tuple[list[tuple], list[str]]:
@@ -395,8 +430,14 @@ async def _worker_main(fd: int, index: int) -> int:
     except (asyncio.IncompleteReadError, ConnectionError):
         return 1
     logging.getLogger().setLevel(init.get("log_level", logging.INFO))
+    loop = asyncio.get_running_loop()
+
+    def ask_scopes(pkey: tuple[str, str], spec: Any) -> None:
+        # any thread (a UDP thread prepares a pool on its first query): the loop writes
+        loop.call_soon_threadsafe(writer.write, frame("want_scopes", (pkey, spec)))
+
     try:
-        state = await asyncio.to_thread(WorkerState, init)
+        state = await asyncio.to_thread(WorkerState, init, ask_scopes)
         server = DnsServer(state.handler, TcpLimits())
         await server.start(init["listen"], reuse_port=True, tcp=False)
     except (StartupError, GeoDatabaseError, OSError) as exc:
@@ -406,7 +447,6 @@ async def _worker_main(fd: int, index: int) -> int:
     gc.collect()
     gc.freeze()  # the zones and the database index never change: keep them out of collections
     writer.write(frame("ready", os.getpid()))
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process decides
@@ -438,10 +478,18 @@ async def _worker_main(fd: int, index: int) -> int:
             if kind == "zones":
                 zone_updates.put_nowait(body)
                 continue
+            if kind == "scopes":
+                from gslb.netmap import CompactScopes
+
+                body = (body[0], CompactScopes.from_bytes(body[1]))
             try:
                 state.handler.locked(state.apply, kind, body)
             except Exception:
                 logger.exception("worker %d: cannot apply %r", index, kind)
+                continue
+            if kind == "view":
+                # the status API shows which view each process answers with
+                writer.write(frame("view_applied", body.version))
 
     tasks = [asyncio.create_task(report()), asyncio.create_task(listen()), asyncio.create_task(stop.wait()),
              asyncio.create_task(build_zones())]

@@ -74,7 +74,7 @@ def server(tmp_path_factory):
     path = tmp_path_factory.mktemp("explain-dns")
     (path / "token").write_text(TOKEN + "\n")
     srv = Gslb(path, {"example.yaml": EXAMPLE.read_text()},
-               {"checks": False, "api_token_file": str(path / "token")})
+               {"checks": False, "api_token_file": str(path / "token"), "ecs_scope": "network"})
     srv.start(wait_for=ORIGIN)
     yield srv
     srv.stop()

@@ -125,7 +125,7 @@ def server(tmp_path_factory):
     """One server for the whole module (HTTP on, with a token for site overrides)."""
     path = tmp_path_factory.mktemp("pools")
     (path / "token").write_text(TOKEN)
-    srv = Gslb(path, {"gslb.example.com.yaml": ZONE}, {"checks": False, "api_token_file": str(path / "token")})
+    srv = Gslb(path, {"gslb.example.com.yaml": ZONE}, {"checks": False, "api_token_file": str(path / "token"), "ecs_scope": "network"})
     srv.start(wait_for=ORIGIN)
     yield srv
     srv.stop()
@@ -456,7 +456,7 @@ def test_country_database_locates_clients_at_country_centroids(tmp_path):
     with maxminddb.open_database(str(db)) as reader:
         assert reader.metadata().database_type.endswith("Country")
         prefixes = {ip: reader.get_with_prefix_len(ip)[1] for ip, _ in COUNTRY_CLIENTS}
-    srv = Gslb(tmp_path / "srv", {"gslb.example.com.yaml": ZONE}, {"checks": False, "http": None, "geoip": str(db)})
+    srv = Gslb(tmp_path / "srv", {"gslb.example.com.yaml": ZONE}, {"checks": False, "http": None, "geoip": str(db), "ecs_scope": "network"})
     srv.start(wait_for=ORIGIN)
     try:
         for ip, site in COUNTRY_CLIENTS:

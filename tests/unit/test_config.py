@@ -165,6 +165,7 @@ CASES = [
     ("tcp-max", "tcp: {max_connections: 0}  #<\n", "tcp.max_connections", "max_connections 0 is out of range >= 1"),
     ("tcp-type", "tcp: 5  #<\n", "tcp", "expected a mapping, got an integer"),
     ("workers", "workers: 0  #<\n", "workers", "workers 0 is out of range 1..256"),
+    ("ecs-scope", "ecs_scope: wide  #<\n", "ecs_scope", "unknown ecs_scope 'wide' (one of: merged, network)"),
     ("reload-mode", "reload: sometimes  #<\n", "reload", "unknown reload mode 'sometimes' (one of: auto, manual)"),
     ("reload-type", "reload: true  #<\n", "reload", "unknown reload mode a boolean (one of: auto, manual)"),
     ("max-zone-small", "max_zone_file_bytes: 100  #<\n", "max_zone_file_bytes", "max_zone_file_bytes 100 is out of range >= 1024"),
@@ -249,6 +250,14 @@ def test_region_location_reports_latitude_and_longitude(tmp_path):
     assert [str(e) for e in info.value.errors] == [
         f"{file}:4: regions.eu.location: latitude 95 is out of range -90..90",
         f"{file}:5: regions.eu.location: longitude 200 is out of range -180..180"]
+
+
+def test_ecs_scope_defaults_to_merged_and_takes_network(tmp_path):
+    file = tmp_path / "gslb.yaml"
+    file.write_text("region: a\n")
+    assert load_server_config(str(file), {}).ecs_scope == "merged"
+    file.write_text("ecs_scope: network\n")
+    assert load_server_config(str(file), {}).ecs_scope == "network"
 
 
 def test_readme_rate_limit_example_loads_with_the_documented_defaults(tmp_path):
