@@ -1,0 +1,299 @@
+"""Who is sent where, per country, and what a change would move: the traffic map and ``gslb plan`` (pure).
+
+Both read the per-network engine (:mod:`gslb.netmap`): the GeoIP database's networks merged into
+runs by location (:class:`gslb.netmap.NetworkIndex`) and each location's address space
+(:meth:`NetworkIndex.location_sizes`: IPv4 and IPv6 together, an IPv4 /24 weighing as much as an
+IPv6 /48). Per pool and inputs (a :class:`gslb.balancer.ScopeSpec`: the pool, its sites, their
+verdicts) :func:`location_answers` asks the balancer once per distinct location what a client
+there gets (the same decision code as DNS and ``explain``); the rest is arithmetic:
+
+- :func:`country_rows`: per (country, answer), the share of the country's address space
+  (``GET /api/v1/map``; the shares of a country sum to 1);
+- :func:`moves`: per (country, from, to) with from != to, the share of the country's space that
+  moves, and ``moved_share``, the fraction of all located space that moves (``gslb plan``,
+  ``/api/v1/plan``);
+- :func:`weigh_queries`: the same moves weighed by the queries counted per (pool, country)
+  (``query_share`` per move, ``moved_query_share`` per pool);
+- :class:`TrafficWindow`: the counters of the last hour from cumulative totals.
+
+An answer is the tuple of the sites a client gets: the A answer's sites followed by any other site
+of the AAAA answer; ``()`` when the pool answers no site (``when_all_down: servfail`` or
+``nodata``). For the policies that draw or hash per client (``weighted``, ``round_robin``, ``p2c``,
+``hash``), a location's answer is the set of sites the draw is among (who may serve, in pool
+order): the map shows where a country's clients may go, the plan when that set changes.
+Address space with no country in the database (unlocated, or a continent only) is left out;
+``geo`` pools' CIDR rules are not applied (the answers are those of the country and continent
+rules).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+
+from gslb.balancer import Balancer, ScopeSpec, _Prepared
+from gslb.model import Location, Site, SiteStatus, Soa, StateView, Zone
+from gslb.netmap import NetworkIndex
+from gslb.policies import POLICIES, GeoMap
+
+Answer = tuple[str, ...]
+#: a location as the index keeps it: (latlon, country, continent)
+LocationKey = tuple[Any, Any, Any]
+
+_NO_SOA = Soa("plan.invalid.", "invalid.", 0, 0, 0, 0, 0, 0)
+_UP = frozenset(("up", "unknown"))
+
+
+def spec_of(zone: Zone, pool_name: str, states: Mapping[str, str]) -> ScopeSpec:
+    """The inputs of a pool with the given site verdicts (``up``, ``down``, ``drain``, ``unknown``;
+    a site not in ``states`` is up)."""
+    pool = zone.pools[pool_name]
+    sites = tuple(zone.sites.get(name) or Site(name, None, (), ()) for name in pool.sites)
+    return ScopeSpec(pool, sites, tuple("up" if states.get(s.name, "up") in _UP else states[s.name]
+                                        for s in sites))
+
+
+def _answer_function(spec: ScopeSpec) -> tuple[Callable[[LocationKey], Answer], Callable[[LocationKey], Hashable]]:
+    """(answer of a location, the part of the location that answer depends on) for a spec."""
+    pool = spec.pool
+    zone = Zone("plan.invalid.", "", 0, 0, _NO_SOA, (), {}, sites={s.name: s for s in spec.sites},
+                pools={pool.name: pool})
+    view = StateView(0, {(zone.key, site.name): SiteStatus(override=state)  # type: ignore[arg-type]
+                         for site, state in zip(spec.sites, spec.states, strict=True)})
+    policy = POLICIES[pool.policy]
+    geomap = GeoMap.from_pool(pool) if pool.policy == "geo" else None
+    located = policy.depends_on_location(())
+    prep = _Prepared(zone, pool, view, geomap, policy, located)
+    balancer = Balancer(None, {}, random.Random(0))
+
+    if not policy.deterministic or policy.uses_subnet:
+        # a draw or a hash per client: the sites it is among
+        outcome, pick, _ = prep.eligible if prep.eligible is not None else ("answer", (), "")
+        order = {name: i for i, name in enumerate(pool.sites)}
+        fixed: Answer = tuple(sorted((c.name for c in pick), key=order.__getitem__)) if outcome == "answer" else ()
+        return (lambda loc: fixed), (lambda loc: None)
+
+    def answer_of(loc: LocationKey) -> Answer:
+        key = balancer.located_answer(prep, Location("", "", 0, loc[0], loc[1], loc[2]))
+        if key[0] != "answer":
+            return ()
+        sites = list(key[1][1])
+        sites += [s for s in key[2][1] if s not in sites]
+        return tuple(sites)
+
+    if geomap is not None:
+        return answer_of, (lambda loc: (loc[1], loc[2]))
+    if located:
+        return answer_of, (lambda loc: loc)
+    return answer_of, (lambda loc: None)
+
+
+def location_answers(index: NetworkIndex, spec: ScopeSpec) -> list[Answer]:
+    """The answer of every location id of ``index`` under ``spec`` (one decision per distinct
+    location the answer depends on: once in all for a policy that ignores the client)."""
+    answer_of, relevant = _answer_function(spec)
+    memo: dict[Hashable, Answer] = {}
+    interned: dict[Answer, Answer] = {}
+    out: list[Answer] = []
+    for loc in index.locations:
+        key = relevant(loc)
+        got = memo.get(key)
+        if got is None:
+            got = answer_of(loc)
+            got = memo[key] = interned.setdefault(got, got)
+        out.append(got)
+    return out
+
+
+def _countries(locations: Sequence[LocationKey], sizes: Sequence[float]) -> tuple[dict[str, float], dict[str, str]]:
+    """Per country: its located space, and its continent (the one of most of its space)."""
+    total: dict[str, float] = {}
+    by_continent: dict[tuple[str, str], float] = {}
+    for loc, size in zip(locations, sizes, strict=True):
+        country = loc[1]
+        if country is None or size <= 0:
+            continue
+        total[country] = total.get(country, 0.0) + size
+        ck = (country, loc[2] or "")
+        by_continent[ck] = by_continent.get(ck, 0.0) + size
+    continent: dict[str, str] = {}
+    best: dict[str, float] = {}
+    for (country, cont), size in by_continent.items():
+        if size > best.get(country, -1.0):
+            best[country], continent[country] = size, cont
+    return total, continent
+
+
+def country_rows(locations: Sequence[LocationKey], sizes: Sequence[float],
+                 answers: Sequence[Answer]) -> list[dict[str, Any]]:
+    """One row per (country, answer): ``country``, ``continent``, ``sites``, ``share`` (of the
+    country's space; a country's shares sum to 1). By country, then largest share first."""
+    total, continent = _countries(locations, sizes)
+    space: dict[tuple[str, Answer], float] = {}
+    for loc, size, answer in zip(locations, sizes, answers, strict=True):
+        country = loc[1]
+        if country is None or size <= 0:
+            continue
+        key = (country, answer)
+        space[key] = space.get(key, 0.0) + size
+    rows = [{"country": country, "continent": continent[country] or None, "sites": list(answer),
+             "share": size / total[country]} for (country, answer), size in space.items()]
+    rows.sort(key=lambda r: (r["country"], -r["share"], r["sites"]))
+    return rows
+
+
+def moves(locations: Sequence[LocationKey], sizes: Sequence[float], before: Sequence[Answer],
+          after: Sequence[Answer]) -> tuple[list[dict[str, Any]], float]:
+    """What changes from ``before`` to ``after`` (answers per location id): rows ``country``,
+    ``continent``, ``from``, ``to``, ``share`` (of the country's space), one per (country, from,
+    to); and ``moved_share``, the fraction of all located space that moves."""
+    total, continent = _countries(locations, sizes)
+    moved: dict[tuple[str, Answer, Answer], float] = {}
+    for loc, size, a, b in zip(locations, sizes, before, after, strict=True):
+        if a == b or loc[1] is None or size <= 0:
+            continue
+        key = (loc[1], a, b)
+        moved[key] = moved.get(key, 0.0) + size
+    rows = [{"country": country, "continent": continent[country] or None, "from": list(a), "to": list(b),
+             "share": size / total[country]} for (country, a, b), size in moved.items()]
+    rows.sort(key=lambda r: (r["country"], -r["share"], r["from"], r["to"]))
+    everything = sum(total.values())
+    return rows, (sum(moved.values()) / everything if everything else 0.0)
+
+
+def weigh_queries(pool_plan: dict[str, Any], queries: Mapping[str | None, int]) -> dict[str, Any]:
+    """Add the query shares to one pool's plan (``moves``, ``moved_share``), from the queries
+    counted per country (None: queries whose country is not known, e.g. answers cached for every
+    client of a policy that ignores the client: they move as the whole located space does).
+
+    Each move gets ``query_share`` (the fraction of the pool's queries that moves with it); the
+    pool gets ``queries`` and ``moved_query_share``. Without queries, nothing is added.
+    """
+    total = sum(queries.values())
+    if not total:
+        return pool_plan
+    moved = queries.get(None, 0) * pool_plan["moved_share"]
+    for move in pool_plan["moves"]:
+        q = queries.get(move["country"], 0) * move["share"]
+        move["query_share"] = q / total
+        moved += q
+    pool_plan["queries"] = total
+    pool_plan["moved_query_share"] = moved / total
+    return pool_plan
+
+
+class MapEngine:
+    """The map and plan of pools over one database's index, keeping the answers of the last
+    :data:`KEPT_ANSWERS` specs (a map refresh after a verdict flaps back costs nothing)."""
+
+    def __init__(self, index: NetworkIndex) -> None:
+        self.index = index
+        self._answers: dict[ScopeSpec, list[Answer]] = {}
+
+    def answers(self, spec: ScopeSpec | None) -> list[Answer]:
+        """The answer per location id (a pool that does not exist: no site anywhere)."""
+        if spec is None:
+            return [()] * len(self.index.locations)
+        got = self._answers.pop(spec, None)
+        if got is None:
+            got = location_answers(self.index, spec)
+            if len(self._answers) >= KEPT_ANSWERS:
+                del self._answers[next(iter(self._answers))]
+        self._answers[spec] = got
+        return got
+
+    def map(self, spec: ScopeSpec) -> list[dict[str, Any]]:
+        """:func:`country_rows` of a pool."""
+        return country_rows(self.index.locations, self.index.location_sizes(), self.answers(spec))
+
+    def plan(self, before: ScopeSpec | None, after: ScopeSpec | None) -> dict[str, Any]:
+        """:func:`moves` of a pool between two specs: ``{"moves", "moved_share"}``."""
+        if before == after:
+            return {"moves": [], "moved_share": 0.0}
+        rows, moved = moves(self.index.locations, self.index.location_sizes(), self.answers(before),
+                            self.answers(after))
+        return {"moves": rows, "moved_share": moved}
+
+
+#: specs whose answers a MapEngine keeps
+KEPT_ANSWERS = 32
+
+
+def plan_zone(engine: MapEngine, before: Zone, after: Zone, before_states: Mapping[str, str],
+              after_states: Mapping[str, str]) -> dict[str, Any]:
+    """The plan of a zone: every pool of ``before`` (then those only ``after`` has) compared."""
+    pools = []
+    for name in pool_names(before, after):
+        a = spec_of(before, name, before_states) if name in before.pools else None
+        b = spec_of(after, name, after_states) if name in after.pools else None
+        pools.append(dict(pool=name, **engine.plan(a, b)))
+    return {"zone": before.key, "pools": pools}
+
+
+def _sites_text(sites: Sequence[str]) -> str:
+    return ",".join(sites) if sites else "(none)"
+
+
+def format_plan(result: dict[str, Any]) -> str:
+    """The terminal form of a plan: one line per move (``web  DE (EU)  fra -> iad  100.0 %``), with
+    the share of the window's queries appended when there were any; "" when nothing moves."""
+    lines = []
+    for pool in result["pools"]:
+        for m in pool["moves"]:
+            where = f"{m['country']} ({m['continent']})" if m.get("continent") else m["country"]
+            line = f"{pool['pool']}  {where}  {_sites_text(m['from'])} -> {_sites_text(m['to'])}  " \
+                   f"{m['share'] * 100:.1f} %"
+            if "query_share" in m:
+                line += f"  ({m['query_share'] * 100:.1f} % of the last hour's queries)"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+class TrafficWindow:
+    """The per-(zone, pool, country) query counters of the last ``window`` seconds, from cumulative
+    totals sampled every ``step`` seconds (the caller passes the clock's time in).
+
+    ``sample(now, totals)`` keeps one sample per step; ``recent(now, totals)`` is ``totals`` minus
+    the oldest sample not older than the window (or the oldest kept, while the server has run less
+    than a window: then it covers the time since start).
+    """
+
+    def __init__(self, window: float = 3600.0, step: float = 60.0) -> None:
+        self.window = window
+        self.step = step
+        self._samples: deque[tuple[float, dict[tuple[str, str, str | None], int]]] = deque()
+
+    def sample(self, now: float, totals: Mapping[tuple[str, str, str | None], int]) -> None:
+        """Remember ``totals`` (at most one sample per step)."""
+        if self._samples and now - self._samples[-1][0] < self.step:
+            return
+        self._samples.append((now, dict(totals)))
+        while len(self._samples) > 1 and now - self._samples[1][0] >= self.window:
+            self._samples.popleft()
+
+    def recent(self, now: float, totals: Mapping[tuple[str, str, str | None], int]) -> dict[tuple[str, str, str | None], int]:
+        """The counts of the window ending ``now``."""
+        base: Mapping[tuple[str, str, str | None], int] = {}
+        for when, sample in self._samples:
+            if now - when <= self.window:
+                base = sample
+                break
+        out = {}
+        for key, n in totals.items():
+            d = n - base.get(key, 0)
+            if d > 0:
+                out[key] = d
+        return out
+
+
+def per_country(counts: Mapping[tuple[str, str, str | None], int], zone_key: str,
+                pool: str) -> dict[str | None, int]:
+    """One pool's counts per country from (zone key, pool, country) counts."""
+    return {c: n for (z, p, c), n in counts.items() if z == zone_key and p == pool}
+
+
+def pool_names(before: Zone, after: Zone) -> Iterable[str]:
+    """The pools a plan lists: the zone's, then those only the proposed zone has."""
+    yield from before.pools
+    yield from (name for name in after.pools if name not in before.pools)
