@@ -1,0 +1,233 @@
+"""The traffic map and plan core (gslb.trafficmap) over the netmap index: shares per country,
+moves, query weights, the query window, the text form; and the per-country query counters."""
+
+from __future__ import annotations
+
+import random
+from array import array
+from pathlib import Path
+
+import pytest
+
+from gslb.balancer import Balancer
+from gslb.geo import GeoLocator
+from gslb.model import Pool, Site, Soa, Zone
+from gslb.netmap import OPAQUE, FamilyRuns, NetworkIndex
+from gslb.stats import QueryStats
+from gslb.trafficmap import (
+    MapEngine, TrafficWindow, country_rows, format_plan, location_answers, moves, per_country, plan_zone,
+    spec_of, weigh_queries,
+)
+from gslb.zones import load_zone_file
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data" / "sample-city.mmdb"
+
+FRA = Site("fra", (50.11, 8.68), ("192.0.2.10",), ("2001:db8::10",))
+IAD = Site("iad", (38.95, -77.45), ("198.51.100.20",), ("2001:db8::20",))
+SIN = Site("sin", (1.35, 103.82), ("203.0.113.30",), ("2001:db8::30",))
+
+
+def _zone(*pools: Pool, sites: tuple[Site, ...] = (FRA, IAD, SIN)) -> Zone:
+    soa = Soa("ns1.t.example.", "h.t.example.", 1, 3600, 600, 86400, 60, 3600)
+    return Zone("t.example.", "t.yaml", 1, 3600, soa, ("ns1.t.example.",), {},
+                sites={s.name: s for s in sites}, pools={p.name: p for p in pools})
+
+
+# Locations: Frankfurt (DE), Berlin (DE), Ashburn (US), Seattle (US), Singapore (SG), a gap
+LOCS = [((50.11, 8.68), "DE", "EU"), ((52.52, 13.40), "DE", "EU"), ((39.0, -77.5), "US", "NA"),
+        ((47.6, -122.3), "US", "NA"), ((1.3, 103.8), "SG", "AS"), (None, None, None)]
+
+
+def _index(seed: int = 0) -> NetworkIndex:
+    """Random runs over both families (IPv4 at full width, IPv6 with an opaque run)."""
+    rng = random.Random(seed)
+    starts4, ids4 = array("I", [0]), array("i", [5])
+    for start in sorted(rng.sample(range(1, 1 << 32, 4096), 40)):
+        starts4.append(start)
+        ids4.append(rng.randrange(len(LOCS)))
+    starts6 = [0, 1 << 96, 1 << 125]
+    ids6 = array("i", [OPAQUE, 5, 0])
+    for start in sorted(rng.sample(range((1 << 125) + 1, 1 << 126, 1 << 100), 20)):
+        starts6.append(start)
+        ids6.append(rng.randrange(len(LOCS)))
+    starts6.append(1 << 126)
+    ids6.append(5)
+    return NetworkIndex({4: FamilyRuns(32, starts4, ids4), 6: FamilyRuns(128, starts6, ids6)}, list(LOCS))
+
+
+def test_location_sizes_count_both_families_in_client_networks():
+    idx = NetworkIndex({4: FamilyRuns(32, array("I", [0, 1 << 31]), array("i", [0, 1])),
+                        6: FamilyRuns(128, [0, 1 << 96, 1 << 127], array("i", [OPAQUE, 1, 0]))},
+                       [((1.0, 2.0), "DE", "EU"), ((3.0, 4.0), "US", "NA")])
+    de, us = idx.location_sizes()
+    # IPv4 in /24s, IPv6 in /48s; the opaque run (the IPv4 space inside IPv6) counts nowhere
+    assert de == pytest.approx(2 ** 23 + 2 ** 47)
+    assert us == pytest.approx(2 ** 23 + (2 ** 127 - 2 ** 96) / 2 ** 80)
+
+
+@pytest.mark.parametrize("policy", ["closest", "failover", "weighted", "hash"])
+@pytest.mark.parametrize("seed", range(5))
+def test_shares_sum_to_one_per_country(policy, seed):
+    idx = _index(seed)
+    zone = _zone(Pool("p", policy, ("fra", "iad", "sin")))
+    states = random.Random(seed).choice([{}, {"fra": "down"}, {"iad": "drain"}, {"fra": "down", "iad": "down"}])
+    rows = country_rows(idx.locations, idx.location_sizes(), location_answers(idx, spec_of(zone, "p", states)))
+    totals: dict[str, float] = {}
+    for r in rows:
+        totals[r["country"]] = totals.get(r["country"], 0.0) + r["share"]
+        assert r["continent"] in ("EU", "NA", "AS")
+    assert totals and all(t == pytest.approx(1.0) for t in totals.values())
+    assert None not in totals  # unlocated space is not on the map
+
+
+def test_closest_splits_by_location_and_moves_follow_the_policy_order():
+    # DE: Frankfurt and Berlin; with fra down both go to the next nearest, iad
+    locs = [((50.11, 8.68), "DE", "EU"), ((52.52, 13.40), "DE", "EU"), ((1.3, 103.8), "SG", "AS")]
+    idx = NetworkIndex({4: FamilyRuns(32, array("I", [0, 3 << 24, 4 << 24, 5 << 24]), array("i", [0, 1, 2, 0])),
+                        6: FamilyRuns(128, [0], array("i", [OPAQUE]))}, locs)
+    zone = _zone(Pool("web", "closest", ("fra", "iad", "sin")))
+    engine = MapEngine(idx)
+    rows = engine.map(spec_of(zone, "web", {}))
+    de = [r for r in rows if r["country"] == "DE"]
+    assert [(r["sites"], r["share"]) for r in de] == [(["fra"], pytest.approx(1.0))]  # Berlin is nearest fra too
+    plan = engine.plan(spec_of(zone, "web", {}), spec_of(zone, "web", {"fra": "down"}))
+    assert [(m["country"], m["from"], m["to"]) for m in plan["moves"]] == [("DE", ["fra"], ["iad"])]
+    assert plan["moves"][0]["share"] == pytest.approx(1.0)
+    sizes = idx.location_sizes()
+    assert plan["moved_share"] == pytest.approx((sizes[0] + sizes[1]) / sum(sizes))
+    # nothing changes: no move at all
+    assert engine.plan(spec_of(zone, "web", {}), spec_of(zone, "web", {"sin": "unknown"})) == \
+        {"moves": [], "moved_share": 0.0}
+
+
+def test_a_country_split_between_answers_gets_one_move_per_pair():
+    locs = [((50.11, 8.68), "RU", "EU"), ((43.1, 131.9), "RU", "EU")]  # Frankfurt-ish and Vladivostok
+    idx = NetworkIndex({4: FamilyRuns(32, array("I", [0, 1 << 30]), array("i", [0, 1])),
+                        6: FamilyRuns(128, [0], array("i", [OPAQUE]))}, locs)
+    zone = _zone(Pool("web", "closest", ("fra", "iad", "sin")))
+    engine = MapEngine(idx)
+    rows = engine.map(spec_of(zone, "web", {}))
+    assert {(tuple(r["sites"]), round(r["share"], 6)) for r in rows} == {(("fra",), 0.25), (("sin",), 0.75)}
+    plan = engine.plan(spec_of(zone, "web", {}), spec_of(zone, "web", {"fra": "down", "sin": "down"}))
+    assert [(m["from"], m["to"], round(m["share"], 6)) for m in plan["moves"]] == \
+        [(["sin"], ["iad"], 0.75), (["fra"], ["iad"], 0.25)]
+
+
+def test_drain_is_out_unless_every_other_site_is_down():
+    idx = _index(1)
+    zone = _zone(Pool("web", "failover", ("fra", "iad")))
+    engine = MapEngine(idx)
+    up = spec_of(zone, "web", {})
+    assert {tuple(r["sites"]) for r in engine.map(spec_of(zone, "web", {"fra": "drain"}))} == {("iad",)}
+    assert {tuple(r["sites"]) for r in engine.map(spec_of(zone, "web", {"fra": "drain", "iad": "down"}))} == {("fra",)}
+    assert engine.plan(up, spec_of(zone, "web", {"fra": "drain", "iad": "down"}))["moves"] == []
+
+
+def test_plan_zone_lists_added_and_removed_pools():
+    idx = _index(2)
+    before = _zone(Pool("a", "failover", ("fra", "iad")))
+    after = _zone(Pool("b", "failover", ("iad",)))
+    plan = plan_zone(MapEngine(idx), before, after, {}, {})
+    assert [p["pool"] for p in plan["pools"]] == ["a", "b"]
+    assert {(tuple(m["from"]), tuple(m["to"])) for m in plan["pools"][0]["moves"]} == {(("fra",), ())}
+    assert {(tuple(m["from"]), tuple(m["to"])) for m in plan["pools"][1]["moves"]} == {((), ("iad",))}
+    assert plan["pools"][0]["moved_share"] == pytest.approx(1.0)
+    assert plan["zone"] == "t.example"
+
+
+def test_weigh_queries_and_format():
+    pool = {"pool": "web", "moved_share": 0.5, "moves": [
+        {"country": "DE", "continent": "EU", "from": ["fra"], "to": ["iad"], "share": 1.0},
+        {"country": "FR", "continent": "EU", "from": ["fra"], "to": ["iad"], "share": 0.5}]}
+    assert "query_share" not in format_plan({"pools": [pool]})
+    assert format_plan({"pools": [pool]}).splitlines()[0] == "web  DE (EU)  fra -> iad  100.0 %"
+    weigh_queries(pool, {"DE": 30, "FR": 20, "US": 40, None: 10})
+    assert pool["queries"] == 100
+    assert pool["moves"][0]["query_share"] == pytest.approx(0.30)
+    assert pool["moves"][1]["query_share"] == pytest.approx(0.10)
+    # unknown-country queries move as the located space does
+    assert pool["moved_query_share"] == pytest.approx(0.30 + 0.10 + 0.05)
+    assert format_plan({"pools": [pool]}).splitlines() == [
+        "web  DE (EU)  fra -> iad  100.0 %  (30.0 % of the last hour's queries)",
+        "web  FR (EU)  fra -> iad  50.0 %  (10.0 % of the last hour's queries)"]
+    assert format_plan({"pools": [{"pool": "x", "moves": [], "moved_share": 0.0}]}) == ""
+    empty = {"pool": "x", "moves": [], "moved_share": 0.0}
+    assert weigh_queries(empty, {}) == {"pool": "x", "moves": [], "moved_share": 0.0}
+
+
+def test_traffic_window_keeps_the_last_hour():
+    w = TrafficWindow(window=3600, step=60)
+    key = ("z", "web", "DE")
+    w.sample(0, {})
+    assert w.recent(30, {key: 5}) == {key: 5}  # less than an hour: since start
+    for minute in range(1, 121):
+        w.sample(minute * 60, {key: minute * 10})
+    # at t = 120 min, the window starts at the sample of minute 60
+    assert w.recent(120 * 60, {key: 1200}) == {key: 600}
+    w.sample(120 * 60 + 10, {key: 1300})  # within a step: not kept
+    assert per_country({("z", "web", "DE"): 3, ("z", "web", None): 1, ("z", "api", "DE"): 9}, "z", "web") == \
+        {"DE": 3, None: 1}
+
+
+def test_the_sample_database_and_zone():
+    with GeoLocator.open(SAMPLE) as geo:
+        idx = NetworkIndex.build(geo)
+    zone = load_zone_file(str(ROOT / "zones" / "example.yaml"))
+    engine = MapEngine(idx)
+    for pool in zone.pools:
+        rows = engine.map(spec_of(zone, pool, {}))
+        totals: dict[str, float] = {}
+        for r in rows:
+            totals[r["country"]] = totals.get(r["country"], 0.0) + r["share"]
+        assert all(t == pytest.approx(1.0) for t in totals.values()), pool
+    rows = engine.map(spec_of(zone, "web", {}))
+    assert {"country": "DE", "continent": "EU", "sites": ["fra"], "share": pytest.approx(1.0)} in rows
+    plan = plan_zone(engine, zone, zone, {}, {"fra": "down"})
+    web = plan["pools"][0]
+    assert {"country": "DE", "continent": "EU", "from": ["fra"], "to": ["iad"], "share": pytest.approx(1.0)} \
+        in web["moves"]
+    assert 0 < web["moved_share"] < 1
+
+
+def test_query_stats_count_countries_of_cache_hits():
+    stats = QueryStats()
+    slot = stats.slot("z", "A", "NOERROR", ("z", "web"), ("fra",), "", "DE")
+    other = stats.slot("z", "A", "NOERROR", ("z", "web"), ("fra",), "", None)
+    assert slot != other
+    stats.answered_sites("z", "web", ("fra",), "DE")
+    stats.hits[slot] += 3
+    stats.hits[other] += 2
+    assert stats.countries == {("z", "web", "DE"): 4, ("z", "web", None): 2}
+    total = QueryStats.total([stats, stats.snapshot()])
+    assert total.countries[("z", "web", "DE")] == 8
+    stats.retain([_zone(Pool("api", "failover", ("fra",)))])
+    assert not stats.countries
+
+
+def test_balancer_is_not_needed_per_location_for_client_free_policies():
+    # one decision for every location: a failover pool asks the balancer once
+    idx = _index(3)
+    calls = []
+    original = Balancer.located_answer
+
+    def counting(self, prep, location):
+        calls.append(location)
+        return original(self, prep, location)
+
+    Balancer.located_answer = counting  # type: ignore[method-assign]
+    try:
+        location_answers(idx, spec_of(_zone(Pool("p", "failover", ("fra", "iad"))), "p", {}))
+        assert len(calls) == 1
+        calls.clear()
+        location_answers(idx, spec_of(_zone(Pool("p", "closest", ("fra", "iad"))), "p", {}))
+        assert len(calls) == len({loc for loc in LOCS})
+    finally:
+        Balancer.located_answer = original  # type: ignore[method-assign]
+
+
+def test_moves_ignore_unlocated_space():
+    locs = [(None, None, "EU"), ((1.0, 1.0), "DE", "EU")]
+    rows, moved = moves(locs, [10.0, 10.0], [("a",), ("a",)], [("b",), ("b",)])
+    assert [(r["country"], r["share"]) for r in rows] == [("DE", 1.0)]
+    assert moved == 1.0
