@@ -137,10 +137,9 @@ def country_rows(locations: Sequence[LocationKey], sizes: Sequence[float],
             continue
         key = (country, answer)
         space[key] = space.get(key, 0.0) + size
-    rows = [{"country": country, "continent": continent[country] or None, "sites": list(answer),
-             "share": size / total[country]} for (country, answer), size in space.items()]
-    rows.sort(key=lambda r: (r["country"], -r["share"], r["sites"]))
-    return rows
+    order = sorted(space.items(), key=lambda kv: (kv[0][0], -kv[1] / total[kv[0][0]], kv[0][1]))
+    return [{"country": country, "continent": continent[country] or None, "sites": list(answer),
+             "share": size / total[country]} for (country, answer), size in order]
 
 
 def moves(locations: Sequence[LocationKey], sizes: Sequence[float], before: Sequence[Answer],
@@ -155,9 +154,9 @@ def moves(locations: Sequence[LocationKey], sizes: Sequence[float], before: Sequ
             continue
         key = (loc[1], a, b)
         moved[key] = moved.get(key, 0.0) + size
+    order = sorted(moved.items(), key=lambda kv: (kv[0][0], -kv[1] / total[kv[0][0]], kv[0][1], kv[0][2]))
     rows = [{"country": country, "continent": continent[country] or None, "from": list(a), "to": list(b),
-             "share": size / total[country]} for (country, a, b), size in moved.items()]
-    rows.sort(key=lambda r: (r["country"], -r["share"], r["from"], r["to"]))
+             "share": size / total[country]} for (country, a, b), size in order]
     everything = sum(total.values())
     return rows, (sum(moved.values()) / everything if everything else 0.0)
 

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -137,7 +136,7 @@ def test_plan_of_a_proposed_zone_file(live):
 
 def test_errors_are_json(live):
     for path, code in ((f"/api/v1/map?zone={ZONE}", 400), ("/api/v1/map?pool=web", 400),
-                       (f"/api/v1/map?zone=nope.example&pool=web", 404), (f"/api/v1/map?zone={ZONE}&pool=nope", 404),
+                       ("/api/v1/map?zone=nope.example&pool=web", 404), (f"/api/v1/map?zone={ZONE}&pool=nope", 404),
                        ("/api/v1/plan", 400), ("/api/v1/plan?zone=nope.example", 404),
                        (f"/api/v1/plan?zone={ZONE}&down=nowhere", 404)):
         status, body = _request(live, path)
