@@ -196,11 +196,45 @@ class MapEngine:
             return [()] * len(self.index.locations)
         got = self._answers.pop(spec, None)
         if got is None:
-            got = location_answers(self.index, spec)
+            got = self._after_leaving(spec)
+            if got is None:
+                got = location_answers(self.index, spec)
             if len(self._answers) >= KEPT_ANSWERS:
                 del self._answers[next(iter(self._answers))]
         self._answers[spec] = got
         return got
+
+    def _after_leaving(self, spec: ScopeSpec) -> list[Answer] | None:
+        """The answers of ``spec`` from those of a kept spec it differs from only by sites that
+        left (up -> down or drain): only the locations whose answer held one of them are decided
+        again (the balancer's rule: removing a candidate never reorders the others; see
+        ``_Prepared.changes``, which also names the exception, a site lacking one family). None
+        when no kept spec is such."""
+        for old, answers in reversed(self._answers.items()):
+            if old.pool is not spec.pool or old.sites != spec.sites:
+                continue
+            left = set()
+            for site, a, b in zip(spec.sites, old.states, spec.states, strict=True):
+                if a == b:
+                    continue
+                if a != "up" or b not in ("down", "drain") or not (site.ipv4 and site.ipv6):
+                    break
+                left.add(site.name)
+            else:
+                if not left:
+                    return list(answers)
+                answer_of, relevant = _answer_function(spec)
+                memo: dict[Hashable, Answer] = {}
+                out = list(answers)
+                for i, loc in enumerate(self.index.locations):
+                    if not left.isdisjoint(answers[i]):
+                        key = relevant(loc)
+                        got = memo.get(key)
+                        if got is None:
+                            got = memo[key] = answer_of(loc)
+                        out[i] = got
+                return out
+        return None
 
     def map(self, spec: ScopeSpec) -> list[dict[str, Any]]:
         """:func:`country_rows` of a pool."""

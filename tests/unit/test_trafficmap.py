@@ -11,7 +11,7 @@ import pytest
 
 from gslb.balancer import Balancer
 from gslb.geo import GeoLocator
-from gslb.model import Pool, Site, Soa, Zone
+from gslb.model import GeoRule, Pool, Site, Soa, Zone
 from gslb.netmap import OPAQUE, FamilyRuns, NetworkIndex
 from gslb.stats import QueryStats
 from gslb.trafficmap import (
@@ -231,3 +231,21 @@ def test_moves_ignore_unlocated_space():
     rows, moved = moves(locs, [10.0, 10.0], [("a",), ("a",)], [("b",), ("b",)])
     assert [(r["country"], r["share"]) for r in rows] == [("DE", 1.0)]
     assert moved == 1.0
+
+
+@pytest.mark.parametrize("policy", ["closest", "geo", "failover"])
+@pytest.mark.parametrize("seed", range(6))
+def test_answers_after_sites_leave_equal_a_fresh_computation(policy, seed):
+    rng = random.Random(seed)
+    idx = _index(seed)
+    geo = (GeoRule("country", "DE", ("fra", "iad")), GeoRule("continent", "NA", ("iad", "sin")),
+           GeoRule("default", "", ("sin", "fra")))
+    zone = _zone(Pool("p", policy, ("fra", "iad", "sin"), geo=geo if policy == "geo" else ()))
+    engine = MapEngine(idx)
+    states: dict[str, str] = {}
+    engine.answers(spec_of(zone, "p", states))
+    for _ in range(4):
+        site = rng.choice(["fra", "iad", "sin"])
+        states[site] = rng.choice(["down", "drain", "up"])
+        spec = spec_of(zone, "p", states)
+        assert engine.answers(spec) == location_answers(idx, spec), states
