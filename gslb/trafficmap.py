@@ -28,6 +28,7 @@ rules).
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
@@ -35,6 +36,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 from gslb.balancer import Balancer, ScopeSpec, _Prepared
 from gslb.model import Location, Site, SiteStatus, Soa, StateView, Zone
 from gslb.netmap import NetworkIndex
+from gslb.geo import distance_km
 from gslb.policies import POLICIES, GeoMap
 
 Answer = tuple[str, ...]
@@ -85,19 +87,55 @@ def _answer_function(spec: ScopeSpec) -> tuple[Callable[[LocationKey], Answer], 
     if geomap is not None:
         return answer_of, (lambda loc: (loc[1], loc[2]))
     if located:
-        return answer_of, (lambda loc: loc)
+        return answer_of, _ranking_key(spec.sites)
     return answer_of, (lambda loc: None)
 
 
-def location_answers(index: NetworkIndex, spec: ScopeSpec) -> list[Answer]:
+def _ranking_key(sites: Sequence[Site]) -> Callable[[LocationKey], Hashable]:
+    """For ``closest``: a location's order of all the pool's sites by (distance, position), the
+    policy's own sort key. Locations with the same order get the same answer under any verdicts
+    (who may serve does not depend on the location, and the policy's order of any subset is this
+    order's restriction), so the balancer decides once per order, not once per location."""
+    where = [site.location for site in sites]
+    positions = range(len(where))
+
+    def key(loc: LocationKey) -> Hashable:
+        here = loc[0]
+        if here is None:
+            return None
+        dist = [distance_km(here, w) if w else math.inf for w in where]
+        return tuple(sorted(positions, key=lambda i: (dist[i], i)))
+
+    return key
+
+
+def key_signature(spec: ScopeSpec) -> Hashable:
+    """What :func:`location_keys` depends on: specs with the same signature share the keys."""
+    policy = POLICIES[spec.pool.policy]
+    if spec.pool.policy == "geo":
+        return "geo"
+    if policy.deterministic and not policy.uses_subnet and policy.depends_on_location(()):
+        return ("closest", tuple(site.location for site in spec.sites))
+    return None
+
+
+def location_keys(index: NetworkIndex, spec: ScopeSpec) -> list[Hashable]:
+    """Per location id, the part of the location the pool's answer depends on (for ``closest``
+    the order of its sites by distance; for ``geo`` the country and continent; else nothing)."""
+    _, relevant = _answer_function(spec)
+    return [relevant(loc) for loc in index.locations]
+
+
+def location_answers(index: NetworkIndex, spec: ScopeSpec, keys: Sequence[Hashable] | None = None) -> list[Answer]:
     """The answer of every location id of ``index`` under ``spec`` (one decision per distinct
-    location the answer depends on: once in all for a policy that ignores the client)."""
+    key of :func:`location_keys`, which may be passed in: once in all for a policy that ignores
+    the client)."""
     answer_of, relevant = _answer_function(spec)
     memo: dict[Hashable, Answer] = {}
     interned: dict[Answer, Answer] = {}
     out: list[Answer] = []
-    for loc in index.locations:
-        key = relevant(loc)
+    for i, loc in enumerate(index.locations):
+        key = relevant(loc) if keys is None else keys[i]
         got = memo.get(key)
         if got is None:
             got = answer_of(loc)
@@ -189,6 +227,20 @@ class MapEngine:
     def __init__(self, index: NetworkIndex) -> None:
         self.index = index
         self._answers: dict[ScopeSpec, list[Answer]] = {}
+        self._keys: dict[Hashable, list[Hashable]] = {}
+
+    def keys(self, spec: ScopeSpec) -> list[Hashable] | None:
+        """:func:`location_keys` of a spec, kept per :func:`key_signature` (closest: computed once
+        per set of site locations, whatever the verdicts); None when they cost nothing."""
+        signature = key_signature(spec)
+        if signature is None:
+            return None
+        got = self._keys.get(signature)
+        if got is None:
+            if len(self._keys) >= KEPT_ANSWERS:
+                del self._keys[next(iter(self._keys))]
+            got = self._keys[signature] = location_keys(self.index, spec)
+        return got
 
     def answers(self, spec: ScopeSpec | None) -> list[Answer]:
         """The answer per location id (a pool that does not exist: no site anywhere)."""
@@ -198,7 +250,7 @@ class MapEngine:
         if got is None:
             got = self._after_leaving(spec)
             if got is None:
-                got = location_answers(self.index, spec)
+                got = location_answers(self.index, spec, self.keys(spec))
             if len(self._answers) >= KEPT_ANSWERS:
                 del self._answers[next(iter(self._answers))]
         self._answers[spec] = got
@@ -224,11 +276,12 @@ class MapEngine:
                 if not left:
                     return list(answers)
                 answer_of, relevant = _answer_function(spec)
+                keys = self.keys(spec)
                 memo: dict[Hashable, Answer] = {}
                 out = list(answers)
                 for i, loc in enumerate(self.index.locations):
                     if not left.isdisjoint(answers[i]):
-                        key = relevant(loc)
+                        key = relevant(loc) if keys is None else keys[i]
                         got = memo.get(key)
                         if got is None:
                             got = memo[key] = answer_of(loc)

@@ -15,7 +15,7 @@ from gslb.model import GeoRule, Pool, Site, Soa, Zone
 from gslb.netmap import OPAQUE, FamilyRuns, NetworkIndex
 from gslb.stats import QueryStats
 from gslb.trafficmap import (
-    MapEngine, TrafficWindow, country_rows, format_plan, location_answers, moves, per_country, plan_zone,
+    MapEngine, _answer_function, TrafficWindow, country_rows, format_plan, location_answers, moves, per_country, plan_zone,
     spec_of, weigh_queries,
 )
 from gslb.zones import load_zone_file
@@ -221,7 +221,8 @@ def test_balancer_is_not_needed_per_location_for_client_free_policies():
         assert len(calls) == 1
         calls.clear()
         location_answers(idx, spec_of(_zone(Pool("p", "closest", ("fra", "iad"))), "p", {}))
-        assert len(calls) == len({loc for loc in LOCS})
+        # closest: once per order of the sites by distance (fra first, iad first, location unknown)
+        assert len(calls) == 3
     finally:
         Balancer.located_answer = original  # type: ignore[method-assign]
 
@@ -249,3 +250,22 @@ def test_answers_after_sites_leave_equal_a_fresh_computation(policy, seed):
         states[site] = rng.choice(["down", "drain", "up"])
         spec = spec_of(zone, "p", states)
         assert engine.answers(spec) == location_answers(idx, spec), states
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_closest_decided_once_per_order_equals_a_decision_per_location(seed):
+    rng = random.Random(seed)
+    sites = tuple(Site(f"s{i}", (rng.uniform(-60, 70), rng.uniform(-180, 180)) if rng.random() < 0.9 else None,
+                       (f"192.0.2.{i}",), (f"2001:db8::{i}",)) for i in range(rng.randint(2, 6)))
+    locs = [((rng.uniform(-60, 70), rng.uniform(-180, 180)) if rng.random() < 0.95 else None, "DE", "EU")
+            for _ in range(300)]
+    locs.append((sites[0].location, "DE", "EU"))  # a tie-prone spot: exactly at a site
+    idx = NetworkIndex({4: FamilyRuns(32, array("I", [i << 20 for i in range(len(locs))]),
+                                      array("i", range(len(locs)))),
+                        6: FamilyRuns(128, [0], array("i", [OPAQUE]))}, locs)
+    zone = _zone(Pool("p", "closest", tuple(s.name for s in sites), answers=rng.randint(1, 2)), sites=sites)
+    states = {s.name: rng.choice(["up", "up", "down", "drain"]) for s in sites}
+    spec = spec_of(zone, "p", states)
+    answer_of, _ = _answer_function(spec)
+    assert location_answers(idx, spec) == [answer_of(loc) for loc in locs]
+    assert MapEngine(idx).answers(spec) == [answer_of(loc) for loc in locs]
