@@ -278,3 +278,21 @@ async def test_dashboard_choropleth_matches_the_map_and_follows_an_override(live
 def test_screenshot_is_linked_from_the_readme():
     assert (ROOT / "docs" / "traffic-map.png").is_file()
     assert "docs/traffic-map.png" in (ROOT / "README.md").read_text()
+
+
+def test_queries_of_every_dns_process_count(gslb_server):
+    srv = gslb_server({"example.yaml": (ROOT / "zones" / "example.yaml").read_text()},
+                      {"checks": False, "workers": 2}, wait_for=ZONE + ".")
+    for _ in range(20):
+        srv.query("www." + ZONE + ".", "A", ecs="192.0.2.0/26")  # DE, each from a new source port
+
+    def counted() -> dict[str, Any] | None:
+        status, body = _request(srv, f"/api/v1/plan?zone={ZONE}&down=fra")
+        web = body["pools"][0]
+        return web if status == 200 and web.get("queries", 0) >= 20 else None
+
+    # the workers report their counters every second
+    web = eventually(counted, what="20 queries counted")
+    de = [m for m in web["moves"] if m["country"] == "DE"][0]
+    assert de["query_share"] == pytest.approx(1.0)
+    assert web["moved_query_share"] == pytest.approx(1.0)
