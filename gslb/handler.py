@@ -475,6 +475,7 @@ class QueryHandler:
         self._stats.query("", "", RCODE_NAMES[rcode], perf_counter() - start)
         return error.build(limit, cookie, rcode)
 
+
 def _country(pools: Pools, client: str) -> str | None:
     """The client's country by the pools' locator (pools without one, e.g. in tests: None)."""
     country = getattr(pools, "country", None)
