@@ -21,21 +21,22 @@ of the AAAA answer; ``()`` when the pool answers no site (``when_all_down: servf
 ``nodata``). For the policies that draw or hash per client (``weighted``, ``round_robin``, ``p2c``,
 ``hash``), a location's answer is the set of sites the draw is among (who may serve, in pool
 order): the map shows where a country's clients may go, the plan when that set changes.
-Address space with no country in the database (unlocated, or a continent only) is left out;
-``geo`` pools' CIDR rules are not applied (the answers are those of the country and continent
-rules).
+Address space with no country in the database (unlocated, or a continent only) is left out.
+A ``geo`` pool's CIDR rules cut the space they hold out of its locations (:class:`Pieces`): there
+the rules answer, as DNS does.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_right
 from collections import deque
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 from gslb.balancer import Balancer, ScopeSpec, _Prepared
 from gslb.model import Location, Site, SiteStatus, Soa, StateView, Zone
-from gslb.netmap import NetworkIndex
+from gslb.netmap import OPAQUE, SIZE_UNIT_BITS, NetworkIndex
 from gslb.geo import distance_km
 from gslb.policies import POLICIES, GeoMap
 
@@ -89,6 +90,98 @@ def _answer_function(spec: ScopeSpec) -> tuple[Callable[[LocationKey], Answer], 
     if located:
         return answer_of, _ranking_key(spec.sites)
     return answer_of, (lambda loc: None)
+
+
+CidrRule = tuple[int, int, int]  # (IP version, network as an integer, prefix length)
+
+
+def cidr_rules(spec: ScopeSpec | None) -> frozenset[CidrRule]:
+    """The CIDR rules of a ``geo`` pool (none for other policies)."""
+    if spec is None or spec.pool.policy != "geo":
+        return frozenset()
+    return frozenset((v, net, plen) for v, net, plen, _, _ in GeoMap.from_pool(spec.pool).cidrs)
+
+
+def _cidr_answer_function(spec: ScopeSpec) -> Callable[[LocationKey, int, int], Answer]:
+    """For a ``geo`` pool: the answer of a client at a location and address (its CIDR rules apply)."""
+    pool = spec.pool
+    zone = Zone("plan.invalid.", "", 0, 0, _NO_SOA, (), {}, sites={s.name: s for s in spec.sites},
+                pools={pool.name: pool})
+    view = StateView(0, {(zone.key, site.name): SiteStatus(override=state)  # type: ignore[arg-type]
+                         for site, state in zip(spec.sites, spec.states, strict=True)})
+    prep = _Prepared(zone, pool, view, GeoMap.from_pool(pool), POLICIES["geo"], True)
+    balancer = Balancer(None, {}, random.Random(0))
+
+    def answer_at(loc: LocationKey, addr: int, version: int) -> Answer:
+        decision = balancer._decide(prep, Location("", "", 0, loc[0], loc[1], loc[2]), (addr, version, 0), "", 0,
+                                    False, wide=False)
+        if decision.outcome != "answer":
+            return ()
+        sites = list(decision.family("A")[1])
+        sites += [s for s in decision.family("AAAA")[1] if s not in sites]
+        return tuple(sites)
+
+    return answer_at
+
+
+class Pieces:
+    """The located space inside CIDR rules, cut where the set of rules holding an address changes:
+    per piece its location id, family, first address and size (client networks, as
+    :meth:`NetworkIndex.location_sizes`); ``carved[lid]``, the part of each location's space in
+    pieces. A ``geo`` pool answers a piece by its rules; any other pool as the piece's location."""
+
+    def __init__(self, index: NetworkIndex, rules: frozenset[CidrRule]) -> None:
+        self.lids: list[int] = []
+        self.versions: list[int] = []
+        self.addrs: list[int] = []
+        self.sizes: list[float] = []
+        self.carved: dict[int, float] = {}
+        for version, bits in ((4, 32), (6, 128)):
+            blocks = [(net, net + (1 << (bits - plen))) for v, net, plen in rules if v == version]
+            if not blocks:
+                continue
+            runs = index.runs[version]
+            starts, ids = runs.starts, runs.ids
+            unit = float(1 << SIZE_UNIT_BITS[bits])
+            bounds = sorted({b for block in blocks for b in block})
+            for a, b in zip(bounds, bounds[1:], strict=False):
+                if not any(lo <= a and b <= hi for lo, hi in blocks):
+                    continue  # between rules
+                i = bisect_right(starts, a) - 1
+                while i < len(starts) and starts[i] < b:
+                    end = starts[i + 1] if i + 1 < len(starts) else 1 << bits
+                    lo, hi = max(a, starts[i]), min(b, end)
+                    lid = ids[i]
+                    if hi > lo and lid != OPAQUE:
+                        size = (hi - lo) / unit
+                        self.lids.append(lid)
+                        self.versions.append(version)
+                        self.addrs.append(a)
+                        self.sizes.append(size)
+                        self.carved[lid] = self.carved.get(lid, 0.0) + size
+                    i += 1
+
+    def extend(self, index: NetworkIndex, spec: ScopeSpec | None, answers: list[Answer]) -> tuple[
+            list[LocationKey], list[float], list[Answer]]:
+        """Locations, sizes and answers with the pieces as locations of their own."""
+        locations = index.locations
+        sizes = list(index.location_sizes())
+        for lid, size in self.carved.items():
+            sizes[lid] -= size
+        if spec is not None and spec.pool.policy == "geo":
+            answer_at = _cidr_answer_function(spec)
+            memo: dict[tuple[int, int, Any, Any], Answer] = {}
+            extra = []
+            for lid, version, addr in zip(self.lids, self.versions, self.addrs, strict=True):
+                loc = locations[lid]
+                key = (version, addr, loc[1], loc[2])
+                got = memo.get(key)
+                if got is None:
+                    got = memo[key] = answer_at(loc, addr, version)
+                extra.append(got)
+        else:
+            extra = [answers[lid] for lid in self.lids]
+        return ([*locations, *(locations[lid] for lid in self.lids)], sizes + self.sizes, answers + extra)
 
 
 def _ranking_key(sites: Sequence[Site]) -> Callable[[LocationKey], Hashable]:
@@ -228,6 +321,7 @@ class MapEngine:
         self.index = index
         self._answers: dict[ScopeSpec, list[Answer]] = {}
         self._keys: dict[Hashable, list[Hashable]] = {}
+        self._pieces: dict[frozenset[CidrRule], Pieces] = {}
 
     def keys(self, spec: ScopeSpec) -> list[Hashable] | None:
         """:func:`location_keys` of a spec, kept per :func:`key_signature` (closest: computed once
@@ -289,16 +383,36 @@ class MapEngine:
                 return out
         return None
 
+    def pieces(self, rules: frozenset[CidrRule]) -> Pieces:
+        """The :class:`Pieces` of a set of CIDR rules (kept per set)."""
+        got = self._pieces.get(rules)
+        if got is None:
+            if len(self._pieces) >= KEPT_ANSWERS:
+                del self._pieces[next(iter(self._pieces))]
+            got = self._pieces[rules] = Pieces(self.index, rules)
+        return got
+
     def map(self, spec: ScopeSpec) -> list[dict[str, Any]]:
-        """:func:`country_rows` of a pool."""
-        return country_rows(self.index.locations, self.index.location_sizes(), self.answers(spec))
+        """:func:`country_rows` of a pool (a ``geo`` pool's CIDR rules cut their space out)."""
+        rules = cidr_rules(spec)
+        if not rules:
+            return country_rows(self.index.locations, self.index.location_sizes(), self.answers(spec))
+        locations, sizes, answers = self.pieces(rules).extend(self.index, spec, self.answers(spec))
+        return country_rows(locations, sizes, answers)
 
     def plan(self, before: ScopeSpec | None, after: ScopeSpec | None) -> dict[str, Any]:
         """:func:`moves` of a pool between two specs: ``{"moves", "moved_share"}``."""
         if before == after:
             return {"moves": [], "moved_share": 0.0}
-        rows, moved = moves(self.index.locations, self.index.location_sizes(), self.answers(before),
-                            self.answers(after))
+        rules = cidr_rules(before) | cidr_rules(after)
+        if not rules:
+            rows, moved = moves(self.index.locations, self.index.location_sizes(), self.answers(before),
+                                self.answers(after))
+        else:
+            pieces = self.pieces(rules)
+            locations, sizes, a = pieces.extend(self.index, before, self.answers(before))
+            _, _, b = pieces.extend(self.index, after, self.answers(after))
+            rows, moved = moves(locations, sizes, a, b)
         return {"moves": rows, "moved_share": moved}
 
 
@@ -321,6 +435,12 @@ def _sites_text(sites: Sequence[str]) -> str:
     return ",".join(sites) if sites else "(none)"
 
 
+def _percent(share: float) -> str:
+    """``100.0 %``; a share too small for one decimal keeps two significant digits (``0.0061 %``)."""
+    percent = share * 100
+    return f"{percent:.2g} %" if 0 < percent < 0.05 else f"{percent:.1f} %"
+
+
 def format_plan(result: dict[str, Any]) -> str:
     """The terminal form of a plan: one line per move (``web  DE (EU)  fra -> iad  100.0 %``), with
     the share of the window's queries appended when there were any; "" when nothing moves."""
@@ -329,9 +449,9 @@ def format_plan(result: dict[str, Any]) -> str:
         for m in pool["moves"]:
             where = f"{m['country']} ({m['continent']})" if m.get("continent") else m["country"]
             line = f"{pool['pool']}  {where}  {_sites_text(m['from'])} -> {_sites_text(m['to'])}  " \
-                   f"{m['share'] * 100:.1f} %"
+                   f"{_percent(m['share'])}"
             if "query_share" in m:
-                line += f"  ({m['query_share'] * 100:.1f} % of the last hour's queries)"
+                line += f"  ({_percent(m['query_share'])} of the last hour's queries)"
             lines.append(line)
     return "\n".join(lines)
 

@@ -118,7 +118,8 @@
   }
 
   function pct(share) {
-    return (share * 100).toFixed(share < 0.001 ? 2 : 1) + " %";
+    const percent = share * 100;
+    return (percent > 0 && percent < 0.05 ? percent.toPrecision(2) : percent.toFixed(1)) + " %";
   }
 
   function sitesText(sites) {

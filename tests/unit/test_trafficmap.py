@@ -3,6 +3,8 @@ moves, query weights, the query window, the text form; and the per-country query
 
 from __future__ import annotations
 
+import bisect
+import ipaddress
 import random
 from array import array
 from pathlib import Path
@@ -15,7 +17,7 @@ from gslb.model import GeoRule, Pool, Site, Soa, Zone
 from gslb.netmap import OPAQUE, FamilyRuns, NetworkIndex
 from gslb.stats import QueryStats
 from gslb.trafficmap import (
-    MapEngine, _answer_function, TrafficWindow, country_rows, format_plan, location_answers, moves, per_country, plan_zone,
+    MapEngine, _answer_function, _cidr_answer_function, TrafficWindow, country_rows, format_plan, location_answers, moves, per_country, plan_zone,
     spec_of, weigh_queries,
 )
 from gslb.zones import load_zone_file
@@ -269,3 +271,76 @@ def test_closest_decided_once_per_order_equals_a_decision_per_location(seed):
     answer_of, _ = _answer_function(spec)
     assert location_answers(idx, spec) == [answer_of(loc) for loc in locs]
     assert MapEngine(idx).answers(spec) == [answer_of(loc) for loc in locs]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_geo_cidr_rules_cut_their_space_as_dns_answers_it(seed):
+    # 4096 located addresses in runs of random locations; random (nested) CIDR rules; every address
+    # decided on its own by the balancer must add up to the engine's map and plan
+    rng = random.Random(seed)
+    starts, ids = array("I", [0]), array("i", [rng.randrange(5)])
+    for start in sorted(rng.sample(range(1, 4096), 12)):
+        starts.append(start)
+        ids.append(rng.randrange(5))
+    starts.append(4096)
+    ids.append(5)  # the gap: the rest of the space
+    idx = NetworkIndex({4: FamilyRuns(32, starts, ids), 6: FamilyRuns(128, [0], array("i", [OPAQUE]))}, list(LOCS))
+
+    def rules() -> tuple[GeoRule, ...]:
+        out = []
+        for _ in range(rng.randint(1, 4)):
+            plen = rng.randint(21, 30)
+            net = rng.randrange(0, 4096) >> (32 - plen) << (32 - plen)
+            out.append(GeoRule("cidr", f"{ipaddress.IPv4Address(net)}/{plen}", (rng.choice(["fra", "iad", "sin"]),)))
+        return (*out, GeoRule("country", "DE", ("fra", "iad")), GeoRule("default", "", ("sin", "iad")))
+
+    zone_a = _zone(Pool("p", "geo", ("fra", "iad", "sin"), geo=rules()))
+    zone_b = _zone(Pool("p", "geo", ("fra", "iad", "sin"), geo=rules()))
+    specs = [spec_of(zone_a, "p", {}), spec_of(zone_b, "p", {rng.choice(["fra", "iad"]): "down"})]
+
+    def brute(spec):
+        answer_at = _cidr_answer_function(spec)
+        out = []
+        for addr in range(4096):
+            i = bisect.bisect_right(starts, addr) - 1
+            out.append((LOCS[ids[i]], answer_at(LOCS[ids[i]], addr, 4)))
+        return out
+
+    engine = MapEngine(idx)
+    a, b = brute(specs[0]), brute(specs[1])
+    space: dict[tuple, float] = {}
+    total: dict[str, float] = {}
+    moved: dict[tuple, float] = {}
+    for (loc, x), (_, y) in zip(a, b, strict=True):
+        if loc[1] is None:
+            continue
+        space[(loc[1], x)] = space.get((loc[1], x), 0.0) + 1
+        total[loc[1]] = total.get(loc[1], 0.0) + 1
+        if x != y:
+            moved[(loc[1], x, y)] = moved.get((loc[1], x, y), 0.0) + 1
+    got = {(r["country"], tuple(r["sites"])): r["share"] for r in engine.map(specs[0])}
+    assert got == pytest.approx({k: n / total[k[0]] for k, n in space.items()})
+    plan = engine.plan(specs[0], specs[1])
+    got = {(m["country"], tuple(m["from"]), tuple(m["to"])): m["share"] for m in plan["moves"]}
+    assert got == pytest.approx({k: n / total[k[0]] for k, n in moved.items()})
+
+
+def test_the_sample_zone_geo_cidr_rule_matches_explain():
+    # regional: "192.0.2.0/24": [iad] holds Frankfurt's 192.0.2.0/26 (DE), the rest of DE gets fra
+    with GeoLocator.open(SAMPLE) as geo:
+        idx = NetworkIndex.build(geo)
+        de = geo.locate("192.0.2.5")
+    assert de.country == "DE"
+    zone = load_zone_file(str(ROOT / "zones" / "example.yaml"))
+    rows = {tuple(r["sites"]): r["share"] for r in MapEngine(idx).map(spec_of(zone, "regional", {}))
+            if r["country"] == "DE"}
+    assert set(rows) == {("fra",), ("iad",)} and sum(rows.values()) == pytest.approx(1.0)
+    assert 0 < rows[("iad",)] < 0.5
+
+
+def test_small_shares_keep_two_significant_digits():
+    pool = {"pool": "eu", "moved_share": 0.0, "moves": [
+        {"country": "DE", "continent": "EU", "from": ["iad"], "to": ["fra"], "share": 0.000061},
+        {"country": "FR", "continent": None, "from": [], "to": ["fra", "iad"], "share": 0.5}]}
+    assert format_plan({"pools": [pool]}).splitlines() == [
+        "eu  DE (EU)  iad -> fra  0.0061 %", "eu  FR  (none) -> fra,iad  50.0 %"]
