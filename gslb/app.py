@@ -619,10 +619,10 @@ class Server:
 
     def dns_processes(self) -> list[dict[str, Any]]:
         """The DNS processes for the status API: this one (worker 0) and the worker processes,
-        each with the queries it answered."""
+        each with the queries it answered and the version of the state view it answers with."""
         own = self.handler.stats_snapshot() if self.handler is not None else self.stats.snapshot()
         rows = [{"worker": 0, "pid": os.getpid(), "ready": bool(self.dns_ready), "restarts": 0,
-                 "queries": sum(own["queries"].values())}]
+                 "queries": sum(own["queries"].values()), "view": self.table.view.version}]
         if self.workers is not None:
             rows += self.workers.status()
         return rows

@@ -30,7 +30,10 @@ import sys
 from array import array
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
+
+#: a location as the index keeps it: (latlon, country, continent), all None for a gap
+LocationKey = tuple[tuple[float, float] | None, str | None, str | None]
 
 #: location id of an aliased IPv6 subtree (no answer key: the caller's per-network scope)
 OPAQUE = -1
@@ -112,13 +115,13 @@ class NetworkIndex:
     ``(None, None, None)``); ``runs[4]``/``runs[6]`` the runs of location ids per family.
     """
 
-    def __init__(self, runs: dict[int, FamilyRuns], locations: list[tuple]) -> None:
+    def __init__(self, runs: dict[int, FamilyRuns], locations: list[LocationKey]) -> None:
         self.runs = runs
         self.locations = locations
         self._sizes: list[float] | None = None
 
     @classmethod
-    def build(cls, locator) -> "NetworkIndex":
+    def build(cls, locator: Any) -> "NetworkIndex":
         """Walk the database of a :class:`gslb.geo.GeoLocator` (its file, read by mmap)."""
         reader = locator._reader
         if reader is None:
@@ -126,8 +129,8 @@ class NetworkIndex:
                         6: FamilyRuns(128, [0], array("i", [0]))}, [(None, None, None)])
         meta = reader.metadata()
         node_count, record_size = meta.node_count, meta.record_size
-        locations: list[tuple] = []
-        loc_ids: dict[tuple, int] = {}
+        locations: list[LocationKey] = []
+        loc_ids: dict[LocationKey, int] = {}
         by_record: dict[int, int] = {}
 
         def id_for(version: int) -> Callable[[int, int], int]:
@@ -196,7 +199,7 @@ class NetworkIndex:
 SIZE_UNIT_BITS = {32: 8, 128: 80}
 
 
-def _gap_id(locations: list[tuple], loc_ids: dict[tuple, int]) -> int:
+def _gap_id(locations: list[LocationKey], loc_ids: dict[LocationKey, int]) -> int:
     key = (None, None, None)
     got = loc_ids.get(key)
     if got is None:
@@ -205,7 +208,7 @@ def _gap_id(locations: list[tuple], loc_ids: dict[tuple, int]) -> int:
     return got
 
 
-def _children(buf, record_size: int, n: int) -> tuple[int, int]:
+def _children(buf: bytes | mmap.mmap, record_size: int, n: int) -> tuple[int, int]:
     if record_size == 24:
         o = n * 6
         return int.from_bytes(buf[o:o + 3], "big"), int.from_bytes(buf[o + 3:o + 6], "big")
@@ -241,7 +244,8 @@ class AnswerRuns:
         i = bisect_right(self.starts, addr) - 1
         if self.answers[i] is None:
             return None
-        return _run_scope(self.bits, self.starts, i, addr, minimum)
+        starts = self.starts
+        return _run_scope(self.bits, starts[i], starts[i + 1] if i + 1 < len(starts) else None, addr, minimum)
 
     def shares(self) -> dict[Hashable | None, float]:
         """The fraction of the family's address space each answer gets."""
@@ -258,17 +262,17 @@ class AnswerRuns:
         return len(self.starts)
 
 
-def _run_scope(bits: int, starts: Sequence[int], i: int, addr: int, minimum: int) -> int:
-    """The smallest prefix length >= ``minimum`` whose block around ``addr`` lies in run ``i``."""
+def _run_scope(bits: int, start: int, after: int | None, addr: int, minimum: int) -> int:
+    """The smallest prefix length >= ``minimum`` whose block around ``addr`` lies in the run from
+    ``start`` to just before ``after`` (None: the end of the address space)."""
     scope = minimum
-    start = starts[i]
     if start > 0:
         # the block at L holds start - 1 while L <= the common prefix length of both
         need = bits - (addr ^ (start - 1)).bit_length() + 1
         if need > scope:
             scope = need
-    if i + 1 < len(starts):
-        need = bits - (addr ^ starts[i + 1]).bit_length() + 1
+    if after is not None:
+        need = bits - (addr ^ after).bit_length() + 1
         if need > scope:
             scope = need
     return scope if scope <= bits else bits
@@ -337,16 +341,33 @@ _MAGIC = b"GSC1"
 _HEADER = struct.Struct("<4sII")
 
 
+class _Starts128:
+    """IPv6 run starts kept as the shipped bytes (16 big-endian bytes each, in order): item ``i``
+    is its bytes, which compare as the numbers do, so ``bisect`` searches them directly."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data) >> 4
+
+    def __getitem__(self, i: int) -> bytes:
+        o = i << 4
+        return self.data[o:o + 16]
+
+
 class CompactScopes:
     """A :class:`ScopeTable` as a DNS process keeps it: run starts and opaque flags per family.
 
-    ``scope`` answers as :meth:`ScopeTable.scope` does. Memory: 4 bytes and a flag per IPv4
-    run, a Python integer and a flag per IPv6 run.
+    ``scope`` answers as :meth:`ScopeTable.scope` does. Memory: 5 bytes per IPv4 run (start and
+    flag), 17 per IPv6 run.
     """
 
     __slots__ = ("starts4", "opaque4", "starts6", "opaque6", "nbytes")
 
-    def __init__(self, starts4: Sequence[int], opaque4: bytes, starts6: Sequence[int], opaque6: bytes,
+    def __init__(self, starts4: Sequence[int], opaque4: bytes, starts6: _Starts128, opaque6: bytes,
                  nbytes: int = 0) -> None:
         self.starts4 = starts4
         self.opaque4 = opaque4
@@ -371,9 +392,7 @@ class CompactScopes:
         o += 4 * n4
         opaque4 = data[o:o + n4]
         o += n4
-        view = memoryview(data)
-        frombytes = int.from_bytes
-        starts6 = [frombytes(view[o + 16 * k:o + 16 * k + 16], "big") for k in range(n6)]
+        starts6 = _Starts128(data[o:o + 16 * n6])
         o += 16 * n6
         return cls(starts4, opaque4, starts6, data[o:o + n6], len(data))
 
@@ -381,39 +400,58 @@ class CompactScopes:
         """The smallest prefix length >= ``minimum`` whose block around ``addr`` lies in its run
         (None: an opaque run, the caller's own scope applies)."""
         if version == 4:
-            starts, opaque, bits = self.starts4, self.opaque4, 32
-        else:
-            starts, opaque, bits = self.starts6, self.opaque6, 128
-        i = bisect_right(starts, addr) - 1
-        if opaque[i]:
+            starts4 = self.starts4
+            i = bisect_right(starts4, addr) - 1
+            if self.opaque4[i]:
+                return None
+            return _run_scope(32, starts4[i], starts4[i + 1] if i + 1 < len(starts4) else None, addr, minimum)
+        starts6 = self.starts6
+        i = bisect_right(starts6, addr.to_bytes(16, "big")) - 1
+        if self.opaque6[i]:
             return None
-        return _run_scope(bits, starts, i, addr, minimum)
+        after = int.from_bytes(starts6[i + 1], "big") if i + 1 < len(starts6) else None
+        return _run_scope(128, int.from_bytes(starts6[i], "big"), after, addr, minimum)
 
     def size(self) -> int:
         """Number of runs (both families)."""
         return len(self.starts4) + len(self.starts6)
 
 
-def build_table(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable]) -> ScopeTable:
-    """A pool's :class:`ScopeTable`: ``answer_of_location((latlon, country, continent))`` per location."""
-    return ScopeTable(answer_runs(index.runs[4], _memo(index, answer_of_location)),
-                      answer_runs(index.runs[6], _memo(index, answer_of_location)))
+def build_table(index: NetworkIndex, answer_of_location: Callable[[LocationKey], Hashable],
+                relevant: Callable[[LocationKey], Hashable] | None = None) -> ScopeTable:
+    """A pool's :class:`ScopeTable`: ``answer_of_location((latlon, country, continent))`` per location.
+
+    ``relevant(location)``: the part of a location the answer depends on (locations with an equal
+    part are asked once; e.g. ``geo`` reads no coordinates); default the whole location.
+    """
+    answer_of = _memo(index, answer_of_location, relevant)  # one memo: both families share locations
+    return ScopeTable(answer_runs(index.runs[4], answer_of), answer_runs(index.runs[6], answer_of))
 
 
-def _memo(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable]) -> Callable[[int], Hashable]:
+def _memo(index: NetworkIndex, answer_of_location: Callable[[LocationKey], Hashable],
+          relevant: Callable[[LocationKey], Hashable] | None = None) -> Callable[[int], Hashable]:
     locations = index.locations
     memo: dict[int, Hashable] = {}
+    by_part: dict[Hashable, Hashable] = {}
 
     def answer_of(lid: int) -> Hashable:
         got = memo.get(lid)
         if got is None:
-            got = memo[lid] = answer_of_location(locations[lid])
+            location = locations[lid]
+            if relevant is None:
+                got = answer_of_location(location)
+            else:
+                part = relevant(location)
+                got = by_part.get(part)
+                if got is None:
+                    got = by_part[part] = answer_of_location(location)
+            memo[lid] = got
         return got
 
     return answer_of
 
 
-def country_shares(index: NetworkIndex, answer_of_location: Callable[[tuple], Hashable],
+def country_shares(index: NetworkIndex, answer_of_location: Callable[[LocationKey], Hashable],
                    version: int = 4) -> dict[tuple[str | None, Hashable], float]:
     """The fraction of one family's address space per (country, answer) (the traffic map's and
     ``gslb plan``'s view of a pool; opaque IPv6 runs count as country and answer None)."""

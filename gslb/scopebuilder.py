@@ -54,10 +54,10 @@ from typing import Any, Callable
 from gslb.balancer import ScopeSpec, scope_table_of
 from gslb.netmap import CompactScopes, NetworkIndex
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("gslb.scopebuilder")  # also when run as __main__
 
 #: built tables the service keeps (by spec): a site that flaps back gets its table at once
-KEPT = 64
+KEPT = 16
 
 PKey = tuple[str, str]
 
@@ -77,7 +77,8 @@ class ScopeService:
         self._send_worker = send_worker
         #: per requester (0: the main process, N: worker N): the spec it wants per pool
         self._wants: dict[int, dict[PKey, ScopeSpec]] = {}
-        self._kept: dict[ScopeSpec, tuple[bytes, CompactScopes | None, dict]] = {}
+        #: built tables (the bytes) by spec, the last KEPT
+        self._kept: dict[ScopeSpec, tuple[bytes, dict]] = {}
         self._failed: set[ScopeSpec] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -131,18 +132,15 @@ class ScopeService:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(_frame("geo", (self.generation, geoip, reopen)))
 
-    def _deliver(self, requester: int, spec: ScopeSpec, kept: tuple[bytes, CompactScopes | None, dict]) -> None:
-        data, table, stats = kept
+    def _deliver(self, requester: int, spec: ScopeSpec, kept: tuple[bytes, dict]) -> None:
+        data, stats = kept
         if requester == 0:
-            if table is None:
-                table = CompactScopes.from_bytes(data)
-                self._kept[spec] = (data, table, stats)
-            self._install(spec, table, stats)
+            self._install(spec, CompactScopes.from_bytes(data), stats)  # it keeps the bytes: no copy
         elif self._send_worker is not None:
             self._send_worker(requester, "scopes", (spec, data))
 
     def _arrived(self, spec: ScopeSpec, data: bytes, stats: dict) -> None:
-        kept: tuple[bytes, CompactScopes | None, dict] = (data, None, stats)
+        kept = (data, stats)
         if len(self._kept) >= KEPT:
             del self._kept[next(iter(self._kept))]
         self._kept[spec] = kept
@@ -183,6 +181,11 @@ class ScopeService:
                     return
                 logger.error("ecs: the scope builder process stopped (%s) while building pool %s; "
                              "it starts again on the next request", exc or "exited", spec.pool.name)
+                self._failed.add(spec)
+                await self._stop()
+                continue
+            except Exception:  # a bug (a reply that does not unpickle...): that pool keeps per-network scopes
+                logger.exception("ecs: scope builder request for pool %s failed", spec.pool.name)
                 self._failed.add(spec)
                 await self._stop()
                 continue
@@ -317,7 +320,8 @@ def serve(fd: int) -> int:
             if geo is None or new_path != path or reopen:
                 if geo is not None:
                     geo.close()
-                geo, path, index, engine = GeoLocator.open(new_path), new_path, None, None
+                # no per-address cache: the builder looks every database record up once
+                geo, path, index, engine = GeoLocator.open(new_path, cache_size=0), new_path, None, None
             continue
         if kind == "job":
             gen, what, args = body
@@ -367,9 +371,57 @@ def serve(fd: int) -> int:
         sock.sendall(reply)
 
 
+def measure(path: str) -> int:
+    """``python -m gslb.scopebuilder --measure DB``: what the builder and a DNS process pay for
+    the benchmark's pool (closest of fra, iad, sin), all up and with fra down."""
+    import tracemalloc
+
+    from gslb.geo import GeoLocator
+    from gslb.model import Pool, Site
+
+    def rss() -> float:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    geo = GeoLocator.open(path, cache_size=0)
+    before = rss()
+    t0 = time.perf_counter()
+    index = NetworkIndex.build(geo)
+    print(f"index: {time.perf_counter() - t0:.1f} s, {len(index.runs[4].starts)} IPv4 + "
+          f"{len(index.runs[6].starts)} IPv6 runs, {len(index.locations)} locations, "
+          f"+{rss() - before:.0f} MB RSS in the builder process (the database file, mapped, is "
+          f"{os.path.getsize(path) / 1e6:.0f} MB of it at most)")
+    sites = (Site("fra", (50.11, 8.68), ("127.0.0.10",), ()), Site("iad", (38.95, -77.45), ("127.0.0.20",), ()),
+             Site("sin", (1.35, 103.82), ("127.0.0.30",), ()))
+    pool = Pool("www", "closest", ("fra", "iad", "sin"))
+    for states in (("up", "up", "up"), ("down", "up", "up")):
+        spec = ScopeSpec(pool, sites, states)
+        t0 = time.perf_counter()
+        table = scope_table_of(index, spec)
+        built = time.perf_counter() - t0
+        data = table.compact()
+        t0 = time.perf_counter()
+        CompactScopes.from_bytes(data)
+        decoded = time.perf_counter() - t0
+        tracemalloc.start()
+        compact = CompactScopes.from_bytes(data)
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        print(f"table {'/'.join(states)}: built in {built:.2f} s, {len(table.v4)} IPv4 + {len(table.v6)} IPv6 "
+              f"runs, shipped {len(data) / 1024:.0f} kB, decoded in {decoded * 1000:.0f} ms, "
+              f"{held / 1024 / 1024:.2f} MB in a DNS process ({compact.size()} runs)")
+    print(f"builder peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m gslb.scopebuilder FD``."""
+    """Entry point: ``python -m gslb.scopebuilder FD`` (``--measure DB``: the costs, see :func:`measure`)."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "--measure":
+        return measure(args[1])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s scopes %(levelname)s %(name)s: %(message)s")
     try:
         os.nice(5)  # the DNS processes come first when the cores are busy

@@ -32,7 +32,9 @@ with the full ``responses_per_second``. The kernel spreads one client's queries 
 by source address and port, so a flood from many source ports gets up to N times the rate in
 all; a real resolver that sticks to one port is limited as with one process.
 
-Workers send ``stats`` (their cumulative query counters) every ``STATS_INTERVAL`` seconds;
+A worker acknowledges each view it applied (``view_applied``, its version: the status API's
+``workers[].view``, so a client can tell when every process answers by a change). Workers send
+``stats`` (their cumulative query counters) every ``STATS_INTERVAL`` seconds;
 ``/metrics`` adds them to the main process's own, and keeps the counts of a worker that died so
 that counters never go down. A worker that exits is restarted (after 1 s, backing off to 30 s
 while it keeps failing) and gets the current state in its ``init``. A worker exits by itself
@@ -111,7 +113,7 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[str, Any]:
 class _Worker:
     """One worker process as the main process sees it."""
 
-    __slots__ = ("index", "proc", "writer", "pid", "ready", "started", "stats", "restarts", "task")
+    __slots__ = ("index", "proc", "writer", "pid", "ready", "started", "stats", "restarts", "task", "view")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -124,6 +126,8 @@ class _Worker:
         self.stats: dict[str, Any] | None = None
         self.restarts = 0
         self.task: asyncio.Task[None] | None = None
+        #: the version of the last state view it applied (``view_applied``)
+        self.view: int | None = None
 
 
 class WorkerPool:
@@ -201,9 +205,10 @@ class WorkerPool:
     # -- introspection
 
     def status(self) -> list[dict[str, Any]]:
-        """One row per worker: index, pid, ready, restarts, queries answered (as last reported)."""
+        """One row per worker: index, pid, ready, restarts, queries answered (as last reported),
+        the version of the state view it answers with."""
         return [{"worker": w.index, "pid": w.pid, "ready": w.ready, "restarts": w.restarts,
-                 "queries": sum(w.stats["queries"].values()) if w.stats else 0}
+                 "queries": sum(w.stats["queries"].values()) if w.stats else 0, "view": w.view}
                 for w in self._workers]
 
     def snapshots(self) -> list[dict[str, Any]]:
@@ -226,6 +231,7 @@ class WorkerPool:
                     raise  # the first start: start() reports it
                 logger.error("DNS worker %d: %s", worker.index, exc)
             worker.ready = False
+            worker.view = None
             if worker.stats is not None:
                 self.retired.absorb(worker.stats)
                 worker.stats = None
@@ -281,6 +287,8 @@ class WorkerPool:
                 raise RuntimeError(f"DNS worker {worker.index} (pid {worker.pid}) exited with {code}") from None
             if kind == "stats":
                 worker.stats = body
+            elif kind == "view_applied":
+                worker.view = body
             elif self.on_message is not None:
                 self.on_message(worker.index, kind, body)
 
@@ -480,6 +488,10 @@ async def _worker_main(fd: int, index: int) -> int:
                 state.handler.locked(state.apply, kind, body)
             except Exception:
                 logger.exception("worker %d: cannot apply %r", index, kind)
+                continue
+            if kind == "view":
+                # the status API shows which view each process answers with
+                writer.write(frame("view_applied", body.version))
 
     tasks = [asyncio.create_task(report()), asyncio.create_task(listen()), asyncio.create_task(stop.wait()),
              asyncio.create_task(build_zones())]
