@@ -251,7 +251,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 return EXIT_USAGE
             states[site] = state
     try:
-        geo = GeoLocator.open(usable_geoip(config))
+        # no per-address cache: the index looks every database record up once
+        geo = GeoLocator.open(usable_geoip(config), cache_size=0)
     except GslbError as exc:
         where = "--geoip" if getattr(args, "geoip", None) is not None else "geoip"
         print(f"gslb plan: {where}: {exc}", file=sys.stderr)
