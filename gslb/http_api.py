@@ -31,6 +31,7 @@ it does in answers; ``drain`` does not.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -273,7 +274,8 @@ async def plan(request: web.Request) -> web.Response:
         if not body.strip():
             return _error(400, "body: expected the proposed zone file (YAML)")
         try:
-            proposed = load_zone_bytes(body, "proposed.yaml", 0.0)
+            # in a worker thread, as zone reloads are (a big file is built under bulk_build)
+            proposed = await asyncio.to_thread(load_zone_bytes, body, "proposed.yaml", 0.0)
         except ConfigErrors as exc:
             errors = [str(e) for e in exc.errors]
             return web.json_response({"error": f"proposed zone file: {len(errors)} error(s): {errors[0]}",
