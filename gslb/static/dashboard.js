@@ -194,9 +194,12 @@
     select.value = selectedPool || "";
   }
 
+  let mapInFlight = false;  // the first map of a big database takes a while: one request at a time
+
   async function refreshMap() {
-    if (!selectedPool) return;
+    if (!selectedPool || mapInFlight) return;
     const [zone, pool] = selectedPool.split("|");
+    mapInFlight = true;
     try {
       const resp = await fetch(`api/v1/map?zone=${encodeURIComponent(zone)}&pool=${encodeURIComponent(pool)}`, { cache: "no-store" });
       if (!resp.ok) throw new Error("HTTP " + resp.status);
@@ -207,6 +210,8 @@
       const note = document.getElementById("map-note");
       note.textContent = "traffic map unavailable (" + err.message + ")";
       note.classList.add("err");
+    } finally {
+      mapInFlight = false;
     }
   }
 
