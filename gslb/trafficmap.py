@@ -275,10 +275,11 @@ def country_rows(locations: Sequence[LocationKey], sizes: Sequence[float],
 
 
 def moves(locations: Sequence[LocationKey], sizes: Sequence[float], before: Sequence[Answer],
-          after: Sequence[Answer]) -> tuple[list[dict[str, Any]], float]:
+          after: Sequence[Answer]) -> tuple[list[dict[str, Any]], float, dict[str, float]]:
     """What changes from ``before`` to ``after`` (answers per location id): rows ``country``,
     ``continent``, ``from``, ``to``, ``share`` (of the country's space), one per (country, from,
-    to); and ``moved_share``, the fraction of all located space that moves."""
+    to); ``moved_share``, the fraction of all located space that moves; and per continent (of the
+    countries) the fraction of its space that moves (only continents where some space moves)."""
     total, continent = _countries(locations, sizes)
     moved: dict[tuple[str, Answer, Answer], float] = {}
     for loc, size, a, b in zip(locations, sizes, before, after, strict=True):
@@ -290,7 +291,14 @@ def moves(locations: Sequence[LocationKey], sizes: Sequence[float], before: Sequ
     rows = [{"country": country, "continent": continent[country] or None, "from": list(a), "to": list(b),
              "share": size / total[country]} for (country, a, b), size in order]
     everything = sum(total.values())
-    return rows, (sum(moved.values()) / everything if everything else 0.0)
+    cont_total: dict[str, float] = {}
+    for country, size in total.items():
+        cont_total[continent[country]] = cont_total.get(continent[country], 0.0) + size
+    cont_moved: dict[str, float] = {}
+    for (country, _, _), size in moved.items():
+        cont_moved[continent[country]] = cont_moved.get(continent[country], 0.0) + size
+    by_continent = {c: cont_moved[c] / cont_total[c] for c in sorted(cont_moved) if c}
+    return rows, (sum(moved.values()) / everything if everything else 0.0), by_continent
 
 
 def weigh_queries(pool_plan: dict[str, Any], queries: Mapping[str | None, int]) -> dict[str, Any]:
@@ -402,19 +410,19 @@ class MapEngine:
         return country_rows(locations, sizes, answers)
 
     def plan(self, before: ScopeSpec | None, after: ScopeSpec | None) -> dict[str, Any]:
-        """:func:`moves` of a pool between two specs: ``{"moves", "moved_share"}``."""
+        """:func:`moves` of a pool between two specs: ``{"moves", "moved_share", "moved_share_by_continent"}``."""
         if before == after:
-            return {"moves": [], "moved_share": 0.0}
+            return {"moves": [], "moved_share": 0.0, "moved_share_by_continent": {}}
         rules = cidr_rules(before) | cidr_rules(after)
         if not rules:
-            rows, moved = moves(self.index.locations, self.index.location_sizes(), self.answers(before),
-                                self.answers(after))
+            rows, moved, by_continent = moves(self.index.locations, self.index.location_sizes(),
+                                              self.answers(before), self.answers(after))
         else:
             pieces = self.pieces(rules)
             locations, sizes, a = pieces.extend(self.index, before, self.answers(before))
             _, _, b = pieces.extend(self.index, after, self.answers(after))
-            rows, moved = moves(locations, sizes, a, b)
-        return {"moves": rows, "moved_share": moved}
+            rows, moved, by_continent = moves(locations, sizes, a, b)
+        return {"moves": rows, "moved_share": moved, "moved_share_by_continent": by_continent}
 
 
 #: specs whose answers a MapEngine keeps

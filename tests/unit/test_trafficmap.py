@@ -100,7 +100,8 @@ def test_closest_splits_by_location_and_moves_follow_the_policy_order():
     assert plan["moved_share"] == pytest.approx((sizes[0] + sizes[1]) / sum(sizes))
     # nothing changes: no move at all
     assert engine.plan(spec_of(zone, "web", {}), spec_of(zone, "web", {"sin": "unknown"})) == \
-        {"moves": [], "moved_share": 0.0}
+        {"moves": [], "moved_share": 0.0, "moved_share_by_continent": {}}
+    assert plan["moved_share_by_continent"] == {"EU": pytest.approx(1.0)}
 
 
 def test_a_country_split_between_answers_gets_one_move_per_pair():
@@ -231,9 +232,9 @@ def test_balancer_is_not_needed_per_location_for_client_free_policies():
 
 def test_moves_ignore_unlocated_space():
     locs = [(None, None, "EU"), ((1.0, 1.0), "DE", "EU")]
-    rows, moved = moves(locs, [10.0, 10.0], [("a",), ("a",)], [("b",), ("b",)])
+    rows, moved, by_continent = moves(locs, [10.0, 10.0], [("a",), ("a",)], [("b",), ("b",)])
     assert [(r["country"], r["share"]) for r in rows] == [("DE", 1.0)]
-    assert moved == 1.0
+    assert moved == 1.0 and by_continent == {"EU": 1.0}
 
 
 @pytest.mark.parametrize("policy", ["closest", "geo", "failover"])
