@@ -366,7 +366,7 @@ class MapEngine:
         ``_Prepared.changes``, which also names the exception, a site lacking one family). None
         when no kept spec is such."""
         for old, answers in reversed(self._answers.items()):
-            if old.pool is not spec.pool or old.sites != spec.sites:
+            if old.pool != spec.pool or old.sites != spec.sites:
                 continue
             left = set()
             for site, a, b in zip(spec.sites, old.states, spec.states, strict=True):

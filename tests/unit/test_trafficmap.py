@@ -345,3 +345,25 @@ def test_small_shares_keep_two_significant_digits():
         {"country": "FR", "continent": None, "from": [], "to": ["fra", "iad"], "share": 0.5}]}
     assert format_plan({"pools": [pool]}).splitlines() == [
         "eu  DE (EU)  iad -> fra  0.0061 %", "eu  FR  (none) -> fra,iad  50.0 %"]
+
+
+def test_sites_leaving_are_recomputed_incrementally_across_pickling():
+    # the builder process gets every spec unpickled: equal, not identical, objects
+    import pickle
+
+    idx = _index(4)
+    zone = _zone(Pool("p", "closest", ("fra", "iad", "sin")))
+    engine = MapEngine(idx)
+    engine.answers(pickle.loads(pickle.dumps(spec_of(zone, "p", {}))))
+    calls = []
+    original = engine._after_leaving
+
+    def spy(spec):
+        got = original(spec)
+        calls.append(got is not None)
+        return got
+
+    engine._after_leaving = spy  # type: ignore[method-assign]
+    spec = pickle.loads(pickle.dumps(spec_of(zone, "p", {"fra": "down"})))
+    assert engine.answers(spec) == location_answers(idx, spec)
+    assert calls == [True]
