@@ -40,6 +40,7 @@ from gslb.handler import QueryHandler, ReadinessGate, expire_cookies_every
 from gslb import sdnotify
 from gslb.metrics import CheckStats
 from gslb.netmap import CompactScopes
+from gslb.mapservice import MapService
 from gslb.scopebuilder import ScopeService
 from gslb.state import MemoryBackend, SiteStateTable
 from gslb.stats import QueryStats
@@ -143,6 +144,11 @@ class Server:
         self.workers: WorkerPool | None = None
         #: merged ECS scopes (``ecs_scope: merged``): the builder process's service
         self.scopes: ScopeService | None = None
+        #: the builder process's service for the traffic map and plans (the same as ``scopes``
+        #: when that is on; the process starts on the first request)
+        self.builder: ScopeService | None = None
+        #: ``/api/v1/map`` and ``/api/v1/plan`` (gslb.mapservice)
+        self.maps: MapService | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.http_runner: Any = None
         self.dns_ready = False
@@ -201,6 +207,10 @@ class Server:
         if cfg.ecs_scope == "merged":
             self.scopes = ScopeService(self.geo.path if self.geo is not None else None, self._install_scopes,
                                        self._send_scopes)
+        self.builder = self.scopes or ScopeService(self.geo.path if self.geo is not None else None,
+                                                   lambda *_: None)
+        self.maps = MapService(self._builder, lambda: self.zone_store.zones, lambda: self.table.view,
+                               lambda: self.query_stats().countries)
         self.balancer = self._new_balancer(self.geo, regions)
         zones = self.zone_store.zones
         self.table.configure(zones)
@@ -220,6 +230,9 @@ class Server:
         # verdicts changed (and only those) from the answer cache
         pools.on_change = handler.pools_changed
         table.add_listener(lambda old, new: handler.locked(pools.sync, new))
+        maps = self.maps
+        table.add_listener(lambda old, new: maps.view_changed())
+        self._spawn(maps.sample_every(), "traffic-window")
         self.dns = DnsServer(handler, cfg.tcp)
         await self.dns.start(list(cfg.listen), reuse_port=cfg.workers > 1)
         if cfg.workers > 1:
@@ -276,8 +289,10 @@ class Server:
         self._tasks.clear()
         if self.workers is not None:
             await self.workers.close()
-        if self.scopes is not None:
-            await self.scopes.close()
+        if self.maps is not None:
+            await self.maps.close()
+        if self.builder is not None:
+            await self.builder.close()
         if self.dns is not None:
             await self.dns.close()
         if self.http_runner is not None:
@@ -470,9 +485,9 @@ class Server:
 
     def _use_geo(self, geo: GeoLocator | None, regions: Any) -> None:
         """Answer pools with ``geo`` and ``regions`` from the next query on (a new Balancer)."""
-        if self.scopes is not None:
+        if self.builder is not None:
             # before the workers hear of it: tables of the new generation reach them after "geo"
-            self.scopes.reset(geo.path if geo is not None else None, reopen=geo is not self.geo)
+            self.builder.reset(geo.path if geo is not None else None, reopen=geo is not self.geo)
         if self.handler is None:
             self._swap_geo(geo, regions)
         else:
@@ -482,6 +497,10 @@ class Server:
 
     def _new_balancer(self, geo: GeoLocator | None, regions: dict[str, Any]) -> Balancer:
         return Balancer(geo, regions, random.Random(), self._ask_scopes if self.scopes is not None else None)
+
+    def _builder(self) -> ScopeService:
+        assert self.builder is not None
+        return self.builder
 
     def _ask_scopes(self, pkey: tuple[str, str], spec: ScopeSpec) -> None:
         """The main process's balancer wants a table (any thread: the UDP threads prepare pools too)."""

@@ -44,7 +44,7 @@ import itertools
 import logging
 import random
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from gslb.geo import distance_km
 from gslb.model import Location, Pool, PoolAnswer, PoolOutcome, Site, SiteStatus, Soa, StateView, Zone, ZoneSet
@@ -376,7 +376,7 @@ def scope_table_of(index: NetworkIndex, spec: ScopeSpec) -> ScopeTable:
     prep = _Prepared(zone, pool, view, geomap, policy, policy.depends_on_location(()))
     balancer = Balancer(None, {}, random.Random(0))
 
-    def answer_of(loc: tuple[tuple[float, float] | None, str | None, str | None]) -> tuple[object, ...]:
+    def answer_of(loc: tuple[tuple[float, float] | None, str | None, str | None]) -> tuple[Any, ...]:
         latlon, country, continent = loc
         return balancer.located_answer(prep, Location("", "", 0, latlon, country, continent))
 
@@ -633,7 +633,7 @@ class Balancer:
             self.on_change([(pkey, None) for pkey in installed])
         return installed
 
-    def located_answer(self, prep: _Prepared, location: Location | None) -> tuple[object, ...]:
+    def located_answer(self, prep: _Prepared, location: Location | None) -> tuple[Any, ...]:
         """What a client at ``location`` gets from the pool, CIDR rules aside: the table's answer key."""
         decision = self._decide(prep, location, (0, 0, 0), "", 0, False, wide=False)
         if decision.outcome != "answer":

@@ -60,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="treat SITE (or ZONE/SITE) as down (repeatable)")
     e.add_argument("--json", action="store_true", help="print the trace as JSON")
 
+    pl = sub.add_parser("plan", help="which clients would change site (offline)")
+    pl.add_argument("zone", metavar="ZONE", help="a zone of the zones folder")
+    pl.add_argument("proposed", nargs="?", metavar="PROPOSED.yaml", help="the zone file as it would be")
+    config_arg(pl)
+    pl.add_argument("--zones", metavar="DIR", help="folder of zone files (*.yaml)")
+    pl.add_argument("--geoip", metavar="FILE", help="GeoIP database ('none': no database)")
+    pl.add_argument("--down", action="append", default=[], metavar="SITE", help="treat SITE as down (repeatable)")
+    pl.add_argument("--drain", action="append", default=[], metavar="SITE",
+                    help="treat SITE as drained: out unless every other site is down (repeatable)")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+
     k = sub.add_parser("checker", help="run one region's health checks into a shared Redis table")
     k.add_argument("--region", required=True, metavar="NAME")
     k.add_argument("--state", required=True, metavar="URL",
@@ -209,6 +220,62 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``gslb plan``: which countries' clients would change site under PROPOSED.yaml and/or with
+    sites down or drained (nothing printed, exit 0, when none would)."""
+    from gslb.config import usable_geoip
+    from gslb.geo import GeoLocator
+    from gslb.netmap import NetworkIndex
+    from gslb.trafficmap import MapEngine, format_plan, plan_zone
+    from gslb.zonefile import load_zone_file
+    from gslb.zonestore import ZoneStore
+
+    config = _config_with_zones(args)
+    if isinstance(config, int):
+        return config
+    store = ZoneStore(config.zones, max_file_bytes=config.max_zone_file_bytes)
+    result = store.reload(force=True)
+    zone = store.zones.by_key(args.zone.strip().lower().rstrip("."))
+    if zone is None:
+        for error in result.get("errors", []):
+            print(error, file=sys.stderr)
+        print(f"gslb plan: ZONE: no zone {args.zone!r} in {config.zones}", file=sys.stderr)
+        return EXIT_USAGE if not result.get("errors") else EXIT_INVALID
+    after = zone
+    if args.proposed is not None:
+        try:
+            after = load_zone_file(args.proposed)
+        except ConfigErrors as exc:
+            _print_errors(exc)
+            return EXIT_INVALID
+        if after.key != zone.key:
+            print(f"{args.proposed}:1: zone: expected {zone.key}, got {after.key}", file=sys.stderr)
+            return EXIT_INVALID
+    states: dict[str, str] = {}
+    for flag, state in (("--down", "down"), ("--drain", "drain")):
+        for site in getattr(args, flag[2:]):
+            if site not in zone.sites and site not in after.sites:
+                print(f"gslb plan: {flag} {site}: no such site in {zone.key}", file=sys.stderr)
+                return EXIT_USAGE
+            states[site] = state
+    try:
+        # no per-address cache: the index looks every database record up once
+        geo = GeoLocator.open(usable_geoip(config), cache_size=0)
+    except GslbError as exc:
+        where = "--geoip" if getattr(args, "geoip", None) is not None else "geoip"
+        print(f"gslb plan: {where}: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    with geo:
+        plan = plan_zone(MapEngine(NetworkIndex.build(geo)), zone, after, {}, states)
+    if args.json:
+        print(json.dumps(plan, indent=2))
+    else:
+        text = format_plan(plan)
+        if text:
+            print(text)
+    return EXIT_OK
+
+
 def cmd_checker(args: argparse.Namespace) -> int:
     """``gslb checker``: run one region's health checks into the shared Redis table until stopped."""
     import asyncio
@@ -262,7 +329,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_status(args.http, args.config)
 
 
-COMMANDS = {"serve": cmd_serve, "check": cmd_check, "explain": cmd_explain,
+COMMANDS = {"serve": cmd_serve, "check": cmd_check, "explain": cmd_explain, "plan": cmd_plan,
             "checker": cmd_checker, "status": cmd_status, "schema": cmd_schema}
 
 

@@ -63,8 +63,9 @@ COOKIE_DEP = ("#cookies",)
 #: rcodes whose replies the answer cache does not keep (see QueryHandler.compute)
 _NOT_STORED = frozenset((NXDOMAIN, REFUSED))
 
-#: answer kinds (statistics slots) before the registry starts over (the cache is cleared with it)
-MAX_SLOTS = 20000
+#: answer kinds (statistics slots) before the registry starts over (the cache is cleared with it);
+#: a slot per client country of located pools: up to ~250 per (pool, answer, type)
+MAX_SLOTS = 50000
 
 #: query types counted by name; any other is counted as "other", so that random types sent by
 #: a client cannot grow the statistics (and the /metrics label sets) without bound
@@ -160,6 +161,16 @@ class ReadinessGate:
     def _changed(self, changes: list[PoolChange]) -> None:
         if self.on_change is not None:
             self.on_change(changes)
+
+    def country(self, client_ip: str) -> str | None:
+        """The client's country (None: unknown), for the per-country query counters."""
+        geo = self.balancer.geo
+        if geo is None:
+            return None
+        try:
+            return geo.locate(client_ip).country
+        except ValueError:
+            return None
 
     def answer(self, zone: Zone, pool: Pool, rtype: str, client_ip: str,
                source_prefix: int | None) -> PoolAnswer:
@@ -381,9 +392,15 @@ class QueryHandler:
         rrl_id = identity(query, response, zones) \
             if self.rrl is not None and (rrl is not None or cache is not None) else None
         limited = rrl.check(host, rrl_id, self.clock()) if rrl is not None else 0
+        # the client's country, for a pool answer that holds for one client network only (per
+        # client, or for one ECS subnet): what a cached copy is counted under (gslb.trafficmap)
+        country = None
+        if pool is not None and (response.per_client or (query.ecs is not None and query.ecs.source_prefix)):
+            country = _country(self._pools, query.ecs.address if query.ecs is not None and query.ecs.source_prefix
+                               else client)
         if not limited:
             if pool is not None:
-                stats.answered_sites(pool[0], pool[1], response.sites)
+                stats.answered_sites(pool[0], pool[1], response.sites, country)
             stats.query(response.zone, qtype, rcode, perf_counter() - start)
         # NXDOMAIN and REFUSED are not stored: resolvers cache them themselves (RFC 2308), so a
         # repeat is rare, while a flood of random names would push every useful answer out
@@ -401,7 +418,7 @@ class QueryHandler:
             token = cache.token(deps)
             # nothing this answer read changed while it was computed (else: not stored)
             if cache.epoch == epoch:
-                slot = stats.slot(response.zone, qtype, rcode, pool, response.sites, cookie_verdict)
+                slot = stats.slot(response.zone, qtype, rcode, pool, response.sites, cookie_verdict, country)
                 cache.put(data[2:], host if per_client else None, reply[2:], token, slot, rrl_id)
         if limited:
             return self._limited(limited, reply, query)
@@ -457,6 +474,13 @@ class QueryHandler:
         rcode = rcodes.get(judged, NOERROR)
         self._stats.query("", "", RCODE_NAMES[rcode], perf_counter() - start)
         return error.build(limit, cookie, rcode)
+
+
+def _country(pools: Pools, client: str) -> str | None:
+    """The client's country by the pools' locator (pools without one, e.g. in tests: None)."""
+    country = getattr(pools, "country", None)
+    return country(client) if country is not None else None
+
 
 async def expire_cookies_every(handler: QueryHandler, period: float = CACHE_PERIOD) -> None:
     """Drop the cached replies that carry a server cookie every ``period`` seconds (a task of the

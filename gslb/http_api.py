@@ -6,6 +6,9 @@ immutable snapshots) and never walk configuration files. Routes (SPEC "HTTP endp
     GET  /healthz                                 200 {"status": "ok"} while DNS serves, else 503
     GET  /api/v1/status                           zones, sites, pools, state backend, recent changes
     GET  /api/v1/explain?name=N&type=T&client=IP  the decision trace of a name for a client
+    GET  /api/v1/map?zone=Z&pool=P                the pool's answer per country (the traffic map)
+    GET  /api/v1/plan?zone=Z&down=S&drain=S       what would move against the live state
+    POST /api/v1/plan?zone=Z&down=S&drain=S       the same under a proposed zone file (the body)
     GET  /metrics                                 Prometheus text format
     POST /api/v1/reload                           (token) reload zones, answer the result
     PUT  /api/v1/sites/{zone}/{site}/override     (token) {"state": "up"|"down"|"drain"|"auto"}
@@ -28,6 +31,7 @@ it does in answers; ``drain`` does not.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -235,6 +239,58 @@ async def explain(request: web.Request) -> web.Response:
     return web.json_response(trace)
 
 
+async def traffic_map(request: web.Request) -> web.Response:
+    """GET /api/v1/map?zone=Z&pool=P (computed by the builder process; gslb.mapservice)."""
+    from gslb.mapservice import MapError
+
+    zone = request.query.get("zone", "").strip()
+    pool = request.query.get("pool", "").strip()
+    if not zone:
+        return _error(400, "missing query parameter: zone")
+    if not pool:
+        return _error(400, "missing query parameter: pool")
+    maps = getattr(_server(request), "maps", None)
+    if maps is None:
+        return _error(503, "the traffic map is not available yet")
+    try:
+        return web.json_response(await maps.map(zone, pool))
+    except MapError as exc:
+        return _error(exc.status, str(exc))
+
+
+async def plan(request: web.Request) -> web.Response:
+    """GET /api/v1/plan?zone=Z&down=S&drain=S; POST with a proposed zone file as the body (its
+    errors, as ``gslb check`` prints them, are a 400 with ``errors``)."""
+    from gslb.errors import ConfigErrors
+    from gslb.mapservice import MapError
+    from gslb.zonefile import load_zone_bytes
+
+    zone = request.query.get("zone", "").strip()
+    if not zone:
+        return _error(400, "missing query parameter: zone")
+    down = [s.strip() for s in request.query.getall("down", []) if s.strip()]
+    drain = [s.strip() for s in request.query.getall("drain", []) if s.strip()]
+    maps = getattr(_server(request), "maps", None)
+    if maps is None:
+        return _error(503, "plans are not available yet")
+    proposed = None
+    if request.method == "POST":
+        body = await request.read()
+        if not body.strip():
+            return _error(400, "body: expected the proposed zone file (YAML)")
+        try:
+            # in a worker thread, as zone reloads are (a big file is built under bulk_build)
+            proposed = await asyncio.to_thread(load_zone_bytes, body, "proposed.yaml", 0.0)
+        except ConfigErrors as exc:
+            errors = [str(e) for e in exc.errors]
+            return web.json_response({"error": f"proposed zone file: {len(errors)} error(s): {errors[0]}",
+                                      "errors": errors}, status=400)
+    try:
+        return web.json_response(await maps.plan(zone, down, drain, proposed))
+    except MapError as exc:
+        return _error(exc.status, str(exc))
+
+
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format."""
     body = render(request.app[REGISTRY_KEY])
@@ -339,6 +395,9 @@ def create_app(server: Any) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/explain", explain)
+    app.router.add_get("/api/v1/map", traffic_map)
+    app.router.add_get("/api/v1/plan", plan)
+    app.router.add_post("/api/v1/plan", plan)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/v1/reload", reload)
     app.router.add_put("/api/v1/sites/{zone}/{site}/override", override)

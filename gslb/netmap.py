@@ -118,6 +118,7 @@ class NetworkIndex:
     def __init__(self, runs: dict[int, FamilyRuns], locations: list[LocationKey]) -> None:
         self.runs = runs
         self.locations = locations
+        self._sizes: list[float] | None = None
 
     @classmethod
     def build(cls, locator: Any) -> "NetworkIndex":
@@ -171,6 +172,31 @@ class NetworkIndex:
         finally:
             buf.close()
         return cls(runs, locations)
+
+
+    def location_sizes(self) -> list[float]:
+        """The address space of each location id in both families, in client networks: an IPv4
+        /24 and an IPv6 /48 count as one (:data:`SIZE_UNIT_BITS`); opaque runs count nowhere.
+        Computed once per index (the traffic map and ``gslb plan`` weigh by it)."""
+        sizes = self._sizes
+        if sizes is None:
+            sizes = [0.0] * len(self.locations)
+            for runs in self.runs.values():
+                unit = float(1 << SIZE_UNIT_BITS[runs.bits])
+                starts, ids = runs.starts, runs.ids
+                n = len(starts)
+                top = 1 << runs.bits
+                for i in range(n):
+                    lid = ids[i]
+                    if lid != OPAQUE:
+                        sizes[lid] += ((starts[i + 1] if i + 1 < n else top) - starts[i]) / unit
+            self._sizes = sizes
+        return sizes
+
+
+#: the size of one client network per family's address width (bits below it): IPv4 /24, IPv6 /48,
+#: the subnets the ``hash`` policy treats as one client
+SIZE_UNIT_BITS = {32: 8, 128: 80}
 
 
 def _gap_id(locations: list[LocationKey], loc_ids: dict[LocationKey, int]) -> int:

@@ -31,11 +31,18 @@ The builder and the service talk over a Unix socket pair with the workers' frami
 the builder, ``table (generation, spec, bytes, stats)`` or ``failed (generation, spec,
 message)`` back. A builder that dies is started again on the next request (the spec it was
 building is not retried until the next generation).
+
+The same process computes the traffic map and plans (:mod:`gslb.trafficmap`, over the same index):
+:meth:`ScopeService.job` sends ``job (generation, what, args)`` (``what``: ``map`` with a spec,
+``plan`` with a list of (pool name, spec before, spec after)) and awaits ``done (generation,
+result)`` or ``job_failed (generation, message)``. Jobs go before table builds (an operator is
+waiting) and never depend on a generation: a reset only makes the next ones use the new database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import resource
@@ -86,6 +93,8 @@ class ScopeService:
         self._closed = False
         #: the last table built: pool, runs, bytes, seconds, index seconds, builder peak RSS (MB)
         self.last: dict[str, Any] = {}
+        #: map and plan jobs waiting for the builder: (what, args, future)
+        self._jobs: collections.deque[tuple[str, Any, asyncio.Future[Any]]] = collections.deque()
 
     # -- requests and deliveries -------------------------------------------------------------
 
@@ -102,6 +111,17 @@ class ScopeService:
         self._wake.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="scope-builder")
+
+    async def job(self, what: str, args: Any) -> Any:
+        """The builder's result of a map or plan job (RuntimeError when the builder fails it or stops)."""
+        if self._closed:
+            raise RuntimeError("the builder process is stopping")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._jobs.append((what, args, future))
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="scope-builder")
+        return await future
 
     def forget(self, requester: int) -> None:
         """A worker process (re)starts: what its previous life wanted no longer counts."""
@@ -148,6 +168,9 @@ class ScopeService:
 
     async def _run(self) -> None:
         while not self._closed:
+            if self._jobs:
+                await self._run_job(*self._jobs.popleft())
+                continue
             spec = self._next()
             if spec is None:
                 self._wake.clear()
@@ -182,6 +205,29 @@ class ScopeService:
             self.last = dict(stats, pool=spec.pool.name, bytes=len(data))
             self._arrived(spec, data, stats)
 
+    async def _run_job(self, what: str, args: Any, future: asyncio.Future[Any]) -> None:
+        if future.done():  # its caller went away
+            return
+        try:
+            await self._start()
+            assert self._writer is not None and self._reader is not None
+            self._writer.write(_frame("job", (self.generation, what, args)))
+            kind, body = await _read(self._reader)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            if not future.done():
+                future.set_exception(RuntimeError(f"the builder process stopped ({exc or 'exited'})"))
+            if not self._closed:
+                logger.error("map: the builder process stopped (%s) during a %s job; it starts again on the "
+                             "next request", exc or "exited", what)
+                await self._stop()
+            return
+        if future.done():
+            return
+        if kind == "done":
+            future.set_result(body[1])
+        else:
+            future.set_exception(RuntimeError(str(body[1])))
+
     async def _start(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
             return
@@ -215,6 +261,10 @@ class ScopeService:
         """Stop the builder process."""
         self._closed = True
         self._wake.set()
+        while self._jobs:
+            future = self._jobs.popleft()[2]
+            if not future.done():
+                future.set_exception(RuntimeError("the builder process is stopping"))
         if self._task is not None:
             self._task.cancel()
             try:
@@ -255,6 +305,7 @@ def _recv(f: Any) -> tuple[str, Any] | None:
 def serve(fd: int) -> int:
     """The builder's loop: one message at a time, until the main process closes the socket."""
     from gslb.geo import GeoLocator
+    from gslb.trafficmap import MapEngine
     from gslb.workers import frame
 
     sock = socket.socket(fileno=fd)
@@ -264,6 +315,7 @@ def serve(fd: int) -> int:
     index: NetworkIndex | None = None
     index_seconds = 0.0
     generation = 0
+    engine: MapEngine | None = None
     while True:
         msg = _recv(rfile)
         if msg is None:
@@ -275,7 +327,30 @@ def serve(fd: int) -> int:
                 if geo is not None:
                     geo.close()
                 # no per-address cache: the builder looks every database record up once
-                geo, path, index = GeoLocator.open(new_path, cache_size=0), new_path, None
+                geo, path, index, engine = GeoLocator.open(new_path, cache_size=0), new_path, None, None
+            continue
+        if kind == "job":
+            gen, what, args = body
+            try:
+                t0 = time.perf_counter()
+                if index is None:
+                    assert geo is not None
+                    index = NetworkIndex.build(geo)
+                    index_seconds = time.perf_counter() - t0
+                    logger.info("map: network index of %s: %d + %d runs, %d locations in %.1f s",
+                                path, len(index.runs[4].starts), len(index.runs[6].starts),
+                                len(index.locations), index_seconds)
+                if engine is None or engine.index is not index:
+                    engine = MapEngine(index)
+                if what == "map":
+                    result: Any = engine.map(args)
+                else:
+                    result = [dict(pool=name, **engine.plan(a, b)) for name, a, b in args]
+                reply = frame("done", (gen, result))
+            except Exception as exc:  # a bug, a database that went away: this job fails, not the process
+                logger.exception("map: cannot compute a %s job", what)
+                reply = frame("job_failed", (gen, f"{type(exc).__name__}: {exc}"))
+            sock.sendall(reply)
             continue
         if kind != "build":
             continue

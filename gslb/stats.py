@@ -22,13 +22,14 @@ class QueryStats:
     """Query, answer and latency counters of one process.
 
     Answers served from the answer cache are counted with one list increment: each cache entry
-    carries a *slot* (:meth:`slot`), an index standing for (zone, qtype, rcode, pool, sites), and
+    carries a *slot* (:meth:`slot`), an index standing for (zone, qtype, rcode, pool, sites, cookie
+verdict, country), and
     ``hits[slot]`` grows per answer. Reading ``queries`` or ``site_answers`` folds the hits into
     the counters first. The latency histogram covers the answers that were computed; answers from
     the cache are counted in ``cache_hits`` (their cost is a dict probe, not worth two clock reads).
     """
 
-    __slots__ = ("_queries", "_site_answers", "latency_counts", "latency_sum", "dropped", "hits",
+    __slots__ = ("_queries", "_site_answers", "_countries", "latency_counts", "latency_sum", "dropped", "hits",
                  "cache_hits", "rrl_dropped", "rrl_slipped", "_cookies", "_slots", "_slot_keys", "_folded")
 
     def __init__(self) -> None:
@@ -36,6 +37,10 @@ class QueryStats:
         self._queries: Counter[tuple[str, str, str]] = Counter()
         #: (zone key, pool, site) -> how many answers included the site
         self._site_answers: Counter[tuple[str, str, str]] = Counter()
+        #: (zone key, pool, country or None) -> pool answers given to clients of that country
+        #: (None: not known, e.g. one cached answer for every client of a policy that ignores
+        #: the client); at most one series per country (~250) per pool
+        self._countries: Counter[tuple[str, str, str | None]] = Counter()
         #: one count per LATENCY_BUCKETS entry plus the +Inf bucket (not cumulative)
         self.latency_counts: list[int] = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
@@ -69,6 +74,13 @@ class QueryStats:
         return self._site_answers
 
     @property
+    def countries(self) -> Counter[tuple[str, str, str | None]]:
+        """(zone key, pool, country or None) -> pool answers (cache hits included): the traffic
+        ``gslb plan``'s query shares weigh by (``gslb.trafficmap``)."""
+        self.fold()
+        return self._countries
+
+    @property
     def cookies(self) -> Counter[str]:
         """Verdict ("valid", "client_only", "invalid", "malformed") -> queries with a COOKIE option
         (cache hits included)."""
@@ -85,16 +97,18 @@ class QueryStats:
         self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
 
-    def answered_sites(self, zone: str, pool: str, sites: tuple[str, ...]) -> None:
-        """Count the sites that went into one pool answer."""
+    def answered_sites(self, zone: str, pool: str, sites: tuple[str, ...], country: str | None = None) -> None:
+        """Count the sites that went into one pool answer, and the client's country."""
         for site in sites:
             self._site_answers[(zone, pool, site)] += 1
+        self._countries[(zone, pool, country)] += 1
 
     def slot(self, zone: str, qtype: str, rcode: str, pool: tuple[str, str] | None,
-             sites: tuple[str, ...], cookie: str = "") -> int:
+             sites: tuple[str, ...], cookie: str = "", country: str | None = None) -> int:
         """The slot standing for one kind of answer (the answer cache stores it with the reply);
-        ``cookie``: the COOKIE verdict of the query ("" without one)."""
-        key = (zone, qtype, rcode, pool, sites, cookie)
+        ``cookie``: the COOKIE verdict of the query ("" without one); ``country``: the client's,
+        for a pool answer that holds for the clients of one network only (else None)."""
+        key = (zone, qtype, rcode, pool, sites, cookie, country)
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = len(self._slot_keys)
@@ -123,7 +137,7 @@ class QueryStats:
             new = n - folded[slot]
             if new:
                 folded[slot] = n
-                zone, qtype, rcode, pool, sites, cookie = keys[slot]
+                zone, qtype, rcode, pool, sites, cookie, country = keys[slot]
                 self._queries[(zone, qtype, rcode)] += new
                 self.cache_hits += new
                 if cookie:
@@ -131,11 +145,13 @@ class QueryStats:
                 if pool is not None:
                     for site in sites:
                         self._site_answers[(pool[0], pool[1], site)] += new
+                    self._countries[(pool[0], pool[1], country)] += new
 
     def snapshot(self) -> dict:
         """The cumulative counters as plain values (what a DNS worker process reports)."""
         self.fold()
         return {"queries": dict(self._queries), "site_answers": dict(self._site_answers),
+                "countries": dict(self._countries),
                 "latency_counts": list(self.latency_counts), "latency_sum": self.latency_sum,
                 "dropped": dict(self.dropped), "cache_hits": self.cache_hits,
                 "rrl_dropped": self.rrl_dropped, "rrl_slipped": self.rrl_slipped, "cookies": dict(self._cookies)}
@@ -145,6 +161,7 @@ class QueryStats:
         self.fold()
         self._queries.update(snapshot["queries"])
         self._site_answers.update(snapshot["site_answers"])
+        self._countries.update(snapshot.get("countries", {}))
         for i, n in enumerate(snapshot["latency_counts"][:len(self.latency_counts)]):
             self.latency_counts[i] += n
         self.latency_sum += snapshot["latency_sum"]
@@ -173,3 +190,6 @@ class QueryStats:
                    for pool in zone.pools.values() for site in pool.sites}
         for key in [k for k in self._site_answers if k not in answers]:
             del self._site_answers[key]
+        pools = {(zone.key, name) for zone in zones for name in zone.pools}
+        for ckey in [k for k in self._countries if k[:2] not in pools]:
+            del self._countries[ckey]

@@ -1,15 +1,25 @@
-// gslb dashboard: draws the world map from static/world.js, then polls api/v1/status.
+// gslb dashboard: draws the world map from static/world.js, then polls api/v1/status, and every second
+// api/v1/map for the traffic map (countries filled with the colour of the site their clients get).
 // Everything is built with DOM calls (textContent), never innerHTML, so zone data cannot inject markup.
 "use strict";
 
 (function () {
   const REFRESH_MS = 5000;
+  const MAP_MS = 1000;
+  // one colour per site, in the pool's order (colour-blind friendly Tableau 10)
+  const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
+    "#9c755f", "#bab0ac"];
+  const NO_ANSWER = "#555d69";
   const SVG_NS = "http://www.w3.org/2000/svg";
   const WORLD = window.GSLB_WORLD || { width: 360, height: 142, latTop: 84, latBottom: -58, countries: [] };
   const map = document.getElementById("map");
   const tooltip = document.getElementById("tooltip");
   let siteLayer = null;
   let regionLayer = null;
+  const countryPaths = [];  // {iso, name, path, title}
+  let mapRows = {};  // ISO code -> rows of /api/v1/map for the selected pool (largest share first)
+  let mapColours = {};  // site -> colour
+  let selectedPool = null;  // "zone|pool"
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -68,10 +78,14 @@
     map.append(grid);
     const land = svg("g", { class: "land" });
     for (const c of WORLD.countries) {
-      const p = svg("path", { class: "country", d: c.d });
+      const p = svg("path", { class: "country", d: c.d, "data-iso": c.iso || "" });
       const t = svg("title", {});
       t.textContent = c.name;
       p.append(t);
+      p.addEventListener("mouseenter", (evt) => showCountryTooltip(evt, c));
+      p.addEventListener("mousemove", moveTooltip);
+      p.addEventListener("mouseleave", () => { tooltip.hidden = true; });
+      countryPaths.push({ iso: c.iso || "", name: c.name, path: p, title: t });
       land.append(p);
     }
     map.append(land);
@@ -101,6 +115,104 @@
     }
     tooltip.hidden = false;
     moveTooltip(evt);
+  }
+
+  function pct(share) {
+    const percent = share * 100;
+    return (percent > 0 && percent < 0.05 ? percent.toPrecision(2) : percent.toFixed(1)) + " %";
+  }
+
+  function sitesText(sites) {
+    return sites.length ? sites.join(", ") : "no answer";
+  }
+
+  function showCountryTooltip(evt, c) {
+    const rows = mapRows[c.iso];
+    if (!rows) return;
+    tooltip.replaceChildren();
+    tooltip.append(el("h3", {}, c.name, " ", el("span", { class: "muted" }, c.iso + (rows[0].continent ? " · " + rows[0].continent : ""))));
+    const table = el("table", {});
+    for (const r of rows) {
+      const site = r.sites[0];
+      table.append(el("tr", {},
+        el("td", {}, el("span", { class: "swatch", style: `background:${site ? mapColours[site] || NO_ANSWER : NO_ANSWER}` })),
+        el("td", {}, sitesText(r.sites)), el("td", { class: "muted" }, pct(r.share))));
+    }
+    tooltip.append(table);
+    tooltip.hidden = false;
+    moveTooltip(evt);
+  }
+
+  function paintMap(data) {
+    mapColours = {};
+    (data.sites || []).forEach((site, i) => { mapColours[site] = PALETTE[i % PALETTE.length]; });
+    mapRows = {};
+    for (const r of data.countries || []) (mapRows[r.country] = mapRows[r.country] || []).push(r);
+    for (const rows of Object.values(mapRows)) rows.sort((a, b) => b.share - a.share);
+    let none = false;
+    for (const c of countryPaths) {
+      const rows = mapRows[c.iso];
+      if (!rows) {
+        c.path.removeAttribute("style");
+        c.path.setAttribute("data-site", "");
+        c.path.removeAttribute("data-sites");
+        c.path.classList.remove("split");
+        c.title.textContent = c.name;
+        continue;
+      }
+      const site = rows[0].sites[0] || "";
+      none = none || !site;
+      const colour = site ? mapColours[site] || NO_ANSWER : NO_ANSWER;
+      c.path.setAttribute("style", `fill:${colour}`);
+      c.path.setAttribute("data-site", site);
+      c.path.setAttribute("data-sites", rows[0].sites.join(","));
+      c.path.setAttribute("data-fill", colour);
+      c.path.classList.toggle("split", rows.length > 1);
+      c.title.textContent = c.name + ": " + rows.map((r) => `${sitesText(r.sites)} ${pct(r.share)}`).join(", ");
+    }
+    const legend = document.getElementById("site-legend");
+    legend.replaceChildren();
+    for (const [site, colour] of Object.entries(mapColours)) {
+      legend.append(el("li", { "data-site": site, "data-fill": colour }, el("span", { class: "swatch", style: `background:${colour}` }), site));
+    }
+    if (none) legend.append(el("li", {}, el("span", { class: "swatch", style: `background:${NO_ANSWER}` }), "no answer"));
+    legend.append(el("li", { class: "muted" }, "dashed outline: split between answers"));
+    document.body.setAttribute("data-map", `${data.zone}|${data.pool}`);
+  }
+
+  function fillPoolSelector(data) {
+    const select = document.getElementById("map-pool");
+    const keys = (data.pools || []).map((p) => `${p.zone}|${p.pool}`);
+    const shown = [...select.options].map((o) => o.value);
+    if (keys.join("\n") !== shown.join("\n")) {
+      select.replaceChildren(...keys.map((k) => {
+        const [zone, pool] = k.split("|");
+        return el("option", { value: k }, `${pool} (${zone})`);
+      }));
+    }
+    if (!keys.includes(selectedPool)) selectedPool = keys.length ? keys[0] : null;
+    select.value = selectedPool || "";
+  }
+
+  let mapInFlight = false;  // the first map of a big database takes a while: one request at a time
+
+  async function refreshMap() {
+    if (!selectedPool || mapInFlight) return;
+    const [zone, pool] = selectedPool.split("|");
+    mapInFlight = true;
+    try {
+      const resp = await fetch(`api/v1/map?zone=${encodeURIComponent(zone)}&pool=${encodeURIComponent(pool)}`, { cache: "no-store" });
+      if (!resp.ok) throw new Error("HTTP " + resp.status);
+      const data = await resp.json();
+      if (`${data.zone}|${data.pool}` === selectedPool) paintMap(data);
+      document.getElementById("map-note").classList.remove("err");
+    } catch (err) {
+      const note = document.getElementById("map-note");
+      note.textContent = "traffic map unavailable (" + err.message + ")";
+      note.classList.add("err");
+    } finally {
+      mapInFlight = false;
+    }
   }
 
   function moveTooltip(evt) {
@@ -235,6 +347,9 @@
 
   function render(data) {
     drawHeader(data);
+    const before = selectedPool;
+    fillPoolSelector(data);
+    if (selectedPool !== before) refreshMap();
     drawSites(data);
     drawSitesTable(data);
     drawPools(data);
@@ -258,6 +373,11 @@
   }
 
   drawBase();
+  document.getElementById("map-pool").addEventListener("change", (evt) => {
+    selectedPool = evt.target.value;
+    refreshMap();
+  });
   refresh();
   setInterval(refresh, REFRESH_MS);
+  setInterval(refreshMap, MAP_MS);
 })();
