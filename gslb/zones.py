@@ -59,6 +59,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Awaitable, Callable, Iterator
 
+from gslb.dnssec import parse_dnssec
 from gslb.errors import ConfigError, ConfigErrors
 from gslb.model import (
     POLICY_NAMES, STATIC_TYPES, Check, GeoRule, Node, Pool, Record, Site, Soa, Zone, ZoneSet, iso_time,
@@ -96,7 +97,7 @@ TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK
 """.split())
 _COUNTRY_HINTS = {"UK": "GB", "EL": "GR"}
 
-_TOP_KEYS = ("zone", "serial", "ttl", "soa", "ns", "records", "sites", "checks", "pools")
+_TOP_KEYS = ("zone", "serial", "ttl", "soa", "ns", "records", "sites", "checks", "pools", "dnssec")
 _SOA_KEYS = ("mname", "rname", "refresh", "retry", "expire", "minimum")
 _NODE_KEYS = ("ttl", "pool") + STATIC_TYPES
 _SITE_KEYS = ("location", "addresses", "checks", "weight")
@@ -434,6 +435,10 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
         # Without an origin no name can be checked; report what we have.
         raise ConfigErrors(err.items)
     names = _Names(err, origin)
+    # dnssec: the keys are part of the zone's content (a new key is a new serial)
+    signing = parse_dnssec(err, top, file, origin[:-1])
+    if signing is not None:
+        digest = hashlib.sha256(f"{digest};{signing.fingerprint}".encode()).hexdigest()
 
     ttl = top.int("ttl", DEFAULT_TTL, 0, MAX_TTL)
     zone_ttl = DEFAULT_TTL if ttl is None else ttl
@@ -528,7 +533,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
                 ns=tuple(n for n, _ in ns_names), nodes=MappingProxyType(nodes),
                 sites=MappingProxyType(sites), checks=MappingProxyType(checks),
                 pools=MappingProxyType(pools), digest=digest, names=all_names, cuts=cuts,
-                mtime=mtime, source=source)
+                mtime=mtime, source=source, dnssec=signing)
 
 
 def _build_nodes(err: Errors, pending: dict[str, _PendingNode], origin: str, zone_ttl: int) -> dict[str, Node]:

@@ -1,0 +1,357 @@
+"""gslb.dnssec: keys, the zone file's dnssec: block, and signed replies validated by dnspython.
+
+Every reply is built by the real path (parse_query -> resolve -> Signer.apply -> encode_response)
+and read back with dnspython; each RRset of each section must carry an RRSIG that
+``dns.dnssec.validate`` accepts with the zone's DNSKEY RRset, which itself must match the DS that
+``gslb dnssec ds`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import dns.dnssec
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from gslb.dnssec import (SIGNATURE_DEP, Signer, SigningError, covering_nsec, ds_text, generate_private_key,
+                         key_tag, parse_duration, write_key_file)
+from gslb.errors import ConfigErrors
+from gslb.model import PoolAnswer, ZoneSet
+from gslb.resolver import resolve
+from gslb.wire import encode_response, parse_query
+from gslb.zones import load_zone_file
+
+NOW = 1_800_000_000.0
+
+ZONE = """\
+zone: example.com
+ttl: 3600
+ns: [ns1.example.com]
+dnssec:
+  algorithm: {algorithm}
+  key_file: keys/example.com.key
+  signature_validity: 7d
+records:
+  ns1: {{A: 192.0.2.53}}
+  www: {{A: [192.0.2.1, 192.0.2.2], AAAA: "2001:db8::1", MX: "10 Mail.Example.com."}}
+  alias: {{CNAME: www}}
+  tolb: {{CNAME: lb}}
+  lb: {{pool: web}}
+  "*.cdn": {{pool: web}}
+  "*.wild": {{TXT: "wild"}}
+  sub: {{NS: ns.sub.example.com.}}
+  ns.sub: {{A: 192.0.2.77}}
+  a.b.deep: {{TXT: "deep"}}
+sites:
+  fra: {{location: [50.11, 8.68], addresses: [192.0.2.10, "2001:db8::10"]}}
+  iad: {{location: [38.95, -77.45], addresses: [198.51.100.20]}}
+pools:
+  web: {{policy: closest, sites: [fra, iad]}}
+"""
+
+
+class FakePools:
+    """Answers by continent of the client: 10.x -> fra, else iad (answers that differ per client)."""
+
+    def answer(self, zone, pool, rtype, client_ip, source_prefix):
+        site = "fra" if client_ip.startswith("10.") else "iad"
+        addresses = [a for a in zone.sites[site].ipv4] if rtype == "A" else list(zone.sites[site].ipv6)
+        return PoolAnswer("answer", tuple(addresses), 30, 24 if source_prefix else 0, (site,), per_client=True)
+
+
+def make(tmp_path: Path, algorithm: str = "ECDSAP256SHA256"):
+    zones = tmp_path / "zones"
+    (zones / "keys").mkdir(parents=True, exist_ok=True)
+    key = zones / "keys" / "example.com.key"
+    if not key.exists():
+        write_key_file(str(key), generate_private_key(algorithm))
+    (zones / "example.yaml").write_text(ZONE.format(algorithm=algorithm))
+    return load_zone_file(str(zones / "example.yaml"))
+
+
+@pytest.fixture(params=["ECDSAP256SHA256", "ED25519"])
+def zone(request, tmp_path):
+    return make(tmp_path, request.param)
+
+
+def ask(zone, name, rdtype="A", do=True, ecs=None, signer=None, client="192.0.2.99", size=65535):
+    options = [dns.edns.ECSOption(ecs, 24)] if ecs else None
+    q = dns.message.make_query(name, rdtype, want_dnssec=do, use_edns=0, options=options)
+    ident, query = parse_query(q.to_wire())
+    zones = ZoneSet({zone.origin: zone})
+    response = resolve(query, client, zones, FakePools())
+    signer = signer or Signer(clock=lambda: NOW)
+    signed = signer.apply(query, response, zones)
+    wire = encode_response(ident - ident, query, signed or response, size)
+    ask.wire = wire  # type: ignore[attr-defined]
+    return dns.message.from_wire(wire), signed
+
+
+def keyset(zone, signer=None):
+    reply, _ = ask(zone, "example.com.", "DNSKEY", signer=signer)
+    rrset = reply.find_rrset(reply.answer, dns.name.from_text("example.com."), dns.rdataclass.IN,
+                             dns.rdatatype.DNSKEY)
+    return {dns.name.from_text("example.com."): rrset}
+
+
+def validate_all(reply, keys, now=NOW):
+    """Every RRset of every section but glue-free referral NS and OPT is signed and valid."""
+    checked = 0
+    for section in (reply.answer, reply.authority, reply.additional):
+        sigs = [r for r in section if r.rdtype == dns.rdatatype.RRSIG]
+        for rrset in section:
+            if rrset.rdtype in (dns.rdatatype.RRSIG, dns.rdatatype.OPT):
+                continue
+            if section is reply.authority and rrset.rdtype == dns.rdatatype.NS:
+                continue  # a referral's NS belongs to the child: never signed
+            if section is reply.additional and rrset.name.is_subdomain(dns.name.from_text("sub.example.com.")):
+                continue  # glue
+            sig = [s for s in sigs if s.name == rrset.name and s[0].type_covered == rrset.rdtype]
+            assert sig, f"no RRSIG for {rrset}"
+            dns.dnssec.validate(rrset, sig[0], keys, now=now)
+            checked += 1
+    return checked
+
+
+def test_ds_matches_dnskey(zone):
+    keys = keyset(zone)
+    dnskey = keys[dns.name.from_text("example.com.")]
+    assert len(dnskey) == 1 and dnskey[0].flags == 257
+    dns.dnssec.validate(dnskey, keyset_sig(zone), keys, now=NOW)
+    ds = dns.dnssec.make_ds("example.com.", dnskey[0], "SHA256")
+    printed = ds_text("example.com.", zone.dnssec.active)
+    assert printed.split()[-4:] == ds.to_text().upper().split()[-4:]
+    assert key_tag(zone.dnssec.active.dnskey) == dns.dnssec.key_id(dnskey[0])
+
+
+def keyset_sig(zone):
+    reply, _ = ask(zone, "example.com.", "DNSKEY")
+    return reply.find_rrset(reply.answer, dns.name.from_text("example.com."), dns.rdataclass.IN,
+                            dns.rdatatype.RRSIG, dns.rdatatype.DNSKEY)
+
+
+@pytest.mark.parametrize("name,rdtype", [
+    ("www.example.com.", "A"), ("www.example.com.", "AAAA"), ("www.example.com.", "MX"),
+    ("example.com.", "SOA"), ("example.com.", "NS"), ("example.com.", "CDS"), ("example.com.", "CDNSKEY"),
+    ("alias.example.com.", "A"), ("tolb.example.com.", "A"), ("lb.example.com.", "A"),
+])
+def test_positive_answers_validate(zone, name, rdtype):
+    reply, _ = ask(zone, name, rdtype)
+    assert reply.rcode() == 0 and reply.answer
+    assert validate_all(reply, keyset(zone)) >= 1
+
+
+def test_pool_answers_differ_per_client_and_each_validates(zone):
+    keys = keyset(zone)
+    eu, _ = ask(zone, "lb.example.com.", ecs="10.1.2.0")
+    us, _ = ask(zone, "lb.example.com.", ecs="198.51.100.0")
+    assert eu.answer[0] != us.answer[0]
+    validate_all(eu, keys)
+    validate_all(us, keys)
+
+
+def test_wildcard_answer_labels_and_proof(zone):
+    keys = keyset(zone)
+    reply, _ = ask(zone, "x.y.cdn.example.com.", "A")
+    sig = reply.find_rrset(reply.answer, dns.name.from_text("x.y.cdn.example.com."), dns.rdataclass.IN,
+                           dns.rdatatype.RRSIG, dns.rdatatype.A)
+    assert sig[0].labels == 3  # cdn.example.com: the wildcard's owner without "*"
+    nsec = [r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC]
+    assert len(nsec) == 1
+    owner, nxt = nsec[0].name, nsec[0][0].next
+    closer = dns.name.from_text("y.cdn.example.com.")
+    assert owner < closer < nxt  # the next closer name does not exist
+    assert owner.parent() == closer.parent() == nxt.parent()
+    validate_all(reply, keys)
+
+
+def test_nxdomain_is_compact_nodata_with_nxname(zone):
+    reply, _ = ask(zone, "nothere.example.com.", "A")
+    assert reply.rcode() == 0 and not reply.answer  # RFC 9824
+    nsec = [r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC][0]
+    assert nsec.name == dns.name.from_text("nothere.example.com.")
+    assert nsec[0].next == dns.name.from_text("\\000.nothere.example.com.")
+    assert set(nsec[0].windows[0][1]) and 128 in _types(nsec[0])
+    assert validate_all(reply, keyset(zone)) == 2  # SOA and NSEC
+
+
+def _types(nsec):
+    out = set()
+    for window, bits in nsec.windows:
+        for i, byte in enumerate(bits):
+            for j in range(8):
+                if byte & (0x80 >> j):
+                    out.add(window * 256 + i * 8 + j)
+    return out
+
+
+@pytest.mark.parametrize("name,rdtype,expect_in,expect_out", [
+    ("www.example.com.", "TXT", {1, 28, 15, 46, 47}, {16}),
+    ("lb.example.com.", "TXT", {1, 28}, {16}),
+    ("example.com.", "TXT", {6, 2, 48, 59, 60}, {16}),
+    ("deep.example.com.", "A", {46, 47}, {1, 128}),            # empty non-terminal
+    ("q.wild.example.com.", "A", {16}, {1}),                  # wildcard NODATA
+    ("sub.example.com.", "DS", {2}, {43, 1}),                  # no DS at the delegation
+])
+def test_nodata_proofs(zone, name, rdtype, expect_in, expect_out):
+    reply, _ = ask(zone, name, rdtype)
+    assert reply.rcode() == 0 and not reply.answer
+    nsec = [r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC][0]
+    assert nsec.name == dns.name.from_text(name)
+    types = _types(nsec[0])
+    assert expect_in <= types and not (expect_out & types)
+    validate_all(reply, keyset(zone))
+
+
+def test_referral_ns_unsigned_and_no_ds_proven(zone):
+    reply, _ = ask(zone, "host.sub.example.com.", "A")
+    assert not reply.flags & dns.flags.AA
+    assert not [r for r in reply.authority if r.rdtype == dns.rdatatype.RRSIG
+                and r[0].type_covered == dns.rdatatype.NS]
+    nsec = [r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC][0]
+    assert nsec.name == dns.name.from_text("sub.example.com.")
+    assert _types(nsec[0]) == {2, 46, 47}
+    assert validate_all(reply, keyset(zone)) == 1
+    assert reply.additional  # glue, unsigned
+
+
+def test_without_do_nothing_changes(zone, tmp_path):
+    plain = load_zone_file(str(tmp_path / "zones" / "example.yaml"))
+    object.__setattr__(plain, "dnssec", None)
+    for name, rdtype in [("www.example.com.", "A"), ("nothere.example.com.", "A"), ("lb.example.com.", "A"),
+                         ("x.cdn.example.com.", "A"), ("host.sub.example.com.", "A"), ("www.example.com.", "TXT")]:
+        _, change = ask(zone, name, rdtype, do=False)
+        signed = ask.wire  # type: ignore[attr-defined]
+        ask(plain, name, rdtype, do=False)
+        assert change is None
+        assert signed == ask.wire  # type: ignore[attr-defined]
+
+
+def test_signatures_cached_and_refreshed_before_a_quarter_is_left(zone):
+    now = [NOW]
+    signer = Signer(clock=lambda: now[0])
+    ask(zone, "www.example.com.", signer=signer)
+    ask(zone, "www.example.com.", signer=signer)
+    assert signer.signed == 1
+    reply, _ = ask(zone, "www.example.com.", signer=signer)
+    sig = [r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG][0][0]
+    assert sig.inception == NOW - 3600 and sig.expiration == NOW + 7 * 86400
+    validity = 7 * 86400
+    now[0] = NOW + validity * 3 / 4 - 1  # more than a quarter left: the same signature
+    ask(zone, "www.example.com.", signer=signer)
+    assert signer.signed == 1
+    now[0] = NOW + validity * 3 / 4 + 1  # less than a quarter left: signed again
+    reply, _ = ask(zone, "www.example.com.", signer=signer)
+    assert signer.signed == 2
+    sig = [r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG][0][0]
+    assert sig.expiration == int(now[0]) + validity
+    validate_all(reply, keyset(zone, signer), now=now[0])
+
+
+def test_signature_cache_is_bounded(zone):
+    signer = Signer(clock=lambda: NOW, max_entries=4)
+    for i in range(10):
+        ask(zone, f"n{i}.example.com.", signer=signer)
+    assert len(signer._cache) <= 4
+
+
+def test_signing_failure_raises(zone):
+    class Broken:
+        def sign(self, *args):
+            raise ValueError("hardware key gone")
+
+    active = zone.dnssec.active
+    object.__setattr__(active, "private", Broken())
+    with pytest.raises(SigningError, match="hardware key gone"):
+        ask(zone, "www.example.com.")
+
+
+def test_signed_reply_respects_udp_limit(zone):
+    reply, _ = ask(zone, "www.example.com.", "MX", size=512)
+    full, _ = ask(zone, "www.example.com.", "MX")
+    assert len(full.to_wire()) > 0
+    small, _ = ask(zone, "example.com.", "DNSKEY", size=100)
+    assert small.flags & dns.flags.TC and not small.answer
+
+
+# --- the zone file's dnssec: block ------------------------------------------------------------
+
+
+def test_missing_key_is_a_zone_error(tmp_path):
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "example.yaml").write_text(ZONE.format(algorithm="ECDSAP256SHA256"))
+    with pytest.raises(ConfigErrors) as exc:
+        load_zone_file(str(zones / "example.yaml"))
+    text = str(exc.value)
+    assert "example.yaml:6: dnssec.key_file: cannot read key file" in text
+    assert "gslb dnssec keygen example.com" in text
+
+
+@pytest.mark.parametrize("block,message", [
+    ("  algorithm: RSASHA1\n", "dnssec.algorithm: unknown algorithm 'RSASHA1'"),
+    ("  signature_validity: soon\n", "dnssec.signature_validity: expected a duration"),
+    ("  signature_validity: 10m\n", "dnssec.signature_validity: signature_validity 10m (600 s) is out of range 1h..366d"),
+    ("  colour: red\n", "dnssec.colour: unknown key 'colour'"),
+])
+def test_block_errors_are_located(tmp_path, block, message):
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "z.yaml").write_text("zone: example.com\nns: [ns1.example.net.]\ndnssec:\n" + block)
+    with pytest.raises(ConfigErrors) as exc:
+        load_zone_file(str(zones / "z.yaml"))
+    assert f"z.yaml:4: {message}" in str(exc.value)
+
+
+def test_wrong_key_algorithm(tmp_path):
+    zones = tmp_path / "zones"
+    (zones / "keys").mkdir(parents=True)
+    write_key_file(str(zones / "keys" / "example.com.key"), generate_private_key("ED25519"))
+    (zones / "example.yaml").write_text(ZONE.format(algorithm="ECDSAP256SHA256"))
+    with pytest.raises(ConfigErrors, match="is not an ECDSA P-256 key"):
+        load_zone_file(str(zones / "example.yaml"))
+
+
+def test_key_file_mode_and_never_overwritten(tmp_path):
+    path = tmp_path / "k" / "z.key"
+    write_key_file(str(path), generate_private_key("ECDSAP256SHA256"))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        write_key_file(str(path), generate_private_key("ECDSAP256SHA256"))
+    assert path.read_bytes() == before
+
+
+def test_a_new_key_is_a_new_serial(tmp_path):
+    first = make(tmp_path)
+    os.rename(tmp_path / "zones/keys/example.com.key", tmp_path / "zones/keys/example.com.key.old")
+    write_key_file(str(tmp_path / "zones/keys/example.com.key"), generate_private_key("ECDSAP256SHA256"))
+    second = load_zone_file(str(tmp_path / "zones" / "example.yaml"), previous=first)
+    assert second.digest != first.digest and second.serial > first.serial
+    assert [k.role for k in second.dnssec.keys] == ["active", "old"]
+
+
+def test_durations():
+    assert parse_duration("7d") == 604800 and parse_duration("12h") == 43200 and parse_duration(3600) == 3600
+    assert parse_duration("2w") == 1209600 and parse_duration("x") is None and parse_duration(True) is None
+
+
+def test_covering_nsec_limits():
+    assert covering_nsec("example.com.", 60).name.startswith("exampld")
+    long_label = "a" * 63
+    nsec = covering_nsec(f"{long_label}.example.com.", 60)
+    assert nsec is not None
+    assert covering_nsec("\\000.example.com.", 60) is None
+
+
+def test_dependency_constant_is_distinct():
+    assert SIGNATURE_DEP == ("#signatures",)
