@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests talk to (dig, redis-server, unbound, chromium) when missing.
+# Install the Debian packages the tests talk to (dig, delv, redis-server, unbound, chromium) when missing.
 set -euo pipefail
 need=()
 command -v dig >/dev/null || need+=(dnsutils)
+command -v delv >/dev/null || need+=(bind9-dnsutils)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v unbound >/dev/null || need+=(unbound)
 command -v chromium >/dev/null || need+=(chromium)
