@@ -168,7 +168,8 @@ def parse_dnssec_block(err: Errors, top: Fields, zones_dir: str, zone_key: str) 
         # "dnssec:" alone: every default
         block = LineDict()
         block.line = top.line("dnssec")
-        block.key_lines = block.value_lines = block.raw_keys = block.raw_values = {}
+        block.key_lines = block.value_lines = {}
+        block.raw_keys = block.raw_values = {}
     else:
         found = top.mapping("dnssec", _DNSSEC_KEYS)
         if found is None:
@@ -256,8 +257,9 @@ def generate_private_key(algorithm: str) -> Any:
 
 def private_pem(private: Any) -> bytes:
     """A private key as unencrypted PKCS#8 PEM (the key file format)."""
-    return private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
+    pem: bytes = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption())
+    return pem
 
 
 def write_key_file(path: str, private: Any) -> None:
@@ -271,6 +273,7 @@ def write_key_file(path: str, private: Any) -> None:
 def dnskey_rdata(private: Any, algorithm: int) -> bytes:
     """DNSKEY RDATA (RFC 4034 2.1) of a CSK; public key per RFC 6605 4 (P-256: X | Y) or RFC 8080 3."""
     public = private.public_key()
+    raw: bytes
     if algorithm == 13:
         raw = public.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)[1:]
     else:
@@ -359,7 +362,8 @@ def _sign_bytes(key: Key, data: bytes) -> bytes:
     if key.algorithm == 13:
         r, s = decode_dss_signature(private.sign(data, ec.ECDSA(hashes.SHA256())))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return private.sign(data)
+    signature: bytes = private.sign(data)
+    return signature
 
 
 def rrsig_rdata(records: tuple[Record, ...], signed_owner: str, signer: str, key: Key,
@@ -397,7 +401,7 @@ class Signer:
         self.clock = clock
         self.max_entries = max_entries
         #: (signer origin, key tag, signed owner, type, data) -> (RRSIG tail, time to sign again)
-        self._cache: dict[tuple, tuple[bytes, float]] = {}
+        self._cache: dict[tuple[Any, ...], tuple[bytes, float]] = {}
         #: signatures made (statistics, tests)
         self.signed = 0
         self._zones: ZoneSet | None = None

@@ -18,6 +18,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rdataclass
+import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
@@ -355,3 +356,74 @@ def test_covering_nsec_limits():
 
 def test_dependency_constant_is_distinct():
     assert SIGNATURE_DEP == ("#signatures",)
+
+
+# --- through the query handler: the answer cache and failures ----------------------------------
+
+
+def handler_for(zone):
+    from gslb.answercache import AnswerCache
+    from gslb.config import Acl
+    from gslb.handler import QueryHandler
+    from gslb.stats import QueryStats
+
+    zones = ZoneSet({zone.origin: zone})
+    handler = QueryHandler(lambda: zones, FakePools(), QueryStats(), Acl(), AnswerCache())
+    handler.signer.clock = lambda: NOW
+    return handler
+
+
+def _wire(name, rdtype="A", do=True, ecs=None):
+    options = [dns.edns.ECSOption(ecs, 24)] if ecs else None
+    return dns.message.make_query(name, rdtype, want_dnssec=do, use_edns=0, options=options).to_wire()
+
+
+def test_answer_cache_keys_do_apart_and_drops_signed_entries_on_schedule(zone):
+    handler = handler_for(zone)
+    plain_q, signed_q = _wire("www.example.com.", do=False), _wire("www.example.com.", do=True)
+    assert plain_q[2:] != signed_q[2:]  # the OPT record's DO bit is part of the cache key
+    plain = handler.udp(plain_q, "192.0.2.99")
+    signed = handler.udp(signed_q, "192.0.2.99")
+    assert not [r for r in dns.message.from_wire(plain).answer if r.rdtype == dns.rdatatype.RRSIG]
+    assert [r for r in dns.message.from_wire(signed).answer if r.rdtype == dns.rdatatype.RRSIG]
+    assert len(handler.cache) == 2
+    # cache hits: the same bytes again, no new signature
+    before = handler.signer.signed
+    assert handler.udp(signed_q, "192.0.2.99")[2:] == signed[2:]
+    assert handler.udp(plain_q, "192.0.2.99")[2:] == plain[2:]
+    assert handler.signer.signed == before
+    # every SIGNATURE_CACHE_PERIOD the signed entries go (gslb.handler.expire_signatures_every);
+    # the unsigned ones stay
+    handler.cache.invalidate((SIGNATURE_DEP,))
+    assert handler.cache.lookup(signed_q[2:], "192.0.2.99") is None
+    assert handler.cache.lookup(plain_q[2:], "192.0.2.99") is not None
+
+
+def test_signing_failure_is_servfail_and_one_log_line(zone, caplog):
+    class Broken:
+        def sign(self, *args):
+            raise ValueError("hardware key gone")
+
+    handler = handler_for(zone)
+    object.__setattr__(zone.dnssec.active, "private", Broken())
+    with caplog.at_level("ERROR", logger="gslb.handler"):
+        reply = dns.message.from_wire(handler.udp(_wire("www.example.com."), "192.0.2.99"))
+    assert reply.rcode() == dns.rcode.SERVFAIL and not reply.answer
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "hardware key gone" in errors[0].getMessage() and not errors[0].exc_info
+    assert len(handler.cache) == 0
+    # without DO the zone still answers (nothing to sign)
+    plain = dns.message.from_wire(handler.udp(_wire("www.example.com.", do=False), "192.0.2.99"))
+    assert plain.rcode() == 0 and plain.answer
+
+
+def test_compact_nxdomain_is_not_cached(zone):
+    handler = handler_for(zone)
+    handler.udp(_wire("random123.example.com."), "192.0.2.99")
+    assert len(handler.cache) == 0
+
+
+def test_apex_keys_without_do_unsigned(zone):
+    handler = handler_for(zone)
+    reply = dns.message.from_wire(handler.udp(_wire("example.com.", "DNSKEY", do=False), "192.0.2.99"))
+    assert [r.rdtype for r in reply.answer] == [dns.rdatatype.DNSKEY]
