@@ -223,3 +223,39 @@ def test_key_rollover_step_by_step(signed, tmp_path):
     assert validates(new_ds)
     assert not validates(old_ds)
     assert ds_records(signed) == new_ds
+
+
+def test_zone_without_readable_key_is_not_served_until_keygen(tmp_path):
+    from harness import get_json
+
+    server = Gslb(tmp_path / "gslb", {"secure.yaml": ZONE, "child.yaml": CHILD}, {"checks": False})
+    server.start(wait_for="sub.secure.example")
+    try:
+        reply = server.query("static.secure.example", want_dnssec=True)
+        assert reply.rcode() == dns.rcode.REFUSED  # never served unsigned
+        status = {z["file"].rsplit("/", 1)[-1]: z for z in get_json(server, "/api/v1/status")["zones"]}
+        assert "cannot read key file" in status["secure.yaml"]["error"]
+        assert "gslb dnssec keygen secure.example" in server.log()
+        made = gslb_cli(server, "keygen", "secure.example")
+        assert made.returncode == 0, made.stderr
+        # keygen touched the zone file: the running server loads the zone, signed
+        eventually(lambda: any(r.rdtype == dns.rdatatype.RRSIG
+                               for r in server.query("static.secure.example", want_dnssec=True).answer),
+                   timeout=20, what="the zone served signed after keygen")
+    finally:
+        server.stop()
+
+
+def test_worker_processes_sign_with_the_same_key(tmp_path):
+    server = Gslb(tmp_path / "gslb", {"secure.yaml": ZONE, "child.yaml": CHILD}, {"checks": False, "workers": 2})
+    assert gslb_cli(server, "keygen", "secure.example").returncode == 0
+    server.start(wait_for="secure.example")
+    try:
+        tag = int(ds_records(server)[0].split()[4])
+        # each query from a new socket: SO_REUSEPORT spreads them over both processes
+        for _ in range(20):
+            reply = server.query("www.secure.example", want_dnssec=True, ecs="8.8.8.0/24")
+            sigs = [r for rrset in reply.answer if rrset.rdtype == dns.rdatatype.RRSIG for r in rrset]
+            assert [s.key_tag for s in sigs] == [tag]
+    finally:
+        server.stop()
