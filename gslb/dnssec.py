@@ -490,15 +490,13 @@ class Signer:
                     authority.append(self._rrsig(zone, rrset, _signed_owner(zone, rrset[0]), now))
                     changed = True
         authority.extend(proofs)
-        if response.aa:
-            for rrset in _rrsets(response.additional):
-                additional.extend(rrset)
-                zone = _zone_of(zones, rrset[0], query)
-                if zone is not None and _authoritative(zone, rrset[0].name):
-                    additional.append(self._rrsig(zone, rrset, rrset[0].name, now))
-                    changed = True
-        else:
-            additional.extend(response.additional)
+        # additional addresses: signed where they are the zone's own data, glue (below a cut) not
+        for rrset in _rrsets(response.additional):
+            additional.extend(rrset)
+            zone = _zone_of(zones, rrset[0], query)
+            if zone is not None and _authoritative(zone, rrset[0].name):
+                additional.append(self._rrsig(zone, rrset, rrset[0].name, now))
+                changed = True
         if not changed:
             return None
         return Response(rcode, response.aa, tuple(answer), tuple(authority), tuple(additional),
@@ -723,3 +721,27 @@ def _apex_keys(query: Query, response: Response, zones: ZoneSet) -> Response | N
     if zone is None or zone.dnssec is None or query.qname_lower != zone.origin:
         return None
     return Response(NOERROR, True, apex_key_records(zone, qtype), zone=response.zone, deps=response.deps)
+
+
+_HEX = re.compile(r"^[0-9A-Fa-f]+$")
+#: digest lengths by DS digest type (RFC 4034 5.1.4: SHA-1, RFC 4509: SHA-256, RFC 6605: SHA-384)
+_DIGEST_LENGTHS = {1: 20, 2: 32, 4: 48}
+
+
+def parse_ds(text: str) -> tuple[str | None, str | None]:
+    """A DS value of a zone file, ``"KEYTAG ALGORITHM DIGESTTYPE DIGEST"``: (canonical, None) or
+    (None, the problem)."""
+    parts = text.split()
+    example = 'e.g. "12345 13 2 49FD46E6C4B45C55D4AC..." (as `gslb dnssec ds` prints it)'
+    if len(parts) < 4 or not all(p.isdigit() for p in parts[:3]):
+        return None, f"DS {text!r} must be \"KEYTAG ALGORITHM DIGESTTYPE DIGEST\", {example}"
+    tag, alg, dtype = (int(p) for p in parts[:3])
+    digest = "".join(parts[3:])
+    if tag > 65535 or alg > 255 or dtype > 255:
+        return None, f"DS {text!r}: key tag 0..65535, algorithm and digest type 0..255"
+    if not _HEX.match(digest) or len(digest) % 2:
+        return None, f"DS {text!r}: the digest must be hexadecimal, {example}"
+    want = _DIGEST_LENGTHS.get(dtype)
+    if want is not None and len(digest) != 2 * want:
+        return None, f"DS {text!r}: a digest of type {dtype} is {want} octets ({2 * want} hex digits), got {len(digest) // 2}"
+    return f"{tag} {alg} {dtype} {digest.upper()}", None

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from gslb.dnssec import Signing
 
 #: Record types that may be written statically in a zone file.
-STATIC_TYPES: tuple[str, ...] = ("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "CAA", "NS", "PTR")
+STATIC_TYPES: tuple[str, ...] = ("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "CAA", "NS", "PTR", "DS")
 
 #: The nine pool policies of the SPEC.
 POLICY_NAMES: tuple[str, ...] = (

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Awaitable, Callable, Iterator
 
-from gslb.dnssec import parse_dnssec
+from gslb.dnssec import parse_dnssec, parse_ds
 from gslb.errors import ConfigError, ConfigErrors
 from gslb.model import (
     POLICY_NAMES, STATIC_TYPES, Check, GeoRule, Node, Pool, Record, Site, Soa, Zone, ZoneSet, iso_time,
@@ -322,6 +322,12 @@ class _RecordParser:
     _cname = _name
     _ns = _name
     _ptr = _name
+
+    def _ds(self, text: str, line: int | None, path: str) -> str | None:
+        canonical, problem = parse_ds(text)
+        if problem:
+            self.err.add(line, path, problem)
+        return canonical
 
     def _mx(self, text: str, line: int | None, path: str) -> str | None:
         parts = text.split()
@@ -1006,7 +1012,11 @@ def _parse_type(err: Errors, parser: _RecordParser, spec: LineDict, rtype: str, 
 
 
 def _check_tree(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[str], origin: str) -> None:
-    """Data at or below a delegation is not served, except glue (A/AAAA)."""
+    """Data at or below a delegation is not served, except glue (A/AAAA); DS only at a delegation."""
+    for name, p in pending.items():
+        if "DS" in p.rdata and name not in cuts:
+            err.add(p.type_lines.get("DS", p.line), f"{p.path}.DS",
+                    "DS records belong at a delegation point (a name with NS records) (RFC 4035 2.4)")
     if not cuts:
         return
     for name, p in pending.items():
@@ -1016,7 +1026,7 @@ def _check_tree(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[s
         if cut is None:
             continue
         if cut == name:
-            extra = [t for t in p.rdata if t not in ("NS", "A", "AAAA")] + (["pool"] if p.pool else [])
+            extra = [t for t in p.rdata if t not in ("NS", "DS", "A", "AAAA")] + (["pool"] if p.pool else [])
             if extra:
                 err.add(p.line, p.path, f"a delegation point holds only NS (and glue A/AAAA); "
                         f"{', '.join(extra)} would never be served")

@@ -51,6 +51,7 @@ records:
   "*.wild": {{TXT: "wild"}}
   sub: {{NS: ns.sub.example.com.}}
   ns.sub: {{A: 192.0.2.77}}
+  secured: {{NS: ns1.example.com., DS: "12345 13 2 49FD46E6C4B45C55D4AC69CBD3CD34AC1AFE51DE49FD46E6C4B45C55D4AC69CB"}}
   a.b.deep: {{TXT: "deep"}}
 sites:
   fra: {{location: [50.11, 8.68], addresses: [192.0.2.10, "2001:db8::10"]}}
@@ -427,3 +428,32 @@ def test_apex_keys_without_do_unsigned(zone):
     handler = handler_for(zone)
     reply = dns.message.from_wire(handler.udp(_wire("example.com.", "DNSKEY", do=False), "192.0.2.99"))
     assert [r.rdtype for r in reply.answer] == [dns.rdatatype.DNSKEY]
+
+
+def test_referral_to_a_signed_child_carries_its_signed_ds(zone):
+    reply, _ = ask(zone, "www.secured.example.com.", "A")
+    assert not reply.flags & dns.flags.AA
+    ds = [r for r in reply.authority if r.rdtype == dns.rdatatype.DS]
+    assert len(ds) == 1 and ds[0][0].key_tag == 12345
+    assert not [r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC]
+    assert validate_all(reply, keyset(zone)) == 2  # the DS, and ns1's address (the parent's own data)
+    answer, _ = ask(zone, "secured.example.com.", "DS")
+    assert answer.flags & dns.flags.AA and answer.answer[0].rdtype == dns.rdatatype.DS
+    validate_all(answer, keyset(zone))
+    nodata, _ = ask(zone, "secured.example.com.", "TXT")  # a referral, whatever the type
+    assert not nodata.flags & dns.flags.AA
+
+
+@pytest.mark.parametrize("record,message", [
+    ('  www: {A: 192.0.2.1, DS: "1 13 1 ' + "AB" * 20 + '"}\n', "records.www.DS: DS records belong at a delegation point"),
+    ('  sub: {NS: ns.example.net., DS: "1 13 2 AB"}\n', "a digest of type 2 is 32 octets"),
+    ('  sub: {NS: ns.example.net., DS: "x 13 2 AB"}\n', "must be \"KEYTAG ALGORITHM DIGESTTYPE DIGEST\""),
+    ('  sub: {NS: ns.example.net., DS: "1 13 9 XYZ"}\n', "the digest must be hexadecimal"),
+])
+def test_ds_errors_are_located(tmp_path, record, message):
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "z.yaml").write_text("zone: example.com\nns: [ns1.example.net.]\nrecords:\n" + record)
+    with pytest.raises(ConfigErrors) as exc:
+        load_zone_file(str(zones / "z.yaml"))
+    assert "z.yaml:4: " in str(exc.value) and message in str(exc.value)
