@@ -40,6 +40,7 @@ import os
 import re
 import struct
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -69,8 +70,9 @@ INCEPTION_OFFSET = 3600
 SIGNATURE_CACHE_PERIOD = 300
 #: the answer cache dependency of every signed reply (a 1-tuple, like gslb.handler.COOKIE_DEP)
 SIGNATURE_DEP = ("#signatures",)
-#: signatures kept (then the oldest is dropped first)
-SIGNATURE_CACHE_MAX = 65536
+#: signatures kept (then the oldest is dropped first): pool answers are a few per pool, static
+#: RRsets one per name and type asked, denials one per name asked (about 400 bytes each)
+SIGNATURE_CACHE_MAX = 32768
 
 TYPE_NUMBERS = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "HINFO": 13, "MX": 15, "TXT": 16,
                 "AAAA": 28, "SRV": 33, "DS": 43, "RRSIG": 46, "NSEC": 47, "DNSKEY": 48, "CDS": 59,
@@ -401,7 +403,7 @@ class Signer:
         self.clock = clock
         self.max_entries = max_entries
         #: (signer origin, key tag, signed owner, type, data) -> (RRSIG tail, time to sign again)
-        self._cache: dict[tuple[Any, ...], tuple[bytes, float]] = {}
+        self._cache: OrderedDict[tuple[Any, ...], tuple[bytes, float]] = OrderedDict()
         #: signatures made (statistics, tests)
         self.signed = 0
         self._zones: ZoneSet | None = None
@@ -522,7 +524,7 @@ class Signer:
             # made again once less than a quarter of the validity is left
             hit = (tail, now + signing.validity * 3 / 4)
             if cache_key not in cache and len(cache) >= self.max_entries:
-                del cache[next(iter(cache))]
+                cache.popitem(last=False)
             cache[cache_key] = hit
             self.signed += 1
         record = object.__new__(Record)
