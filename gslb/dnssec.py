@@ -402,8 +402,9 @@ class Signer:
     def __init__(self, clock: Callable[[], float] = time.time, max_entries: int = SIGNATURE_CACHE_MAX) -> None:
         self.clock = clock
         self.max_entries = max_entries
-        #: (signer origin, key tag, signed owner, type, data) -> (RRSIG tail, time to sign again)
-        self._cache: OrderedDict[tuple[Any, ...], tuple[bytes, float]] = OrderedDict()
+        #: (signer origin, key, signed owner, type, data) -> (RRSIG tail, time to sign again, the
+        #: RRSIG record at the first owner it was made for)
+        self._cache: OrderedDict[tuple[Any, ...], tuple[bytes, float, Record]] = OrderedDict()
         #: signatures made (statistics, tests)
         self.signed = 0
         self._zones: ZoneSet | None = None
@@ -433,6 +434,19 @@ class Signer:
 
     def _sign(self, query: Query, response: Response, zones: ZoneSet) -> Response | None:
         now = self.clock()
+        answer_in = response.answer
+        if answer_in and not response.authority and not response.additional:
+            # the common case, a pool or static answer: one RRset, one signature
+            sets = _rrsets(answer_in)
+            if len(sets) == 1:
+                first = answer_in[0]
+                zone = _zone_of(zones, first, query)
+                if zone is None:
+                    return None
+                if _signed_owner(zone, first) == first.name:
+                    signed = answer_in + (self._rrsig(zone, answer_in, first.name, now),)
+                    return Response(response.rcode, response.aa, signed, (), (), response.ecs_scope, response.zone,
+                                    response.deps, response.per_client, response.pool, response.sites, response.drop)
         changed = False
         answer: list[Record] = []
         authority: list[Record] = []
@@ -512,29 +526,28 @@ class Signer:
         assert signing is not None
         key = signing.active
         first = rrset[0]
-        cache_key = (zone.origin, key.tag, key.dnskey, signed_owner, first.rtype,
-                     tuple(sorted(r.tail for r in rrset)))
+        tails = (first.tail,) if len(rrset) == 1 else tuple(sorted(r.tail for r in rrset))
+        cache_key = (zone.origin, key.dnskey, signed_owner, first.rtype, tails)
         cache = self._cache
         hit = cache.get(cache_key)
-        if hit is None or now >= hit[1]:
+        if hit is not None and now < hit[1]:
+            record = hit[2]
+            if record.name == first.name:
+                return record
+        else:
             inception = int(now) - INCEPTION_OFFSET
             expiration = int(now) + signing.validity
             rdata = rrsig_rdata(tuple(rrset), signed_owner, zone.origin, key, inception, expiration)
             tail = _RR_FIXED.pack(TYPE_NUMBERS["RRSIG"], 1, first.ttl, len(rdata)) + rdata
+            record = raw_rrsig(first, tail, key.algorithm, signed_owner)
             # made again once less than a quarter of the validity is left
-            hit = (tail, now + signing.validity * 3 / 4)
             if cache_key not in cache and len(cache) >= self.max_entries:
                 cache.popitem(last=False)
-            cache[cache_key] = hit
+            cache[cache_key] = (tail, now + signing.validity * 3 / 4, record)
             self.signed += 1
-        record = object.__new__(Record)
-        setattr_ = object.__setattr__
-        setattr_(record, "name", first.name)
-        setattr_(record, "rtype", "RRSIG")
-        setattr_(record, "ttl", first.ttl)
-        setattr_(record, "rdata", f"{first.rtype} {key.algorithm} {_label_count(signed_owner)}")
-        setattr_(record, "tail", hit[0])
-        return record
+            return record
+        # the same signature at another owner (a wildcard answer for another name)
+        return raw_rrsig(first, hit[0], key.algorithm, signed_owner)
 
     def _covering_nsec(self, zone: Zone, qname: str, now: float) -> list[Record]:
         """The NSEC (and its RRSIG) that proves ``qname`` does not exist, for a wildcard answer."""
@@ -547,8 +560,25 @@ class Signer:
 # --- helpers of the signer -------------------------------------------------------------------
 
 
-def _rrsets(records: Iterable[Record]) -> list[tuple[Record, ...]]:
+def raw_rrsig(covered: Record, tail: bytes, algorithm: int, signed_owner: str) -> Record:
+    """The RRSIG record (wire data ``tail``) over ``covered``'s RRset, at its owner."""
+    record = object.__new__(Record)
+    setattr_ = object.__setattr__
+    setattr_(record, "name", covered.name)
+    setattr_(record, "rtype", "RRSIG")
+    setattr_(record, "ttl", covered.ttl)
+    setattr_(record, "rdata", f"{covered.rtype} {algorithm} {_label_count(signed_owner)}")
+    setattr_(record, "tail", tail)
+    return record
+
+
+def _rrsets(records: tuple[Record, ...]) -> list[tuple[Record, ...]]:
     """Records grouped into RRsets (same owner and type), in order of first appearance."""
+    if not records:
+        return []
+    first = records[0]
+    if len(records) == 1 or all(r.name == first.name and r.rtype == first.rtype for r in records):
+        return [records]
     groups: dict[tuple[str, str], list[Record]] = {}
     for record in records:
         groups.setdefault((record.name, record.rtype), []).append(record)
