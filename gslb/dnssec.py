@@ -775,5 +775,6 @@ def parse_ds(text: str) -> tuple[str | None, str | None]:
         return None, f"DS {text!r}: the digest must be hexadecimal, {example}"
     want = _DIGEST_LENGTHS.get(dtype)
     if want is not None and len(digest) != 2 * want:
-        return None, f"DS {text!r}: a digest of type {dtype} is {want} octets ({2 * want} hex digits), got {len(digest) // 2}"
+        return None, (f"DS {text!r}: a digest of type {dtype} is {want} octets ({2 * want} hex digits), "
+                      f"got {len(digest) // 2}")
     return f"{tag} {alg} {dtype} {digest.upper()}", None

@@ -302,7 +302,8 @@ def test_missing_key_is_a_zone_error(tmp_path):
 @pytest.mark.parametrize("block,message", [
     ("  algorithm: RSASHA1\n", "dnssec.algorithm: unknown algorithm 'RSASHA1'"),
     ("  signature_validity: soon\n", "dnssec.signature_validity: expected a duration"),
-    ("  signature_validity: 10m\n", "dnssec.signature_validity: signature_validity 10m (600 s) is out of range 1h..366d"),
+    ("  signature_validity: 10m\n",
+     "dnssec.signature_validity: signature_validity 10m (600 s) is out of range 1h..366d"),
     ("  colour: red\n", "dnssec.colour: unknown key 'colour'"),
 ])
 def test_block_errors_are_located(tmp_path, block, message):
@@ -445,7 +446,8 @@ def test_referral_to_a_signed_child_carries_its_signed_ds(zone):
 
 
 @pytest.mark.parametrize("record,message", [
-    ('  www: {A: 192.0.2.1, DS: "1 13 1 ' + "AB" * 20 + '"}\n', "records.www.DS: DS records belong at a delegation point"),
+    ('  www: {A: 192.0.2.1, DS: "1 13 1 ' + "AB" * 20 + '"}\n',
+     "records.www.DS: DS records belong at a delegation point"),
     ('  sub: {NS: ns.example.net., DS: "1 13 2 AB"}\n', "a digest of type 2 is 32 octets"),
     ('  sub: {NS: ns.example.net., DS: "x 13 2 AB"}\n', "must be \"KEYTAG ALGORITHM DIGESTTYPE DIGEST\""),
     ('  sub: {NS: ns.example.net., DS: "1 13 9 XYZ"}\n', "the digest must be hexadecimal"),
