@@ -475,7 +475,8 @@ class Signer:
             if zone is not None:
                 authority.append(self._rrsig(zone, response.authority[:1], soa.name, now))
                 nsec = _denial_nsec(zone, name, query.qtype_name, soa.ttl)
-                if query.qtype_name == "NSEC" and not response.answer and nsec.name == query.qname_lower:
+                if (query.qtype_name == "NSEC" and not response.answer and response.rcode == NOERROR
+                        and nsec.name == query.qname_lower):
                     # the NSEC of the name is the answer (the name exists)
                     answer.extend((nsec, self._rrsig(zone, (nsec,), nsec.name, now)))
                     authority = []

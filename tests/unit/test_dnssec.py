@@ -49,6 +49,7 @@ records:
   lb: {{pool: web}}
   "*.cdn": {{pool: web}}
   "*.wild": {{TXT: "wild"}}
+  "*.wc": {{CNAME: www}}
   sub: {{NS: ns.sub.example.com.}}
   ns.sub: {{A: 192.0.2.77}}
   secured: {{NS: ns1.example.com., DS: "12345 13 2 49FD46E6C4B45C55D4AC69CBD3CD34AC1AFE51DE49FD46E6C4B45C55D4AC69CB"}}
@@ -459,3 +460,22 @@ def test_ds_errors_are_located(tmp_path, record, message):
     with pytest.raises(ConfigErrors) as exc:
         load_zone_file(str(zones / "z.yaml"))
     assert "z.yaml:4: " in str(exc.value) and message in str(exc.value)
+
+
+def test_wildcard_cname_chain_validates(zone):
+    reply, _ = ask(zone, "x.wc.example.com.", "A")
+    assert [r.rdtype for r in reply.answer if r.rdtype != dns.rdatatype.RRSIG] == [dns.rdatatype.CNAME,
+                                                                                    dns.rdatatype.A]
+    cname_sig = [r for r in reply.answer if r.rdtype == dns.rdatatype.RRSIG
+                 and r[0].type_covered == dns.rdatatype.CNAME][0]
+    assert cname_sig[0].labels == 3
+    assert len([r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC]) == 1
+    assert validate_all(reply, keyset(zone)) == 3
+
+
+def test_nsec_query_answers_the_names_nsec(zone):
+    reply, _ = ask(zone, "www.example.com.", "NSEC")
+    assert reply.answer[0].rdtype == dns.rdatatype.NSEC and not reply.authority
+    validate_all(reply, keyset(zone))
+    missing, _ = ask(zone, "nothere.example.com.", "NSEC")
+    assert not missing.answer and [r for r in missing.authority if r.rdtype == dns.rdatatype.NSEC]
