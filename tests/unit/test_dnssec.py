@@ -22,6 +22,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gslb.dnssec import (SIGNATURE_DEP, Signer, SigningError, covering_nsec, ds_text, generate_private_key,
                          key_tag, parse_duration, write_key_file)
@@ -479,3 +481,34 @@ def test_nsec_query_answers_the_names_nsec(zone):
     validate_all(reply, keyset(zone))
     missing, _ = ask(zone, "nothere.example.com.", "NSEC")
     assert not missing.answer and [r for r in missing.authority if r.rdtype == dns.rdatatype.NSEC]
+
+
+# --- any question: the reply parses, fits, and everything in it validates ------------------------
+
+_LABELS = st.sampled_from(["www", "lb", "alias", "tolb", "x", "cdn", "wild", "wc", "sub", "ns1", "ns", "deep",
+                           "b", "a", "secured", "nothere", "*", "WwW"])
+_TYPES = st.sampled_from(["A", "AAAA", "TXT", "MX", "NS", "SOA", "DS", "DNSKEY", "CDS", "CDNSKEY", "NSEC",
+                          "CNAME", "ANY", "SRV", "HINFO", "TYPE65000"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(labels=st.lists(_LABELS, max_size=3), rdtype=_TYPES, ecs=st.sampled_from([None, "10.1.2.0", "8.8.8.0"]),
+       payload=st.sampled_from([512, 1232, 4096]))
+def test_any_signed_reply_fits_and_validates(tmp_path_factory, labels, rdtype, ecs, payload):
+    zone = _PROPERTY_ZONE.get("zone")
+    if zone is None:
+        zone = _PROPERTY_ZONE["zone"] = make(tmp_path_factory.mktemp("prop"))
+        _PROPERTY_ZONE["keys"] = keyset(zone)
+    name = ".".join(labels + ["example.com."])
+    options = [dns.edns.ECSOption(ecs, 24)] if ecs else None
+    q = dns.message.make_query(name, rdtype, want_dnssec=True, use_edns=0, payload=payload, options=options)
+    handler = handler_for(zone)
+    wire = handler.udp(q.to_wire(), "192.0.2.99")
+    assert wire is not None and len(wire) <= min(payload, 1232)
+    reply = dns.message.from_wire(wire)
+    if reply.flags & dns.flags.TC or reply.rcode() != dns.rcode.NOERROR:
+        return
+    validate_all(reply, _PROPERTY_ZONE["keys"])
+
+
+_PROPERTY_ZONE: dict = {}
