@@ -662,7 +662,11 @@ def _node_types(zone: Zone, node: Node | None, name: str, exclude: str = "") -> 
 def _nsec(owner: str, types: Iterable[int], ttl: int) -> Record:
     """The compact-answer NSEC at ``owner``: next name ``\\000.owner`` (RFC 9824)."""
     nxt = "\\000." + owner if owner != "." else "\\000."
-    return raw_record(owner, "NSEC", ttl, name_to_wire(nxt) + type_bitmap(types), "compact")
+    try:
+        next_wire = name_to_wire(nxt)
+    except ValueError:  # a name of 254-255 octets has no room for the label: the name itself
+        next_wire = name_to_wire(owner)
+    return raw_record(owner, "NSEC", ttl, next_wire + type_bitmap(types), "compact")
 
 
 def _denial_nsec(zone: Zone, name: str, qtype: str, ttl: int) -> Record:

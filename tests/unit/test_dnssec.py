@@ -512,3 +512,12 @@ def test_any_signed_reply_fits_and_validates(tmp_path_factory, labels, rdtype, e
 
 
 _PROPERTY_ZONE: dict = {}
+
+
+def test_longest_names_get_a_valid_denial(zone):
+    name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 49]) + ".example.com."
+    assert len(dns.name.from_text(name).to_wire()) == 255
+    reply, _ = ask(zone, name, "A")
+    nsec = [r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC][0]
+    assert nsec.name == dns.name.from_text(name)
+    validate_all(reply, keyset(zone))
