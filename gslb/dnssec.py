@@ -484,28 +484,27 @@ class Signer:
                     authority.extend((nsec, self._rrsig(zone, (nsec,), nsec.name, now)))
                 rcode = NOERROR  # RFC 9824: the NSEC says whether the name exists
                 changed = True
-        elif not response.aa and response.authority and response.authority[0].rtype == "NS":
-            # a referral: NS unsigned (the child's), the DS or the proof that there is none signed
-            authority.extend(response.authority)
-            cut = response.authority[0].name
-            zone = zones.find(cut)
-            if zone is not None and zone.dnssec is not None:
-                node = zone.nodes.get(cut)
-                ds = node.records.get("DS", ()) if node is not None else ()
-                if ds:
-                    authority.extend(ds)
-                    authority.append(self._rrsig(zone, ds, cut, now))
-                else:
-                    nsec = _nsec(cut, _node_types(zone, node, cut), zone.soa.negative_ttl)
-                    authority.extend((nsec, self._rrsig(zone, (nsec,), cut, now)))
-                changed = True
         else:
             for rrset in _rrsets(response.authority):
                 authority.extend(rrset)
                 zone = _zone_of(zones, rrset[0], query)
-                if zone is not None:
-                    authority.append(self._rrsig(zone, rrset, _signed_owner(zone, rrset[0]), now))
-                    changed = True
+                if zone is None:
+                    continue
+                changed = True
+                owner = rrset[0].name
+                if rrset[0].rtype == "NS" and owner in zone.cuts:
+                    # a delegation (a referral, or after a CNAME): the NS are the child's and stay
+                    # unsigned; the DS, or the proof that there is none, is signed
+                    node = zone.nodes.get(owner)
+                    ds = node.records.get("DS", ()) if node is not None else ()
+                    if ds:
+                        authority.extend(ds)
+                        authority.append(self._rrsig(zone, ds, owner, now))
+                    else:
+                        nsec = _nsec(owner, _node_types(zone, node, owner), zone.soa.negative_ttl)
+                        authority.extend((nsec, self._rrsig(zone, (nsec,), owner, now)))
+                    continue
+                authority.append(self._rrsig(zone, rrset, _signed_owner(zone, rrset[0]), now))
         authority.extend(proofs)
         # additional addresses: signed where they are the zone's own data, glue (below a cut) not
         for rrset in _rrsets(response.additional):

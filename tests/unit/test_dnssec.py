@@ -521,3 +521,24 @@ def test_longest_names_get_a_valid_denial(zone):
     nsec = [r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC][0]
     assert nsec.name == dns.name.from_text(name)
     validate_all(reply, keyset(zone))
+
+
+def test_cname_into_a_delegation_keeps_the_child_ns_unsigned(zone):
+    """RFC 1034 4.3.2 3a->1->3b: a CNAME whose target lies below a cut, with the referral after it
+    (as the resolver builds it): the CNAME signed, the NS not, the absence of DS proven."""
+    from gslb.model import Record
+    from gslb.wire import Response
+
+    q = dns.message.make_query("tosub.example.com.", "A", want_dnssec=True, use_edns=0)
+    ident, query = parse_query(q.to_wire())
+    raw_cname = Record("tosub.example.com.", "CNAME", 3600, "x.sub.example.com.")
+    ns = zone.nodes["sub.example.com."].records["NS"]
+    glue = zone.nodes["ns.sub.example.com."].records["A"]
+    response = Response(0, True, (raw_cname,), ns, glue, zone="example.com", deps=("example.com",))
+    zones = ZoneSet({zone.origin: zone})
+    signed = Signer(clock=lambda: NOW).apply(query, response, zones)
+    reply = dns.message.from_wire(encode_response(ident, query, signed, 65535))
+    assert not [r for r in reply.authority if r.rdtype == dns.rdatatype.RRSIG and r[0].type_covered == 2]
+    nsec = [r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC][0]
+    assert nsec.name == dns.name.from_text("sub.example.com.") and _types(nsec[0]) == {2, 46, 47}
+    assert validate_all(reply, keyset(zone)) == 2  # the CNAME and the NSEC
