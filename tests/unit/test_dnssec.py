@@ -542,3 +542,30 @@ def test_cname_into_a_delegation_keeps_the_child_ns_unsigned(zone):
     nsec = [r for r in reply.authority if r.rdtype == dns.rdatatype.NSEC][0]
     assert nsec.name == dns.name.from_text("sub.example.com.") and _types(nsec[0]) == {2, 46, 47}
     assert validate_all(reply, keyset(zone)) == 2  # the CNAME and the NSEC
+
+
+def test_cached_replies_go_long_before_their_signatures_expire():
+    from gslb.dnssec import INCEPTION_OFFSET, MIN_VALIDITY, SIGNATURE_CACHE_PERIOD
+
+    # a signature is renewed with a quarter of its validity left; a cached reply holding it is
+    # dropped within SIGNATURE_CACHE_PERIOD: well before that quarter is used up
+    assert SIGNATURE_CACHE_PERIOD * 2 <= MIN_VALIDITY / 4
+    assert INCEPTION_OFFSET == 3600
+
+
+async def test_expire_signatures_every_drops_signed_entries(zone):
+    import asyncio
+
+    from gslb.handler import expire_signatures_every
+    from harness import eventually_async
+
+    handler = handler_for(zone)
+    query = _wire("www.example.com.")
+    handler.udp(query, "192.0.2.99")
+    assert handler.cache.lookup(query[2:], "192.0.2.99") is not None
+    task = asyncio.create_task(expire_signatures_every(handler, period=0.01))
+    try:
+        await eventually_async(lambda: handler.cache.lookup(query[2:], "192.0.2.99") is None,
+                               what="the signed reply dropped")
+    finally:
+        task.cancel()
