@@ -259,3 +259,20 @@ def test_worker_processes_sign_with_the_same_key(tmp_path):
             assert [s.key_tag for s in sigs] == [tag]
     finally:
         server.stop()
+
+
+def test_delv_validates_ed25519(tmp_path):
+    zone = ZONE.replace("algorithm: ECDSAP256SHA256", "algorithm: ED25519")
+    server = Gslb(tmp_path / "gslb", {"secure.yaml": zone, "child.yaml": CHILD}, {"checks": False})
+    assert gslb_cli(server, "keygen", "secure.example").returncode == 0
+    server.start(wait_for="secure.example")
+    try:
+        ds = ds_records(server)
+        assert ds[0].split()[5] == "15"
+        anchor = tmp_path / "anchors.conf"
+        anchor.write_text(anchors(ds)[1])
+        for name, rdtype in (("www.secure.example", "AAAA"), ("nope.secure.example", "A"), ("q.wild.secure.example", "A")):
+            text = delv(server, anchor, name, rdtype)
+            assert "fully validated" in text, (name, rdtype, text)
+    finally:
+        server.stop()
