@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gslb.authority import Outcome, lookup
 from gslb.model import Node, Record, Zone, ZoneSet
-from gslb.rdata import name_to_wire
+from gslb.rdata import name_labels, name_to_wire
 from gslb.wire import NOERROR, NXDOMAIN, Query, Response
 from gslb.yamlsafe import Errors, Fields, LineDict
 
@@ -130,8 +130,8 @@ class Signing:
     @property
     def fingerprint(self) -> str:
         """What the zone's digest adds for its keys (a key change is a zone change)."""
-        return ",".join(f"{k.role}:{k.tag}:{hashlib.sha256(k.dnskey).hexdigest()[:16]}" for k in self.keys) \
-            + f";{self.validity}"
+        keys = ",".join(f"{k.role}:{k.tag}:{hashlib.sha256(k.dnskey).hexdigest()[:16]}" for k in self.keys)
+        return f"{keys};{self.validity}"
 
 
 @dataclass(frozen=True)
@@ -711,8 +711,6 @@ def covering_nsec(qname: str, ttl: int) -> Record | None:
 
 
 def _label_bytes(text: str) -> bytes | None:
-    from gslb.rdata import name_labels
-
     labels = name_labels(text + ".")
     return labels[0] if len(labels) == 1 else None
 

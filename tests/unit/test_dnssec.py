@@ -569,3 +569,13 @@ async def test_expire_signatures_every_drops_signed_entries(zone):
                                what="the signed reply dropped")
     finally:
         task.cancel()
+
+
+def test_an_empty_block_takes_every_default(tmp_path):
+    zones = tmp_path / "zones"
+    (zones / "keys").mkdir(parents=True)
+    write_key_file(str(zones / "keys" / "example.com.key"), generate_private_key("ECDSAP256SHA256"))
+    (zones / "z.yaml").write_text("zone: example.com\nns: [ns1.example.net.]\ndnssec:\n")
+    signing = load_zone_file(str(zones / "z.yaml")).dnssec
+    assert signing.algorithm == "ECDSAP256SHA256" and signing.validity == 7 * 86400
+    assert signing.key_file == str(zones / "keys" / "example.com.key")
