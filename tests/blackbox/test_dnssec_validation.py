@@ -42,6 +42,7 @@ records:
   "*.wild": {A: 192.0.2.9}
   www: {pool: web}
   sub: {NS: ns1.secure.example.}
+  big: {TXT: [%s]}
 sites:
   fra: {location: [50.11, 8.68], addresses: [192.0.2.10, "2001:db8::10"]}
   iad: {location: [38.95, -77.45], addresses: [198.51.100.20, "2001:db8::20"]}
@@ -49,7 +50,7 @@ sites:
   syd: {location: [-33.87, 151.21], addresses: [203.0.113.40, "2001:db8::40"]}
 pools:
   web: {policy: closest, sites: [fra, iad, sin, syd], ttl: 30}
-"""
+""" % ", ".join(f'"{"x" * 200}{i}"' for i in range(6))
 
 #: the delegated child, unsigned, served by the same gslb
 CHILD = """
@@ -127,6 +128,11 @@ def test_unbound_validates_every_kind_of_answer(validating):
     reply = unbound.query("a.b.wild.secure.example", do=True)
     _secure(reply, unbound.log)
     assert _addresses(reply) == {"192.0.2.9"}
+    # a signed reply too big for UDP: TC=1 as for unsigned ones, Unbound retries over TCP
+    assert server.query("big.secure.example", "TXT", want_dnssec=True).flags & dns.flags.TC
+    reply = unbound.query("big.secure.example", "TXT", do=True)
+    _secure(reply, unbound.log)
+    assert sum(len(rrset) for rrset in reply.answer if rrset.rdtype == dns.rdatatype.TXT) == 6
     for name, rdtype in (("nope.secure.example", "A"), ("static.secure.example", "TXT"),
                          ("x.wild.secure.example", "TXT")):
         reply = unbound.query(name, rdtype, do=True)
