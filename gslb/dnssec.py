@@ -423,7 +423,7 @@ class Signer:
             self._any = any(z.dnssec is not None for z in zones)
         if not self._any:
             return None
-        keys = _apex_keys(query, response, zones)
+        keys = _apex_keys(query, response, zones) or _child_ds(query, response, zones)
         if keys is not None:
             response = keys
         if not query.do:
@@ -780,3 +780,22 @@ def parse_ds(text: str) -> tuple[str | None, str | None]:
         return None, (f"DS {text!r}: a digest of type {dtype} is {want} octets ({2 * want} hex digits), "
                       f"got {len(digest) // 2}")
     return f"{tag} {alg} {dtype} {digest.upper()}", None
+
+
+def _child_ds(query: Query, response: Response, zones: ZoneSet) -> Response | None:
+    """DS asked at the apex of a signed zone that gslb also serves, delegated from a served
+    parent that has no DS written for it: the DS of the child's keys (active and next), so the
+    chain of trust runs from parent to child without copying DS records by hand."""
+    if query.qtype_name != "DS" or response.answer or not response.aa:
+        return None
+    name = query.qname_lower
+    child = zones.find(name)
+    if child is None or child.dnssec is None or child.origin != name or name == ".":
+        return None
+    parent = zones.find(name[name.find(".") + 1:] or ".")
+    if parent is None or name not in parent.cuts:
+        return None
+    records = tuple(raw_record(name, "DS", parent.ttl, ds_rdata(name, k.dnskey), k.role)
+                    for k in child.dnssec.keys if k.role != "old")
+    return Response(NOERROR, True, records, zone=response.zone, deps=response.deps + (child.key,)
+                    if response.deps is not None else None)

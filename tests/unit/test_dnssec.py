@@ -54,6 +54,7 @@ records:
   "*.wc": {{CNAME: www}}
   sub: {{NS: ns.sub.example.com.}}
   ns.sub: {{A: 192.0.2.77}}
+  kid: {{NS: ns1.example.com.}}
   secured: {{NS: ns1.example.com., DS: "12345 13 2 49FD46E6C4B45C55D4AC69CBD3CD34AC1AFE51DE49FD46E6C4B45C55D4AC69CB"}}
   a.b.deep: {{TXT: "deep"}}
 sites:
@@ -579,3 +580,28 @@ def test_an_empty_block_takes_every_default(tmp_path):
     signing = load_zone_file(str(zones / "z.yaml")).dnssec
     assert signing.algorithm == "ECDSAP256SHA256" and signing.validity == 7 * 86400
     assert signing.key_file == str(zones / "keys" / "example.com.key")
+
+
+def test_ds_of_a_signed_child_served_here_comes_from_its_keys(zone, tmp_path):
+    zones_dir = Path(zone.file).parent
+    write_key_file(str(zones_dir / "keys" / "kid.key"), generate_private_key("ED25519"))
+    (zones_dir / "kid.yaml").write_text("zone: kid.example.com\nns: [ns1.example.com.]\n"
+                                        "dnssec: {algorithm: ED25519, key_file: keys/kid.key}\n"
+                                        "records:\n  www: {A: 192.0.2.8}\n")
+    kid = load_zone_file(str(zones_dir / "kid.yaml"))
+    zones = ZoneSet({zone.origin: zone, kid.origin: kid})
+    q = dns.message.make_query("kid.example.com.", "DS", want_dnssec=True, use_edns=0)
+    ident, query = parse_query(q.to_wire())
+    response = resolve(query, "192.0.2.99", zones, FakePools())
+    signed = Signer(clock=lambda: NOW).apply(query, response, zones)
+    reply = dns.message.from_wire(encode_response(ident, query, signed, 65535))
+    ds = reply.find_rrset(reply.answer, dns.name.from_text("kid.example.com."), dns.rdataclass.IN, dns.rdatatype.DS)
+    assert [d.key_tag for d in ds] == [kid.dnssec.active.tag]
+    validate_all(reply, keyset(zone))  # signed by the parent
+    # and the child's DNSKEY matches it
+    kq = dns.message.make_query("kid.example.com.", "DNSKEY", want_dnssec=True, use_edns=0)
+    kident, kquery = parse_query(kq.to_wire())
+    kresp = resolve(kquery, "192.0.2.99", zones, FakePools())
+    kreply = dns.message.from_wire(encode_response(kident, kquery, Signer().apply(kquery, kresp, zones), 65535))
+    dnskey = kreply.answer[0]
+    assert dns.dnssec.make_ds("kid.example.com.", dnskey[0], "SHA256") == ds[0]
