@@ -42,6 +42,7 @@ records:
   "*.wild": {A: 192.0.2.9}
   www: {pool: web}
   sub: {NS: ns1.secure.example.}
+  kid: {NS: ns1.secure.example.}
   big: {TXT: [%s]}
 sites:
   fra: {location: [50.11, 8.68], addresses: [192.0.2.10, "2001:db8::10"]}
@@ -58,6 +59,15 @@ zone: sub.secure.example
 ns: [ns1.secure.example.]
 records:
   host: {A: 192.0.2.77}
+"""
+
+#: a signed child served by the same gslb: its DS comes from its keys
+KID = """
+zone: kid.secure.example
+ns: [ns1.secure.example.]
+dnssec: {algorithm: ED25519}
+records:
+  www: {A: 192.0.2.88}
 """
 
 #: clients on several continents (the sample GeoIP database locates them)
@@ -88,9 +98,10 @@ def anchors(ds_lines: list[str]) -> tuple[str, str]:
 
 @pytest.fixture
 def signed(tmp_path):
-    server = Gslb(tmp_path / "gslb", {"secure.yaml": ZONE, "child.yaml": CHILD}, {"checks": False})
+    server = Gslb(tmp_path / "gslb", {"secure.yaml": ZONE, "child.yaml": CHILD, "kid.yaml": KID}, {"checks": False})
     made = gslb_cli(server, "keygen", "secure.example")
     assert made.returncode == 0, made.stderr
+    assert gslb_cli(server, "keygen", "kid.secure.example").returncode == 0
     again = gslb_cli(server, "keygen", "secure.example")
     assert again.returncode == 1 and "never overwritten" in again.stderr
     server.start(wait_for="secure.example")
@@ -165,6 +176,13 @@ def test_delegation_without_ds_is_insecure_not_bogus(validating):
     ds = unbound.query("sub.secure.example", "DS", do=True)
     _secure(ds, unbound.log)
     assert not ds.answer
+
+
+def test_signed_child_served_here_is_secure(validating):
+    server, unbound = validating
+    reply = unbound.query("www.kid.secure.example", do=True)
+    _secure(reply, unbound.log)
+    assert _addresses(reply) == {"192.0.2.88"}
 
 
 def delv(server: Gslb, anchor_file: Path, name: str, rdtype: str = "A") -> str:
@@ -277,7 +295,8 @@ def test_delv_validates_ed25519(tmp_path):
         assert ds[0].split()[5] == "15"
         anchor = tmp_path / "anchors.conf"
         anchor.write_text(anchors(ds)[1])
-        for name, rdtype in (("www.secure.example", "AAAA"), ("nope.secure.example", "A"), ("q.wild.secure.example", "A")):
+        for name, rdtype in (("www.secure.example", "AAAA"), ("nope.secure.example", "A"),
+                             ("q.wild.secure.example", "A")):
             text = delv(server, anchor, name, rdtype)
             assert "fully validated" in text, (name, rdtype, text)
     finally:
