@@ -265,8 +265,9 @@ def private_pem(private: Any) -> bytes:
 
 
 def write_key_file(path: str, private: Any) -> None:
-    """Create ``path`` (mode 0600, never overwriting: FileExistsError) holding ``private``."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    """Create ``path`` (mode 0600, never overwriting: FileExistsError; a missing folder is made
+    with mode 0700) holding ``private``."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)  # a new folder: owner only
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(private_pem(private))
