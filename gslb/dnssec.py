@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from gslb.authority import Outcome, lookup
 from gslb.model import Node, Record, Zone, ZoneSet
 from gslb.rdata import name_labels, name_to_wire
-from gslb.wire import NOERROR, NXDOMAIN, Query, Response
+from gslb.wire import FORMERR, NOERROR, NXDOMAIN, Query, Response
 from gslb.yamlsafe import Errors, Fields, LineDict
 
 #: algorithm mnemonic -> number (RFC 8624: both MUST for signing and validation)
@@ -424,6 +424,11 @@ class Signer:
             self._any = any(z.dnssec is not None for z in zones)
         if not self._any:
             return None
+        if query.qtype == TYPE_NXNAME:
+            zone = zones.find(query.qname_lower)
+            if zone is not None and zone.dnssec is not None:
+                # RFC 9824 3.5: NXNAME is a meta-type that cannot be asked for
+                return Response(FORMERR, False, zone=response.zone, deps=response.deps)
         keys = _apex_keys(query, response, zones) or _child_ds(query, response, zones)
         if keys is not None:
             response = keys

@@ -605,3 +605,8 @@ def test_ds_of_a_signed_child_served_here_comes_from_its_keys(zone, tmp_path):
     kreply = dns.message.from_wire(encode_response(kident, kquery, Signer().apply(kquery, kresp, zones), 65535))
     dnskey = kreply.answer[0]
     assert dns.dnssec.make_ds("kid.example.com.", dnskey[0], "SHA256") == ds[0]
+
+
+def test_an_explicit_nxname_query_is_formerr(zone):
+    reply, _ = ask(zone, "www.example.com.", "TYPE128", do=False)
+    assert reply.rcode() == dns.rcode.FORMERR and not reply.answer
