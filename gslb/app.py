@@ -36,7 +36,7 @@ from gslb.filewatch import FileWatch, Stamp, stamp_of, watch
 from gslb.geo import GeoLocator
 from gslb.answercache import AnswerCache
 from gslb.cookies import Cookies
-from gslb.handler import QueryHandler, ReadinessGate, expire_cookies_every
+from gslb.handler import QueryHandler, ReadinessGate, expire_cookies_every, expire_signatures_every
 from gslb import sdnotify
 from gslb.metrics import CheckStats
 from gslb.netmap import CompactScopes
@@ -226,6 +226,7 @@ class Server:
         _log_rate_limit(cfg.rate_limit, cfg.workers)
         if self.cookies is not None:
             self._spawn(expire_cookies_every(handler), "cookie-expiry")
+        self._spawn(expire_signatures_every(handler), "signature-expiry")
         # every new view reaches the balancer at once; it drops the answers of the pools whose
         # verdicts changed (and only those) from the answer cache
         pools.on_change = handler.pools_changed

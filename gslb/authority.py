@@ -185,6 +185,9 @@ def _lookup(zone: Zone, qname: str, qtype: str) -> Lookup:
         cut = _find_cut(zone, qname)
         if cut is not None:
             if qtype == "DS" and cut == qname:
+                ds = zone.nodes[cut].records.get("DS")
+                if ds:
+                    return Lookup(Outcome.ANSWER, ds, node=zone.nodes[cut], owner=cut)
                 return _negative(zone, Outcome.NODATA, zone.nodes.get(cut))
             return _referral(zone, cut)
 

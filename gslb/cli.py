@@ -80,6 +80,19 @@ def _parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("schema", help="print the JSON Schema of the zone file or the server file")
     sc.add_argument("kind", choices=SCHEMA_KINDS, help="zone (zones/NAME.yaml) or server (gslb.yaml)")
+    d = sub.add_parser("dnssec", help="a signed zone's keys: keygen, ds, rollover, retire")
+    dsub = d.add_subparsers(dest="dnssec_command", required=True, metavar="ACTION")
+    for action, text in (("keygen", "create the zone's signing key (never overwrites)"),
+                         ("ds", "the DS record(s) to give the parent zone"),
+                         ("rollover", "the next key signs from now on; the active one is retired"),
+                         ("retire", "stop publishing the retired key")):
+        a = dsub.add_parser(action, help=text)
+        a.add_argument("zone", metavar="ZONE")
+        config_arg(a)
+        a.add_argument("--zones", metavar="DIR", help="folder of zone files (*.yaml)")
+        if action == "keygen":
+            a.add_argument("--next", action="store_true",
+                           help="create the next key (published, not signing yet) for a rollover")
 
     st = sub.add_parser("status", help="a running server's site states as a table")
     config_arg(st)
@@ -329,8 +342,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_status(args.http, args.config)
 
 
+def cmd_dnssec(args: argparse.Namespace) -> int:
+    """``gslb dnssec ACTION ZONE``: key files of a signed zone (gslb.dnssec_cli)."""
+    from gslb.dnssec_cli import run as run_dnssec
+
+    config = _config_with_zones(args)
+    if isinstance(config, int):
+        return config
+    return run_dnssec(args, config.zones)
+
+
 COMMANDS = {"serve": cmd_serve, "check": cmd_check, "explain": cmd_explain, "plan": cmd_plan,
-            "checker": cmd_checker, "status": cmd_status, "schema": cmd_schema}
+            "checker": cmd_checker, "status": cmd_status, "schema": cmd_schema, "dnssec": cmd_dnssec}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

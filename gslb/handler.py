@@ -47,6 +47,7 @@ from gslb.answercache import AnswerCache
 from gslb.balancer import Balancer, PoolChange
 from gslb.config import Acl, RateLimit
 from gslb.cookies import CACHE_PERIOD, Cookies, Verdict
+from gslb.dnssec import SIGNATURE_CACHE_PERIOD, SIGNATURE_DEP, Signer, SigningError
 from gslb.model import Pool, PoolAnswer, StateView, Zone, ZoneSet
 from gslb.ratelimit import DROP, ERROR, RateLimiter, identity
 from gslb.resolver import Pools, resolve
@@ -208,6 +209,8 @@ class QueryHandler:
         self.clock: Callable[[], float] = monotonic
         if rate_limit is not None and rate_limit.enabled:
             self.rrl = RateLimiter(rate_limit)
+        #: signs the replies of zones with ``dnssec:`` (a no-op while no zone has one)
+        self.signer = Signer()
         #: held while an answer is computed and while the data it reads changes
         self.lock = threading.RLock()
 
@@ -377,9 +380,15 @@ class QueryHandler:
             if response.drop is not None:
                 stats.dropped[response.drop] += 1
                 return None
-            reply = encode_response(ident, query, response, size, cookie)
-        except Exception:
-            logger.exception("SERVFAIL for %s %s from %s", query.qname, query.qtype_name, client)
+            # DNSSEC (gslb.dnssec): the signed reply is sent; ``response`` stays the unsigned one
+            # for the statistics, rate limiting and the cache's rules
+            signed = self.signer.apply(query, response, zones) if response.zone else None
+            reply = encode_response(ident, query, response if signed is None else signed, size, cookie)
+        except Exception as exc:
+            if isinstance(exc, SigningError):  # never an unsigned answer instead
+                logger.error("SERVFAIL for %s %s from %s: %s", query.qname, query.qtype_name, client, exc)
+            else:
+                logger.exception("SERVFAIL for %s %s from %s", query.qname, query.qtype_name, client)
             reply = servfail(ident, query, cookie)
             if rrl is not None and (limited := rrl.check(host, ERROR, self.clock())):
                 return self._limited(limited, reply, None)
@@ -411,6 +420,9 @@ class QueryHandler:
                 cache = self.cache = AnswerCache(cache.max_bytes)
             deps = response.deps
             per_client = response.per_client
+            if signed is not None and query.do:
+                # dropped every SIGNATURE_CACHE_PERIOD: no cached signature gets close to expiry
+                deps = deps + (SIGNATURE_DEP,)
             if cookie:
                 # the server cookie depends on the client's address and on the time
                 deps = deps + (COOKIE_DEP,)
@@ -480,6 +492,15 @@ def _country(pools: Pools, client: str) -> str | None:
     """The client's country by the pools' locator (pools without one, e.g. in tests: None)."""
     country = getattr(pools, "country", None)
     return country(client) if country is not None else None
+
+
+async def expire_signatures_every(handler: QueryHandler, period: float = SIGNATURE_CACHE_PERIOD) -> None:
+    """Drop the cached signed replies every ``period`` seconds (a task of each DNS process; runs
+    until cancelled): a cached reply's signatures are at most this much older than fresh ones."""
+    while True:
+        await asyncio.sleep(period)
+        if handler.cache is not None:
+            handler.locked(handler.cache.invalidate, (SIGNATURE_DEP,))
 
 
 async def expire_cookies_every(handler: QueryHandler, period: float = CACHE_PERIOD) -> None:

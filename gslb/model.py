@@ -16,12 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, Iterator, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping
 
 from gslb.rdata import record_tail
 
+if TYPE_CHECKING:
+    from gslb.dnssec import Signing
+
 #: Record types that may be written statically in a zone file.
-STATIC_TYPES: tuple[str, ...] = ("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "CAA", "NS", "PTR")
+STATIC_TYPES: tuple[str, ...] = ("A", "AAAA", "CNAME", "MX", "TXT", "SRV", "CAA", "NS", "PTR", "DS")
 
 #: The nine pool policies of the SPEC.
 POLICY_NAMES: tuple[str, ...] = (
@@ -197,6 +200,8 @@ class Zone:
     #: zone from them (``gslb.workers``; with ``(digest, serial)`` the serial comes out the same)
     mtime: float = field(default=0.0, repr=False, compare=False)
     source: bytes = field(default=b"", repr=False, compare=False)
+    #: the ``dnssec:`` block with its keys read (gslb.dnssec); None: the zone is not signed
+    dnssec: "Signing | None" = field(default=None, repr=False, compare=False)
     #: derived: the zone's name without the trailing dot, as used in the API and the state table
     key: str = field(init=False, repr=False, compare=False)
     #: derived: the query path's per-zone cache (gslb.authority fills it; bounded there); not

@@ -141,6 +141,9 @@ def encode_rdata(rtype: str, rdata: str) -> bytes:
     if rtype == "SOA":
         return (name_to_wire(fields[0]) + name_to_wire(fields[1])
                 + struct.pack("!IIIII", *(int(f) for f in fields[2:7])))
+    if rtype == "DS":  # "KEYTAG ALGORITHM DIGESTTYPE HEX" (validated by gslb.dnssec.parse_ds)
+        tag, alg, dtype, digest = rdata.split(None, 3)
+        return struct.pack("!HBB", int(tag), int(alg), int(dtype)) + bytes.fromhex(digest.replace(" ", ""))
     if rtype == "CAA":
         flags, tag, value = rdata.split(None, 2)
         tag_bytes = tag.encode("ascii")

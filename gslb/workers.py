@@ -493,6 +493,9 @@ async def _worker_main(fd: int, index: int) -> int:
 
     tasks = [asyncio.create_task(report()), asyncio.create_task(listen()), asyncio.create_task(stop.wait()),
              asyncio.create_task(build_zones())]
+    from gslb.handler import expire_signatures_every
+
+    tasks.append(asyncio.create_task(expire_signatures_every(state.handler)))
     if state.handler.cookies is not None:
         from gslb.handler import expire_cookies_every
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import AbstractSet, Any, Callable, Iterator
 
+from gslb.dnssec import parse_dnssec, parse_ds
 from gslb.errors import ConfigError, ConfigErrors, display_path
 from gslb.model import (
     POLICY_NAMES, STATIC_TYPES, Check, GeoRule, Node, Pool, Record, Site, Soa, Zone,
@@ -68,7 +69,7 @@ CHECK_TYPES = ("http", "https", "tcp")
 #: codes written for GB and GR (the EU's UK and EL): the geo key error suggests the ISO one
 _COUNTRY_HINTS = {"UK": "GB", "EL": "GR"}
 
-_TOP_KEYS = ("zone", "serial", "ttl", "soa", "ns", "records", "sites", "checks", "pools")
+_TOP_KEYS = ("zone", "serial", "ttl", "soa", "ns", "records", "sites", "checks", "pools", "dnssec")
 _SOA_KEYS = ("mname", "rname", "refresh", "retry", "expire", "minimum")
 _NODE_KEYS = ("ttl", "pool") + STATIC_TYPES
 _SITE_KEYS = ("location", "addresses", "checks", "weight")
@@ -254,6 +255,12 @@ class _RecordParser:
     _ns = _name
     _ptr = _name
 
+    def _ds(self, text: str, line: int | None, path: str) -> str | None:
+        canonical, problem = parse_ds(text)
+        if problem:
+            self.err.add(line, path, problem)
+        return canonical
+
     def _mx(self, text: str, line: int | None, path: str) -> str | None:
         parts = text.split()
         if len(parts) != 2 or _u16(parts[0]) is None:
@@ -350,6 +357,10 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
         # Without an origin no name can be checked; report what we have.
         raise ConfigErrors(err.items)
     names = _Names(err, origin)
+    # dnssec: the keys are part of the zone's content (a new key is a new serial)
+    signing = parse_dnssec(err, top, file, origin[:-1])
+    if signing is not None:
+        digest = hashlib.sha256(f"{digest};{signing.fingerprint}".encode()).hexdigest()
 
     ttl = top.integer("ttl", DEFAULT_TTL, 0, MAX_TTL)
     zone_ttl = DEFAULT_TTL if ttl is None else ttl
@@ -444,7 +455,7 @@ def parse_zone(data: Any, file: str, digest: str = "", mtime: float = 0.0,
                 ns=tuple(n for n, _ in ns_names), nodes=MappingProxyType(nodes),
                 sites=MappingProxyType(sites), checks=MappingProxyType(checks),
                 pools=MappingProxyType(pools), digest=digest, names=all_names, cuts=cuts,
-                mtime=mtime, source=source)
+                mtime=mtime, source=source, dnssec=signing)
 
 
 def _build_nodes(err: Errors, pending: dict[str, _PendingNode], origin: str, zone_ttl: int) -> dict[str, Node]:
@@ -905,7 +916,11 @@ def _parse_type(err: Errors, parser: _RecordParser, spec: LineDict, rtype: str, 
 
 
 def _check_tree(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[str], origin: str) -> None:
-    """Data at or below a delegation is not served, except glue (A/AAAA)."""
+    """Data at or below a delegation is not served, except glue (A/AAAA); DS only at a delegation."""
+    for name, p in pending.items():
+        if "DS" in p.rdata and name not in cuts:
+            err.add(p.type_lines.get("DS", p.line), f"{p.path}.DS",
+                    "DS records belong at a delegation point (a name with NS records) (RFC 4035 2.4)")
     if not cuts:
         return
     for name, p in pending.items():
@@ -915,7 +930,7 @@ def _check_tree(err: Errors, pending: dict[str, _PendingNode], cuts: frozenset[s
         if cut is None:
             continue
         if cut == name:
-            extra = [t for t in p.rdata if t not in ("NS", "A", "AAAA")] + (["pool"] if p.pool else [])
+            extra = [t for t in p.rdata if t not in ("NS", "DS", "A", "AAAA")] + (["pool"] if p.pool else [])
             if extra:
                 err.add(p.line, p.path, f"a delegation point holds only NS (and glue A/AAAA); "
                         f"{', '.join(extra)} would never be served")

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests talk to (dig, redis-server, redis-sentinel, unbound, knot, chromium,
-# systemd-analyze, promtool) when missing.
+# Install the Debian packages the tests talk to (dig, delv, redis-server, redis-sentinel, unbound, knot,
+# chromium, systemd-analyze, promtool) when missing.
 set -euo pipefail
 need=()
 command -v dig >/dev/null || need+=(dnsutils)
+command -v delv >/dev/null || need+=(bind9-dnsutils)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v unbound >/dev/null || need+=(unbound)
 # knotd: the reference server of tests/blackbox/test_protocol_corners.py (in /usr/sbin, off a user's PATH)

@@ -13,6 +13,7 @@ import struct
 import sys
 from pathlib import Path
 
+import dns.flags
 import dns.message
 import pytest
 
@@ -42,6 +43,13 @@ def test_ecs_query_is_what_dnsperf_dash_e_sends():
     assert message.edns == 0 and message.payload == 4096
     (option,) = message.options
     assert (option.address, option.srclen, option.scopelen) == ("18.184.0.0", 24, 0)
+
+
+def test_signed_scenario_queries_carry_the_do_bit():
+    plain = dns.message.from_wire(bench.wire_query("www.gslb.test", subnet="18.184.0.0/24"))
+    signed = dns.message.from_wire(bench.wire_query("www.gslb.test", subnet="18.184.0.0/24", do=True))
+    assert not plain.ednsflags & dns.flags.DO and signed.ednsflags & dns.flags.DO
+    assert signed.options == plain.options
 
 
 @pytest.mark.parametrize("subnet, payload", [
