@@ -713,3 +713,25 @@ def test_random_mutations_of_a_query_raise_only_wire_errors_or_drop():
             parse_query(bytes(data))
         except (Drop, Reject):
             pass
+# -- written against the survivors of mutation testing (tools/mutation wire)
+
+
+def test_ecs_full_length_prefixes_are_accepted_and_the_scope_capped_at_the_family_width():
+    """A /32 (IPv4) or /128 (IPv6) source is legal (RFC 7871 6); an answer's scope never exceeds it."""
+    for address, prefix in (("192.0.2.1", 32), ("2001:db8::1", 128)):
+        q = dns.message.make_query("www.example.com.", "A", use_edns=0, options=[dns.edns.ECSOption(address, prefix)])
+        assert parse_query(q.to_wire())[1].ecs.source_prefix == prefix
+        (option,) = roundtrip(q.to_wire(), answer(ecs_scope=200)).options
+        assert (option.address, option.srclen, option.scopelen) == (address, prefix, prefix)
+
+
+def test_servfail_keeps_the_opt_with_do_and_the_cookie_only_for_edns_queries():
+    q = dns.message.make_query("www.example.com.", "A", use_edns=0, want_dnssec=True)
+    ident, query = parse_query(q.to_wire())
+    cookie_option = struct.pack("!HH", 10, 24) + bytes(range(24))  # the encoded COOKIE option
+    reply = dns.message.from_wire(servfail(ident, query, cookie=cookie_option))
+    assert reply.rcode() == dns.rcode.SERVFAIL and reply.edns == 0 and reply.ednsflags & dns.flags.DO
+    assert [(o.otype, o.client + o.server) for o in reply.options] == [(10, bytes(range(24)))]
+    ident, plain = parse_query(wire_query())
+    reply = dns.message.from_wire(servfail(ident, plain))
+    assert reply.rcode() == dns.rcode.SERVFAIL and reply.edns == -1
