@@ -212,3 +212,11 @@ def test_dnssec_block(block, ok):
     zone = {"zone": "corpus.example.com", "ns": ["ns1.example.com."], "dnssec": block}
     errors = list(validator("zone").iter_errors(zone))
     assert (errors == []) is ok, [e.message for e in errors]
+
+
+def test_the_zone_schema_knows_every_static_type():
+    """A record type gslb accepts and the schema does not would make editors flag good zones."""
+    from gslb.model import STATIC_TYPES
+
+    node = json.loads((SCHEMAS / "zone.schema.json").read_text())["$defs"]["node"]
+    assert set(STATIC_TYPES) <= set(node["properties"])
