@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import resource
@@ -186,10 +187,14 @@ def holds_for(predicate: Callable[[], Any], duration: float, interval: float = 0
 
 async def eventually_async(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
                            what: str = "condition") -> Any:
-    """``eventually`` inside an event loop: polls without blocking the loop the code under test runs on."""
+    """``eventually`` inside an event loop: polls without blocking the loop the code under test runs on.
+
+    ``predicate`` may be a coroutine function (e.g. a question to a browser page): it is awaited."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         if time.monotonic() > deadline:

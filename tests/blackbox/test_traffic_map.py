@@ -234,10 +234,8 @@ async def test_dashboard_choropleth_matches_the_map_and_follows_an_override(live
                 return state["map"] == f"{ZONE}|web" and any(f[0] == country and f[1] == site for f in state["fills"])
 
             async def wait(country: str, site: str) -> None:
-                deadline = asyncio.get_running_loop().time() + 30
-                while not await painted(country, site):
-                    assert asyncio.get_running_loop().time() < deadline, state
-                    await asyncio.sleep(0.1)
+                await eventually_async(lambda: painted(country, site), timeout=30, interval=0.1,
+                                       what=f"{country} painted as {site}")
 
             await wait("DE", "fra")
             serving = await asyncio.to_thread(_serving, live)
@@ -263,12 +261,12 @@ async def test_dashboard_choropleth_matches_the_map_and_follows_an_override(live
             # another pool from the selector
             await page.eval('(() => { const s = document.getElementById("map-pool"); '
                             f's.value = "{ZONE}|primary"; s.dispatchEvent(new Event("change")); }})()')
-            await eventually_async(lambda: True)
-            deadline = asyncio.get_running_loop().time() + 30
-            while json.loads(await page.eval(FILLS_JS))["map"] != f"{ZONE}|primary":
-                assert asyncio.get_running_loop().time() < deadline
-                await asyncio.sleep(0.1)
-            state = json.loads(await page.eval(FILLS_JS))
+
+            async def shows_primary() -> dict[str, Any] | None:
+                got = json.loads(await page.eval(FILLS_JS))
+                return got if got["map"] == f"{ZONE}|primary" else None
+
+            state = await eventually_async(shows_primary, timeout=30, interval=0.1, what="the primary pool's map")
             assert {f[1] for f in state["fills"]} == {"iad"}  # failover [fra, iad] with fra down
     finally:
         proc.terminate()

@@ -60,3 +60,14 @@ async def test_the_async_pair_behaves_the_same():
     await holds_for_async(lambda: True, 0.05, interval=0.01)
     with pytest.raises(AssertionError, match="stopped holding"):
         await holds_for_async(lambda: calls() < 6, 10, interval=0)
+
+
+async def test_eventually_async_awaits_a_coroutine_predicate():
+    calls = []
+
+    async def ready() -> str | None:
+        calls.append(1)
+        return "yes" if len(calls) >= 3 else None
+
+    assert await eventually_async(ready, timeout=5, interval=0) == "yes"
+    assert len(calls) == 3
