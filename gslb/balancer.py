@@ -362,19 +362,28 @@ class ScopeSpec:
 _NO_SOA = Soa("invalid.", "invalid.", 0, 0, 0, 0, 0, 0)
 
 
+def prepared_for_spec(spec: ScopeSpec) -> tuple[_Prepared, Balancer]:
+    """The preparation of a pool under a spec's verdicts, and a balancer without a locator to
+    decide with: what the scope tables (:func:`scope_table_of`) and the traffic map
+    (``gslb.trafficmap``) ask each location's answer of."""
+    pool = spec.pool
+    zone = Zone("scope.invalid.", "", 0, 0, _NO_SOA, (), {}, sites={s.name: s for s in spec.sites},
+                pools={pool.name: pool})
+    # spec.states holds verdicts ("up", "down", "drain"): as overrides they are the state itself
+    view = StateView(0, {(zone.key, site.name): SiteStatus(override=state)  # type: ignore[arg-type]
+                         for site, state in zip(spec.sites, spec.states, strict=True)})
+    policy = POLICIES[pool.policy]
+    geomap = GeoMap.from_pool(pool) if pool.policy == "geo" else None
+    prep = _Prepared(zone, pool, view, geomap, policy, policy.depends_on_location(()))
+    return prep, Balancer(None, {}, random.Random(0))
+
+
 def scope_table_of(index: NetworkIndex, spec: ScopeSpec) -> ScopeTable:
     """The merged scope table of ``spec`` over the networks of ``index`` (pure; the builder
     process runs it). Each location's answer key is what a client there gets from the pool, CIDR
     rules aside: its A and AAAA answer (or the all-down outcome)."""
     pool = spec.pool
-    zone = Zone("scope.invalid.", "", 0, 0, _NO_SOA, (), {}, sites={s.name: s for s in spec.sites},
-                pools={pool.name: pool})
-    view = StateView(0, {(zone.key, site.name): SiteStatus(override=state)  # type: ignore[arg-type]  # spec.states holds Override values
-                         for site, state in zip(spec.sites, spec.states, strict=True)})
-    policy = POLICIES[pool.policy]
-    geomap = GeoMap.from_pool(pool) if pool.policy == "geo" else None
-    prep = _Prepared(zone, pool, view, geomap, policy, policy.depends_on_location(()))
-    balancer = Balancer(None, {}, random.Random(0))
+    prep, balancer = prepared_for_spec(spec)
 
     def answer_of(loc: tuple[tuple[float, float] | None, str | None, str | None]) -> tuple[Any, ...]:
         latlon, country, continent = loc

@@ -124,8 +124,8 @@ async def watch(tick: Callable[[bool], Awaitable[Any]], stop: asyncio.Event, *,
         if stop.is_set():
             return
         forced = wake is not None and wake.is_set()
-        if forced:
-            wake.clear()  # type: ignore[union-attr]
+        if forced and wake is not None:
+            wake.clear()
         try:
             await tick(forced)
         except asyncio.CancelledError:

@@ -29,14 +29,13 @@ the rules answer, as DNS does.
 from __future__ import annotations
 
 import math
-import random
 from bisect import bisect_right
 from collections import deque
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
-from gslb.balancer import Balancer, ScopeSpec, _Prepared
+from gslb.balancer import ScopeSpec, prepared_for_spec
 from gslb.geo import distance_km
-from gslb.model import Location, Site, SiteStatus, Soa, StateView, Zone
+from gslb.model import Location, Site, Zone
 from gslb.netmap import OPAQUE, SIZE_UNIT_BITS, NetworkIndex
 from gslb.policies import POLICIES, GeoMap
 
@@ -44,7 +43,6 @@ Answer = tuple[str, ...]
 #: a location as the index keeps it: (latlon, country, continent)
 LocationKey = tuple[Any, Any, Any]
 
-_NO_SOA = Soa("plan.invalid.", "invalid.", 0, 0, 0, 0, 0, 0)
 _UP = frozenset(("up", "unknown"))
 
 
@@ -57,24 +55,11 @@ def spec_of(zone: Zone, pool_name: str, states: Mapping[str, str]) -> ScopeSpec:
                                         for s in sites))
 
 
-def _prepared(spec: ScopeSpec) -> tuple[_Prepared, Balancer]:
-    """The balancer's preparation of a pool under a spec's verdicts (as ``scope_table_of`` builds it),
-    and a balancer without a locator to decide with."""
-    pool = spec.pool
-    zone = Zone("plan.invalid.", "", 0, 0, _NO_SOA, (), {}, sites={s.name: s for s in spec.sites},
-                pools={pool.name: pool})
-    view = StateView(0, {(zone.key, site.name): SiteStatus(override=state)  # type: ignore[arg-type]
-                         for site, state in zip(spec.sites, spec.states, strict=True)})
-    policy = POLICIES[pool.policy]
-    geomap = GeoMap.from_pool(pool) if pool.policy == "geo" else None
-    return _Prepared(zone, pool, view, geomap, policy, policy.depends_on_location(())), Balancer(None, {}, random.Random(0))
-
-
 def _answer_function(spec: ScopeSpec) -> tuple[Callable[[LocationKey], Answer], Callable[[LocationKey], Hashable]]:
     """(answer of a location, the part of the location that answer depends on) for a spec."""
     pool = spec.pool
     policy = POLICIES[pool.policy]
-    prep, balancer = _prepared(spec)
+    prep, balancer = prepared_for_spec(spec)
     geomap, located = prep.geomap, prep.located
 
     if not policy.deterministic or policy.uses_subnet:
@@ -111,7 +96,7 @@ def cidr_rules(spec: ScopeSpec | None) -> frozenset[CidrRule]:
 
 def _cidr_answer_function(spec: ScopeSpec) -> Callable[[LocationKey, int, int], Answer]:
     """For a ``geo`` pool: the answer of a client at a location and address (its CIDR rules apply)."""
-    prep, balancer = _prepared(spec)
+    prep, balancer = prepared_for_spec(spec)
 
     def answer_at(loc: LocationKey, addr: int, version: int) -> Answer:
         decision = balancer._decide(prep, Location("", "", 0, loc[0], loc[1], loc[2]), (addr, version, 0), "", 0,

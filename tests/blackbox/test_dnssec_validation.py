@@ -23,7 +23,7 @@ import dns.rdatatype
 import pytest
 
 from harness import Gslb, eventually
-from test_unbound import Unbound
+from unboundd import Unbound
 
 ZONE = """
 zone: secure.example

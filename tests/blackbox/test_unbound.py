@@ -6,9 +6,6 @@ the ECS module enabled and allowed towards gslb, so client-dependent answers tra
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
 
 import dns.edns
 import dns.message
@@ -16,7 +13,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from harness import eventually, free_port
+from unboundd import Unbound
 
 ZONE = """
 zone: interop.example
@@ -39,71 +36,6 @@ sites:
 pools:
   web: {policy: closest, sites: [fra, iad, sin, syd], ttl: 30}
 """ % ", ".join(f'"{"x" * 200}{i}"' for i in range(12))
-
-
-class Unbound:
-    """An unbound process with a stub zone towards gslb; stopped by ``stop()``."""
-
-    def __init__(self, workdir: Path, gslb_port: int, zone: str = "interop.example",
-                 modules: str = "subnetcache iterator", extra: str = "") -> None:
-        self.port = free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        conf = workdir / "unbound.conf"
-        conf.write_text(f"""
-server:
-  interface: 127.0.0.1
-  port: {self.port}
-  do-ip6: no
-  do-not-query-localhost: no
-  username: ""
-  chroot: ""
-  directory: "{workdir}"
-  pidfile: "{workdir}/unbound.pid"
-  use-syslog: no
-  logfile: "{workdir}/unbound.log"
-  verbosity: 1
-  access-control: 127.0.0.0/8 allow
-  module-config: "{modules}"
-  send-client-subnet: 127.0.0.1
-  max-client-subnet-ipv4: 32
-  max-client-subnet-ipv6: 128
-  client-subnet-always-forward: yes
-  qname-minimisation: yes
-  harden-glue: yes
-  minimal-responses: no
-{extra}
-stub-zone:
-  name: "{zone}"
-  stub-addr: 127.0.0.1@{gslb_port}
-""")
-        self.log = workdir / "unbound.log"
-        self.proc = subprocess.Popen([shutil.which("unbound") or "unbound", "-d", "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        try:
-            eventually(lambda: dns.query.udp(dns.message.make_query(f"ns1.{zone}", "A"), "127.0.0.1",
-                                             port=self.port, timeout=0.3),
-                       timeout=10, what="unbound answering", ignoring=(dns.exception.Timeout, OSError))
-        except AssertionError:
-            self.stop()
-            raise RuntimeError("unbound did not start: " + (self.log.read_text() if self.log.exists() else "")) from None
-
-    def query(self, qname: str, rdtype: str = "A", ecs: str | None = None, do: bool = False) -> dns.message.Message:
-        options = []
-        if ecs:
-            addr, _, prefix = ecs.partition("/")
-            options.append(dns.edns.ECSOption(addr, int(prefix)))
-        q = dns.message.make_query(qname, rdtype, use_edns=0, options=options or None, want_dnssec=do)
-        # like a stub resolver: UDP first, TCP when the reply is truncated
-        return dns.query.udp_with_fallback(q, "127.0.0.1", port=self.port, timeout=5)[0]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
