@@ -7,7 +7,6 @@ import inspect
 import json
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -118,13 +117,7 @@ class Gslb:
         """SIGTERM, then wait; SIGKILL if it does not stop. Returns the exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
         self._log.close()
         return self.proc.returncode
 
@@ -141,6 +134,19 @@ class Gslb:
         if tcp:
             return dns.query.tcp(q, "127.0.0.1", port=self.port, timeout=timeout)
         return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=timeout)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """Stop a process a test started: SIGTERM, then wait up to ``timeout``; SIGKILL if it does not
+    stop. Returns the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def _first_error(predicate: Callable[[], Any], ignoring: tuple[type[BaseException], ...]) -> Any:

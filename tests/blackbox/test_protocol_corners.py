@@ -27,7 +27,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from harness import Gslb, eventually, free_port
+from harness import Gslb, eventually, free_port, stop_process
 
 ORIGIN = "corner.test."
 
@@ -161,13 +161,7 @@ class Knot:
             raise RuntimeError("knotd did not start: " + self.log.read_text()) from None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5)
 
 
 def ask(port: int, q: dns.message.Message, tcp: bool = False) -> dns.message.Message:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from harness import FRA, IAD, ORIGIN, Gslb, answer, get_json, holds_for, two_site_zone
+from harness import FRA, IAD, ORIGIN, Gslb, answer, get_json, holds_for, stop_process, two_site_zone
 from harness import eventually as _eventually
 from redisd import RedisServer, _die_with_parent, _free_tcp_port
 
@@ -62,13 +62,7 @@ class SentinelServer:
 
     def stop(self) -> None:
         self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def put_override(node: Gslb, site: str, state: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import dns.exception
 import dns.message
 import dns.query
 
-from harness import eventually, free_port
+from harness import eventually, free_port, stop_process
 
 
 class Unbound:
@@ -71,10 +71,4 @@ stub-zone:
         return dns.query.udp_with_fallback(q, "127.0.0.1", port=self.port, timeout=5)[0]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5)
