@@ -352,11 +352,16 @@ class ScopeSpec:
     sites: tuple[Site, ...]
     states: tuple[str, ...]
 
+    @staticmethod
+    def verdict(state: str) -> str:
+        """A site state as a spec holds it: ``unknown`` counts as ``up``."""
+        return "up" if state in _UP_STATES else state
+
     @classmethod
     def of(cls, prep: _Prepared) -> "ScopeSpec":
         """The spec of a preparation's inputs."""
         return cls(prep.pool, tuple(c.site for c in prep.cands),
-                   tuple("up" if c.state in _UP_STATES else c.state for c in prep.cands))
+                   tuple(cls.verdict(c.state) for c in prep.cands))
 
 
 _NO_SOA = Soa("invalid.", "invalid.", 0, 0, 0, 0, 0, 0)

@@ -266,10 +266,14 @@ class QueryHandler:
                 deps.extend((pool[0], pool[1], site) for site in left)
         self.cache.invalidate(deps)
 
+    def expire(self, dep: object) -> None:
+        """Drop every cached reply that depends on ``dep`` (COOKIE_DEP, SIGNATURE_DEP: time-bound)."""
+        if self.cache is not None:
+            self.cache.invalidate((dep,))
+
     def expire_cookies(self) -> None:
         """Drop every cached reply that carries a server cookie (every CACHE_PERIOD seconds)."""
-        if self.cache is not None:
-            self.cache.invalidate((COOKIE_DEP,))
+        self.expire(COOKIE_DEP)
 
     def clear_cache(self) -> None:
         """Drop every cached answer (a new GeoIP database, new regions)."""
@@ -494,18 +498,20 @@ def _country(pools: Pools, client: str) -> str | None:
     return country(client) if country is not None else None
 
 
-async def expire_signatures_every(handler: QueryHandler, period: float = SIGNATURE_CACHE_PERIOD) -> None:
-    """Drop the cached signed replies every ``period`` seconds (a task of each DNS process; runs
-    until cancelled): a cached reply's signatures are at most this much older than fresh ones."""
-    while True:
-        await asyncio.sleep(period)
-        if handler.cache is not None:
-            handler.locked(handler.cache.invalidate, (SIGNATURE_DEP,))
-
-
-async def expire_cookies_every(handler: QueryHandler, period: float = CACHE_PERIOD) -> None:
-    """Drop the cached replies that carry a server cookie every ``period`` seconds (a task of the
+async def _expire_every(handler: QueryHandler, dep: object, period: float) -> None:
+    """Drop the cached replies that depend on ``dep`` every ``period`` seconds (a task of the
     process's event loop; runs until cancelled)."""
     while True:
         await asyncio.sleep(period)
-        handler.locked(handler.expire_cookies)
+        handler.locked(handler.expire, dep)
+
+
+async def expire_signatures_every(handler: QueryHandler, period: float = SIGNATURE_CACHE_PERIOD) -> None:
+    """Drop the cached signed replies every ``period`` seconds: a cached reply's signatures are at
+    most this much older than fresh ones."""
+    await _expire_every(handler, SIGNATURE_DEP, period)
+
+
+async def expire_cookies_every(handler: QueryHandler, period: float = CACHE_PERIOD) -> None:
+    """Drop the cached replies that carry a server cookie every ``period`` seconds."""
+    await _expire_every(handler, COOKIE_DEP, period)

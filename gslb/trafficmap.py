@@ -43,16 +43,12 @@ Answer = tuple[str, ...]
 #: a location as the index keeps it: (latlon, country, continent)
 LocationKey = tuple[Any, Any, Any]
 
-_UP = frozenset(("up", "unknown"))
-
-
 def spec_of(zone: Zone, pool_name: str, states: Mapping[str, str]) -> ScopeSpec:
     """The inputs of a pool with the given site verdicts (``up``, ``down``, ``drain``, ``unknown``;
     a site not in ``states`` is up)."""
     pool = zone.pools[pool_name]
     sites = tuple(zone.sites.get(name) or Site(name, None, (), ()) for name in pool.sites)
-    return ScopeSpec(pool, sites, tuple("up" if states.get(s.name, "up") in _UP else states[s.name]
-                                        for s in sites))
+    return ScopeSpec(pool, sites, tuple(ScopeSpec.verdict(states.get(s.name, "up")) for s in sites))
 
 
 def _answer_function(spec: ScopeSpec) -> tuple[Callable[[LocationKey], Answer], Callable[[LocationKey], Hashable]]:
