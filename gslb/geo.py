@@ -244,8 +244,12 @@ class GeoLocator:
         host_bits = bits - plen
         start = (value >> host_bits << host_bits).to_bytes(bits // 8, "big")
         network = f"{socket.inet_ntop(family, start)}/{plen}"
+        return (plen, network, *self.place_of(record))
+
+    def place_of(self, record: object) -> tuple[tuple[float, float] | None, str | None, str | None]:
+        """``(latlon, country, continent)`` of a database record (all None: not a record)."""
         if not isinstance(record, dict):
-            return (plen, network, None, None, None)
+            return (None, None, None)
         country = _code(record.get("country"), "iso_code")
         continent = _code(record.get("continent"), "code")
         latlon = None
@@ -257,7 +261,7 @@ class GeoLocator:
                     latlon = (float(lat), float(lon))
         if latlon is None and country is not None:
             latlon = self._centroids.get(country)
-        return (plen, network, latlon, country, continent)
+        return (latlon, country, continent)
 
 
 def _code(sub: object, key: str) -> str | None:

@@ -24,13 +24,18 @@ the offset 96).
 from __future__ import annotations
 
 import mmap
+import multiprocessing
 import os
+import socket
 import struct
 import sys
 from array import array
 from bisect import bisect_right
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Sequence
+
+import numpy as np
 
 #: a location as the index keeps it: (latlon, country, continent), all None for a gap
 LocationKey = tuple[tuple[float, float] | None, str | None, str | None]
@@ -41,44 +46,104 @@ OPAQUE = -1
 _BITS = {4: 32, 6: 128}
 
 
-def walk_tree(buf: bytes | mmap.mmap, node_count: int, record_size: int, root: int, bits: int,
-              alias: int | None = None) -> Iterator[tuple[int, int, int]]:
-    """The leaves of a MaxMind DB search tree below node ``root``, in address order.
-
-    Yields ``(start, prefixlen, record)`` with ``start`` an integer of ``bits`` bits;
-    ``record`` is ``node_count`` for no data, a data pointer (> node_count) for a record, or
-    :data:`OPAQUE` for a pointer to node ``alias`` (the IPv4 subtree of an IPv6 tree).
-    """
+def search_tree(buf: bytes | mmap.mmap, node_count: int, record_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The left and right records of every node of a MaxMind DB search tree (two uint32 arrays)."""
     if record_size not in (24, 28, 32):
         raise ValueError(f"unsupported record size {record_size}")
-    if root >= node_count:
-        yield 0, 0, root
-        return
+    if record_size == 32:
+        pairs = np.frombuffer(buf, dtype=">u4", count=2 * node_count).reshape(node_count, 2)
+        return pairs[:, 0].astype(np.uint32), pairs[:, 1].astype(np.uint32)
     width = record_size // 4
-    half_w = width // 2
-    frombytes = int.from_bytes
-    stack = [(root, 0, 0)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        node, start, depth = pop()
-        if node >= node_count or node == alias:
-            yield start, depth, (OPAQUE if node == alias else node)
-            continue
-        if depth >= bits:
-            raise ValueError("search tree deeper than the address")
-        o = node * width
-        if record_size == 28:
-            b = buf[o:o + 7]
-            m = b[3]
-            left = ((m & 0xF0) << 20) | frombytes(b[0:3], "big")
-            right = ((m & 0x0F) << 24) | frombytes(b[4:7], "big")
+    b = np.frombuffer(buf, dtype=np.uint8, count=width * node_count).reshape(node_count, width)
+
+    def number(*columns: int) -> np.ndarray:  # big-endian bytes, a column at a time (memory)
+        out = b[:, columns[0]].astype(np.uint32)
+        for c in columns[1:]:
+            out <<= 8
+            out |= b[:, c]
+        return out
+
+    if record_size == 24:
+        return number(0, 1, 2), number(3, 4, 5)
+    left, right, middle = number(0, 1, 2), number(4, 5, 6), b[:, 3].astype(np.uint32)
+    left |= (middle & 0xF0) << 20
+    right |= (middle & 0x0F) << 24
+    return left, right
+
+
+@dataclass
+class Leaves:
+    """The leaves of a search tree below one node, in address order (:func:`tree_leaves`).
+
+    Leaf ``i`` starts at ``hi[i] << 64 | lo[i]`` (``hi`` None for at most 64 bits) and holds
+    ``records[i]`` (uint32): ``node_count`` for no data, a data pointer (> node_count) for a
+    record, or the aliased node (< node_count: the IPv4 subtree of an IPv6 tree, opaque here).
+    """
+
+    bits: int
+    hi: np.ndarray | None
+    lo: np.ndarray
+    records: np.ndarray
+
+    def start(self, i: int) -> int:
+        """The first address of leaf ``i``."""
+        lo = int(self.lo[i])
+        return lo if self.hi is None else int(self.hi[i]) << 64 | lo
+
+    def runs(self, ids: np.ndarray) -> "FamilyRuns":
+        """The leaves merged into runs of equal ``ids`` (one location id per leaf)."""
+        first = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+        if self.bits == 32:
+            starts: Sequence[int] = array("I", self.lo[first].astype(np.uint32).tobytes())
         else:
-            left = frombytes(buf[o:o + half_w], "big")
-            right = frombytes(buf[o + half_w:o + width], "big")
-        depth += 1
-        # right first on the stack: the lower half comes out first
-        push((right, start | (1 << (bits - depth)), depth))
-        push((left, start, depth))
+            lo = self.lo[first].tolist()
+            starts = lo if self.hi is None else [h << 64 | x for h, x in zip(self.hi[first].tolist(), lo, strict=True)]
+        return FamilyRuns(self.bits, starts, array("i", ids[first].astype(np.int32).tobytes()))
+
+
+def tree_leaves(left: np.ndarray, right: np.ndarray, node_count: int, root: int, bits: int,
+                alias: int | None = None) -> Leaves:
+    """The leaves below node ``root`` of the tree ``left``/``right`` (:func:`search_tree`), for
+    addresses of ``bits`` bits, walked a level at a time; ``alias`` is a node that is a leaf
+    (opaque) here. ValueError when a path is longer than the address."""
+    wide = bits > 64
+    word = np.uint64 if bits > 32 else np.uint32
+    nodes = np.array([root], np.uint32)
+    hi = np.zeros(1, np.uint64) if wide else None
+    lo = np.zeros(1, word)
+    found: list[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = []
+    for depth in range(bits + 1):
+        leaf = nodes >= node_count
+        if alias is not None:
+            leaf |= nodes == alias
+        if leaf.any():
+            found.append((hi[leaf] if hi is not None else None, lo[leaf], nodes[leaf]))
+            inner = ~leaf
+            nodes, lo = nodes[inner], lo[inner]
+            if hi is not None:
+                hi = hi[inner]
+        if not len(nodes):
+            break
+        if depth == bits:
+            raise ValueError("search tree deeper than the address")
+        # children: the left keeps the start, the right sets the bit below the prefix
+        bit = bits - depth - 1
+        nodes = np.concatenate((left[nodes], right[nodes]))
+        if hi is not None and bit >= 64:
+            hi = np.concatenate((hi, hi | np.uint64(1 << (bit - 64))))
+            lo = np.concatenate((lo, lo))
+        else:
+            lo = np.concatenate((lo, lo | np.array(1 << bit, word)))
+            if hi is not None:
+                hi = np.concatenate((hi, hi))
+    lo = np.concatenate([f[1] for f in found])
+    records = np.concatenate([f[2] for f in found])
+    if hi is not None:
+        hi = np.concatenate([f[0] for f in found if f[0] is not None])
+        order = np.lexsort((lo, hi))
+        return Leaves(bits, hi[order], lo[order], records[order])
+    order = np.argsort(lo)  # starts are distinct: no need for a stable sort
+    return Leaves(bits, None, lo[order], records[order])
 
 
 @dataclass
@@ -88,24 +153,6 @@ class FamilyRuns:
     bits: int
     starts: Sequence[int]
     ids: Sequence[int]
-
-
-def merge_leaves(leaves: Iterator[tuple[int, int, int]], id_of: Callable[[int, int], int],
-                 bits: int) -> FamilyRuns:
-    """Merge address-ordered leaves into runs of equal ids (``id_of(record, start)``)."""
-    starts = array("I") if bits == 32 else []
-    ids = array("i")
-    last = None
-    for start, _plen, record in leaves:
-        i = id_of(record, start)
-        if i != last:
-            starts.append(start)
-            ids.append(i)
-            last = i
-    if not ids:
-        starts.append(0)
-        ids.append(id_of(-2, 0))
-    return FamilyRuns(bits, starts, ids)
 
 
 class NetworkIndex:
@@ -121,58 +168,59 @@ class NetworkIndex:
         self._sizes: list[float] | None = None
 
     @classmethod
-    def build(cls, locator: Any) -> "NetworkIndex":
-        """Walk the database of a :class:`gslb.geo.GeoLocator` (its file, read by mmap)."""
+    def build(cls, locator: Any, workers: int | None = None) -> "NetworkIndex":
+        """Walk the database of a :class:`gslb.geo.GeoLocator` (its file, read by mmap).
+
+        The tree is walked with numpy (:func:`search_tree`, :func:`tree_leaves`); each distinct
+        record is then located once, by the locator itself (so the index locates as DNS answers
+        do), in ``workers`` forked processes when there are many (None: one per core, at most
+        :data:`MAX_WORKERS`).
+        """
         reader = locator._reader
         if reader is None:
             return cls({4: FamilyRuns(32, array("I", [0]), array("i", [0])),
                         6: FamilyRuns(128, [0], array("i", [0]))}, [(None, None, None)])
         meta = reader.metadata()
-        node_count, record_size = meta.node_count, meta.record_size
-        locations: list[LocationKey] = []
-        loc_ids: dict[LocationKey, int] = {}
-        by_record: dict[int, int] = {}
-
-        def id_for(version: int) -> Callable[[int, int], int]:
-            bits = _BITS[version]
-
-            def id_of(record: int, start: int) -> int:
-                if record == OPAQUE:
-                    return OPAQUE
-                got = by_record.get(record)
-                if got is None:
-                    packed = start.to_bytes(bits // 8, "big")
-                    entry = locator._lookup(version, packed, start)
-                    key = entry[2:]
-                    got = loc_ids.get(key)
-                    if got is None:
-                        got = loc_ids[key] = len(locations)
-                        locations.append(key)
-                    by_record[record] = got  # gaps (record node_count) all locate alike
-                return got
-            return id_of
-
+        node_count = meta.node_count
         with open(os.fspath(locator.path), "rb") as f:
             buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
-            runs: dict[int, FamilyRuns] = {}
-            if meta.ip_version == 4:
-                runs[4] = merge_leaves(walk_tree(buf, node_count, record_size, 0, 32), id_for(4), 32)
-                gap = _gap_id(locations, loc_ids)
-                runs[6] = FamilyRuns(128, [0], array("i", [gap]))
-            else:
-                v4root = 0
-                for _ in range(96):
-                    if v4root >= node_count:
-                        break
-                    v4root = _children(buf, record_size, v4root)[0]
-                runs[6] = merge_leaves(walk_tree(buf, node_count, record_size, 0, 128,
-                                                 v4root if v4root < node_count else None), id_for(6), 128)
-                runs[4] = merge_leaves(walk_tree(buf, node_count, record_size, v4root, 32), id_for(4), 32)
+            left, right = search_tree(buf, node_count, meta.record_size)
         finally:
             buf.close()
+        families: list[tuple[int, Leaves]] = []
+        if meta.ip_version == 4:
+            families.append((4, tree_leaves(left, right, node_count, 0, 32)))
+        else:
+            v4root = 0
+            for _ in range(96):
+                if v4root >= node_count:
+                    break
+                v4root = int(left[v4root])
+            families.append((6, tree_leaves(left, right, node_count, 0, 128,
+                                            v4root if v4root < node_count else None)))
+            families.append((4, tree_leaves(left, right, node_count, v4root, 32)))
+        del left, right
+        # every distinct record (the gaps' too: record node_count) is located once, at its first address
+        bounds = np.cumsum([0] + [len(leaves.records) for _, leaves in families])
+        distinct, first, inverse = np.unique(np.concatenate([leaves.records for _, leaves in families]),
+                                             return_index=True, return_inverse=True)
+        # the first address of each distinct record, and its family (0: the aliased node, opaque)
+        versions = np.zeros(len(distinct), np.uint8)
+        hi, lo = np.zeros(len(distinct), np.uint64), np.zeros(len(distinct), np.uint64)
+        for k, (version, leaves) in enumerate(families):
+            mine = (first >= bounds[k]) & (first < bounds[k + 1]) & (distinct >= node_count)
+            at = first[mine] - bounds[k]
+            versions[mine] = version
+            lo[mine] = leaves.lo[at]
+            if leaves.hi is not None:
+                hi[mine] = leaves.hi[at]
+        locations, lid_of = locate_samples(locator, versions, hi, lo, workers)
+        ids = lid_of[inverse.reshape(-1)]
+        runs = {version: leaves.runs(ids[bounds[k]:bounds[k + 1]]) for k, (version, leaves) in enumerate(families)}
+        if 6 not in runs:
+            runs[6] = FamilyRuns(128, [0], array("i", [_gap_id(locations, {key: i for i, key in enumerate(locations)})]))
         return cls(runs, locations)
-
 
     def location_sizes(self) -> list[float]:
         """The address space of each location id in both families, in client networks: an IPv4
@@ -180,17 +228,20 @@ class NetworkIndex:
         Computed once per index (the traffic map and ``gslb plan`` weigh by it)."""
         sizes = self._sizes
         if sizes is None:
-            sizes = [0.0] * len(self.locations)
+            total = np.zeros(len(self.locations))
             for runs in self.runs.values():
-                unit = float(1 << SIZE_UNIT_BITS[runs.bits])
-                starts, ids = runs.starts, runs.ids
-                n = len(starts)
                 top = 1 << runs.bits
-                for i in range(n):
-                    lid = ids[i]
-                    if lid != OPAQUE:
-                        sizes[lid] += ((starts[i + 1] if i + 1 < n else top) - starts[i]) / unit
-            self._sizes = sizes
+                ids = np.asarray(runs.ids, np.int64)
+                if runs.bits <= 32:
+                    ends = np.append(np.asarray(runs.starts, np.int64), top)
+                    lengths = np.diff(ends).astype(np.float64)
+                else:  # wider than int64: Python integers, then floats
+                    big = [*runs.starts, top]
+                    lengths = np.array([b - a for a, b in zip(big, big[1:], strict=False)], np.float64)
+                keep = ids != OPAQUE
+                total += np.bincount(ids[keep], weights=lengths[keep] / (1 << SIZE_UNIT_BITS[runs.bits]),
+                                     minlength=len(self.locations))
+            sizes = self._sizes = total.tolist()
         return sizes
 
 
@@ -208,16 +259,73 @@ def _gap_id(locations: list[LocationKey], loc_ids: dict[LocationKey, int]) -> in
     return got
 
 
-def _children(buf: bytes | mmap.mmap, record_size: int, n: int) -> tuple[int, int]:
-    if record_size == 24:
-        o = n * 6
-        return int.from_bytes(buf[o:o + 3], "big"), int.from_bytes(buf[o + 3:o + 6], "big")
-    if record_size == 28:
-        o = n * 7
-        b = buf[o:o + 7]
-        return ((b[3] & 0xF0) << 20) | int.from_bytes(b[0:3], "big"), ((b[3] & 0x0F) << 24) | int.from_bytes(b[4:7], "big")
-    o = n * 8
-    return int.from_bytes(buf[o:o + 4], "big"), int.from_bytes(buf[o + 4:o + 8], "big")
+#: at most this many processes locate the records of a large database (:meth:`NetworkIndex.build`)
+MAX_WORKERS = 4
+#: fewer distinct records than this are located in the calling process (a fork costs more)
+PARALLEL_MIN = 50_000
+
+_forked_locator: Any = None
+
+
+def locate_samples(locator: Any, versions: np.ndarray, hi: np.ndarray, lo: np.ndarray,
+                   workers: int | None = None) -> tuple[list[LocationKey], np.ndarray]:
+    """The distinct ``(latlon, country, continent)`` of the addresses ``hi << 64 | lo`` of IP
+    ``versions`` as ``locator`` locates them, and each address's index in that list (version
+    0: :data:`OPAQUE`); in forked processes when there are :data:`PARALLEL_MIN` or more."""
+    if workers is None:
+        workers = min(MAX_WORKERS, os.cpu_count() or 1)
+    if workers <= 1 or len(versions) < PARALLEL_MIN:
+        parts = [_locate_chunk(versions, hi, lo, locator)]
+    else:
+        global _forked_locator
+        size = -(-len(versions) // (4 * workers))
+        cuts = range(0, len(versions), size)
+        _forked_locator = locator  # what the forked processes read (only the addresses are sent)
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                parts = list(pool.map(_locate_chunk, (versions[i:i + size] for i in cuts),
+                                      (hi[i:i + size] for i in cuts), (lo[i:i + size] for i in cuts)))
+        finally:
+            _forked_locator = None
+    locations: list[LocationKey] = []
+    loc_ids: dict[LocationKey, int] = {}
+    lid_of = []
+    for keys, local in parts:
+        ids = np.empty(len(keys) + 1, np.int32)
+        ids[-1] = OPAQUE  # local id -1
+        for j, key in enumerate(keys):
+            got = loc_ids.get(key)
+            if got is None:
+                got = loc_ids[key] = len(locations)
+                locations.append(key)
+            ids[j] = got
+        lid_of.append(ids[np.frombuffer(local, np.int32)])
+    return locations, np.concatenate(lid_of)
+
+
+def _locate_chunk(versions: np.ndarray, hi: np.ndarray, lo: np.ndarray,
+                  locator: Any = None) -> tuple[list[LocationKey], bytes]:
+    """The distinct places of the addresses and each one's index among them (-1: version 0)."""
+    locator = locator if locator is not None else _forked_locator
+    get, place_of, ntop = locator._reader.get, locator.place_of, socket.inet_ntop
+    v4, v6 = socket.AF_INET, socket.AF_INET6
+    keys: list[LocationKey] = []
+    ids: dict[LocationKey, int] = {}
+    local = array("i")
+    for version, h, x in zip(versions.tolist(), hi.tolist(), lo.tolist(), strict=True):
+        if version == 4:
+            key = place_of(get(ntop(v4, x.to_bytes(4, "big"))))
+        elif version == 6:
+            key = place_of(get(ntop(v6, (h << 64 | x).to_bytes(16, "big"))))
+        else:
+            local.append(OPAQUE)
+            continue
+        got = ids.get(key)
+        if got is None:
+            got = ids[key] = len(keys)
+            keys.append(key)
+        local.append(got)
+    return keys, local.tobytes()
 
 
 class AnswerRuns:

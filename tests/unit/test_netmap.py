@@ -19,6 +19,7 @@ from netaddr import IPSet
 from gslb.balancer import Balancer, LocalScopes, ScopeSpec, scope_table_of
 from gslb.geo import GeoLocator
 from gslb.model import GeoRule, Pool, Site, Soa, StateView, SiteStatus, Zone
+from gslb import netmap
 from gslb.netmap import OPAQUE, AnswerRuns, CompactScopes, FamilyRuns, NetworkIndex, answer_runs, country_shares
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,6 +126,55 @@ def _check_index_against_reader(path: Path) -> None:
 
 def test_index_of_the_sample_database_matches_the_reader():
     _check_index_against_reader(SAMPLE)
+
+
+def _same_index(a: NetworkIndex, b: NetworkIndex) -> None:
+    for version in (4, 6):
+        assert list(a.runs[version].starts) == list(b.runs[version].starts)
+        assert ([a.locations[i] if i != OPAQUE else None for i in a.runs[version].ids]
+                == [b.locations[i] if i != OPAQUE else None for i in b.runs[version].ids])
+
+
+def test_records_located_in_forked_processes_give_the_same_index(monkeypatch):
+    geo = GeoLocator.open(SAMPLE, cache_size=0)
+    serial = NetworkIndex.build(geo, workers=1)
+    monkeypatch.setattr(netmap, "PARALLEL_MIN", 0)  # the sample database is small: fork anyway
+    forked = NetworkIndex.build(geo, workers=2)
+    _same_index(serial, forked)
+    assert sorted(map(repr, serial.locations)) == sorted(map(repr, forked.locations))
+    geo.close()
+
+
+def _encode_tree(pairs: list[tuple[int, int]], record_size: int) -> bytes:
+    out = bytearray()
+    for left, right in pairs:
+        if record_size == 24:
+            out += left.to_bytes(3, "big") + right.to_bytes(3, "big")
+        elif record_size == 28:
+            out += left.to_bytes(4, "big")[1:] + bytes([(left >> 24) << 4 | right >> 24]) + right.to_bytes(4, "big")[1:]
+        else:
+            out += left.to_bytes(4, "big") + right.to_bytes(4, "big")
+    return bytes(out)
+
+
+@pytest.mark.parametrize("record_size", [24, 28, 32])
+def test_search_tree_reads_every_record_size(record_size):
+    rng = random.Random(record_size)
+    pairs = [(rng.randrange(1 << record_size), rng.randrange(1 << record_size)) for _ in range(300)]
+    pairs[0] = ((1 << record_size) - 1, 0)  # the top bits of both records
+    left, right = netmap.search_tree(_encode_tree(pairs, record_size) + b"\0" * 16, len(pairs), record_size)
+    assert list(zip(left.tolist(), right.tolist(), strict=True)) == pairs
+
+
+def test_tree_leaves_in_address_order_with_an_alias_and_a_loop():
+    # node 0: 0/1 -> node 1, 128/1 -> leaf 9 (data); node 1: 0/2 -> the alias (node 2), 64/2 -> gap (8)
+    left, right = netmap.search_tree(_encode_tree([(1, 9), (2, 8), (8, 8)] + [(8, 8)] * 5, 24), 8, 24)
+    leaves = netmap.tree_leaves(left, right, 8, 0, 8, alias=2)
+    assert [leaves.start(i) for i in range(len(leaves.records))] == [0, 64, 128]
+    assert leaves.records.tolist() == [2, 8, 9]  # the alias node, a gap, a record
+    looped, _ = netmap.search_tree(_encode_tree([(0, 8)] + [(8, 8)] * 7, 24), 8, 24)
+    with pytest.raises(ValueError, match="deeper than the address"):
+        netmap.tree_leaves(looped, looped, 8, 0, 8)
 
 
 # -- synthetic databases ---------------------------------------------------------------------------
