@@ -24,16 +24,17 @@ the offset 96).
 from __future__ import annotations
 
 import mmap
-import multiprocessing
 import os
+import pickle
+import signal
 import socket
 import struct
 import sys
+import traceback
 from array import array
 from bisect import bisect_right
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence, TypeVar
 
 import numpy as np
 
@@ -261,32 +262,70 @@ def _gap_id(locations: list[LocationKey], loc_ids: dict[LocationKey, int]) -> in
 
 #: at most this many processes locate the records of a large database (:meth:`NetworkIndex.build`)
 MAX_WORKERS = 4
-#: fewer distinct records than this are located in the calling process (a fork costs more)
+#: fewer distinct records than this are located in the calling process alone (a fork costs more)
 PARALLEL_MIN = 50_000
 
-_forked_locator: Any = None
+T = TypeVar("T")
+
+
+def in_forks(work: Callable[[int], T], parts: int) -> list[T]:
+    """``[work(0), ..., work(parts - 1)]``, part 0 in this process and each other part in a
+    forked child that sends its result back pickled through a pipe. A child whose parent is gone
+    exits as soon as its write fails; a failed child is a RuntimeError here (no child outlives it)."""
+    children: list[tuple[int, int]] = []
+    try:
+        for i in range(1, parts):
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
+                code = 1
+                try:
+                    os.close(read)
+                    with os.fdopen(write, "wb") as out:
+                        out.write(pickle.dumps(work(i), pickle.HIGHEST_PROTOCOL))
+                    code = 0
+                except BaseException:
+                    traceback.print_exc()  # the parent reports the part as failed
+                finally:
+                    os._exit(code)
+            os.close(write)
+            children.append((pid, read))
+        results = [work(0)]
+        while children:
+            pid, read = children[0]
+            children[0] = (pid, -1)
+            with os.fdopen(read, "rb") as got:
+                data = got.read()
+            status = os.waitpid(pid, 0)[1]
+            children.pop(0)
+            if status != 0:
+                raise RuntimeError(f"the process computing part {len(results)} of {parts} failed (wait status {status})")
+            results.append(pickle.loads(data))
+        return results
+    finally:
+        for pid, read in children:
+            if read >= 0:
+                os.close(read)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
 
 
 def locate_samples(locator: Any, versions: np.ndarray, hi: np.ndarray, lo: np.ndarray,
                    workers: int | None = None) -> tuple[list[LocationKey], np.ndarray]:
     """The distinct ``(latlon, country, continent)`` of the addresses ``hi << 64 | lo`` of IP
     ``versions`` as ``locator`` locates them, and each address's index in that list (version
-    0: :data:`OPAQUE`); in forked processes when there are :data:`PARALLEL_MIN` or more."""
+    0: :data:`OPAQUE`); shared with forked processes when there are :data:`PARALLEL_MIN` or more."""
     if workers is None:
         workers = min(MAX_WORKERS, os.cpu_count() or 1)
     if workers <= 1 or len(versions) < PARALLEL_MIN:
-        parts = [_locate_chunk(versions, hi, lo, locator)]
-    else:
-        global _forked_locator
-        size = -(-len(versions) // (4 * workers))
-        cuts = range(0, len(versions), size)
-        _forked_locator = locator  # what the forked processes read (only the addresses are sent)
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                parts = list(pool.map(_locate_chunk, (versions[i:i + size] for i in cuts),
-                                      (hi[i:i + size] for i in cuts), (lo[i:i + size] for i in cuts)))
-        finally:
-            _forked_locator = None
+        workers = 1
+    size = -(-len(versions) // workers)
+
+    def part(i: int) -> tuple[list[LocationKey], bytes]:
+        cut = slice(i * size, (i + 1) * size)
+        return _locate_chunk(locator, versions[cut], hi[cut], lo[cut])
+
+    parts = in_forks(part, workers)
     locations: list[LocationKey] = []
     loc_ids: dict[LocationKey, int] = {}
     lid_of = []
@@ -303,10 +342,9 @@ def locate_samples(locator: Any, versions: np.ndarray, hi: np.ndarray, lo: np.nd
     return locations, np.concatenate(lid_of)
 
 
-def _locate_chunk(versions: np.ndarray, hi: np.ndarray, lo: np.ndarray,
-                  locator: Any = None) -> tuple[list[LocationKey], bytes]:
+def _locate_chunk(locator: Any, versions: np.ndarray, hi: np.ndarray,
+                  lo: np.ndarray) -> tuple[list[LocationKey], bytes]:
     """The distinct places of the addresses and each one's index among them (-1: version 0)."""
-    locator = locator if locator is not None else _forked_locator
     get, place_of, ntop = locator._reader.get, locator.place_of, socket.inet_ntop
     v4, v6 = socket.AF_INET, socket.AF_INET6
     keys: list[LocationKey] = []
@@ -389,29 +427,28 @@ def _run_scope(bits: int, start: int, after: int | None, addr: int, minimum: int
 def answer_runs(runs: FamilyRuns, answer_of: Callable[[int], Hashable]) -> AnswerRuns:
     """Merge a family's location runs wherever neighbours get the same answer.
 
-    ``answer_of(location id)`` is called once per distinct id; OPAQUE runs get answer None
-    and are never merged with anything.
+    ``answer_of(location id)`` is called once per distinct id; OPAQUE runs (and locations
+    whose answer is None) get answer None and are never merged with anything.
     """
-    keys: dict[int, Hashable | None] = {OPAQUE: None}
-    interned: dict[Hashable, Hashable] = {}
-    starts = array("I") if runs.bits == 32 else []
-    answers: list[Hashable | None] = []
-    last: object = _NOTHING
-    for start, lid in zip(runs.starts, runs.ids, strict=True):
-        try:
-            key = keys[lid]
-        except KeyError:
-            key = answer_of(lid)
-            key = interned.setdefault(key, key)
-            keys[lid] = key
-        if key is None or key is not last:
-            starts.append(start)
-            answers.append(key)
-            last = key if key is not None else _NOTHING
-    return AnswerRuns(runs.bits, starts, answers)
-
-
-_NOTHING = object()
+    at = np.asarray(runs.ids, np.int64) - OPAQUE  # location ids from 0 (OPAQUE is -1)
+    present = np.zeros(int(at.max()) + 1, bool)
+    present[at] = True
+    number: dict[Hashable, int] = {}
+    code_of = np.full(len(present), -1, np.int64)  # the answer's number per location id (-1: None)
+    for i in np.flatnonzero(present).tolist():
+        lid = i + OPAQUE
+        key = None if lid == OPAQUE else answer_of(lid)
+        if key is not None:
+            code_of[i] = number.setdefault(key, len(number))
+    answers = list(number)
+    codes = code_of[at]
+    first = np.flatnonzero(np.concatenate(([True], (codes[1:] != codes[:-1]) | (codes[1:] < 0))))
+    if runs.bits <= 32:
+        starts: Sequence[int] = array("I", np.asarray(runs.starts, np.uint32)[first].tobytes())
+    else:
+        every = runs.starts
+        starts = [every[i] for i in first.tolist()]
+    return AnswerRuns(runs.bits, starts, [answers[c] if c >= 0 else None for c in codes[first].tolist()])
 
 
 @dataclass

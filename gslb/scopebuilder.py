@@ -59,7 +59,7 @@ logger = logging.getLogger("gslb.scopebuilder")  # also when run as __main__
 
 #: the builder's niceness: it only takes CPU time nobody else wants (a build is never urgent:
 #: the per-network scope serves meanwhile)
-NICE = 19
+NICE = 10
 
 #: built tables the service keeps (by spec): a site that flaps back gets its table at once
 KEPT = 16

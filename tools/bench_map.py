@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", default="web")
     p.add_argument("--site", default="fra", help="the site taken down (default fra)")
     args = p.parse_args(argv)
+    args.geoip = str(Path(args.geoip).resolve())  # the runs below start in a temporary folder
+    if not Path(args.geoip).is_file():
+        print(f"bench_map: --geoip {args.geoip}: no such file (tools/bench fetches GeoLite2 City into data/bench/)",
+              file=sys.stderr)
+        return 2
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

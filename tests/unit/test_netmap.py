@@ -145,6 +145,12 @@ def test_records_located_in_forked_processes_give_the_same_index(monkeypatch):
     geo.close()
 
 
+def test_in_forks_returns_the_parts_in_order_and_reports_a_failed_child():
+    assert netmap.in_forks(lambda i: [i] * 3, 3) == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]
+    with pytest.raises(RuntimeError, match="part 1 of 3 failed"):
+        netmap.in_forks(lambda i: 1 // (i - 1), 3)
+
+
 def _encode_tree(pairs: list[tuple[int, int]], record_size: int) -> bytes:
     out = bytearray()
     for left, right in pairs:
