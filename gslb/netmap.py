@@ -1,10 +1,11 @@
 """The per-network engine: which answer every address of a GeoIP database gets, as merged runs.
 
-The database's search tree is walked once per database (:func:`walk_tree`, :meth:`NetworkIndex.build`):
-every address of each family falls in exactly one network, or in a gap (no record: an
-unlocated client). Neighbouring networks whose records locate the same way (same coordinates,
-country and continent as :class:`gslb.geo.GeoLocator` derives them) are merged into one *run*;
-an index holds, per family, the sorted run starts (runs cover the whole address space, the next
+The database's search tree is walked once per database (:meth:`NetworkIndex.build`: with numpy,
+a level at a time, :func:`tree_leaves`): every address of each family falls in exactly one
+network, or in a gap (no record: an unlocated client). Each distinct record is located once, by
+the locator (in forked processes, :func:`in_forks`, for a large database). Neighbouring
+networks whose records locate the same way (same coordinates, country and continent as
+:class:`gslb.geo.GeoLocator` derives them) are merged into one *run*; an index holds, per family, the sorted run starts (runs cover the whole address space, the next
 start ends a run) and each run's location id.
 
 Per pool (:func:`answer_runs`, pure): a function location id -> answer key, and the runs of
@@ -174,8 +175,8 @@ class NetworkIndex:
 
         The tree is walked with numpy (:func:`search_tree`, :func:`tree_leaves`); each distinct
         record is then located once, by the locator itself (so the index locates as DNS answers
-        do), in ``workers`` forked processes when there are many (None: one per core, at most
-        :data:`MAX_WORKERS`).
+        do), in ``workers`` processes when there are many (None: one per core it may run on, at
+        most :data:`MAX_WORKERS`).
         """
         reader = locator._reader
         if reader is None:
@@ -316,7 +317,7 @@ def locate_samples(locator: Any, versions: np.ndarray, hi: np.ndarray, lo: np.nd
     ``versions`` as ``locator`` locates them, and each address's index in that list (version
     0: :data:`OPAQUE`); shared with forked processes when there are :data:`PARALLEL_MIN` or more."""
     if workers is None:
-        workers = min(MAX_WORKERS, os.cpu_count() or 1)
+        workers = min(MAX_WORKERS, len(os.sched_getaffinity(0)))  # the cores this process may use
     if workers <= 1 or len(versions) < PARALLEL_MIN:
         workers = 1
     size = -(-len(versions) // workers)
