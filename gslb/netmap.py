@@ -35,9 +35,13 @@ import traceback
 from array import array
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:
+    # numpy is imported by the functions that build (the builder process, ``gslb plan``), never
+    # by a DNS process, which only keeps CompactScopes: it would cost each one 15 MB, 50 ms
+    # at start and a BLAS thread per core
+    import numpy as np
 
 #: a location as the index keeps it: (latlon, country, continent), all None for a gap
 LocationKey = tuple[tuple[float, float] | None, str | None, str | None]
@@ -50,6 +54,7 @@ _BITS = {4: 32, 6: 128}
 
 def search_tree(buf: bytes | mmap.mmap, node_count: int, record_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The left and right records of every node of a MaxMind DB search tree (two uint32 arrays)."""
+    import numpy as np
     if record_size not in (24, 28, 32):
         raise ValueError(f"unsupported record size {record_size}")
     if record_size == 32:
@@ -94,6 +99,7 @@ class Leaves:
 
     def runs(self, ids: np.ndarray) -> "FamilyRuns":
         """The leaves merged into runs of equal ``ids`` (one location id per leaf)."""
+        import numpy as np
         first = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
         if self.bits == 32:
             starts: Sequence[int] = array("I", self.lo[first].astype(np.uint32).tobytes())
@@ -108,6 +114,7 @@ def tree_leaves(left: np.ndarray, right: np.ndarray, node_count: int, root: int,
     """The leaves below node ``root`` of the tree ``left``/``right`` (:func:`search_tree`), for
     addresses of ``bits`` bits, walked a level at a time; ``alias`` is a node that is a leaf
     (opaque) here. ValueError when a path is longer than the address."""
+    import numpy as np
     wide = bits > 64
     word = np.uint64 if bits > 32 else np.uint32
     nodes = np.array([root], np.uint32)
@@ -178,6 +185,7 @@ class NetworkIndex:
         do), in ``workers`` processes when there are many (None: one per core it may run on, at
         most :data:`MAX_WORKERS`).
         """
+        import numpy as np
         reader = locator._reader
         if reader is None:
             return cls({4: FamilyRuns(32, array("I", [0]), array("i", [0])),
@@ -228,6 +236,7 @@ class NetworkIndex:
         """The address space of each location id in both families, in client networks: an IPv4
         /24 and an IPv6 /48 count as one (:data:`SIZE_UNIT_BITS`); opaque runs count nowhere.
         Computed once per index (the traffic map and ``gslb plan`` weigh by it)."""
+        import numpy as np
         sizes = self._sizes
         if sizes is None:
             total = np.zeros(len(self.locations))
@@ -316,6 +325,7 @@ def locate_samples(locator: Any, versions: np.ndarray, hi: np.ndarray, lo: np.nd
     """The distinct ``(latlon, country, continent)`` of the addresses ``hi << 64 | lo`` of IP
     ``versions`` as ``locator`` locates them, and each address's index in that list (version
     0: :data:`OPAQUE`); shared with forked processes when there are :data:`PARALLEL_MIN` or more."""
+    import numpy as np
     if workers is None:
         workers = min(MAX_WORKERS, len(os.sched_getaffinity(0)))  # the cores this process may use
     if workers <= 1 or len(versions) < PARALLEL_MIN:
@@ -431,6 +441,7 @@ def answer_runs(runs: FamilyRuns, answer_of: Callable[[int], Hashable]) -> Answe
     ``answer_of(location id)`` is called once per distinct id; OPAQUE runs (and locations
     whose answer is None) get answer None and are never merged with anything.
     """
+    import numpy as np
     at = np.asarray(runs.ids, np.int64) - OPAQUE  # location ids from 0 (OPAQUE is -1)
     present = np.zeros(int(at.max()) + 1, bool)
     present[at] = True

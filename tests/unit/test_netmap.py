@@ -506,3 +506,14 @@ def test_country_shares_cover_the_address_space():
     table = scope_table_of(index, spec)
     for answer, share in table.v4.shares().items():
         assert abs(per_answer[answer] - share) < 1e-9
+
+
+def test_a_dns_process_does_not_import_numpy():
+    # only the builder process and `gslb plan` build indexes; a DNS process (main or worker) keeps
+    # CompactScopes and must not pay numpy's memory and BLAS threads
+    import subprocess
+
+    code = ("import sys, gslb.app, gslb.workers, gslb.handler, gslb.balancer, gslb.netmap; "
+            "print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
