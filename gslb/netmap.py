@@ -290,6 +290,8 @@ def in_forks(work: Callable[[int], T], parts: int) -> list[T]:
             if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
                 code = 1
                 try:
+                    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it, not each child
                     os.close(read)
                     with os.fdopen(write, "wb") as out:
                         out.write(pickle.dumps(work(i), pickle.HIGHEST_PROTOCOL))
