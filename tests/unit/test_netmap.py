@@ -151,6 +151,29 @@ def test_in_forks_returns_the_parts_in_order_and_reports_a_failed_child():
         netmap.in_forks(lambda i: 1 // (i - 1), 3)
 
 
+def test_in_forks_kills_its_children_when_this_process_fails(tmp_path):
+    import os
+    import time
+
+    def work(i):
+        if i == 0:
+            for _ in range(3000):  # until both children run (at most 30 s)
+                if len(list(tmp_path.iterdir())) == 2:
+                    raise ZeroDivisionError("part 0")
+                time.sleep(0.01)
+            raise AssertionError("the children did not start")
+        (tmp_path / str(os.getpid())).write_text("")
+        time.sleep(600)
+
+    with pytest.raises(ZeroDivisionError):
+        netmap.in_forks(work, 3)
+    pids = [int(p.name) for p in tmp_path.iterdir()]
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):  # killed and reaped
+            os.kill(pid, 0)
+
+
 def _encode_tree(pairs: list[tuple[int, int]], record_size: int) -> bytes:
     out = bytearray()
     for left, right in pairs:
