@@ -20,6 +20,7 @@ from gslb.balancer import Balancer, LocalScopes, ScopeSpec, scope_table_of
 from gslb.geo import GeoLocator
 from gslb.model import GeoRule, Pool, Site, Soa, StateView, SiteStatus, Zone
 from gslb import netmap
+from harness import eventually
 from gslb.netmap import OPAQUE, AnswerRuns, CompactScopes, FamilyRuns, NetworkIndex, answer_runs, country_shares
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,11 +158,8 @@ def test_in_forks_kills_its_children_when_this_process_fails(tmp_path):
 
     def work(i):
         if i == 0:
-            for _ in range(3000):  # until both children run (at most 30 s)
-                if len(list(tmp_path.iterdir())) == 2:
-                    raise ZeroDivisionError("part 0")
-                time.sleep(0.01)
-            raise AssertionError("the children did not start")
+            eventually(lambda: len(list(tmp_path.iterdir())) == 2, timeout=30)  # both children run
+            raise ZeroDivisionError("part 0")
         (tmp_path / str(os.getpid())).write_text("")
         time.sleep(600)
 
