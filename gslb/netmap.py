@@ -278,13 +278,14 @@ PARALLEL_MIN = 50_000
 T = TypeVar("T")
 
 
-def in_forks(work: Callable[[int], T], parts: int) -> list[T]:
-    """``[work(0), ..., work(parts - 1)]``, part 0 in this process and each other part in a
-    forked child that sends its result back pickled through a pipe. A child whose parent is gone
-    exits as soon as its write fails; a failed child is a RuntimeError here (no child outlives it)."""
+def in_forks(work: Callable[[int], T], parts: int, here: bool = True, nice: int = 0) -> list[T]:
+    """``[work(0), ..., work(parts - 1)]``, part 0 in this process (``here``; else in a child
+    too) and each other part in a forked child, ``nice`` added to its niceness, that sends its
+    result back pickled through a pipe. A child whose parent is gone exits as soon as its write
+    fails; a failed child is a RuntimeError here (no child outlives it)."""
     children: list[tuple[int, int]] = []
     try:
-        for i in range(1, parts):
+        for i in range(1 if here else 0, parts):
             read, write = os.pipe()
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
@@ -293,6 +294,8 @@ def in_forks(work: Callable[[int], T], parts: int) -> list[T]:
                     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                         signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it, not each child
                     os.close(read)
+                    if nice:
+                        os.nice(nice)
                     with os.fdopen(write, "wb") as out:
                         out.write(pickle.dumps(work(i), pickle.HIGHEST_PROTOCOL))
                     code = 0
@@ -302,7 +305,7 @@ def in_forks(work: Callable[[int], T], parts: int) -> list[T]:
                     os._exit(code)
             os.close(write)
             children.append((pid, read))
-        results = [work(0)]
+        results = [work(0)] if here else []
         while children:
             pid, read = children[0]
             children[0] = (pid, -1)

@@ -5,7 +5,7 @@ database: seconds of Python for GeoLite2 City, after an index of ~48 MB built on
 database. Done in a DNS process it would compete with its UDP thread for the GIL on every
 verdict change, and every DNS process would hold its own index. So one *builder process*
 (``python -m gslb.scopebuilder FD LOG_LEVEL``, started by the main process on the first request,
-niced to 10) holds
+niced to 10; each table built in a forked child at nice 19) holds
 the database index and builds the tables; the DNS processes only keep compact tables (run
 starts and opaque flags, :class:`gslb.netmap.CompactScopes`).
 
@@ -50,19 +50,24 @@ import resource
 import socket
 import struct
 import sys
+import threading
 import time
 from typing import Any, Callable
 
 from gslb.balancer import ScopeSpec, scope_table_of
-from gslb.netmap import CompactScopes, NetworkIndex
+from gslb.netmap import CompactScopes, NetworkIndex, in_forks
 
 logger = logging.getLogger("gslb.scopebuilder")  # also when run as __main__
 
-#: the builder's niceness: when the cores are busy it gets about a tenth of one (CFS weights 110
-#: against 1024 per busy DNS process): enough for an operator's map to follow an override within a
-#: second on saturated cores (at 19, about 1.5 %, it took 5 s), too little to cost DNS much (a
-#: scope build is never urgent: the per-network scope serves meanwhile)
+#: the builder's niceness, for the index and the map and plan jobs: when the cores are busy it
+#: gets about a tenth of one (CFS weights 110 against 1024 per busy DNS process), enough for an
+#: operator's map to follow an override within a second on saturated cores (at 19, about 1.5 %,
+#: it took 5 s)
 NICE = 10
+#: the niceness of a scope table build (a forked child of the builder, while the builder goes on
+#: with jobs): a build is never urgent (the per-network scope serves meanwhile), so it takes only
+#: CPU time nobody else wants: about 1.5 % of a busy core, not 10 %
+BUILD_NICE = 19
 
 #: built tables the service keeps (by spec): a site that flaps back gets its table at once
 KEPT = 16
@@ -313,6 +318,12 @@ def serve(fd: int) -> int:
 
     sock = socket.socket(fileno=fd)
     rfile = sock.makefile("rb")
+    sending = threading.Lock()  # replies come from this loop and from build threads
+
+    def send(reply: bytes) -> None:
+        with sending:
+            sock.sendall(reply)
+
     geo: GeoLocator | None = None
     path: str | None = None
     index: NetworkIndex | None = None
@@ -353,7 +364,7 @@ def serve(fd: int) -> int:
             except Exception as exc:  # a bug, a database that went away: this job fails, not the process
                 logger.exception("map: cannot compute a %s job", what)
                 reply = frame("job_failed", (gen, f"{type(exc).__name__}: {exc}"))
-            sock.sendall(reply)
+            send(reply)
             continue
         if kind != "build":
             continue
@@ -361,23 +372,44 @@ def serve(fd: int) -> int:
         if gen != generation or geo is None:
             continue  # an older generation's request (the main process ignores its reply)
         try:
-            t0 = time.perf_counter()
             if index is None:
+                t0 = time.perf_counter()
                 index = build_index(geo)
                 index_seconds = time.perf_counter() - t0
                 logger.info("ecs: network index of %s: %d + %d runs, %d locations in %.1f s",
                             path, len(index.runs[4].starts), len(index.runs[6].starts),
                             len(index.locations), index_seconds)
-                t0 = time.perf_counter()
-            table = scope_table_of(index, spec)
-            data = table.compact()
-            stats = {"runs": table.size(), "seconds": time.perf_counter() - t0, "index_seconds": index_seconds,
-                     "builder_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-            reply = frame("table", (gen, spec, data, stats))
-        except Exception as exc:  # a bug, a database that went away: that pool keeps per-network scopes
-            logger.exception("ecs: cannot build the scope table of pool %s", spec.pool.name)
-            reply = frame("failed", (gen, spec, f"{type(exc).__name__}: {exc}"))
-        sock.sendall(reply)
+        except Exception as exc:  # a database that went away: that pool keeps per-network scopes
+            logger.exception("ecs: cannot build the network index of %s", path)
+            send(frame("failed", (gen, spec, f"{type(exc).__name__}: {exc}")))
+            continue
+        # the table is built in a forked child at BUILD_NICE; this loop goes on with jobs meanwhile
+        threading.Thread(target=_build_table, args=(index, index_seconds, gen, spec, send), daemon=True,
+                         name=f"build {spec.pool.name}").start()
+
+
+def _build_table(index: NetworkIndex, index_seconds: float, gen: int, spec: ScopeSpec,
+                 send: Callable[[bytes], None]) -> None:
+    """Build one pool's table in a forked child at :data:`BUILD_NICE` and send the reply."""
+    from gslb.workers import frame
+
+    def build(_: int) -> tuple[bytes, int]:
+        table = scope_table_of(index, spec)
+        return table.compact(), table.size()
+
+    try:
+        t0 = time.perf_counter()
+        data, runs = in_forks(build, 1, here=False, nice=BUILD_NICE - NICE)[0]
+        stats = {"runs": runs, "seconds": time.perf_counter() - t0, "index_seconds": index_seconds,
+                 "builder_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        reply = frame("table", (gen, spec, data, stats))
+    except Exception as exc:  # a bug: that pool keeps per-network scopes
+        logger.exception("ecs: cannot build the scope table of pool %s", spec.pool.name)
+        reply = frame("failed", (gen, spec, f"{type(exc).__name__}: {exc}"))
+    try:
+        send(reply)
+    except OSError:  # the main process is gone (the loop ends on its own)
+        pass
 
 
 def build_index(geo: Any) -> NetworkIndex:

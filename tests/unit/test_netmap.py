@@ -152,6 +152,16 @@ def test_in_forks_returns_the_parts_in_order_and_reports_a_failed_child():
         netmap.in_forks(lambda i: 1 // (i - 1), 3)
 
 
+def test_in_forks_can_run_every_part_in_a_child_with_a_higher_niceness():
+    import os
+
+    here, niceness = os.getpid(), os.nice(0)
+    got = netmap.in_forks(lambda i: (i, os.getpid(), os.nice(0)), 2, here=False, nice=3)
+    assert [part for part, _, _ in got] == [0, 1]
+    assert all(pid != here for _, pid, _ in got)
+    assert all(nice == min(19, niceness + 3) for _, _, nice in got)
+
+
 def test_in_forks_kills_its_children_when_this_process_fails(tmp_path):
     import os
     import time
