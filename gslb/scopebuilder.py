@@ -310,8 +310,29 @@ def _recv(f: Any) -> tuple[str, Any] | None:
     return pickle.loads(body)
 
 
+class _Database:
+    """The database the builder serves (a new one per generation that changes it) and its index,
+    once built: by the loop for a job (at the builder's niceness, an operator is waiting), or by a
+    scope build's child (at :data:`BUILD_NICE`, sent back with its table)."""
+
+    def __init__(self, geo: Any, path: str) -> None:
+        self.geo = geo
+        self.path = path
+        self.index: NetworkIndex | None = None
+        self.index_seconds = 0.0
+
+    def keep(self, index: NetworkIndex, seconds: float, why: str) -> NetworkIndex:
+        """Keep a built index (the first one built, when two were) and log its size."""
+        if self.index is None:
+            self.index, self.index_seconds = index, seconds
+            logger.info("%s: network index of %s: %d + %d runs, %d locations in %.1f s", why, self.path,
+                        len(index.runs[4].starts), len(index.runs[6].starts), len(index.locations), seconds)
+        return self.index
+
+
 def serve(fd: int) -> int:
-    """The builder's loop: one message at a time, until the main process closes the socket."""
+    """The builder's loop: one message at a time, until the main process closes the socket; each
+    scope table is built by a thread of its own (in a forked child), so jobs never wait for one."""
     from gslb.geo import GeoLocator
     from gslb.trafficmap import MapEngine
     from gslb.workers import frame
@@ -324,10 +345,7 @@ def serve(fd: int) -> int:
         with sending:
             sock.sendall(reply)
 
-    geo: GeoLocator | None = None
-    path: str | None = None
-    index: NetworkIndex | None = None
-    index_seconds = 0.0
+    db: _Database | None = None
     generation = 0
     engine: MapEngine | None = None
     while True:
@@ -337,23 +355,20 @@ def serve(fd: int) -> int:
         kind, body = msg
         if kind == "geo":
             generation, new_path, reopen = body
-            if geo is None or new_path != path or reopen:
-                if geo is not None:
-                    geo.close()
-                # no per-address cache: the builder looks every database record up once
-                geo, path, index, engine = GeoLocator.open(new_path, cache_size=0), new_path, None, None
+            if db is None or new_path != db.path or reopen:
+                # no per-address cache: the builder looks every database record up once; the old
+                # locator is left to a build still using it (its reply, of an older generation,
+                # is ignored)
+                db, engine = _Database(GeoLocator.open(new_path, cache_size=0), new_path), None
             continue
         if kind == "job":
             gen, what, args = body
             try:
-                t0 = time.perf_counter()
+                assert db is not None
+                index = db.index
                 if index is None:
-                    assert geo is not None
-                    index = build_index(geo)
-                    index_seconds = time.perf_counter() - t0
-                    logger.info("map: network index of %s: %d + %d runs, %d locations in %.1f s",
-                                path, len(index.runs[4].starts), len(index.runs[6].starts),
-                                len(index.locations), index_seconds)
+                    t0 = time.perf_counter()
+                    index = db.keep(build_index(db.geo), time.perf_counter() - t0, "map")
                 if engine is None or engine.index is not index:
                     engine = MapEngine(index)
                 if what == "map":
@@ -369,41 +384,37 @@ def serve(fd: int) -> int:
         if kind != "build":
             continue
         gen, spec = body
-        if gen != generation or geo is None:
+        if gen != generation or db is None:
             continue  # an older generation's request (the main process ignores its reply)
-        try:
-            if index is None:
-                t0 = time.perf_counter()
-                index = build_index(geo)
-                index_seconds = time.perf_counter() - t0
-                logger.info("ecs: network index of %s: %d + %d runs, %d locations in %.1f s",
-                            path, len(index.runs[4].starts), len(index.runs[6].starts),
-                            len(index.locations), index_seconds)
-        except Exception as exc:  # a database that went away: that pool keeps per-network scopes
-            logger.exception("ecs: cannot build the network index of %s", path)
-            send(frame("failed", (gen, spec, f"{type(exc).__name__}: {exc}")))
-            continue
-        # the table is built in a forked child at BUILD_NICE; this loop goes on with jobs meanwhile
-        threading.Thread(target=_build_table, args=(index, index_seconds, gen, spec, send), daemon=True,
+        threading.Thread(target=_build_table, args=(db, gen, spec, send), daemon=True,
                          name=f"build {spec.pool.name}").start()
 
 
-def _build_table(index: NetworkIndex, index_seconds: float, gen: int, spec: ScopeSpec,
-                 send: Callable[[bytes], None]) -> None:
-    """Build one pool's table in a forked child at :data:`BUILD_NICE` and send the reply."""
+def _build_table(db: _Database, gen: int, spec: ScopeSpec, send: Callable[[bytes], None]) -> None:
+    """Build one pool's table (and the index first, if there is none yet) in a forked child at
+    :data:`BUILD_NICE`, and send the reply."""
     from gslb.workers import frame
 
-    def build(_: int) -> tuple[bytes, int]:
-        table = scope_table_of(index, spec)
-        return table.compact(), table.size()
+    index = db.index
+
+    def build(_: int) -> tuple[bytes, int, NetworkIndex | None, float]:
+        t0 = time.perf_counter()
+        built = NetworkIndex.build(db.geo) if index is None else None
+        seconds = time.perf_counter() - t0
+        use = index if index is not None else built
+        assert use is not None
+        table = scope_table_of(use, spec)
+        return table.compact(), table.size(), built, seconds
 
     try:
         t0 = time.perf_counter()
-        data, runs = in_forks(build, 1, here=False, nice=BUILD_NICE - NICE)[0]
-        stats = {"runs": runs, "seconds": time.perf_counter() - t0, "index_seconds": index_seconds,
+        data, runs, built, index_seconds = in_forks(build, 1, here=False, nice=BUILD_NICE - NICE)[0]
+        if built is not None:
+            db.keep(built, index_seconds, "ecs")
+        stats = {"runs": runs, "seconds": time.perf_counter() - t0 - index_seconds, "index_seconds": db.index_seconds,
                  "builder_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         reply = frame("table", (gen, spec, data, stats))
-    except Exception as exc:  # a bug: that pool keeps per-network scopes
+    except Exception as exc:  # a bug, a database that went away: that pool keeps per-network scopes
         logger.exception("ecs: cannot build the scope table of pool %s", spec.pool.name)
         reply = frame("failed", (gen, spec, f"{type(exc).__name__}: {exc}"))
     try:
