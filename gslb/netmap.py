@@ -24,6 +24,7 @@ the offset 96).
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import pickle
@@ -281,9 +282,11 @@ T = TypeVar("T")
 def in_forks(work: Callable[[int], T], parts: int, here: bool = True, nice: int = 0) -> list[T]:
     """``[work(0), ..., work(parts - 1)]``, part 0 in this process (``here``; else in a child
     too) and each other part in a forked child, ``nice`` added to its niceness, that sends its
-    result back pickled through a pipe. A child whose parent is gone exits as soon as its write
-    fails; a failed child is a RuntimeError here (no child outlives it)."""
+    result back pickled through a pipe. A child dies with the thread that forked it (Linux: a
+    parent death signal; elsewhere as soon as its write fails); a failed child is a RuntimeError
+    here (no child outlives it)."""
     children: list[tuple[int, int]] = []
+    parent = os.getpid()
     try:
         for i in range(1 if here else 0, parts):
             read, write = os.pipe()
@@ -291,6 +294,7 @@ def in_forks(work: Callable[[int], T], parts: int, here: bool = True, nice: int 
             if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
                 code = 1
                 try:
+                    _die_with_parent(parent)
                     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                         signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it, not each child
                     os.close(read)
@@ -323,6 +327,17 @@ def in_forks(work: Callable[[int], T], parts: int, here: bool = True, nice: int 
                 os.close(read)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a forked child: be killed when the thread that forked it ends (an orphaned build would
+    compete with the next server's processes: another session's, so niceness does not shield them)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: the failed write ends it
+        pass
+    if os.getppid() != parent:  # the parent was gone before that took effect
+        os._exit(1)
 
 
 def locate_samples(locator: Any, versions: np.ndarray, hi: np.ndarray, lo: np.ndarray,

@@ -182,6 +182,34 @@ def test_in_forks_kills_its_children_when_this_process_fails(tmp_path):
             os.kill(pid, 0)
 
 
+def test_a_forked_child_dies_with_its_parent(tmp_path):
+    # an orphaned build would compete with the next server's processes (another session: its
+    # niceness does not shield them)
+    import os
+    import subprocess
+
+    code = ("import os, time, pathlib; from gslb import netmap; "
+            f"d = pathlib.Path({str(tmp_path)!r}); "
+            "netmap.in_forks(lambda i: (d / str(os.getpid())).write_text('') or time.sleep(600), 2)")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        pids = eventually(lambda: {int(p.name) for p in tmp_path.iterdir()} - {proc.pid}, timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    (child,) = pids
+
+    def gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{child}/stat") as f:  # killed, not yet reaped by init
+            return f.read().split(")")[-1].split()[0] == "Z"
+
+    eventually(gone, timeout=30, what="the child's death")
+
+
 def _encode_tree(pairs: list[tuple[int, int]], record_size: int) -> bytes:
     out = bytearray()
     for left, right in pairs:
