@@ -5,8 +5,9 @@ a level at a time, :func:`tree_leaves`): every address of each family falls in e
 network, or in a gap (no record: an unlocated client). Each distinct record is located once, by
 the locator (in forked processes, :func:`in_forks`, for a large database). Neighbouring
 networks whose records locate the same way (same coordinates, country and continent as
-:class:`gslb.geo.GeoLocator` derives them) are merged into one *run*; an index holds, per family, the sorted run starts (runs cover the whole address space, the next
-start ends a run) and each run's location id.
+:class:`gslb.geo.GeoLocator` derives them) are merged into one *run*; an index holds, per
+family, the sorted run starts (runs cover the whole address space, the next start ends a run)
+and each run's location id.
 
 Per pool (:func:`answer_runs`, pure): a function location id -> answer key, and the runs of
 the index merged again wherever neighbours get the same answer. :meth:`AnswerRuns.scope` is
@@ -230,7 +231,7 @@ class NetworkIndex:
         ids = lid_of[inverse.reshape(-1)]
         runs = {version: leaves.runs(ids[bounds[k]:bounds[k + 1]]) for k, (version, leaves) in enumerate(families)}
         if 6 not in runs:
-            runs[6] = FamilyRuns(128, [0], array("i", [_gap_id(locations, {key: i for i, key in enumerate(locations)})]))
+            runs[6] = FamilyRuns(128, [0], array("i", [_gap_id(locations)]))
         return cls(runs, locations)
 
     def location_sizes(self) -> list[float]:
@@ -262,13 +263,12 @@ class NetworkIndex:
 SIZE_UNIT_BITS = {32: 8, 128: 80}
 
 
-def _gap_id(locations: list[LocationKey], loc_ids: dict[LocationKey, int]) -> int:
-    key = (None, None, None)
-    got = loc_ids.get(key)
-    if got is None:
-        got = loc_ids[key] = len(locations)
-        locations.append(key)
-    return got
+def _gap_id(locations: list[LocationKey]) -> int:
+    """The location id of a gap (no record), added when no address of the database is one."""
+    gap: LocationKey = (None, None, None)
+    if gap not in locations:
+        locations.append(gap)
+    return locations.index(gap)
 
 
 #: at most this many processes locate the records of a large database (:meth:`NetworkIndex.build`)
@@ -358,19 +358,21 @@ def locate_samples(locator: Any, versions: np.ndarray, hi: np.ndarray, lo: np.nd
 
     parts = in_forks(part, workers)
     locations: list[LocationKey] = []
-    loc_ids: dict[LocationKey, int] = {}
+    numbers: dict[LocationKey, int] = {}
     lid_of = []
     for keys, local in parts:
-        ids = np.empty(len(keys) + 1, np.int32)
-        ids[-1] = OPAQUE  # local id -1
-        for j, key in enumerate(keys):
-            got = loc_ids.get(key)
-            if got is None:
-                got = loc_ids[key] = len(locations)
-                locations.append(key)
-            ids[j] = got
+        ids = np.array([_number(key, numbers, locations) for key in keys] + [OPAQUE], np.int32)  # [-1]: OPAQUE
         lid_of.append(ids[np.frombuffer(local, np.int32)])
     return locations, np.concatenate(lid_of)
+
+
+def _number(key: LocationKey, numbers: dict[LocationKey, int], keys: list[LocationKey]) -> int:
+    """The index of ``key`` in ``keys``, appended there when new (``numbers``: the same, by key)."""
+    got = numbers.get(key)
+    if got is None:
+        got = numbers[key] = len(keys)
+        keys.append(key)
+    return got
 
 
 def _locate_chunk(locator: Any, versions: np.ndarray, hi: np.ndarray,
@@ -379,21 +381,15 @@ def _locate_chunk(locator: Any, versions: np.ndarray, hi: np.ndarray,
     get, place_of, ntop = locator._reader.get, locator.place_of, socket.inet_ntop
     v4, v6 = socket.AF_INET, socket.AF_INET6
     keys: list[LocationKey] = []
-    ids: dict[LocationKey, int] = {}
+    numbers: dict[LocationKey, int] = {}
     local = array("i")
     for version, h, x in zip(versions.tolist(), hi.tolist(), lo.tolist(), strict=True):
         if version == 4:
-            key = place_of(get(ntop(v4, x.to_bytes(4, "big"))))
+            local.append(_number(place_of(get(ntop(v4, x.to_bytes(4, "big")))), numbers, keys))
         elif version == 6:
-            key = place_of(get(ntop(v6, (h << 64 | x).to_bytes(16, "big"))))
+            local.append(_number(place_of(get(ntop(v6, (h << 64 | x).to_bytes(16, "big")))), numbers, keys))
         else:
             local.append(OPAQUE)
-            continue
-        got = ids.get(key)
-        if got is None:
-            got = ids[key] = len(keys)
-            keys.append(key)
-        local.append(got)
     return keys, local.tobytes()
 
 

@@ -16,10 +16,12 @@ saying so and how to fix it: ``make .venv/.installed`` in the repository. Import
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Sequence
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,3 +49,15 @@ def use_project_venv(needs: Sequence[str] = GSLB) -> None:
         print(f"tools/{tool.name}: Python module(s) {', '.join(missing)} missing in {where}: "
               f"run `make .venv/.installed` in {REPO}", file=sys.stderr)
         sys.exit(2)
+
+
+def load_tool(name: str, module: str = "gslb_tools_bench") -> ModuleType:
+    """The tool ``tools/NAME`` (a script without .py) as a module named ``module``, e.g. to reuse
+    tools/bench's GeoLite2 fetch and helpers from another tool."""
+    loader = importlib.machinery.SourceFileLoader(module, str(REPO / "tools" / name))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = tool  # its dataclasses need it registered
+    loader.exec_module(tool)
+    return tool

@@ -16,8 +16,6 @@ after an override of SITE (down, then auto, twice) the map shows the change, and
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
-import importlib.util
 import json
 import socket
 import subprocess
@@ -63,11 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--site", default="fra", help="the site taken down (default fra)")
     args = p.parse_args(argv)
     if args.geolite:
-        # tools/bench's fetch (a script without .py: loaded from its path)
-        loader = importlib.machinery.SourceFileLoader("gslb_tools_bench", str(ROOT / "tools" / "bench"))
-        bench = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
-        sys.modules[loader.name] = bench  # its dataclasses need it registered
-        loader.exec_module(bench)
+        import _venv  # on sys.path: main() runs as __main__ only
+
+        bench = _venv.load_tool("bench")
         try:
             args.geoip = str(bench.ensure_geolite(ROOT / "data" / "bench" / "GeoLite2-City.mmdb"))
         except bench.BenchError as exc:
